@@ -1,0 +1,1 @@
+"""bridge: WebSocket JSON <-> gRPC CacheService."""

@@ -1,0 +1,1 @@
+"""cache_service: the gRPC CacheService over Redis."""

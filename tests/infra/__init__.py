@@ -1,0 +1,1 @@
+"""Real infrastructure for the tests: Redis servers (containers or processes), ports, processes."""
