@@ -23,6 +23,7 @@ test: install
 	bash scripts/test_env.sh bash scripts/run_suite.sh $(PYTEST_ARGS)
 
 bench: install
+	$(PYTHON) -m pip install -q -e '.[bench]'
 	bash scripts/test_env.sh $(PYTHON) -m bench
 
 clean:
