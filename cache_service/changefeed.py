@@ -1,0 +1,330 @@
+"""Change feed: one shared Redis Stream reader per stream key, fanned out to subscribers.
+
+Why shared: a thousand bridge streams on BTC/USDT must cost Redis one XREAD, not a thousand.
+A reader starts with its first subscriber and stops when its last one leaves. It reads from
+its last id, so when Redis goes away it backs off, reconnects and continues exactly where it
+stopped: no event is lost or repeated across a Redis restart, and subscribers' gRPC streams
+stay open meanwhile.
+
+Resume without gap or duplicate: a subscriber attaches to the live fan-out FIRST (its queue
+buffers everything after the reader's position at that moment, its ``start_id``), then
+replays ``(resume_from, start_id]`` with XRANGE, then drains its queue. If the stream was
+trimmed past ``resume_from`` (XINFO ``max-deleted-entry-id``), a Gap comes first.
+
+A subscriber that falls ``queue_limit`` events behind is ended (Overflow), never skipped:
+the client resumes from the last seq it got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from cache_service.errors import ResourceExhausted, Unavailable
+from cache_service.metrics import Metrics
+from cache_service.validation import format_seq, parse_seq
+
+log = logging.getLogger(__name__)
+
+READ_COUNT = 1000
+READ_BLOCK_MS = 1000
+REPLAY_PAGE = 500
+BACKOFF_START_S = 0.05
+BACKOFF_CAP_S = 2.0
+
+Fields = dict[bytes, bytes]
+Match = Callable[[Fields], bool]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stream entry: its id (the seq), the id as a comparable pair, its fields."""
+
+    id: str
+    key: tuple[int, int]
+    fields: Fields
+
+    @property
+    def data(self) -> bytes:
+        return self.fields[b"d"]
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Events after ``requested`` were trimmed; ``first_retained`` is the oldest kept ("" if none)."""
+
+    requested: str
+    first_retained: str
+
+
+@dataclass(frozen=True)
+class Live:
+    """Replay is over; ``seq`` is the last id known when the subscriber attached."""
+
+    seq: str
+
+
+FeedItem = Entry | Gap | Live
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def match_all(fields: Fields) -> bool:
+    """The filter of a subscriber that wants every event."""
+    return True
+
+
+def field_filter(**wanted: Collection[str] | str) -> Match:
+    """Match entries whose field ``name`` is in the given values (empty/"" = any value)."""
+    checks: list[tuple[bytes, frozenset[bytes]]] = []
+    for name, values in wanted.items():
+        if isinstance(values, str):
+            values = [values] if values else []
+        if values:
+            checks.append((name.encode(), frozenset(v.encode() for v in values)))
+    if not checks:
+        return match_all
+    return lambda fields: all(fields.get(name) in allowed for name, allowed in checks)
+
+
+class Overflow(Exception):
+    """The subscriber's queue is full: it cannot keep up."""
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One subscriber's place in a reader's fan-out: a filter and a bounded queue."""
+
+    match: Match
+    limit: int
+    start_id: str | None = None
+    queue: asyncio.Queue[Entry | None] = field(default_factory=asyncio.Queue)
+    error: Exception | None = None
+
+    def offer(self, entry: Entry) -> None:
+        """Called by the reader for every entry; never blocks the reader."""
+        if self.error is not None or not self.match(entry.fields):
+            return
+        if self.queue.qsize() >= self.limit:
+            self.fail(Overflow())
+            return
+        self.queue.put_nowait(entry)
+
+    def fail(self, error: Exception) -> None:
+        """End this subscription: the next ``get`` raises ``error``."""
+        if self.error is None:
+            self.error = error
+            self.queue.put_nowait(None)
+
+    async def get(self) -> Entry:
+        item = await self.queue.get()
+        if item is None:
+            assert self.error is not None
+            raise self.error
+        return item
+
+
+class Backoff:
+    """Exponential backoff with jitter, capped, reset after a success."""
+
+    def __init__(self, start: float = BACKOFF_START_S, cap: float = BACKOFF_CAP_S) -> None:
+        self.start, self.cap, self.current = start, cap, start
+
+    def next(self) -> float:
+        delay = self.current
+        self.current = min(self.cap, self.current * 2)
+        return delay * random.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        self.current = self.start
+
+
+class StreamReader:
+    """The single XREAD loop of one stream key in this process."""
+
+    def __init__(self, redis: aioredis.Redis, key: str, channel: str) -> None:
+        self.redis = redis
+        self.key = key
+        self.channel = channel
+        self.subscribers: set[Subscription] = set()
+        self.last_id: str | None = None
+        self.ready = asyncio.Event()
+        self.connected = False
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"reader:{self.key}")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    def attach(self, sub: Subscription) -> None:
+        if self.last_id is not None:
+            sub.start_id = self.last_id
+        self.subscribers.add(sub)
+
+    async def _position(self) -> None:
+        rows = await self.redis.xrevrange(self.key, count=1)
+        self.last_id = _text(rows[0][0]) if rows else "0-0"
+        for sub in self.subscribers:
+            sub.start_id = self.last_id
+        self.ready.set()
+
+    async def _run(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                if self.last_id is None:
+                    await self._position()
+                response = await self.redis.xread({self.key: self.last_id}, count=READ_COUNT, block=READ_BLOCK_MS)
+            except (RedisError, OSError) as exc:
+                delay = backoff.next()
+                if self.connected:
+                    log.warning("stream reader %s lost Redis (%s); retrying", self.key, exc)
+                self.connected = False
+                await asyncio.sleep(delay)
+                continue
+            if not self.connected:
+                log.info("stream reader %s reading from %s", self.key, self.last_id)
+            self.connected = True
+            backoff.reset()
+            for _stream, entries in response or ():
+                self._fan_out(entries)
+
+    def _fan_out(self, entries: list[tuple[bytes, Fields]]) -> None:
+        for raw_id, fields in entries:
+            entry_id = _text(raw_id)
+            self.last_id = entry_id
+            entry = Entry(entry_id, parse_seq(entry_id), fields)
+            for sub in tuple(self.subscribers):
+                sub.offer(entry)
+
+
+class ChangeFeed:
+    """Shared readers for every stream key, and the subscribe-replay-live protocol."""
+
+    def __init__(self, redis: aioredis.Redis, metrics: Metrics, queue_limit: int, timeout: float) -> None:
+        self.redis = redis
+        self.metrics = metrics
+        self.queue_limit = queue_limit
+        self.timeout = timeout
+        self.readers: dict[str, StreamReader] = {}
+        self._subscriptions: set[Subscription] = set()
+        self._closed = False
+
+    @property
+    def reader_count(self) -> int:
+        return len(self.readers)
+
+    async def _attach(self, key: str, channel: str, match: Match) -> tuple[StreamReader, Subscription]:
+        if self._closed:
+            raise Unavailable("server is shutting down")
+        reader = self.readers.get(key)
+        if reader is None:
+            reader = self.readers[key] = StreamReader(self.redis, key, channel)
+            reader.start()
+        sub = Subscription(match=match, limit=self.queue_limit)
+        reader.attach(sub)
+        self._subscriptions.add(sub)
+        self.metrics.stream_subscribers.labels(channel).inc()
+        return reader, sub
+
+    async def _detach(self, reader: StreamReader, sub: Subscription) -> None:
+        self._subscriptions.discard(sub)
+        reader.subscribers.discard(sub)
+        self.metrics.stream_subscribers.labels(reader.channel).dec()
+        if not reader.subscribers and self.readers.get(reader.key) is reader:
+            del self.readers[reader.key]
+            await reader.stop()
+
+    async def _gap(self, key: str, requested: tuple[int, int], resume_from: str) -> Gap | None:
+        try:
+            info = await self.redis.xinfo_stream(key)
+        except ResponseError:  # no such key: nothing was ever trimmed
+            return None
+        info = {_text(k): v for k, v in info.items()}
+        first = info.get("first-entry")
+        first_id = _text(first[0]) if first else ""
+        deleted = info.get("max-deleted-entry-id")
+        if deleted is not None:
+            trimmed = requested < parse_seq(_text(deleted))
+        else:  # Redis < 7: the best available hint is the first retained entry
+            trimmed = bool(first_id) and requested < parse_seq(first_id)
+        return Gap(resume_from, first_id) if trimmed else None
+
+    async def _replay(self, key: str, after: str, until: str, match: Match) -> AsyncIterator[Entry]:
+        cursor = after
+        while parse_seq(cursor) < parse_seq(until):
+            rows = await self.redis.xrange(key, min=f"({cursor}", max=until, count=REPLAY_PAGE)
+            for raw_id, fields in rows:
+                cursor = _text(raw_id)
+                if match(fields):
+                    yield Entry(cursor, parse_seq(cursor), fields)
+            if len(rows) < REPLAY_PAGE:
+                return
+
+    async def _start_id(self, reader: StreamReader, sub: Subscription) -> str:
+        try:
+            await asyncio.wait_for(reader.ready.wait(), self.timeout)
+        except TimeoutError:
+            raise Unavailable(f"Redis did not answer within {self.timeout:g}s") from None
+        assert sub.start_id is not None
+        return sub.start_id
+
+    async def follow(self, key: str, channel: str, match: Match, resume_from: str = "") -> AsyncIterator[FeedItem]:
+        """Yield (Gap?) replayed Entries, one Live, then live Entries until cancelled.
+
+        Raises Unavailable when Redis cannot be reached to set up the subscription (after
+        that, outages are ridden out), ResourceExhausted when the subscriber falls behind.
+        """
+        requested = parse_seq(resume_from) if resume_from else None
+        reader, sub = await self._attach(key, channel, match)
+        try:
+            start_id = await self._start_id(reader, sub)
+            last = parse_seq(start_id)
+            if requested is not None:
+                try:
+                    gap = await self._gap(key, requested, format_seq(requested))
+                    if gap is not None:
+                        yield gap
+                    async for entry in self._replay(key, format_seq(requested), start_id, match):
+                        yield entry
+                except RedisError as exc:
+                    raise Unavailable(f"Redis unavailable during replay: {exc}") from None
+                last = max(last, requested)
+            yield Live(start_id)
+            delivered = start_id
+            while True:
+                try:
+                    entry = await sub.get()
+                except Overflow:
+                    raise ResourceExhausted(
+                        f"subscriber fell more than {self.queue_limit} events behind; "
+                        f"resume_from {delivered}"
+                    ) from None
+                if entry.key <= last:
+                    continue
+                last = entry.key
+                delivered = entry.id
+                yield entry
+        finally:
+            await self._detach(reader, sub)
+
+    async def close(self) -> None:
+        """End every subscription (clients reconnect elsewhere) and stop the readers."""
+        self._closed = True
+        for sub in tuple(self._subscriptions):
+            sub.fail(Unavailable("server is shutting down"))
+        for reader in tuple(self.readers.values()):
+            await reader.stop()
+        self.readers.clear()

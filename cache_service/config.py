@@ -1,0 +1,144 @@
+"""Typed configuration, built once from flags and ``CACHE_*`` environment variables.
+
+Every flag has an environment twin (``--stream-maxlen`` <-> ``CACHE_STREAM_MAXLEN``); a flag on
+the command line wins. Everything is validated here, at start, so a bad value stops the
+process with one clear line instead of failing later under load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from cache_service.redis_url import RedisTarget, RedisUrlError, parse_redis_url
+
+ENV_PREFIX = "CACHE_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """Configuration cannot be used; the message is the one line the operator sees."""
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """Everything the service needs to start. Defaults match SPEC §5 and the chart."""
+
+    redis_url: str = "redis://localhost:6379/0"
+    host: str = "0.0.0.0"
+    port: int = 50051
+    metrics_port: int = 9101
+    stream_maxlen: int = 100_000
+    log_level: str = "INFO"
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None
+    redis_timeout: float = 3.0
+    shutdown_grace: float = 10.0
+    subscriber_queue: int = 10_000
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def redis_target(self) -> RedisTarget:
+        return parse_redis_url(self.redis_url)
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert_file is not None
+
+
+def _port(name: str, value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"--{name}: {value} is not a port (0-65535)")
+
+
+def _readable(name: str, path: str | None) -> None:
+    if path is not None and not os.access(path, os.R_OK):
+        raise ConfigError(f"--{name}: cannot read file {path!r}")
+
+
+def validate(config: CacheConfig) -> None:
+    """Raise ConfigError for the first value that cannot work."""
+    try:
+        parse_redis_url(config.redis_url)
+    except RedisUrlError as exc:
+        raise ConfigError(f"--redis-url: {exc}") from None
+    _port("port", config.port)
+    _port("metrics-port", config.metrics_port)
+    if config.stream_maxlen <= 0:
+        raise ConfigError(f"--stream-maxlen: must be > 0, got {config.stream_maxlen}")
+    if config.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"--log-level: {config.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    for name in ("redis_timeout", "shutdown_grace"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be > 0")
+    if config.subscriber_queue <= 0:
+        raise ConfigError("--subscriber-queue: must be > 0")
+    if (config.tls_cert_file is None) != (config.tls_key_file is None):
+        raise ConfigError("--tls-cert-file and --tls-key-file must be given together")
+    if config.tls_client_ca_file is not None and config.tls_cert_file is None:
+        raise ConfigError("--tls-client-ca-file needs --tls-cert-file and --tls-key-file")
+    for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+        _readable(name.replace("_", "-"), getattr(config, name))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise ConfigError(message)
+
+
+_CONVERTERS: dict[type, Callable[[str], Any]] = {int: int, float: float, str: str}
+
+
+def _field_type(name: str) -> type:
+    hint = {f.name: f.type for f in fields(CacheConfig)}[name]
+    text = str(hint)
+    return int if text == "int" else float if text == "float" else str
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI; every option defaults to None so the environment can fill it in."""
+    parser = _Parser(prog="python -m cache_service", description="cache.v1.CacheService over Redis")
+    for f in fields(CacheConfig):
+        flag = "--" + f.name.replace("_", "-")
+        env = ENV_PREFIX + f.name.upper()
+        parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(),
+                            help=f"(env {env}, default {f.default!r})")
+    return parser
+
+
+def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> CacheConfig:
+    """Build the config from flags, then environment, then defaults; raise ConfigError."""
+    environ = os.environ if environ is None else environ
+    args = vars(build_parser().parse_args(argv))
+    values: dict[str, Any] = {}
+    for name, raw in args.items():
+        source = f"--{name.replace('_', '-')}"
+        if raw is None:
+            env = ENV_PREFIX + name.upper()
+            raw = environ.get(env)
+            source = env
+        if raw is None or (raw == "" and name.startswith("tls_")):
+            continue
+        kind = _field_type(name)
+        try:
+            values[name] = _CONVERTERS[kind](raw)
+        except ValueError:
+            raise ConfigError(f"{source}: expected {kind.__name__}, got {raw!r}") from None
+    return CacheConfig(**values)
+
+
+def configure_logging(config: CacheConfig) -> None:
+    """One line per record, level from the config."""
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

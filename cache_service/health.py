@@ -1,0 +1,80 @@
+"""Redis health monitor: PING about once a second, reflected in gRPC health and metrics.
+
+Kubernetes' gRPC probe and the bridge's readiness both read the health service, so a replica
+that cannot reach Redis is taken out of rotation while it keeps retrying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import redis.asyncio as aioredis
+from grpc_health.v1 import health, health_pb2
+from redis.exceptions import RedisError
+
+from cache_service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "cache.v1.CacheService"
+HEALTH_NAMES = ("", SERVICE_NAME)
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class RedisMonitor:
+    """Owns the SERVING/NOT_SERVING state of the service."""
+
+    def __init__(self, redis: aioredis.Redis, servicer: health.aio.HealthServicer, metrics: Metrics,
+                 interval: float = 1.0, timeout: float = 1.0) -> None:
+        self.redis = redis
+        self.servicer = servicer
+        self.metrics = metrics
+        self.interval = interval
+        self.timeout = timeout
+        self.up: bool | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.changed = asyncio.Event()
+
+    async def check(self) -> bool:
+        """One PING, bounded by ``timeout``; updates state, gauge and counter."""
+        try:
+            ok = bool(await asyncio.wait_for(self.redis.ping(), self.timeout))
+        except (RedisError, OSError, TimeoutError):
+            ok = False
+        await self._set(ok)
+        return ok
+
+    async def _set(self, up: bool) -> None:
+        if up == self.up:
+            return
+        if up and self.up is False:
+            self.metrics.redis_reconnects.inc()
+            log.info("Redis is back")
+        elif not up:
+            log.warning("Redis is not answering: reporting NOT_SERVING")
+        self.up = up
+        self.metrics.redis_up.set(1 if up else 0)
+        await self.set_status(SERVING if up else NOT_SERVING)
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    async def set_status(self, status: int) -> None:
+        for name in HEALTH_NAMES:
+            await self.servicer.set(name, status)
+
+    async def _run(self) -> None:
+        while True:
+            await self.check()
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name="redis-monitor")
+
+    async def stop(self) -> None:
+        """Stop probing and report NOT_SERVING (we are going away)."""
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self.servicer.enter_graceful_shutdown()

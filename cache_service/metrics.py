@@ -1,0 +1,56 @@
+"""Prometheus metrics of SPEC §6, on a registry of the service's own.
+
+A registry per service instance (not the global one) lets tests run several services in one
+process. Labels are bounded: method names of registered RPCs, status code names, and the
+three channel names; never users, symbols or exchanges.
+"""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+CHANNELS = ("tickers", "orders", "bots")
+
+
+class Metrics:
+    """Every metric the cache service exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.grpc_requests = Counter(
+            "cache_grpc_requests_total", "gRPC requests handled, by method and status code",
+            ["method", "code"], registry=self.registry)
+        self.grpc_duration = Histogram(
+            "cache_grpc_request_duration_seconds", "gRPC handling time (streams: whole lifetime)",
+            ["method"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.redis_up = Gauge("cache_redis_up", "1 when Redis answers PING", registry=self.registry)
+        self.redis_reconnects = Counter(
+            "cache_redis_reconnects", "Times Redis came back after being down",
+            registry=self.registry)
+        self.stream_subscribers = Gauge(
+            "cache_stream_subscribers", "Open stream subscriptions, by channel", ["channel"],
+            registry=self.registry)
+        self.events_published = Counter(
+            "cache_events_published", "Changes appended to the change feed, by channel",
+            ["channel"], registry=self.registry)
+        for channel in CHANNELS:
+            self.stream_subscribers.labels(channel)
+            self.events_published.labels(channel)
+        self._http: tuple[WSGIServer, threading.Thread] | None = None
+
+    def serve(self, host: str, port: int) -> None:
+        """Expose /metrics on ``port`` (0 = do not serve)."""
+        if port and self._http is None:
+            self._http = start_http_server(port, addr=host, registry=self.registry)
+
+    def close(self) -> None:
+        if self._http is not None:
+            server, thread = self._http
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+            self._http = None

@@ -1,0 +1,137 @@
+"""Build, start and stop the gRPC server: CacheService + health + reflection (+ TLS/mTLS).
+
+``CacheServer`` can be started and stopped repeatedly on the same port (tests restart it);
+``serve`` runs it until SIGTERM/SIGINT and then drains: health goes NOT_SERVING, open change
+streams end with UNAVAILABLE (clients resume on another replica), in-flight unary calls get
+``shutdown_grace`` seconds to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import grpc
+import redis.asyncio as aioredis
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from cache_service.changefeed import ChangeFeed
+from cache_service.config import CacheConfig
+from cache_service.health import SERVICE_NAME, RedisMonitor
+from cache_service.interceptor import MetricsInterceptor
+from cache_service.metrics import Metrics
+from cache_service.pb.v1 import cache_pb2, cache_pb2_grpc
+from cache_service.redis_url import connect
+from cache_service.servicer import CacheServicer
+from cache_service.store import Store
+
+log = logging.getLogger(__name__)
+
+GRPC_OPTIONS = [
+    ("grpc.so_reuseport", 0),  # a second server on a busy port must fail, not share it
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+class StartupError(RuntimeError):
+    """The server cannot start (port taken, unreadable certificate); one-line message."""
+
+
+def server_credentials(config: CacheConfig) -> grpc.ServerCredentials | None:
+    """TLS credentials, requiring client certificates when a client CA is configured."""
+    if not config.tls_enabled:
+        return None
+    assert config.tls_cert_file and config.tls_key_file
+    cert = Path(config.tls_cert_file).read_bytes()
+    key = Path(config.tls_key_file).read_bytes()
+    ca = Path(config.tls_client_ca_file).read_bytes() if config.tls_client_ca_file else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
+class CacheServer:
+    """One running instance of the service; ``start``/``stop`` may be called repeatedly."""
+
+    def __init__(self, config: CacheConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.port: int = config.port
+        self.redis: aioredis.Redis | None = None
+        self.feed: ChangeFeed | None = None
+        self.monitor: RedisMonitor | None = None
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> None:
+        config = self.config
+        self.redis = connect(config.redis_target, config.redis_timeout)
+        store = Store(self.redis, config.stream_maxlen)
+        self.feed = ChangeFeed(self.redis, self.metrics, config.subscriber_queue, config.redis_timeout)
+        health_servicer = health.aio.HealthServicer()
+        self.monitor = RedisMonitor(self.redis, health_servicer, self.metrics)
+        server = grpc.aio.server(interceptors=[MetricsInterceptor(self.metrics)], options=GRPC_OPTIONS)
+        cache_pb2_grpc.add_CacheServiceServicer_to_server(
+            CacheServicer(store, self.feed, self.metrics, config.redis_timeout), server)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        names = (cache_pb2.DESCRIPTOR.services_by_name["CacheService"].full_name,
+                 health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+        address = f"{config.host}:{self.port}"
+        try:
+            credentials = server_credentials(config)
+            if credentials is None:
+                self.port = server.add_insecure_port(address)
+            else:
+                self.port = server.add_secure_port(address, credentials)
+        except (RuntimeError, OSError) as exc:
+            await self.redis.aclose()
+            raise StartupError(f"cannot listen on {address}: {exc}") from None
+        await self.monitor.check()
+        await server.start()
+        self._server = server
+        self.monitor.start()
+        try:
+            self.metrics.serve(config.host, config.metrics_port)
+        except OSError as exc:
+            await self.stop(0)
+            raise StartupError(f"cannot serve metrics on port {config.metrics_port}: {exc}") from None
+        log.info("%s listening on %s (tls=%s, metrics port %s)", SERVICE_NAME, address,
+                 config.tls_enabled, config.metrics_port or "off")
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain and stop: NOT_SERVING, end streams, let unary calls finish within ``grace``."""
+        grace = self.config.shutdown_grace if grace is None else grace
+        if self.monitor is not None:
+            await self.monitor.stop()
+        if self.feed is not None:
+            await self.feed.close()
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
+        self.metrics.close()
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def serve(config: CacheConfig) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully."""
+    server = CacheServer(config)
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("shutting down (grace %ss)", config.shutdown_grace)
+    await server.stop()
+    log.info("stopped")

@@ -1,0 +1,271 @@
+"""The gRPC servicer: maps each RPC to the store or the change feed, errors to status codes.
+
+Kept thin on purpose: validation, scoping, storage and streaming live in their own modules;
+this file only wires them together and decides what a client sees when something fails.
+Every unary call is bounded by min(client deadline, ``timeout``) so a dead or hung Redis gives
+UNAVAILABLE quickly instead of a hang; a known condition never surfaces as UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError, RedisError, TryAgainError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from cache_service import validation
+from cache_service.changefeed import ChangeFeed, Entry, Gap, Live, Match, field_filter
+from cache_service.errors import InvalidArgument, NotFound, ServiceError, Unavailable
+from cache_service.metrics import Metrics
+from cache_service.pb.v1 import cache_pb2, cache_pb2_grpc
+from cache_service.scoping import Caller, caller_from_metadata
+from cache_service.store import BOTS, ORDERS, OwnedKind, Store, ticker_stream
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+INGEST_QUEUE = 2000
+_UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, TryAgainError, OSError)
+
+
+def _caller(context: grpc.aio.ServicerContext) -> Caller:
+    return caller_from_metadata(context.invocation_metadata())
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: BaseException) -> NoReturn:
+    """Turn an exception into the status a client should see."""
+    if isinstance(error, ServiceError):
+        await context.abort(error.code, error.message)
+    if isinstance(error, _UNAVAILABLE_ERRORS):
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"Redis unavailable: {error}")
+    log.exception("unexpected error", exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _event(event_type: type[Message], field: str, entity: type[Message], item: Entry | Gap | Live) -> Message:
+    """A stream event (TickerEvent, OrderEvent, BotEvent) from a change-feed item."""
+    if isinstance(item, Entry):
+        return event_type(seq=item.id, **{field: entity.FromString(item.data)})
+    if isinstance(item, Gap):
+        gap = cache_pb2.StreamGap(requested=item.requested, first_retained=item.first_retained)
+        return event_type(seq=item.requested, gap=gap)
+    return event_type(seq=item.seq, live=cache_pb2.StreamLive())
+
+
+class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
+    """cache.v1.CacheService."""
+
+    def __init__(self, store: Store, feed: ChangeFeed, metrics: Metrics, timeout: float) -> None:
+        self.store = store
+        self.feed = feed
+        self.metrics = metrics
+        self.timeout = timeout
+
+    # ------------------------------------------------------------ plumbing
+
+    async def _unary(self, context: grpc.aio.ServicerContext, op: Awaitable[T]) -> T:
+        remaining = context.time_remaining()
+        budget = self.timeout if remaining is None else max(0.0, min(self.timeout, remaining))
+        try:
+            return await asyncio.wait_for(op, budget)
+        except TimeoutError:
+            if remaining is not None and remaining <= self.timeout:
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded waiting for Redis")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"Redis did not answer within {budget:g}s")
+        except (ServiceError, RedisError, OSError) as exc:
+            await _abort(context, exc)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _stream(self, context: grpc.aio.ServicerContext, key: str, channel: str, match: Match,
+                      resume_from: str, make: Callable[[Entry | Gap | Live], Message]) -> AsyncIterator[Any]:
+        try:
+            async with aclosing(self.feed.follow(key, channel, match, resume_from)) as items:
+                async for item in items:
+                    yield make(item)
+        except (ServiceError, RedisError, OSError) as exc:
+            await _abort(context, exc)
+
+    # ------------------------------------------------------------ tickers
+
+    async def GetTicker(self, request: cache_pb2.GetTickerRequest, context: grpc.aio.ServicerContext) -> cache_pb2.Ticker:
+        async def op() -> cache_pb2.Ticker:
+            validation.require_id("exchange", request.exchange)
+            validation.require_id("symbol", request.symbol)
+            ticker = await self.store.get_ticker(request.exchange, request.symbol)
+            if ticker is None:
+                raise NotFound(f"no ticker for {request.symbol} on {request.exchange}")
+            return ticker
+        return await self._unary(context, op())
+
+    async def ListTickers(self, request: cache_pb2.ListTickersRequest,
+                          context: grpc.aio.ServicerContext) -> cache_pb2.ListTickersResponse:
+        async def op() -> cache_pb2.ListTickersResponse:
+            tickers = await self.store.list_tickers(request.exchange, list(request.symbols))
+            return cache_pb2.ListTickersResponse(tickers=tickers)
+        return await self._unary(context, op())
+
+    async def PublishTicker(self, request: cache_pb2.PublishTickerRequest,
+                            context: grpc.aio.ServicerContext) -> cache_pb2.WriteResult:
+        async def op() -> cache_pb2.WriteResult:
+            validation.check_ticker(request.ticker)
+            seq = await self.store.publish_ticker(request.ticker)
+            self.metrics.events_published.labels("tickers").inc()
+            return cache_pb2.WriteResult(seq=seq)
+        return await self._unary(context, op())
+
+    async def PublishTickers(self, request_iterator: AsyncIterator[cache_pb2.PublishTickerRequest],
+                             context: grpc.aio.ServicerContext) -> cache_pb2.PublishTickersResponse:
+        """Bulk ingest: whatever has arrived (up to a pipeline batch) goes in one round trip.
+
+        Batching what is already queued keeps latency low for a slow feed and throughput high
+        for a fast one. A bad ticker ends the call with INVALID_ARGUMENT after the good ones
+        before it are written; the message says how many were accepted.
+        """
+        queue: asyncio.Queue[cache_pb2.PublishTickerRequest | None] = asyncio.Queue(INGEST_QUEUE)
+
+        async def pump() -> None:
+            async for request in request_iterator:
+                await queue.put(request)
+            await queue.put(None)
+
+        pumping = asyncio.create_task(pump())
+        accepted, last_seq, done = 0, "", False
+        try:
+            while not done:
+                batch: list[cache_pb2.Ticker] = []
+                item = await queue.get()
+                while item is not None:
+                    batch.append(item.ticker)
+                    if len(batch) >= 500 or queue.empty():
+                        break
+                    item = queue.get_nowait()
+                done = item is None
+                bad: InvalidArgument | None = None
+                for index, ticker in enumerate(batch):
+                    try:
+                        validation.check_ticker(ticker)
+                    except InvalidArgument as exc:
+                        bad = InvalidArgument(f"ticker #{accepted + index + 1}: {exc.message}")
+                        batch = batch[:index]
+                        break
+                if batch:
+                    seqs = await self._unary(context, self.store.publish_tickers(batch))
+                    accepted += len(seqs)
+                    last_seq = seqs[-1]
+                    self.metrics.events_published.labels("tickers").inc(len(seqs))
+                if bad is not None:
+                    raise InvalidArgument(f"{bad.message} ({accepted} accepted before it, last_seq {last_seq!r})")
+        except ServiceError as exc:
+            await _abort(context, exc)
+        finally:
+            pumping.cancel()
+            await asyncio.gather(pumping, return_exceptions=True)
+        return cache_pb2.PublishTickersResponse(accepted=accepted, last_seq=last_seq)
+
+    async def StreamTickers(self, request: cache_pb2.StreamTickersRequest,
+                            context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.TickerEvent]:
+        try:
+            validation.require_id("exchange", request.exchange)
+        except ServiceError as exc:
+            await _abort(context, exc)
+        match = field_filter(s=list(request.symbols))
+        make = lambda item: _event(cache_pb2.TickerEvent, "ticker", cache_pb2.Ticker, item)  # noqa: E731
+        async for event in self._stream(context, ticker_stream(request.exchange), "tickers", match,
+                                        request.resume_from, make):
+            yield event
+
+    # ------------------------------------------------------------ orders and bots
+
+    async def _get_owned(self, kind: OwnedKind[Any], record_id: str, context: grpc.aio.ServicerContext) -> Any:
+        caller = _caller(context)
+
+        async def op() -> Any:
+            validation.require_id(f"{kind.singular}_id", record_id)
+            record = await self.store.get(kind, record_id)
+            if record is None or not caller.may_see(record.user_id):
+                raise NotFound(f"{kind.singular} {record_id!r} not found")
+            return record
+        return await self._unary(context, op())
+
+    async def _upsert_owned(self, kind: OwnedKind[Any], record: Any, check: Callable[[Any], None],
+                            context: grpc.aio.ServicerContext) -> cache_pb2.WriteResult:
+        async def op() -> cache_pb2.WriteResult:
+            check(record)
+            seq = await self.store.upsert(kind, record)
+            self.metrics.events_published.labels(kind.name).inc()
+            return cache_pb2.WriteResult(seq=seq)
+        return await self._unary(context, op())
+
+    async def _stream_owned(self, kind: OwnedKind[Any], context: grpc.aio.ServicerContext, user_id: str,
+                            resume_from: str, make: Callable[[Entry | Gap | Live], Message],
+                            **filters: list[str]) -> AsyncIterator[Any]:
+        try:
+            user = _caller(context).user_filter(user_id)
+        except ServiceError as exc:
+            await _abort(context, exc)
+        match = field_filter(u=user, **filters)
+        async for event in self._stream(context, kind.stream, kind.name, match, resume_from, make):
+            yield event
+
+    async def GetOrder(self, request: cache_pb2.GetOrderRequest, context: grpc.aio.ServicerContext) -> cache_pb2.Order:
+        return await self._get_owned(ORDERS, request.order_id, context)
+
+    async def ListOrders(self, request: cache_pb2.ListOrdersRequest,
+                         context: grpc.aio.ServicerContext) -> cache_pb2.ListOrdersResponse:
+        caller = _caller(context)
+
+        async def op() -> cache_pb2.ListOrdersResponse:
+            limit = validation.list_limit(request.limit)
+            if request.status and request.status not in validation.ORDER_STATUSES:
+                raise InvalidArgument(f"status must be one of {', '.join(sorted(validation.ORDER_STATUSES))}")
+            orders = await self.store.list(ORDERS, caller.user_filter(request.user_id))
+            wanted = [o for o in orders
+                      if (not request.status or o.status == request.status)
+                      and (not request.symbol or o.symbol == request.symbol)
+                      and (not request.bot_id or o.bot_id == request.bot_id)]
+            wanted.sort(key=lambda o: (-o.updated_at, o.order_id))
+            return cache_pb2.ListOrdersResponse(orders=wanted[:limit])
+        return await self._unary(context, op())
+
+    async def UpsertOrder(self, request: cache_pb2.UpsertOrderRequest,
+                          context: grpc.aio.ServicerContext) -> cache_pb2.WriteResult:
+        return await self._upsert_owned(ORDERS, request.order, validation.check_order, context)
+
+    async def StreamOrders(self, request: cache_pb2.StreamOrdersRequest,
+                           context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.OrderEvent]:
+        make = lambda item: _event(cache_pb2.OrderEvent, "order", cache_pb2.Order, item)  # noqa: E731
+        async for event in self._stream_owned(ORDERS, context, request.user_id, request.resume_from, make,
+                                              s=list(request.symbols), b=list(request.bot_ids)):
+            yield event
+
+    async def GetBot(self, request: cache_pb2.GetBotRequest, context: grpc.aio.ServicerContext) -> cache_pb2.Bot:
+        return await self._get_owned(BOTS, request.bot_id, context)
+
+    async def ListBots(self, request: cache_pb2.ListBotsRequest,
+                       context: grpc.aio.ServicerContext) -> cache_pb2.ListBotsResponse:
+        caller = _caller(context)
+
+        async def op() -> cache_pb2.ListBotsResponse:
+            bots = await self.store.list(BOTS, caller.user_filter(request.user_id))
+            bots.sort(key=lambda b: (b.user_id, b.bot_id))
+            return cache_pb2.ListBotsResponse(bots=bots)
+        return await self._unary(context, op())
+
+    async def UpsertBot(self, request: cache_pb2.UpsertBotRequest,
+                        context: grpc.aio.ServicerContext) -> cache_pb2.WriteResult:
+        return await self._upsert_owned(BOTS, request.bot, validation.check_bot, context)
+
+    async def StreamBots(self, request: cache_pb2.StreamBotsRequest,
+                         context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.BotEvent]:
+        make = lambda item: _event(cache_pb2.BotEvent, "bot", cache_pb2.Bot, item)  # noqa: E731
+        async for event in self._stream_owned(BOTS, context, request.user_id, request.resume_from, make,
+                                              b=list(request.bot_ids)):
+            yield event

@@ -1,0 +1,203 @@
+"""The Redis layout and the atomic write scripts.
+
+Layout (prefix ``cache:v1:``):
+
+- tickers: hash ``tickers:{exchange}`` (symbol -> Ticker bytes), set ``exchanges``,
+  change feed ``stream:tickers:{exchange}`` (fields ``d`` = bytes, ``s`` = symbol).
+- orders: hash ``orders:user:{user_id}`` (order_id -> Order bytes), hash ``order_owner``
+  (order_id -> user_id) so GetOrder is one lookup and an owner change drops the old copy,
+  set ``order_users``; change feed ``stream:orders`` (``d``, ``u`` user, ``b`` bot, ``s`` symbol).
+- bots: the same shape (``bots:user:{user_id}``, ``bot_owner``, ``bot_users``,
+  ``stream:bots`` with ``d``, ``u``, ``b``).
+
+Each write and its XADD run as ONE Lua script, so the latest state and the change feed never
+disagree, and the script returns the new stream id: the ``seq`` the writer gets back is the
+``seq`` every subscriber sees. Streams are capped with ``MAXLEN ~ stream_maxlen``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import redis.asyncio as aioredis
+from google.protobuf.message import Message
+
+from cache_service.pb.v1 import cache_pb2
+
+PREFIX = "cache:v1:"
+PIPELINE_BATCH = 500
+
+_TICKER_WRITE = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'd', ARGV[2], 's', ARGV[1])
+"""
+
+# KEYS: owner hash, users set, new owner's records hash, stream
+# ARGV: id, user, bytes, maxlen, records-hash prefix, then extra stream field pairs
+_OWNED_WRITE = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old and old ~= ARGV[2] then redis.call('HDEL', ARGV[5] .. old, ARGV[1]) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+local fields = {'d', ARGV[3]}
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+return redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
+"""
+
+# KEYS: owner hash; ARGV: id, records-hash prefix. Returns {owner, bytes} or nil.
+_OWNED_READ = """
+local owner = redis.call('HGET', KEYS[1], ARGV[1])
+if not owner then return nil end
+local data = redis.call('HGET', ARGV[2] .. owner, ARGV[1])
+if not data then return nil end
+return {owner, data}
+"""
+
+M = TypeVar("M", bound=Message)
+
+
+def ticker_stream(exchange: str) -> str:
+    """The change-feed key of one exchange's tickers."""
+    return f"{PREFIX}stream:tickers:{exchange}"
+
+
+@dataclass(frozen=True)
+class OwnedKind(Generic[M]):
+    """What differs between orders and bots: names, message type, stream fields."""
+
+    name: str  # "orders" / "bots": also the change-feed channel
+    singular: str  # "order" / "bot"
+    message: type[M]
+    record_id: Callable[[M], str]
+    stream_fields: Callable[[M], list[str]]
+
+    @property
+    def records_prefix(self) -> str:
+        return f"{PREFIX}{self.name}:user:"
+
+    @property
+    def owner_key(self) -> str:
+        return f"{PREFIX}{self.singular}_owner"
+
+    @property
+    def users_key(self) -> str:
+        return f"{PREFIX}{self.singular}_users"
+
+    @property
+    def stream(self) -> str:
+        return f"{PREFIX}stream:{self.name}"
+
+
+ORDERS: OwnedKind[cache_pb2.Order] = OwnedKind(
+    name="orders",
+    singular="order",
+    message=cache_pb2.Order,
+    record_id=lambda o: o.order_id,
+    stream_fields=lambda o: ["u", o.user_id, "b", o.bot_id, "s", o.symbol],
+)
+BOTS: OwnedKind[cache_pb2.Bot] = OwnedKind(
+    name="bots",
+    singular="bot",
+    message=cache_pb2.Bot,
+    record_id=lambda b: b.bot_id,
+    stream_fields=lambda b: ["u", b.user_id, "b", b.bot_id],
+)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Store:
+    """Reads and writes of the three entities; every method is one Redis round trip."""
+
+    def __init__(self, redis: aioredis.Redis, stream_maxlen: int) -> None:
+        self.redis = redis
+        self.stream_maxlen = stream_maxlen
+        self._ticker_write = redis.register_script(_TICKER_WRITE)
+        self._owned_write = redis.register_script(_OWNED_WRITE)
+        self._owned_read = redis.register_script(_OWNED_READ)
+
+    # ------------------------------------------------------------ tickers
+
+    def _ticker_call(self, ticker: cache_pb2.Ticker) -> tuple[list[str], list[object]]:
+        keys = [f"{PREFIX}tickers:{ticker.exchange}", f"{PREFIX}exchanges", ticker_stream(ticker.exchange)]
+        args: list[object] = [ticker.symbol, ticker.SerializeToString(), ticker.exchange, self.stream_maxlen]
+        return keys, args
+
+    async def publish_ticker(self, ticker: cache_pb2.Ticker) -> str:
+        """Store the latest ticker and append it to its exchange's feed; return the seq."""
+        keys, args = self._ticker_call(ticker)
+        return _text(await self._ticker_write(keys=keys, args=args))
+
+    async def publish_tickers(self, tickers: Sequence[cache_pb2.Ticker]) -> list[str]:
+        """The same write for many tickers, pipelined (no transaction: each write is atomic)."""
+        seqs: list[str] = []
+        for start in range(0, len(tickers), PIPELINE_BATCH):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for ticker in tickers[start:start + PIPELINE_BATCH]:
+                    keys, args = self._ticker_call(ticker)
+                    await self._ticker_write(keys=keys, args=args, client=pipe)
+                seqs.extend(_text(seq) for seq in await pipe.execute())
+        return seqs
+
+    async def get_ticker(self, exchange: str, symbol: str) -> cache_pb2.Ticker | None:
+        data = await self.redis.hget(f"{PREFIX}tickers:{exchange}", symbol)
+        return None if data is None else cache_pb2.Ticker.FromString(data)
+
+    async def exchanges(self) -> list[str]:
+        return sorted(_text(e) for e in await self.redis.smembers(f"{PREFIX}exchanges"))
+
+    async def list_tickers(self, exchange: str, symbols: Sequence[str]) -> list[cache_pb2.Ticker]:
+        """Latest tickers of one exchange (or all), optionally only some symbols; sorted."""
+        exchanges = [exchange] if exchange else await self.exchanges()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in exchanges:
+                if symbols:
+                    pipe.hmget(f"{PREFIX}tickers:{name}", list(symbols))
+                else:
+                    pipe.hvals(f"{PREFIX}tickers:{name}")
+            results = await pipe.execute()
+        tickers = [cache_pb2.Ticker.FromString(d) for rows in results for d in rows if d is not None]
+        tickers.sort(key=lambda t: (t.exchange, t.symbol))
+        return tickers
+
+    # ------------------------------------------------------------ orders and bots
+
+    async def upsert(self, kind: OwnedKind[M], record: M) -> str:
+        """Store ``record`` under its owner (dropping a previous owner's copy); return the seq."""
+        record_id, user_id = kind.record_id(record), record.user_id  # type: ignore[attr-defined]
+        keys = [kind.owner_key, kind.users_key, kind.records_prefix + user_id, kind.stream]
+        args = [record_id, user_id, record.SerializeToString(), self.stream_maxlen,
+                kind.records_prefix, *kind.stream_fields(record)]
+        return _text(await self._owned_write(keys=keys, args=args))
+
+    async def get(self, kind: OwnedKind[M], record_id: str) -> M | None:
+        """The record with this id, whoever owns it (scoping is the caller's job)."""
+        found = await self._owned_read(keys=[kind.owner_key], args=[record_id, kind.records_prefix])
+        if not found:
+            return None
+        return kind.message.FromString(found[1])
+
+    async def list(self, kind: OwnedKind[M], user_id: str) -> list[M]:
+        """Every record of one user, or of every user when ``user_id`` is empty."""
+        if user_id:
+            users = [user_id]
+        else:
+            users = sorted(_text(u) for u in await self.redis.smembers(kind.users_key))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user in users:
+                pipe.hvals(kind.records_prefix + user)
+            results = await pipe.execute()
+        return [kind.message.FromString(d) for rows in results for d in rows]
+
+    # ------------------------------------------------------------ stream positions
+
+    async def last_id(self, stream: str) -> str:
+        """The newest id in ``stream``, "0-0" when it is empty or missing."""
+        rows = await self.redis.xrevrange(stream, count=1)
+        return _text(rows[0][0]) if rows else "0-0"

@@ -1,0 +1,101 @@
+"""Pure checks of incoming entities and request fields (SPEC §2).
+
+Each check raises InvalidArgument with a message naming the field, so a producer sees
+exactly what to fix; nothing here talks to Redis or gRPC.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+
+from cache_service.errors import InvalidArgument
+from cache_service.pb.v1 import cache_pb2
+
+ORDER_SIDES = frozenset({"buy", "sell"})
+ORDER_TYPES = frozenset({"limit", "market", "stop", "stop_limit"})
+ORDER_STATUSES = frozenset({"new", "open", "partially_filled", "filled", "canceled", "rejected"})
+BOT_STATUSES = frozenset({"running", "paused", "stopped", "error"})
+MAX_ID_LENGTH = 256
+LIST_LIMIT_DEFAULT = 100
+LIST_LIMIT_MAX = 1000
+_SEQ = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
+
+
+def require_id(name: str, value: str) -> str:
+    """An identifier: present, bounded, no control characters (it ends up in Redis keys)."""
+    if not value:
+        raise InvalidArgument(f"{name} is required")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidArgument(f"{name} is longer than {MAX_ID_LENGTH} characters")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise InvalidArgument(f"{name} contains control characters")
+    return value
+
+
+def _enum(name: str, value: str, allowed: frozenset[str]) -> None:
+    if value not in allowed:
+        raise InvalidArgument(f"{name} must be one of {', '.join(sorted(allowed))}; got {value!r}")
+
+
+def _finite(entity: str, message: object, names: Iterable[str], non_negative: Iterable[str] = ()) -> None:
+    for name in names:
+        value = getattr(message, name)
+        if not math.isfinite(value):
+            raise InvalidArgument(f"{entity}.{name} must be a finite number; got {value}")
+    for name in non_negative:
+        if getattr(message, name) < 0:
+            raise InvalidArgument(f"{entity}.{name} must be >= 0; got {getattr(message, name)}")
+
+
+def check_ticker(ticker: cache_pb2.Ticker) -> None:
+    """A publishable ticker: exchange and symbol set, numbers finite, prices not negative."""
+    require_id("ticker.exchange", ticker.exchange)
+    require_id("ticker.symbol", ticker.symbol)
+    _finite("ticker", ticker,
+            ("price", "bid", "ask", "last", "volume", "change_24h", "time"),
+            ("price", "bid", "ask", "last", "volume", "time"))
+
+
+def check_order(order: cache_pb2.Order) -> None:
+    """An order record: ids, enums of SPEC §2, finite non-negative quantities."""
+    require_id("order.order_id", order.order_id)
+    require_id("order.user_id", order.user_id)
+    require_id("order.exchange", order.exchange)
+    require_id("order.symbol", order.symbol)
+    if order.bot_id:
+        require_id("order.bot_id", order.bot_id)
+    _enum("order.side", order.side, ORDER_SIDES)
+    _enum("order.order_type", order.order_type, ORDER_TYPES)
+    _enum("order.status", order.status, ORDER_STATUSES)
+    quantities = ("price", "amount", "filled", "created_at", "updated_at")
+    _finite("order", order, quantities, quantities)
+
+
+def check_bot(bot: cache_pb2.Bot) -> None:
+    """A bot record: ids, status enum, finite numbers."""
+    require_id("bot.bot_id", bot.bot_id)
+    require_id("bot.user_id", bot.user_id)
+    _enum("bot.status", bot.status, BOT_STATUSES)
+    _finite("bot", bot, ("pnl", "updated_at"), ("updated_at",))
+
+
+def list_limit(limit: int) -> int:
+    """ListOrders' limit: 0 means the default; negative or above the maximum is an error."""
+    if limit < 0 or limit > LIST_LIMIT_MAX:
+        raise InvalidArgument(f"limit must be between 0 and {LIST_LIMIT_MAX}; got {limit}")
+    return limit or LIST_LIMIT_DEFAULT
+
+
+def parse_seq(value: str, name: str = "resume_from") -> tuple[int, int]:
+    """A Redis Stream id ("<ms>-<n>" or "<ms>") as a comparable pair."""
+    match = _SEQ.match(value)
+    if match is None:
+        raise InvalidArgument(f"{name} must be a stream id like '1700000000000-0'; got {value!r}")
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
+def format_seq(seq: tuple[int, int]) -> str:
+    """The inverse of parse_seq."""
+    return f"{seq[0]}-{seq[1]}"
