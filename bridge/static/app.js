@@ -1,0 +1,604 @@
+/*
+ * marketbridge live page: a WebSocket protocol v1 client (SPEC §4) in plain JS, no build step.
+ *
+ * Three layers, like the server's: pure helpers (frame expansion, backoff, rates, formatting:
+ * no DOM, no socket), a Client that owns the socket (requests, subscriptions with resume,
+ * reconnect), and the view that renders what the client reports. Rendering is batched into
+ * animation frames so a burst of updates costs one layout, not hundreds.
+ */
+(() => {
+  'use strict';
+
+  const TOKEN_KEY = 'marketbridge.token';
+  const EXCHANGE_KEY = 'marketbridge.exchange';
+  const DEFAULT_EXCHANGES = ['binance', 'kraken'];
+  const PING_EVERY_MS = 5000;
+  const REQUEST_TIMEOUT_MS = 10000;
+  const MAX_ORDERS_SHOWN = 12;
+
+  // ------------------------------------------------------------------ pure helpers
+
+  /** The updates a server frame carries: one for `update`, many for `batch`, none otherwise. */
+  function updatesOf(frame) {
+    if (frame.type === 'update') return [frame];
+    if (frame.type === 'batch' && Array.isArray(frame.updates)) return frame.updates;
+    return [];
+  }
+
+  /** Capped exponential backoff with jitter, so a restarted bridge is not hit by every tab at once. */
+  class Backoff {
+    constructor(firstMs = 500, capMs = 15000) { this.firstMs = firstMs; this.capMs = capMs; this.reset(); }
+    reset() { this.attempt = 0; }
+    next() {
+      const base = Math.min(this.capMs, this.firstMs * 2 ** this.attempt);
+      this.attempt += 1;
+      return Math.round(base * (0.75 + Math.random() * 0.5));
+    }
+  }
+
+  /** Events per second over a sliding one-second window. */
+  class RateMeter {
+    constructor(windowMs = 1000) { this.windowMs = windowMs; this.marks = []; }
+    add(count, now) { if (count > 0) this.marks.push([now, count]); }
+    perSecond(now) {
+      while (this.marks.length && now - this.marks[0][0] > this.windowMs) this.marks.shift();
+      return this.marks.reduce((sum, [, n]) => sum + n, 0) * (1000 / this.windowMs);
+    }
+  }
+
+  /** What to do after a close (SPEC §4 close codes): retry later, or wait for a new token. */
+  function closeAdvice(code, reason) {
+    const text = reason ? `${code} ${reason}` : `${code}`;
+    if (code === 1008 && /auth|token/i.test(reason || '')) {
+      return { retry: false, message: `${reason}: paste a valid token`, needToken: true };
+    }
+    if (code === 1001) return { retry: true, message: 'server restarting', fast: true };
+    if (code === 1000 && /idle/i.test(reason || '')) return { retry: true, message: 'idle timeout' };
+    return { retry: true, message: code === 1006 ? 'connection lost' : `closed (${text})` };
+  }
+
+  /** The JWT's claims, for display only (the bridge verifies the signature, not the page). */
+  function jwtClaims(token) {
+    try {
+      const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      return JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), '=')));
+    } catch (_) {
+      return null;
+    }
+  }
+
+  const numberFormats = new Map();
+  function decimalsFor(value) {
+    const magnitude = Math.floor(Math.log10(Math.abs(value) || 1));
+    return Math.min(8, Math.max(2, 5 - magnitude));
+  }
+  function fmtPrice(value) {
+    if (typeof value !== 'number' || !isFinite(value)) return '–';
+    const digits = decimalsFor(value);
+    if (!numberFormats.has(digits)) {
+      numberFormats.set(digits, new Intl.NumberFormat('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }));
+    }
+    return numberFormats.get(digits).format(value);
+  }
+  const compact = new Intl.NumberFormat('en-US', { notation: 'compact', maximumFractionDigits: 2 });
+  const fmtVolume = (value) => (typeof value === 'number' ? compact.format(value) : '–');
+  const fmtChange = (value) => (typeof value === 'number' ? `${value > 0 ? '+' : ''}${value.toFixed(2)}%` : '–');
+  const fmtAmount = (value) => (typeof value === 'number' ? +value.toPrecision(6) + '' : '–');
+  function fmtAge(unixSeconds, nowMs) {
+    if (!unixSeconds) return '–';
+    const age = Math.max(0, nowMs / 1000 - unixSeconds);
+    if (age < 1) return 'just now';
+    if (age < 60) return `${Math.floor(age)}s ago`;
+    return new Date(unixSeconds * 1000).toLocaleTimeString('en-GB');
+  }
+  const fmtStatus = (status) => (status || '').replace(/_/g, ' ');
+
+  // ------------------------------------------------------------------ the protocol client
+
+  /**
+   * One logical session over successive sockets. Subscriptions are registered once by key and
+   * re-established after every welcome, with `resume_from` set to the last seq seen, so a
+   * reconnect replays what was missed instead of starting over.
+   */
+  class Client {
+    constructor(urlFor, events) {
+      this.urlFor = urlFor;
+      this.events = events;
+      this.backoff = new Backoff();
+      this.socket = null;
+      this.nextId = 1;
+      this.pending = new Map();
+      this.subs = new Map();      // key -> {params, lastSeq, id, handler}
+      this.byId = new Map();      // subscription_id -> key
+      this.pingTimer = null;
+      this.retryTimer = null;
+      this.stopped = false;
+    }
+
+    start() {
+      this.stopped = false;
+      clearTimeout(this.retryTimer);
+      if (this.socket) this.socket.close(1000, 'reconnecting');
+      this.open();
+    }
+
+    stop(message) {
+      this.stopped = true;
+      clearTimeout(this.retryTimer);
+      if (this.socket) this.socket.close(1000, 'bye');
+      this.events.state('closed', message);
+    }
+
+    open() {
+      const url = this.urlFor();
+      this.events.state('connecting', 'connecting');
+      const socket = new WebSocket(url);
+      this.socket = socket;
+      socket.onmessage = (event) => { if (socket === this.socket) this.receive(event.data); };
+      socket.onclose = (event) => { if (socket === this.socket) this.closed(event.code, event.reason); };
+    }
+
+    closed(code, reason) {
+      clearInterval(this.pingTimer);
+      this.socket = null;
+      this.byId.clear();
+      for (const [, waiter] of this.pending) waiter.reject(new Error('connection closed'));
+      this.pending.clear();
+      if (this.stopped) return;
+      const advice = closeAdvice(code, reason);
+      this.events.closed(code, reason, advice);
+      if (!advice.retry) { this.stopped = true; this.events.state('closed', advice.message); return; }
+      if (advice.fast) this.backoff.reset();
+      const delay = this.backoff.next();
+      this.events.state('waiting', `${advice.message} · retry in ${(delay / 1000).toFixed(1)}s`);
+      this.retryTimer = setTimeout(() => this.open(), delay);
+    }
+
+    receive(data) {
+      let frame;
+      try { frame = JSON.parse(data); } catch (_) { return; }
+      if (frame.type === 'connection') return this.welcomed(frame);
+      if (frame.type === 'response' || frame.type === 'pong') return this.settle(frame);
+      if (frame.type === 'stream_status') return this.events.streamStatus(frame, this.byId.get(frame.subscription_id));
+      if (frame.type === 'error') return this.events.error(frame.error || {});
+      const updates = updatesOf(frame);
+      if (updates.length) this.deliver(updates, frame.type === 'batch');
+    }
+
+    welcomed(frame) {
+      this.backoff.reset();
+      this.events.state('open', 'connected');
+      this.events.welcome(frame);
+      clearInterval(this.pingTimer);
+      this.pingTimer = setInterval(() => this.ping(), PING_EVERY_MS);
+      this.ping();
+      for (const key of this.subs.keys()) this.establish(key);
+    }
+
+    deliver(updates, batched) {
+      this.events.received(updates.length, batched);
+      for (const update of updates) {
+        const key = this.byId.get(update.subscription_id);
+        const sub = key && this.subs.get(key);
+        if (!sub) continue;
+        if (update.seq) sub.lastSeq = update.seq;
+        sub.handler.update(update.result, update);
+      }
+    }
+
+    request(action, params) {
+      if (!this.socket || this.socket.readyState !== WebSocket.OPEN) return Promise.reject(new Error('not connected'));
+      const id = this.nextId++;
+      const message = params === undefined ? { action, request_id: id } : { action, request_id: id, params };
+      this.socket.send(JSON.stringify(message));
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => { this.pending.delete(id); reject(new Error(`${action}: no reply`)); }, REQUEST_TIMEOUT_MS);
+        this.pending.set(id, {
+          resolve: (value) => { clearTimeout(timer); resolve(value); },
+          reject: (error) => { clearTimeout(timer); reject(error); },
+        });
+      });
+    }
+
+    settle(frame) {
+      const waiter = this.pending.get(frame.request_id);
+      if (!waiter) return;
+      this.pending.delete(frame.request_id);
+      if (frame.type === 'pong' || frame.success) waiter.resolve(frame.type === 'pong' ? frame : frame.result);
+      else {
+        const error = new Error((frame.error && frame.error.message) || 'request failed');
+        error.code = frame.error && frame.error.code;
+        waiter.reject(error);
+      }
+    }
+
+    async ping() {
+      const sent = performance.now();
+      try {
+        await this.request('ping');
+        this.events.latency(performance.now() - sent);
+      } catch (_) { /* the close handler reports it */ }
+    }
+
+    /** Register (or replace) the subscription under `key`; it follows every reconnect. */
+    subscribe(key, params, handler) {
+      const previous = this.subs.get(key);
+      if (previous && previous.id && this.socket) {
+        this.byId.delete(previous.id);
+        this.request('unsubscribe', { subscription_id: previous.id }).catch(() => {});
+      }
+      this.subs.set(key, { params, lastSeq: null, id: null, handler });
+      if (this.socket && this.socket.readyState === WebSocket.OPEN) this.establish(key);
+    }
+
+    async establish(key) {
+      const sub = this.subs.get(key);
+      const params = Object.assign({}, sub.params);
+      if (sub.lastSeq) params.resume_from = sub.lastSeq;
+      try {
+        const result = await this.request('subscribe', params);
+        if (this.subs.get(key) !== sub) return;
+        sub.id = result.subscription_id;
+        this.byId.set(sub.id, key);
+        sub.handler.snapshot(result.snapshot || [], result);
+      } catch (error) {
+        if (this.subs.get(key) === sub) sub.handler.failed(error);
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ the view
+
+  const $ = (id) => document.getElementById(id);
+  const pageParams = new URLSearchParams(location.search);
+  const batchMs = parseInt(pageParams.get('batch_ms') || '', 10);
+
+  function takeToken() {
+    const fromUrl = pageParams.get('token');
+    if (fromUrl) {
+      localStorage.setItem(TOKEN_KEY, fromUrl);
+      // Keep the token out of the address bar, history and screenshots.
+      pageParams.delete('token');
+      const rest = pageParams.toString();
+      history.replaceState(null, '', location.pathname + (rest ? `?${rest}` : '') + location.hash);
+    }
+    return localStorage.getItem(TOKEN_KEY) || '';
+  }
+
+  let token = takeToken();
+  let exchange = pageParams.get('exchange') || localStorage.getItem(EXCHANGE_KEY) || DEFAULT_EXCHANGES[0];
+  let exchanges = Array.from(new Set([...DEFAULT_EXCHANGES, exchange]));
+  const rows = new Map();          // symbol -> {ticker, tr, cells}
+  const dirty = new Set();
+  const orders = new Map();
+  const bots = new Map();
+  const meter = new RateMeter();
+  let bannerTimer = null;
+  const interrupted = new Set();
+
+  function wsUrl() {
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    const query = new URLSearchParams();
+    if (token) query.set('token', token);
+    if (batchMs > 0) query.set('batch_ms', String(batchMs));
+    const qs = query.toString();
+    $('endpoint').textContent = `/ws${batchMs > 0 ? `?batch_ms=${batchMs}` : ''}`;
+    return `${scheme}://${location.host}/ws${qs ? `?${qs}` : ''}`;
+  }
+
+  function banner(kind, text, hideAfterMs) {
+    const el = $('banner');
+    clearTimeout(bannerTimer);
+    if (!text) { el.hidden = true; return; }
+    el.dataset.kind = kind;
+    el.textContent = text;
+    el.hidden = false;
+    if (hideAfterMs) bannerTimer = setTimeout(() => { el.hidden = true; }, hideAfterMs);
+  }
+
+  function showUser() {
+    const claims = token ? jwtClaims(token) : null;
+    $('user').textContent = claims && claims.sub ? claims.sub : (token ? '?' : 'anonymous');
+    if (claims && claims.exp && claims.exp * 1000 < Date.now()) banner('error', 'This token has expired: paste a new one.');
+  }
+
+  // ---- tickers
+
+  function tickerRow(symbol) {
+    const tr = document.createElement('tr');
+    tr.dataset.symbol = symbol;
+    const cells = {};
+    for (const name of ['sym', 'price', 'bid', 'ask', 'change', 'volume', 'age']) {
+      const td = document.createElement('td');
+      td.className = name === 'sym' ? 'sym' : `num ${name}`;
+      tr.appendChild(td);
+      cells[name] = td;
+    }
+    const [base, quote] = symbol.split('/');
+    cells.sym.innerHTML = '';
+    cells.sym.append(base || symbol);
+    if (quote) {
+      const span = document.createElement('span');
+      span.className = 'quote';
+      span.textContent = ` / ${quote}`;
+      cells.sym.append(span);
+    }
+    return { ticker: null, tr, cells, direction: 0 };
+  }
+
+  function placeRow(row) {
+    const body = $('tickers').querySelector('tbody');
+    const after = Array.from(body.children).find((tr) => tr.dataset.symbol > row.tr.dataset.symbol);
+    body.insertBefore(row.tr, after || null);
+  }
+
+  function applyTicker(ticker) {
+    if (!ticker || ticker.exchange !== exchange || !ticker.symbol) return;
+    let row = rows.get(ticker.symbol);
+    if (!row) {
+      row = tickerRow(ticker.symbol);
+      rows.set(ticker.symbol, row);
+      placeRow(row);
+      applyFilter();
+    }
+    const previous = row.ticker;
+    // Replayed events can be older than a snapshot just applied: exchange time decides.
+    if (previous && typeof ticker.time === 'number' && ticker.time < previous.time) return;
+    if (previous && ticker.price !== previous.price) row.direction = ticker.price > previous.price ? 1 : -1;
+    row.flash = previous && ticker.price !== previous.price ? row.direction : 0;
+    row.ticker = ticker;
+    dirty.add(row);
+    scheduleRender();
+  }
+
+  function renderRow(row, now) {
+    const t = row.ticker;
+    row.cells.price.textContent = fmtPrice(t.price);
+    row.cells.price.classList.toggle('up', row.direction > 0);
+    row.cells.price.classList.toggle('down', row.direction < 0);
+    row.cells.bid.textContent = fmtPrice(t.bid);
+    row.cells.ask.textContent = fmtPrice(t.ask);
+    row.cells.change.textContent = fmtChange(t.change_24h);
+    row.cells.change.className = `num change ${t.change_24h > 0 ? 'up' : t.change_24h < 0 ? 'down' : ''}`;
+    row.cells.volume.textContent = fmtVolume(t.volume);
+    row.cells.age.textContent = fmtAge(t.time, now);
+    if (row.flash && row.tr.animate) {
+      const color = row.flash > 0 ? 'var(--up-bg)' : 'var(--down-bg)';
+      row.tr.animate([{ backgroundColor: color }, { backgroundColor: 'transparent' }], { duration: 900, easing: 'ease-out' });
+      row.flash = 0;
+    }
+  }
+
+  let renderQueued = false;
+  function scheduleRender() {
+    if (renderQueued) return;
+    renderQueued = true;
+    requestAnimationFrame(() => {
+      renderQueued = false;
+      const now = Date.now();
+      for (const row of dirty) renderRow(row, now);
+      dirty.clear();
+      $('tickers-empty').hidden = rows.size > 0;
+      $('count').textContent = `${rows.size} symbol${rows.size === 1 ? '' : 's'}`;
+    });
+  }
+
+  function resetTickers() {
+    rows.clear();
+    dirty.clear();
+    $('tickers').querySelector('tbody').replaceChildren();
+    $('tickers-empty').hidden = false;
+    $('tickers-empty').textContent = 'Waiting for tickers…';
+    scheduleRender();
+  }
+
+  function applyFilter() {
+    const needle = $('filter').value.trim().toUpperCase();
+    for (const [symbol, row] of rows) row.tr.hidden = needle !== '' && !symbol.toUpperCase().includes(needle);
+  }
+
+  function renderExchanges() {
+    const box = $('exchanges');
+    box.replaceChildren(...exchanges.map((name) => {
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.role = 'tab';
+      button.textContent = name;
+      button.dataset.exchange = name;
+      button.setAttribute('aria-selected', String(name === exchange));
+      button.addEventListener('click', () => selectExchange(name));
+      return button;
+    }));
+  }
+
+  function selectExchange(name) {
+    if (name === exchange) return;
+    exchange = name;
+    localStorage.setItem(EXCHANGE_KEY, name);
+    renderExchanges();
+    resetTickers();
+    subscribeTickers();
+  }
+
+  const tickerHandler = {
+    snapshot(list) { for (const ticker of list) applyTicker(ticker); },
+    update(ticker) { applyTicker(ticker); },
+    failed(error) {
+      $('tickers-empty').hidden = false;
+      $('tickers-empty').textContent = `Could not subscribe to ${exchange}: ${error.message}`;
+    },
+  };
+
+  function subscribeTickers() {
+    client.subscribe('tickers', { channel: 'tickers', exchange }, tickerHandler);
+  }
+
+  async function discoverExchanges() {
+    try {
+      const list = await client.request('list_tickers', {});
+      const found = new Set(exchanges);
+      for (const t of list || []) if (t.exchange) found.add(t.exchange);
+      exchanges = Array.from(found).sort();
+      renderExchanges();
+    } catch (_) { /* keep the defaults */ }
+  }
+
+  // ---- orders and bots (private channels: shown when the user has any)
+
+  function renderOrders() {
+    const list = Array.from(orders.values()).sort((a, b) => (b.updated_at || 0) - (a.updated_at || 0)).slice(0, MAX_ORDERS_SHOWN);
+    const body = $('orders').querySelector('tbody');
+    body.replaceChildren(...list.map((o) => {
+      const tr = document.createElement('tr');
+      const side = o.side === 'buy' ? 'up' : 'down';
+      tr.innerHTML = `<td class="oid"></td><td class="${side}"></td><td class="num"></td><td class="num"></td><td><span class="pill"></span></td>`;
+      const [idCell, sideCell, priceCell, filledCell, statusCell] = tr.children;
+      idCell.textContent = o.order_id;
+      const meta = document.createElement('small');
+      meta.textContent = `${o.symbol} · ${o.exchange}`;
+      idCell.appendChild(meta);
+      sideCell.textContent = o.side;
+      priceCell.textContent = fmtPrice(o.price);
+      filledCell.textContent = `${fmtAmount(o.filled)} / ${fmtAmount(o.amount)}`;
+      statusCell.firstChild.textContent = fmtStatus(o.status);
+      statusCell.firstChild.classList.add(o.status);
+      return tr;
+    }));
+    $('orders-empty').hidden = orders.size > 0;
+    $('orders-count').textContent = orders.size ? `${orders.size} total` : '';
+  }
+
+  function renderBots() {
+    const list = Array.from(bots.values()).sort((a, b) => a.bot_id.localeCompare(b.bot_id));
+    $('bots').replaceChildren(...list.map((b) => {
+      const li = document.createElement('li');
+      li.innerHTML = '<span class="bot-name"></span><span class="bot-pnl"></span><span class="bot-meta"></span><span><span class="pill"></span></span>';
+      const [name, pnl, meta, status] = li.children;
+      name.textContent = b.name || b.bot_id;
+      pnl.textContent = `${b.pnl >= 0 ? '+' : ''}${(b.pnl || 0).toFixed(2)}`;
+      pnl.className = `bot-pnl ${b.pnl >= 0 ? 'up' : 'down'}`;
+      meta.textContent = `${b.exchange} · ${(b.symbols || []).join(', ')}${b.message ? ` · ${b.message}` : ''}`;
+      status.firstChild.textContent = fmtStatus(b.status);
+      status.firstChild.classList.add(b.status);
+      return li;
+    }));
+    $('bots-empty').hidden = bots.size > 0;
+    $('bots-count').textContent = bots.size ? `${bots.size} total` : '';
+  }
+
+  function recordHandler(store, idField, render, emptyId) {
+    return {
+      snapshot(list) { for (const item of list) store.set(item[idField], item); render(); },
+      update(item) { if (item && item[idField]) { store.set(item[idField], item); render(); } },
+      failed(error) { $(emptyId).textContent = `Not available: ${error.message}`; $(emptyId).hidden = false; },
+    };
+  }
+
+  // ---- connection events
+
+  const client = new Client(wsUrl, {
+    state(state, text) {
+      $('conn').dataset.state = state;
+      $('conn-text').textContent = text;
+    },
+    welcome(frame) {
+      $('session').textContent = String(frame.session_id || '–').slice(0, 12);
+      $('session').title = frame.session_id || '';
+      const limits = frame.limits || {};
+      $('limits').textContent = Object.keys(limits).length
+        ? `limits: ${Object.entries(limits).map(([k, v]) => `${k.replace(/_/g, ' ')} ${v}`).join(' · ')}`
+        : '';
+      if (!interrupted.size) banner(null, null);
+      discoverExchanges();
+    },
+    closed(code, reason, advice) {
+      $('latency').textContent = '–';
+      if (advice.needToken) {
+        banner('error', `${reason}. Paste a valid token to connect.`);
+        openTokenPanel(true);
+      } else {
+        banner('warn', `Connection ${advice.message}: reconnecting, subscriptions resume where they left off.`);
+      }
+    },
+    received(count, batched) {
+      meter.add(count, performance.now());
+      if (batched) $('batch').textContent = `${batchMs} ms`;
+    },
+    latency(ms) { $('latency').textContent = `${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms`; },
+    streamStatus(frame, key) {
+      const what = key || 'stream';
+      if (frame.status === 'interrupted') {
+        interrupted.add(what);
+        banner('warn', `Upstream ${what} stream interrupted: the bridge is reconnecting to the cache service…`);
+        return;
+      }
+      interrupted.delete(what);
+      if (frame.recovered) {
+        banner('ok', `Upstream ${what} stream resumed: no updates were lost.`, 4000);
+      } else {
+        banner('ok', `Upstream ${what} stream resumed: some updates were missed, refreshed from a snapshot.`, 6000);
+        resnapshot(what);
+      }
+    },
+    error(error) { banner('error', `Server: ${error.message || error.code || 'error'}`, 5000); },
+  });
+
+  /** After a resume that lost events: fetch current state rather than trust the stale rows. */
+  async function resnapshot(key) {
+    try {
+      if (key === 'tickers') (await client.request('list_tickers', { exchange })).forEach(applyTicker);
+      if (key === 'orders') { (await client.request('list_orders', { limit: 100 })).forEach((o) => orders.set(o.order_id, o)); renderOrders(); }
+      if (key === 'bots') { (await client.request('list_bots', {})).forEach((b) => bots.set(b.bot_id, b)); renderBots(); }
+    } catch (_) { /* the next update repairs the row */ }
+  }
+
+  // ---- token panel
+
+  function openTokenPanel(open) {
+    $('token-panel').hidden = !open;
+    $('token-toggle').setAttribute('aria-expanded', String(open));
+    if (open) { $('token-input').value = token; $('token-input').focus(); }
+  }
+
+  $('token-toggle').addEventListener('click', () => openTokenPanel($('token-panel').hidden));
+  $('token-panel').addEventListener('submit', (event) => {
+    event.preventDefault();
+    token = $('token-input').value.trim();
+    if (token) localStorage.setItem(TOKEN_KEY, token); else localStorage.removeItem(TOKEN_KEY);
+    openTokenPanel(false);
+    banner(null, null);
+    showUser();
+    orders.clear(); bots.clear(); renderOrders(); renderBots();
+    resetTickers();
+    subscribeAll();
+    client.start();
+  });
+  $('token-forget').addEventListener('click', () => {
+    token = '';
+    localStorage.removeItem(TOKEN_KEY);
+    $('token-input').value = '';
+    showUser();
+  });
+  $('filter').addEventListener('input', applyFilter);
+
+  function subscribeAll() {
+    subscribeTickers();
+    client.subscribe('orders', { channel: 'orders' }, recordHandler(orders, 'order_id', renderOrders, 'orders-empty'));
+    client.subscribe('bots', { channel: 'bots' }, recordHandler(bots, 'bot_id', renderBots, 'bots-empty'));
+  }
+
+  // Ages and the rate counter tick once a second, updates or not.
+  setInterval(() => {
+    $('rate').textContent = String(Math.round(meter.perSecond(performance.now())));
+    const now = Date.now();
+    for (const row of rows.values()) if (row.ticker) row.cells.age.textContent = fmtAge(row.ticker.time, now);
+  }, 1000);
+
+  if (batchMs > 0) { $('batch-stat').hidden = false; $('batch').textContent = `${batchMs} ms`; }
+  showUser();
+  renderExchanges();
+  renderOrders();
+  renderBots();
+  subscribeAll();
+  client.start();
+})();
