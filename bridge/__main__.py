@@ -1,0 +1,43 @@
+"""``python -m bridge``: parse configuration, serve until SIGTERM/SIGINT, drain, exit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from bridge.config import BridgeConfig, ConfigError, load_config
+from bridge.server import BridgeApp
+
+
+async def serve_until_signalled(config: BridgeConfig) -> None:
+    app = BridgeApp(config)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await app.drain()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; bad configuration prints one line and exits 2, never a traceback."""
+    try:
+        config = load_config(sys.argv[1:] if argv is None else argv)
+        logging.basicConfig(level=config.log_level,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        asyncio.run(serve_until_signalled(config))
+    except ConfigError as exc:
+        print(f"bridge: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"bridge: error: cannot serve: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

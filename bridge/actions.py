@@ -1,0 +1,190 @@
+"""The action table: request name -> handler, and what each handler does.
+
+Handlers validate their params (``INVALID_PARAMS`` with a clear message), call the cache
+service as the client (its user id and scope in metadata), and return the reply frame. Errors
+are raised as :class:`bridge.errors.BridgeError`; the connection turns them into responses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf.message import Message
+
+from bridge.auth import Identity
+from bridge.channels import CHANNELS
+from bridge.codec import entity_to_dict
+from bridge.errors import NOT_FOUND, BridgeError
+from bridge.events import Event
+from bridge.fanout import GAP, GapMarker
+from bridge.protocol import (
+    CHANNEL_ALIASES, MAX_LIST_LIMIT, ORDER_STATUSES, Request, check_known, opt_choice, opt_int,
+    opt_str, opt_str_list, pong_frame, req_str, response_frame, subscribe_params,
+)
+from bridge.subscriptions import Subscription, topic_for
+from cache_service.pb.v1 import cache_pb2 as pb
+
+if TYPE_CHECKING:
+    from bridge.connection import Session
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A frame to send back and its type (for ``bridge_messages_sent_total``)."""
+
+    frame: str
+    kind: str = "response"
+
+
+Handler = Callable[["Session", Request], Awaitable["Reply | None"]]
+
+
+def ok(request: Request, result: Any) -> Reply:
+    return Reply(response_frame(request.action, request.request_id, result))
+
+
+def visible(identity: Identity, entity: Message) -> bool:
+    """A user sees only their own orders and bots (admins see all); checked even though the
+    service scopes by metadata too, so a mistake on either side cannot leak another user's data."""
+    return identity.is_admin or getattr(entity, "user_id", identity.user_id) == identity.user_id
+
+
+async def ping(session: Session, request: Request) -> Reply:
+    check_known(request.params, ())
+    return Reply(pong_frame(request.request_id, time.time()), "pong")
+
+
+async def get_ticker(session: Session, request: Request) -> Reply:
+    check_known(request.params, ("exchange", "symbol"))
+    message = pb.GetTickerRequest(exchange=req_str(request.params, "exchange"),
+                                  symbol=req_str(request.params, "symbol"))
+    ticker = await session.call("GetTicker", message)
+    return ok(request, entity_to_dict(ticker))
+
+
+async def list_tickers(session: Session, request: Request) -> Reply:
+    check_known(request.params, ("exchange", "symbols"))
+    message = pb.ListTickersRequest(exchange=opt_str(request.params, "exchange") or "",
+                                    symbols=list(opt_str_list(request.params, "symbols") or ()))
+    reply = await session.call("ListTickers", message)
+    return ok(request, [entity_to_dict(t) for t in reply.tickers])
+
+
+async def get_order(session: Session, request: Request) -> Reply:
+    check_known(request.params, ("order_id",))
+    order_id = req_str(request.params, "order_id")
+    order = await session.call("GetOrder", pb.GetOrderRequest(order_id=order_id))
+    if not visible(session.identity, order):
+        raise BridgeError(NOT_FOUND, f"order {order_id!r} not found")
+    return ok(request, entity_to_dict(order))
+
+
+async def list_orders(session: Session, request: Request) -> Reply:
+    params = request.params
+    check_known(params, ("status", "symbol", "bot_id", "limit"))
+    message = pb.ListOrdersRequest(
+        status=opt_choice(params, "status", ORDER_STATUSES) or "",
+        symbol=opt_str(params, "symbol") or "", bot_id=opt_str(params, "bot_id") or "",
+        limit=opt_int(params, "limit", 1, MAX_LIST_LIMIT) or 0)
+    reply = await session.call("ListOrders", message)
+    return ok(request, [entity_to_dict(o) for o in reply.orders if visible(session.identity, o)])
+
+
+async def get_bot(session: Session, request: Request) -> Reply:
+    check_known(request.params, ("bot_id",))
+    bot_id = req_str(request.params, "bot_id")
+    bot = await session.call("GetBot", pb.GetBotRequest(bot_id=bot_id))
+    if not visible(session.identity, bot):
+        raise BridgeError(NOT_FOUND, f"bot {bot_id!r} not found")
+    return ok(request, entity_to_dict(bot))
+
+
+async def list_bots(session: Session, request: Request) -> Reply:
+    check_known(request.params, ())
+    reply = await session.call("ListBots", pb.ListBotsRequest())
+    return ok(request, [entity_to_dict(b) for b in reply.bots if visible(session.identity, b)])
+
+
+async def unsubscribe(session: Session, request: Request) -> Reply:
+    check_known(request.params, ("subscription_id",))
+    sub_id = req_str(request.params, "subscription_id")
+    session.drop_subscription(session.book.remove(sub_id))
+    return ok(request, {"subscription_id": sub_id})
+
+
+async def subscribe(session: Session, request: Request) -> Reply | None:
+    """Attach to the shared topic first, then snapshot/catch up, then release held events.
+
+    Attaching first means no event written while the snapshot or replay is in flight is lost;
+    events are held (not sent) until the response is queued, and the merge drops any event the
+    replay already delivered (by seq), so the client sees no duplicates either.
+    """
+    params = subscribe_params(request.params, CHANNEL_ALIASES.get(request.action))
+    identity = session.identity
+    sub = session.add_subscription(params, topic_for(params, identity.user_id, identity.is_admin))
+    replay: AsyncIterator[Event | GapMarker] | None = None
+    first: Event | GapMarker | None = None
+    try:
+        await session.app.fanout.attach(session, sub, identity)
+        if params.resume_from is not None:
+            replay = session.app.fanout.catch_up(sub, identity, params.resume_from)
+            first = await anext(replay, None)
+        snapshot = await snapshot_of(session, sub) if params.snapshot else []
+    except BaseException:
+        session.forget_subscription(sub)
+        if replay is not None:
+            await replay.aclose()  # type: ignore[attr-defined]
+        raise
+    session.send(ok(request, {"subscription_id": sub.id, "channel": sub.channel,
+                              "snapshot": snapshot, "recovered": first is not GAP}))
+    if replay is not None:
+        await replay_into(session, sub, first, replay)
+    session.release(sub)
+    return None
+
+
+async def replay_into(session: Session, sub: Subscription, first: Event | GapMarker | None,
+                      replay: AsyncIterator[Event | GapMarker]) -> None:
+    """Deliver catch-up events, pacing on the client's backlog so a long replay cannot overflow."""
+    try:
+        if isinstance(first, Event):
+            session.deliver_now(sub, first)
+        async for event in replay:
+            if isinstance(event, Event) and sub.matches(event):
+                await session.writable()
+                session.deliver_now(sub, event)
+    except BridgeError:
+        session.stream_status(sub, "interrupted", False)
+        session.release(sub)
+        session.stream_status(sub, "resumed", False)
+    finally:
+        await replay.aclose()  # type: ignore[attr-defined]
+
+
+async def snapshot_of(session: Session, sub: Subscription) -> list[dict[str, Any]]:
+    """Current state for a new subscription, through the same filters as its updates."""
+    channel = CHANNELS[sub.channel]
+    reply = await session.call(channel.list_method, channel.list_request(sub))
+    result = []
+    for entity in getattr(reply, channel.list_field):
+        symbol, bot_id = channel.keys(entity)
+        if sub.accepts(symbol, bot_id) and visible(session.identity, entity):
+            result.append(entity_to_dict(entity))
+    return result
+
+
+ACTIONS: dict[str, Handler] = {
+    "ping": ping,
+    "get_ticker": get_ticker,
+    "list_tickers": list_tickers,
+    "get_order": get_order,
+    "list_orders": list_orders,
+    "get_bot": get_bot,
+    "list_bots": list_bots,
+    "subscribe": subscribe,
+    "unsubscribe": unsubscribe,
+    **{alias: subscribe for alias in CHANNEL_ALIASES},
+}

@@ -1,0 +1,109 @@
+"""Who is on the other end: JWT verification turned into an :class:`Identity` or a close reason.
+
+Sans-I/O: takes the request path and headers, returns an identity or raises :class:`AuthError`
+whose ``reason`` is exactly what SPEC §4 puts in the 1008 close frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+
+from bridge.config import BridgeConfig
+
+AUTH_REQUIRED = "Authentication required"
+INVALID_TOKEN = "Invalid token"
+TOKEN_EXPIRED = "Token expired"
+ANONYMOUS = "anonymous"
+
+
+class AuthError(Exception):
+    """Authentication failed; ``reason`` is the close reason sent with code 1008."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An authenticated user: ``user_id`` from ``sub``, scopes from the space-separated ``scope``."""
+
+    user_id: str
+    scopes: frozenset[str] = frozenset()
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.scopes
+
+    @property
+    def scope_header(self) -> str:
+        """The value sent upstream as ``x-user-scope`` (sorted so it is stable)."""
+        return " ".join(sorted(self.scopes))
+
+
+def query_params(path: str) -> dict[str, str]:
+    """First value of each query parameter of a request path (``/ws?token=..``)."""
+    return {key: values[0] for key, values in parse_qs(urlsplit(path).query).items()}
+
+
+def extract_token(path: str, headers: Mapping[str, str]) -> str | None:
+    """The token from ``?token=`` or, failing that, ``Authorization: Bearer <token>``."""
+    token = query_params(path).get("token")
+    if token:
+        return token
+    header = headers.get("Authorization") or ""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def identity_from_claims(claims: Mapping[str, object]) -> Identity:
+    """Map verified claims to an identity; a token without a usable ``sub`` is invalid."""
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise AuthError(INVALID_TOKEN)
+    scope = claims.get("scope", "")
+    if isinstance(scope, list):
+        scope = " ".join(str(item) for item in scope)
+    if not isinstance(scope, str):
+        raise AuthError(INVALID_TOKEN)
+    return Identity(sub, frozenset(scope.split()))
+
+
+class Authenticator:
+    """Verifies tokens per the configuration (``--auth``, secret or public key, algorithms)."""
+
+    def __init__(self, config: BridgeConfig) -> None:
+        self.enabled = config.auth == "jwt"
+        self.key = config.jwt_secret or config.jwt_public_key or ""
+        self.algorithms = list(config.algorithms)
+
+    def authenticate(self, token: str | None) -> Identity:
+        if not self.enabled:
+            return self._unverified(token)
+        if not token:
+            raise AuthError(AUTH_REQUIRED)
+        try:
+            claims = jwt.decode(token, self.key, algorithms=self.algorithms,
+                                options={"require": ["sub"]})
+        except jwt.ExpiredSignatureError:
+            raise AuthError(TOKEN_EXPIRED) from None
+        except jwt.PyJWTError:
+            raise AuthError(INVALID_TOKEN) from None
+        return identity_from_claims(claims)
+
+    @staticmethod
+    def _unverified(token: str | None) -> Identity:
+        """``--auth none`` (development): claims are read but not verified; no token => anonymous."""
+        if not token:
+            return Identity(ANONYMOUS)
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise AuthError(INVALID_TOKEN) from None
+        return identity_from_claims(claims)

@@ -1,0 +1,252 @@
+"""One client connection: the read loop, the write loop, and the state between them.
+
+The reader parses frames and runs actions (those that call upstream in tasks of their own, so
+a slow call never stops ``ping`` or ``unsubscribe``); the fan-out pushes updates into the
+:class:`bridge.outbound.Outbound` queue; the writer drains it to the socket. Everything that
+can go wrong with one client (bad frames, floods, a slow reader) stays with that client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from bridge.actions import ACTIONS, Reply
+from bridge.auth import Identity
+from bridge.errors import INTERNAL, RATE_LIMITED, BridgeError
+from bridge.events import Event
+from bridge.limits import (
+    IDLE_REASON, RATE_LIMIT_REASON, SLOW_CONSUMER_REASON, RateLimiter, Verdict,
+)
+from bridge.outbound import Outbound, Push
+from bridge.protocol import (
+    ProtocolError, Request, SubscribeParams, error_frame, error_response_frame, parse_request,
+    protocol_error_frame, stream_status_frame, unknown_action_error, welcome_frame,
+)
+from bridge.subscriptions import Subscription, SubscriptionBook, TopicKey
+
+if TYPE_CHECKING:
+    from bridge.app import BridgeApp
+
+log = logging.getLogger("bridge.connection")
+
+
+class Session:
+    """State and loops of one authenticated WebSocket connection."""
+
+    def __init__(self, app: BridgeApp, ws: ServerConnection, identity: Identity,
+                 batch_ms: int | None) -> None:
+        config = app.config
+        self.app = app
+        self.ws = ws
+        self.identity = identity
+        self.id = uuid.uuid4().hex
+        self.loop = asyncio.get_running_loop()
+        self.outbound = Outbound(config.max_backlog, batch_ms)
+        self.book = SubscriptionBook(config.max_subscriptions)
+        self.limiter = RateLimiter(config.rate_limit, config.rate_burst,
+                                   config.rate_limit_close_after, time.monotonic())
+        self.wake = asyncio.Event()
+        self.space = asyncio.Event()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.closing: tuple[int, str] | None = None
+        self.close_task: asyncio.Task[None] | None = None
+        self.batch_ms = batch_ms
+
+    # ------------------------------------------------------------ lifecycle
+
+    def limits(self) -> dict[str, Any]:
+        c = self.app.config
+        return {"max_subscriptions": c.max_subscriptions, "rate_limit": c.rate_limit,
+                "rate_burst": c.rate_burst, "max_frame_bytes": c.max_frame_bytes,
+                "idle_timeout": c.idle_timeout, "max_backlog": c.max_backlog,
+                "batch_ms": self.batch_ms, "batch_max_ms": c.batch_limit_ms}
+
+    async def run(self) -> None:
+        """Welcome the client, then serve it until either side closes."""
+        self.send(Reply(welcome_frame(self.id, self.limits()), "connection"))
+        writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.id}")
+        try:
+            await self._read_loop()
+        except ConnectionClosed:
+            pass
+        finally:
+            writer.cancel()
+            for task in list(self.tasks):
+                task.cancel()
+            await asyncio.gather(writer, *self.tasks, return_exceptions=True)
+            for sub in self.book.clear():
+                self.drop_subscription(sub)
+            if self.close_task is not None:
+                await asyncio.gather(self.close_task, return_exceptions=True)
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Close from code that cannot wait (fan-out, limits); later calls are ignored."""
+        if self.closing is not None:
+            return
+        self.closing = (code, reason)
+        self.close_task = asyncio.create_task(self.ws.close(code, reason), name=f"close-{self.id}")
+        self.space.set()
+
+    # ------------------------------------------------------------ reading
+
+    async def _read_loop(self) -> None:
+        idle = self.app.config.idle_timeout
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    frame = await self.ws.recv()
+            except TimeoutError:
+                await self.ws.close(1000, IDLE_REASON)
+                return
+            self.handle_frame(frame)
+
+    def handle_frame(self, frame: str | bytes) -> None:
+        verdict = self.limiter.check(time.monotonic())
+        try:
+            request = parse_request(frame)
+        except ProtocolError as exc:
+            label = exc.action if exc.action in ACTIONS else ("unknown" if exc.action else "invalid")
+            self.app.metrics.messages_received_total.labels(label).inc()
+            if verdict is Verdict.ALLOW:
+                self.send(Reply(protocol_error_frame(exc), "error"))
+            return self._over_limit(verdict, None)
+        handler = ACTIONS.get(request.action)
+        self.app.metrics.messages_received_total.labels(
+            request.action if handler is not None else "unknown").inc()
+        if verdict is not Verdict.ALLOW:
+            return self._over_limit(verdict, request)
+        if handler is None:
+            return self.send(Reply(protocol_error_frame(unknown_action_error(request)), "response"))
+        task = asyncio.create_task(self._handle(handler, request))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _over_limit(self, verdict: Verdict, request: Request | None) -> None:
+        if verdict is Verdict.CLOSE:
+            self.close_soon(1008, RATE_LIMIT_REASON)
+        elif verdict is Verdict.REJECT:
+            message = f"more than {self.app.config.rate_limit:g} messages per second, slow down"
+            if request is None:
+                self.send(Reply(error_frame(RATE_LIMITED, message), "error"))
+            else:
+                self.send(Reply(error_response_frame(request.action, request.request_id,
+                                                     RATE_LIMITED, message)))
+
+    async def _handle(self, handler: Any, request: Request) -> None:
+        started = time.perf_counter()
+        try:
+            reply = await handler(self, request)
+        except BridgeError as exc:
+            reply = Reply(error_response_frame(request.action, request.request_id, exc.code,
+                                               exc.message))
+        except Exception:  # a bug must cost one request, not the connection
+            log.exception("action %s failed", request.action)
+            reply = Reply(error_response_frame(request.action, request.request_id, INTERNAL,
+                                               "Internal error"))
+        if reply is not None:
+            self.send(reply)
+        self.app.metrics.request_duration_seconds.labels(request.action).observe(
+            time.perf_counter() - started)
+
+    async def call(self, method: str, request: Any) -> Any:
+        """A unary upstream call as this client."""
+        return await self.app.upstream.unary(method, request, self.identity)
+
+    # ------------------------------------------------------------ subscriptions
+
+    def add_subscription(self, params: SubscribeParams, topic: TopicKey) -> Subscription:
+        sub = self.book.add(params, topic)
+        self.app.metrics.subscriptions.inc()
+        return sub
+
+    def forget_subscription(self, sub: Subscription) -> None:
+        """Undo :meth:`add_subscription` when setting the subscription up failed."""
+        if self.book.get(sub.id) is sub:
+            self.book.remove(sub.id)
+            self.drop_subscription(sub)
+
+    def drop_subscription(self, sub: Subscription) -> None:
+        self.app.fanout.detach(sub)
+        self.app.metrics.subscriptions.dec()
+        sub.held = None
+
+    def release(self, sub: Subscription) -> None:
+        """End setup: send what the topic held meanwhile (minus what a replay sent), go live."""
+        held, sub.held = sub.held, None
+        if held is None or self.book.get(sub.id) is not sub:
+            return
+        for event in held:
+            if event.key > sub.last_key:
+                self.deliver_now(sub, event)
+
+    # ------------------------------------------------------------ writing
+
+    def deliver(self, sub: Subscription, event: Event) -> None:
+        """Called by the fan-out for every matching event of a subscription's topic."""
+        if sub.held is not None:
+            if len(sub.held) >= self.app.config.max_backlog:
+                self.close_soon(1013, SLOW_CONSUMER_REASON)
+                return
+            sub.held.append(event)
+            return
+        self.deliver_now(sub, event)
+
+    def deliver_now(self, sub: Subscription, event: Event) -> None:
+        if self.closing is not None:
+            return
+        result = self.outbound.push_update(sub.frame(event), event.time_ms,
+                                           sub.conflation_key(event), self.loop.time())
+        if result is Push.OVERFLOW:
+            self.close_soon(1013, SLOW_CONSUMER_REASON)
+            return
+        if result is Push.CONFLATED:
+            self.app.metrics.conflated_updates_total.inc()
+        elif len(self.outbound) == 1:
+            self.wake.set()
+        sub.delivered(event)
+
+    def stream_status(self, sub: Subscription, status: str, recovered: bool) -> None:
+        self.send(Reply(stream_status_frame(sub.id, status, recovered), "stream_status"))
+
+    def send(self, reply: Reply) -> None:
+        if self.closing is not None:
+            return
+        if self.outbound.push_control(reply.frame, reply.kind) is Push.OVERFLOW:
+            self.close_soon(1013, SLOW_CONSUMER_REASON)
+            return
+        self.wake.set()
+
+    async def writable(self) -> None:
+        """Wait until the backlog is at most half full (paces replays)."""
+        while len(self.outbound) > self.app.config.max_backlog // 2 and self.closing is None:
+            self.space.clear()
+            await self.space.wait()
+
+    async def _write_loop(self) -> None:
+        metrics = self.app.metrics
+        latency = metrics.delivery_latency_seconds
+        while True:
+            wait = self.outbound.wait_time(self.loop.time())
+            if wait is None or wait > 0:
+                self.wake.clear()
+                try:
+                    async with asyncio.timeout(wait):
+                        await self.wake.wait()
+                except TimeoutError:
+                    pass
+                continue
+            for out in self.outbound.take(self.loop.time()):
+                await self.ws.send(out.frame)
+                metrics.sent[out.kind].inc()
+                if out.event_ms:
+                    now_ms = time.time() * 1000.0
+                    for event_ms in out.event_ms:
+                        latency.observe(max(0.0, now_ms - event_ms) / 1000.0)
+            self.space.set()

@@ -1,0 +1,48 @@
+"""Error codes of the WebSocket protocol (SPEC §4) and how gRPC failures map onto them."""
+
+from __future__ import annotations
+
+import grpc
+
+INVALID_MESSAGE = "INVALID_MESSAGE"
+UNKNOWN_ACTION = "UNKNOWN_ACTION"
+INVALID_PARAMS = "INVALID_PARAMS"
+NOT_FOUND = "NOT_FOUND"
+FORBIDDEN = "FORBIDDEN"
+RATE_LIMITED = "RATE_LIMITED"
+SUBSCRIPTION_LIMIT = "SUBSCRIPTION_LIMIT"
+UNAVAILABLE = "UNAVAILABLE"
+TIMEOUT = "TIMEOUT"
+INTERNAL = "INTERNAL"
+
+
+class BridgeError(Exception):
+    """A request failed in a way the client is told about: ``code`` and ``message`` go on the wire."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+# gRPC status -> (protocol code, whether the upstream's detail text may be shown to the client).
+_STATUS_MAP: dict[grpc.StatusCode, tuple[str, bool]] = {
+    grpc.StatusCode.NOT_FOUND: (NOT_FOUND, True),
+    grpc.StatusCode.INVALID_ARGUMENT: (INVALID_PARAMS, True),
+    grpc.StatusCode.UNAVAILABLE: (UNAVAILABLE, False),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (TIMEOUT, False),
+    grpc.StatusCode.PERMISSION_DENIED: (FORBIDDEN, False),
+}
+_GENERIC_MESSAGES = {
+    UNAVAILABLE: "Upstream service unavailable, try again",
+    TIMEOUT: "Upstream service did not answer in time",
+    FORBIDDEN: "Not allowed",
+    INTERNAL: "Internal error",
+}
+
+
+def from_grpc(code: grpc.StatusCode | None, details: str | None) -> BridgeError:
+    """Translate a failed gRPC call; internal details are never passed to clients."""
+    mapped, show_details = _STATUS_MAP.get(code, (INTERNAL, False)) if code else (INTERNAL, False)
+    message = details if show_details and details else _GENERIC_MESSAGES.get(mapped, "Not found")
+    return BridgeError(mapped, message)

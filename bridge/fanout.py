@@ -1,0 +1,212 @@
+"""Shared upstream streams: one gRPC stream per topic per process, fanned out to subscribers.
+
+A topic is opened by its first subscriber and cancelled when the last one leaves. Each event is
+decoded and JSON-encoded once, then handed to every matching subscription. When the upstream
+stream breaks, the topic tells its subscribers ``interrupted`` at once and re-opens with
+``resume_from`` = its last seq (with backoff); when the service has replayed what was missed it
+says ``resumed`` (``recovered: false`` when the service reported a gap). Clients stay connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import grpc
+
+from bridge.auth import Identity
+from bridge.channels import CHANNELS, Channel
+from bridge.errors import UNAVAILABLE, BridgeError, from_grpc
+from bridge.events import Event, seq_key
+from bridge.metrics import BridgeMetrics
+from bridge.subscriptions import Subscription, TopicKey
+from bridge.upstream import Upstream
+
+log = logging.getLogger("bridge.fanout")
+
+INITIAL_BACKOFF_S = 0.1
+REPLAY_ALL = "0-0"   # resume point of a topic that went live on an empty stream
+
+
+class Subscriber(Protocol):
+    """What the fan-out needs from a connection."""
+
+    def deliver(self, sub: Subscription, event: Event) -> None: ...
+    def stream_status(self, sub: Subscription, status: str, recovered: bool) -> None: ...
+
+
+class GapMarker:
+    """Yielded by :meth:`Fanout.catch_up` when events after ``resume_from`` were trimmed."""
+
+
+GAP = GapMarker()
+
+
+def topic_identity(topic: TopicKey, identity: Identity) -> Identity:
+    """Who the topic's stream runs as: the user, or an admin for the all-users topic."""
+    if topic[0] == "tickers":
+        return identity
+    if topic[1] == "*":
+        return Identity(identity.user_id, frozenset({"admin"}))
+    return Identity(topic[1])
+
+
+class Topic:
+    """One upstream stream and the subscriptions fed from it."""
+
+    def __init__(self, key: TopicKey, identity: Identity) -> None:
+        self.key = key
+        self.channel: Channel = CHANNELS[key[0]]
+        self.identity = identity
+        self.members: dict[Subscription, Subscriber] = {}
+        self.last_seq: str | None = None
+        self.last_key: tuple[int, int] = (0, 0)
+        self.live = asyncio.Event()
+        self.interrupted = False
+        self.task: asyncio.Task[None] | None = None
+
+    def dispatch(self, seq: str, entity: object) -> None:
+        """Encode one event and hand it to every subscription whose filters match."""
+        key = seq_key(seq)
+        if key <= self.last_key:
+            return   # already delivered before a resume
+        event = self.channel.event(seq, entity)  # type: ignore[arg-type]
+        self.last_seq, self.last_key = seq, key
+        for sub, member in list(self.members.items()):
+            if sub.matches(event):
+                member.deliver(sub, event)
+
+    def notify(self, status: str, recovered: bool) -> None:
+        for sub, member in list(self.members.items()):
+            if sub.held is None:
+                member.stream_status(sub, status, recovered)
+
+
+class Fanout:
+    """The topics of one bridge process."""
+
+    def __init__(self, upstream: Upstream, metrics: BridgeMetrics, backoff_max: float,
+                 ready_timeout: float) -> None:
+        self.upstream = upstream
+        self.metrics = metrics
+        self.backoff_max = backoff_max
+        self.ready_timeout = ready_timeout
+        self.topics: dict[TopicKey, Topic] = {}
+
+    async def attach(self, member: Subscriber, sub: Subscription, identity: Identity) -> Topic:
+        """Join (or open) the subscription's topic and wait until its stream is live."""
+        topic = self.topics.get(sub.topic)
+        if topic is None:
+            topic = self._open(sub.topic, topic_identity(sub.topic, identity))
+        topic.members[sub] = member
+        try:
+            async with asyncio.timeout(self.ready_timeout):
+                await topic.live.wait()
+        except TimeoutError:
+            raise BridgeError(UNAVAILABLE, "Upstream stream unavailable, try again") from None
+        return topic
+
+    def detach(self, sub: Subscription) -> None:
+        """Leave the topic; the last one out cancels the upstream stream."""
+        topic = self.topics.get(sub.topic)
+        if topic is None or topic.members.pop(sub, None) is None:
+            return
+        if not topic.members:
+            self._close(topic)
+
+    def _open(self, key: TopicKey, identity: Identity) -> Topic:
+        topic = Topic(key, identity)
+        self.topics[key] = topic
+        topic.task = asyncio.create_task(self._run(topic), name=f"topic-{key[0]}-{key[1]}")
+        self.metrics.upstream_streams.inc()
+        return topic
+
+    def _close(self, topic: Topic) -> None:
+        del self.topics[topic.key]
+        if topic.task is not None:
+            topic.task.cancel()
+        self.metrics.upstream_streams.dec()
+
+    async def _run(self, topic: Topic) -> None:
+        """Keep the topic's stream open for as long as the topic exists."""
+        delay = INITIAL_BACKOFF_S
+        while True:
+            code = await self._stream_once(topic, topic.last_seq or "")
+            if code is grpc.StatusCode.OK or topic.live.is_set():
+                delay = INITIAL_BACKOFF_S
+            topic.live.clear()
+            if not topic.interrupted and topic.last_seq is not None:
+                topic.interrupted = True
+                log.warning("topic %s interrupted (%s); resuming after %s", topic.key, code.name,
+                            topic.last_seq)
+                topic.notify("interrupted", False)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.backoff_max)
+
+    async def _stream_once(self, topic: Topic, resume_from: str) -> grpc.StatusCode:
+        """Read one upstream stream until it ends; returns its status code."""
+        channel = topic.channel
+        call = self.upstream.stream(channel.stream_method,
+                                    channel.stream_request(topic.key, None, resume_from),
+                                    topic.identity)
+        gap = False
+        code = grpc.StatusCode.OK
+        try:
+            async for reply in call:
+                kind = reply.WhichOneof("event")
+                if kind == channel.entity_field:
+                    topic.dispatch(reply.seq, getattr(reply, kind))
+                elif kind == "live":
+                    self._went_live(topic, reply.seq, recovered=not gap)
+                elif kind == "gap":
+                    gap = True
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+        finally:
+            call.cancel()
+        self.upstream.count(channel.stream_method, code)
+        return code
+
+    def _went_live(self, topic: Topic, seq: str, recovered: bool) -> None:
+        if topic.last_seq is None:
+            topic.last_seq = seq or REPLAY_ALL
+            topic.last_key = seq_key(topic.last_seq)
+        topic.live.set()
+        if topic.interrupted:
+            topic.interrupted = False
+            log.info("topic %s resumed (recovered=%s)", topic.key, recovered)
+            topic.notify("resumed", recovered)
+
+    async def catch_up(self, sub: Subscription, identity: Identity,
+                       resume_from: str) -> AsyncIterator[Event | GapMarker]:
+        """Replay a subscription's events after ``resume_from``, with its filters, until live.
+
+        Runs as the client (its own scope), on a stream of its own that ends at the service's
+        live point; the caller merges it with events held from the shared topic meanwhile.
+        """
+        channel = CHANNELS[sub.channel]
+        call = self.upstream.stream(channel.stream_method,
+                                    channel.stream_request(sub.topic, sub, resume_from), identity)
+        try:
+            async for reply in call:
+                kind = reply.WhichOneof("event")
+                if kind == channel.entity_field:
+                    yield channel.event(reply.seq, getattr(reply, kind))
+                elif kind == "gap":
+                    yield GAP
+                elif kind == "live":
+                    break
+        except grpc.aio.AioRpcError as exc:
+            self.upstream.count(channel.stream_method, exc.code())
+            raise from_grpc(exc.code(), exc.details()) from None
+        finally:
+            call.cancel()
+        self.upstream.count(channel.stream_method, grpc.StatusCode.OK)
+
+    async def close(self) -> None:
+        tasks = [t.task for t in self.topics.values() if t.task is not None]
+        for topic in list(self.topics.values()):
+            self._close(topic)
+        await asyncio.gather(*tasks, return_exceptions=True)

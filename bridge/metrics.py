@@ -1,0 +1,57 @@
+"""Prometheus metrics of SPEC §6, on a registry of the bridge's own.
+
+A registry per bridge (not the global one) lets tests run several bridges in one process and
+read each one's numbers. Labels never carry user ids, symbols or other unbounded values.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+FRAME_TYPES = ("connection", "response", "pong", "error", "update", "batch", "stream_status")
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class BridgeMetrics:
+    """Every bridge metric; hot-path children (per frame type) are bound once."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.active_connections = Gauge(
+            "bridge_active_connections", "Open WebSocket connections", registry=r)
+        self.connections_total = Counter(
+            "bridge_connections_total", "Connection attempts by outcome", ["outcome"], registry=r)
+        self.disconnects_total = Counter(
+            "bridge_disconnects_total", "Closed connections by close code", ["code"], registry=r)
+        self.messages_received_total = Counter(
+            "bridge_messages_received_total", "Client frames by action", ["action"], registry=r)
+        self.messages_sent_total = Counter(
+            "bridge_messages_sent_total", "Frames written to clients by type", ["type"], registry=r)
+        self.request_duration_seconds = Histogram(
+            "bridge_request_duration_seconds", "Time to answer a client request", ["action"],
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.subscriptions = Gauge(
+            "bridge_subscriptions", "Active client subscriptions", registry=r)
+        self.upstream_streams = Gauge(
+            "bridge_upstream_streams", "Open upstream gRPC streams (one per topic)", registry=r)
+        self.delivery_latency_seconds = Histogram(
+            "bridge_delivery_latency_seconds", "Event time (seq id) to frame written",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.conflated_updates_total = Counter(
+            "bridge_conflated_updates_total", "Ticker updates replaced in a backlog", registry=r)
+        self.grpc_requests_total = Counter(
+            "bridge_grpc_requests_total", "Upstream gRPC calls by method and status",
+            ["method", "code"], registry=r)
+        self.sent = {kind: self.messages_sent_total.labels(kind) for kind in FRAME_TYPES}
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of this bridge's registry."""
+        return generate_latest(self.registry)
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """One sample's current value (0 when absent): for tests and the readiness logic."""
+        result = self.registry.get_sample_value(name, labels or {})
+        return 0.0 if result is None else result

@@ -1,0 +1,127 @@
+"""Bounded per-client outbound queue: what to write next, what to conflate, when to give up.
+
+Ticker updates are state, not history: under backlog the latest per (subscription, symbol)
+replaces the queued one in place (counted as conflated). Order and bot updates are history and
+are never dropped: a client whose backlog is full is closed 1013 ``slow consumer`` and resumes
+with ``resume_from``. Replies and status frames count toward the backlog like order updates.
+
+In batch mode (``?batch_ms=N``) updates are grouped into ``batch`` frames written at most N ms
+after the first update in them; a reply or status frame flushes what is queued before it, so
+frame order is kept.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from bridge.codec import batch_frame
+
+
+class Push(enum.Enum):
+    QUEUED = "queued"
+    CONFLATED = "conflated"
+    OVERFLOW = "overflow"
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    frame: str
+    kind: str               # frame type for bridge_messages_sent_total
+    key: Hashable | None    # conflation key (ticker updates only)
+    event_ms: int = 0       # event time of an update, for bridge_delivery_latency_seconds
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """A frame ready to write, with the event times of the updates in it."""
+
+    frame: str
+    kind: str
+    event_ms: list[int] = field(default_factory=list)
+
+
+class Outbound:
+    """The queue between fan-out/request handling and one client's socket writer."""
+
+    def __init__(self, max_backlog: int, batch_ms: int | None = None) -> None:
+        self.max_backlog = max_backlog
+        self.batch_s = batch_ms / 1000.0 if batch_ms else None
+        self.entries: deque[Entry] = deque()
+        self.keyed: dict[Hashable, Entry] = {}
+        self.batch_deadline: float | None = None
+        self.has_control = False
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def push_update(self, frame: str, event_ms: int, key: Hashable | None, now: float) -> Push:
+        """Queue an update; with a ``key``, replace a queued update of the same key instead."""
+        if key is not None:
+            queued = self.keyed.get(key)
+            if queued is not None:
+                queued.frame = frame
+                queued.event_ms = event_ms
+                return Push.CONFLATED
+        elif len(self.entries) >= self.max_backlog:
+            return Push.OVERFLOW
+        entry = Entry(frame, "update", key, event_ms)
+        self.entries.append(entry)
+        if key is not None:
+            self.keyed[key] = entry
+        if self.batch_s is not None and self.batch_deadline is None:
+            self.batch_deadline = now + self.batch_s
+        return Push.QUEUED
+
+    def push_control(self, frame: str, kind: str) -> Push:
+        """Queue a reply or status frame (never conflated, never dropped)."""
+        if len(self.entries) >= self.max_backlog:
+            return Push.OVERFLOW
+        self.entries.append(Entry(frame, kind, None))
+        self.has_control = True
+        return Push.QUEUED
+
+    def wait_time(self, now: float) -> float | None:
+        """Seconds until :meth:`take` has something; None when the queue is empty."""
+        if not self.entries:
+            return None
+        if self.batch_deadline is None or self.has_control:
+            return 0.0
+        return max(0.0, self.batch_deadline - now)
+
+    def take(self, now: float) -> list[Outgoing]:
+        """Everything due now, in order (a pending batch that is not due yet stays queued)."""
+        wait = self.wait_time(now)
+        if wait is None or wait > 0:
+            return []
+        entries, self.entries = self.entries, deque()
+        self.keyed.clear()
+        self.batch_deadline = None
+        self.has_control = False
+        if self.batch_s is None:
+            return [Outgoing(e.frame, e.kind, [e.event_ms] if e.kind == "update" else [])
+                    for e in entries]
+        return _batched(entries)
+
+
+def _batched(entries: deque[Entry]) -> list[Outgoing]:
+    """Group consecutive updates into batch frames, keeping other frames where they were."""
+    out: list[Outgoing] = []
+    updates: list[Entry] = []
+    for entry in entries:
+        if entry.kind == "update":
+            updates.append(entry)
+            continue
+        if updates:
+            out.append(_batch(updates))
+            updates = []
+        out.append(Outgoing(entry.frame, entry.kind))
+    if updates:
+        out.append(_batch(updates))
+    return out
+
+
+def _batch(updates: list[Entry]) -> Outgoing:
+    return Outgoing(batch_frame([e.frame for e in updates]), "batch", [e.event_ms for e in updates])

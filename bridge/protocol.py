@@ -1,0 +1,259 @@
+"""The WebSocket protocol v1 (SPEC §4) as plain functions: parse requests, validate params, build frames.
+
+Nothing here touches a socket, so every rule (what a bad frame gets back, which parameter is
+wrong and why) is tested directly, including with hypothesis throwing random frames at it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.codec import dumps, loads
+from bridge.errors import INVALID_MESSAGE, INVALID_PARAMS, UNKNOWN_ACTION, BridgeError
+
+PROTOCOL_VERSION = 1
+CHANNELS = ("tickers", "orders", "bots")
+ORDER_STATUSES = ("new", "open", "partially_filled", "filled", "canceled", "rejected")
+CHANNEL_ALIASES = {"stream_tickers": "tickers", "stream_orders": "orders", "stream_bots": "bots"}
+SEQ_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+MAX_FILTER_ITEMS = 1000
+MAX_STRING = 256
+MAX_LIST_LIMIT = 1000
+
+RequestId = str | int | None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One parsed client request; ``params`` is still raw until the action validates it."""
+
+    action: str
+    request_id: RequestId
+    params: dict[str, Any]
+
+
+class ProtocolError(BridgeError):
+    """A frame that is not a request; ``request_id``/``action`` are echoed when they could be read."""
+
+    def __init__(self, code: str, message: str, request_id: RequestId = None,
+                 action: str | None = None) -> None:
+        super().__init__(code, message)
+        self.request_id = request_id
+        self.action = action
+
+
+def _invalid(detail: str, request_id: RequestId = None) -> ProtocolError:
+    return ProtocolError(INVALID_MESSAGE, f"Invalid message format: {detail}", request_id)
+
+
+def parse_request(frame: str | bytes) -> Request:
+    """Parse one client frame into a :class:`Request` or raise :class:`ProtocolError`."""
+    if isinstance(frame, bytes):
+        raise _invalid("binary frames are not supported, send JSON text frames")
+    try:
+        data = loads(frame)
+    except (ValueError, TypeError) as exc:
+        raise _invalid(f"not valid JSON ({_short(str(exc))})") from None
+    if not isinstance(data, dict):
+        raise _invalid(f"expected a JSON object, got {_json_type(data)}")
+    request_id = data.get("request_id")
+    if request_id is not None and (isinstance(request_id, bool)
+                                   or not isinstance(request_id, str | int)):
+        raise _invalid("'request_id' must be a string or an integer")
+    action = data.get("action")
+    if not isinstance(action, str) or not action:
+        raise _invalid("'action' must be a non-empty string", request_id)
+    params = data.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise ProtocolError(INVALID_PARAMS, "'params' must be a JSON object", request_id, action)
+    return Request(action, request_id, params)
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null"
+
+
+# ------------------------------------------------------------------ params
+
+
+def bad_params(message: str) -> BridgeError:
+    return BridgeError(INVALID_PARAMS, message)
+
+
+def check_known(params: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    """Unknown parameters are refused: a typo (``symbol`` for ``symbols``) must not pass silently."""
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        accepted = ", ".join(allowed) if allowed else "none"
+        raise bad_params(f"unknown parameter {names} (accepted: {accepted})")
+
+
+def opt_str(params: Mapping[str, Any], name: str) -> str | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_STRING:
+        raise bad_params(f"'{name}' must be a non-empty string of at most {MAX_STRING} characters")
+    return value
+
+
+def req_str(params: Mapping[str, Any], name: str) -> str:
+    value = opt_str(params, name)
+    if value is None:
+        raise bad_params(f"'{name}' is required")
+    return value
+
+
+def opt_str_list(params: Mapping[str, Any], name: str) -> tuple[str, ...] | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if (not isinstance(value, list) or len(value) > MAX_FILTER_ITEMS
+            or not all(isinstance(item, str) and item and len(item) <= MAX_STRING for item in value)):
+        raise bad_params(f"'{name}' must be a list of at most {MAX_FILTER_ITEMS} non-empty strings")
+    return tuple(dict.fromkeys(value))
+
+
+def opt_bool(params: Mapping[str, Any], name: str) -> bool | None:
+    value = params.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise bad_params(f"'{name}' must be true or false")
+    return value
+
+
+def opt_int(params: Mapping[str, Any], name: str, low: int, high: int) -> int | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise bad_params(f"'{name}' must be an integer from {low} to {high}")
+    return value
+
+
+def opt_choice(params: Mapping[str, Any], name: str, choices: tuple[str, ...]) -> str | None:
+    value = params.get(name)
+    if value is not None and value not in choices:
+        raise bad_params(f"'{name}' must be one of {', '.join(choices)}")
+    return value
+
+
+def opt_seq(params: Mapping[str, Any], name: str) -> str | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not SEQ_RE.match(value):
+        raise bad_params(f"'{name}' must be a sequence id like \"1700000000000-0\" (from an update's seq)")
+    return value
+
+
+@dataclass(frozen=True)
+class SubscribeParams:
+    """A validated subscription request."""
+
+    channel: str
+    exchange: str | None = None
+    symbols: tuple[str, ...] | None = None
+    bot_ids: tuple[str, ...] | None = None
+    resume_from: str | None = None
+    snapshot: bool = True
+
+
+def subscribe_params(params: Mapping[str, Any], implied: str | None = None) -> SubscribeParams:
+    """Validate ``subscribe`` (or an alias, whose channel is ``implied``).
+
+    ``snapshot`` defaults to true, except with ``resume_from``: a resuming client already holds
+    the state and asked for the missed events, so the snapshot is only sent when asked for.
+    """
+    channel = implied or opt_choice(params, "channel", CHANNELS)
+    if channel is None:
+        raise bad_params(f"'channel' is required (one of {', '.join(CHANNELS)})")
+    if implied and params.get("channel", implied) != implied:
+        raise bad_params(f"'channel' must be {implied!r} for this action")
+    allowed = {"tickers": ("channel", "exchange", "symbols", "resume_from", "snapshot"),
+               "orders": ("channel", "symbols", "bot_ids", "resume_from", "snapshot"),
+               "bots": ("channel", "bot_ids", "resume_from", "snapshot")}[channel]
+    check_known(params, allowed)
+    exchange = req_str(params, "exchange") if channel == "tickers" else None
+    resume_from = opt_seq(params, "resume_from")
+    snapshot = opt_bool(params, "snapshot")
+    return SubscribeParams(
+        channel=channel, exchange=exchange, symbols=opt_str_list(params, "symbols"),
+        bot_ids=opt_str_list(params, "bot_ids"), resume_from=resume_from,
+        snapshot=(resume_from is None) if snapshot is None else snapshot,
+    )
+
+
+def parse_batch_ms(value: str | None, limit: int) -> int | None:
+    """The ``?batch_ms=N`` connection option: None (no batching) or 1..``limit``."""
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= limit:
+        raise ValueError(f"batch_ms must be an integer from 1 to {limit}")
+    return int(value)
+
+
+# ------------------------------------------------------------------ frames
+
+
+def welcome_frame(session_id: str, limits: Mapping[str, Any]) -> str:
+    return dumps({"type": "connection", "status": "connected", "session_id": session_id,
+                  "protocol": PROTOCOL_VERSION, "limits": dict(limits)})
+
+
+def response_frame(action: str, request_id: RequestId, result: Any) -> str:
+    return dumps({"type": "response", "action": action, "request_id": request_id,
+                  "success": True, "result": result})
+
+
+def error_response_frame(action: str, request_id: RequestId, code: str, message: str) -> str:
+    return dumps({"type": "response", "action": action, "request_id": request_id,
+                  "success": False, "error": {"code": code, "message": message}})
+
+
+def error_frame(code: str, message: str, request_id: RequestId = None) -> str:
+    """An error not tied to an action (the frame could not be read as a request)."""
+    frame: dict[str, Any] = {"type": "error", "success": False,
+                             "error": {"code": code, "message": message}}
+    if request_id is not None:
+        frame["request_id"] = request_id
+    return dumps(frame)
+
+
+def protocol_error_frame(error: ProtocolError) -> str:
+    """The reply to a :class:`ProtocolError`: a response when the action is known, else ``error``."""
+    if error.action is not None:
+        return error_response_frame(error.action, error.request_id, error.code, error.message)
+    return error_frame(error.code, error.message, error.request_id)
+
+
+def unknown_action_error(request: Request) -> ProtocolError:
+    return ProtocolError(UNKNOWN_ACTION, f"Unknown action {_short(request.action, 64)!r}",
+                         request.request_id, request.action)
+
+
+def pong_frame(request_id: RequestId, server_time: float) -> str:
+    return dumps({"type": "pong", "request_id": request_id, "server_time": server_time})
+
+
+def stream_status_frame(subscription_id: str, status: str, recovered: bool) -> str:
+    return dumps({"type": "stream_status", "subscription_id": subscription_id,
+                  "status": status, "recovered": recovered})
+

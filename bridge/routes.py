@@ -1,0 +1,75 @@
+"""Plain HTTP on the WebSocket port: probes, metrics and the live page.
+
+websockets calls :func:`process_request` before every handshake; returning a response answers
+the request as HTTP, returning None lets ``/ws`` and ``/ws/<label>`` upgrade.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
+
+from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request, Response
+
+from bridge.metrics import CONTENT_TYPE
+
+if TYPE_CHECKING:
+    from bridge.server import BridgeApp
+
+STATIC_DIR = Path(__file__).parent / "static"
+PLACEHOLDER = (b"<!doctype html><title>marketbridge</title><h1>marketbridge bridge</h1>"
+               b"<p>The live page is not installed. WebSocket endpoint: <code>/ws</code>.</p>")
+
+
+def is_websocket_path(path: str) -> bool:
+    return path == "/ws" or path.startswith("/ws/")
+
+
+def respond(connection: ServerConnection, status: int, body: bytes, content_type: str) -> Response:
+    """A complete response (websockets adds Date, Connection and Content-Length for us)."""
+    response = connection.respond(status, "")
+    response.body = body
+    del response.headers["Content-Length"]
+    del response.headers["Content-Type"]
+    response.headers["Content-Length"] = str(len(body))
+    response.headers["Content-Type"] = content_type
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def text(connection: ServerConnection, status: int, message: str) -> Response:
+    return respond(connection, status, (message + "\n").encode(), "text/plain; charset=utf-8")
+
+
+def static_file(name: str, static_dir: Path = STATIC_DIR) -> tuple[bytes, str] | None:
+    """A file of bridge/static by its URL name, never anything outside that directory."""
+    root = static_dir.resolve()
+    candidate = (root / name).resolve()
+    if root not in candidate.parents or not candidate.is_file():
+        return None
+    content_type = mimetypes.guess_type(candidate.name)[0] or "application/octet-stream"
+    if content_type.startswith("text/") or content_type.endswith("javascript"):
+        content_type += "; charset=utf-8"
+    return candidate.read_bytes(), content_type
+
+
+def process_request(app: BridgeApp, connection: ServerConnection, request: Request) -> Response | None:
+    path = unquote(urlsplit(request.path).path)
+    if is_websocket_path(path):
+        return None
+    if path == "/healthz":
+        return text(connection, 200, "ok")
+    if path == "/readyz":
+        problem = app.not_ready_reason()
+        return text(connection, 503, problem) if problem else text(connection, 200, "ready")
+    if path == "/metrics":
+        return respond(connection, 200, app.metrics.render(), CONTENT_TYPE)
+    found = static_file("index.html" if path == "/" else path.lstrip("/"))
+    if found is not None:
+        return respond(connection, 200, *found)
+    if path in ("/", "/index.html"):
+        return respond(connection, 200, PLACEHOLDER, "text/html; charset=utf-8")
+    return text(connection, 404, "not found")

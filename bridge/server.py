@@ -1,0 +1,127 @@
+"""The bridge application: wiring, the WebSocket handler, start and graceful drain.
+
+Authentication happens after the upgrade (SPEC §4: the client sees a 1008 close with a reason,
+which a browser can read, rather than an HTTP 401 it cannot), then the connection caps, then
+the :class:`bridge.connection.Session` takes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from bridge.auth import AuthError, Authenticator, extract_token, query_params
+from bridge.config import BridgeConfig
+from bridge.connection import Session
+from bridge.fanout import Fanout
+from bridge.limits import SHUTDOWN_REASON, ConnectionRegistry
+from bridge.metrics import BridgeMetrics
+from bridge.protocol import parse_batch_ms
+from bridge.routes import process_request
+from bridge.upstream import Upstream
+
+log = logging.getLogger("bridge")
+
+CLOSE_TIMEOUT_S = 5.0
+
+
+class BridgeApp:
+    """One bridge process's state: config, metrics, upstream, topics, connections."""
+
+    def __init__(self, config: BridgeConfig) -> None:
+        self.config = config
+        self.metrics = BridgeMetrics()
+        self.upstream = Upstream(config, self.metrics)
+        self.fanout = Fanout(self.upstream, self.metrics, config.upstream_backoff_max,
+                             ready_timeout=config.grpc_deadline)
+        self.registry = ConnectionRegistry(config.max_connections, config.max_connections_per_user)
+        self.authenticator = Authenticator(config)
+        self.sessions: set[Session] = set()
+        self.draining = False
+        self.server: Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def not_ready_reason(self) -> str | None:
+        """Why ``/readyz`` says 503, or None when ready."""
+        if self.draining:
+            return "draining"
+        if not self.upstream.serving:
+            return "upstream not serving"
+        return None
+
+    async def start(self) -> None:
+        self.upstream.start()
+        self.server = await serve(
+            self.handle, self.config.host, self.config.port,
+            process_request=lambda conn, req: process_request(self, conn, req),
+            max_size=self.config.max_frame_bytes, close_timeout=CLOSE_TIMEOUT_S,
+            compression=None, server_header="marketbridge",
+        )
+        log.info("bridge listening on %s:%s (upstream %s, auth %s)", self.config.host, self.port,
+                 self.config.grpc_target, self.config.auth)
+
+    async def handle(self, ws: ServerConnection) -> None:
+        """One WebSocket connection, from authentication to the last frame."""
+        try:
+            await self._admit_and_serve(ws)
+        finally:
+            self.metrics.disconnects_total.labels(str(ws.close_code or 1006)).inc()
+
+    async def _admit_and_serve(self, ws: ServerConnection) -> None:
+        request = ws.request
+        assert request is not None
+        try:
+            batch_ms = parse_batch_ms(query_params(request.path).get("batch_ms"),
+                                      self.config.batch_limit_ms)
+            identity = self.authenticator.authenticate(extract_token(request.path, request.headers))
+        except AuthError as exc:
+            return await self._refuse(ws, "auth_failed", 1008, exc.reason)
+        except ValueError as exc:
+            return await self._refuse(ws, "invalid_request", 1008, str(exc))
+        if self.draining:
+            return await self._refuse(ws, "draining", 1001, SHUTDOWN_REASON)
+        refusal = self.registry.admit(identity.user_id)
+        if refusal is not None:
+            return await self._refuse(ws, "rejected", refusal.code, refusal.reason)
+        self.metrics.connections_total.labels("accepted").inc()
+        self.metrics.active_connections.inc()
+        session = Session(self, ws, identity, batch_ms)
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+            self.registry.release(identity.user_id)
+            self.metrics.active_connections.dec()
+
+    async def _refuse(self, ws: ServerConnection, outcome: str, code: int, reason: str) -> None:
+        self.metrics.connections_total.labels(outcome).inc()
+        await ws.close(code, reason)
+
+    async def drain(self) -> None:
+        """SIGTERM: fail readiness, stop accepting, close every client 1001, stop within grace."""
+        self.draining = True
+        log.info("draining %d connections", len(self.sessions))
+        if self.server is not None:
+            self.server.close(close_connections=False)
+            for session in list(self.sessions):
+                session.close_soon(1001, SHUTDOWN_REASON)
+            try:
+                async with asyncio.timeout(self.config.shutdown_grace):
+                    await self.server.wait_closed()
+            except TimeoutError:
+                log.warning("grace period over with %d connections open", len(self.sessions))
+        await self.close()
+
+    async def close(self) -> None:
+        """Release upstream resources (streams, channel)."""
+        if self.server is not None:
+            self.server.close()
+        await self.fanout.close()
+        await self.upstream.close()

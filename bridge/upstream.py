@@ -1,0 +1,129 @@
+"""The one gRPC channel to ``cache.v1.CacheService``: unary calls, streams, upstream health.
+
+One channel per process (HTTP/2 multiplexes every call and stream over it); ``dns:///`` targets
+resolve to every address of a headless Service and calls are spread round-robin. Unary calls are
+fail-fast with a deadline (SPEC §7: during an outage they fail with UNAVAILABLE at once, they
+never hang). A health watcher keeps :attr:`Upstream.serving` current for ``/readyz``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bridge.auth import Identity
+from bridge.config import BridgeConfig, ConfigError
+from bridge.errors import from_grpc
+from bridge.metrics import BridgeMetrics
+from cache_service.pb.v1 import cache_pb2_grpc
+
+log = logging.getLogger("bridge.upstream")
+
+SERVICE_NAME = "cache.v1.CacheService"
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
+    ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+]
+HEALTH_RETRY_S = (0.2, 2.0)
+
+
+def metadata_for(identity: Identity | None) -> tuple[tuple[str, str], ...]:
+    """Caller identity in metadata (SPEC §3); None is an internal caller and sees everything."""
+    if identity is None:
+        return ()
+    return (("x-user-id", identity.user_id), ("x-user-scope", identity.scope_header))
+
+
+def _read(path: str | None, flag: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: {exc.strerror or exc}") from None
+
+
+def make_channel(config: BridgeConfig) -> grpc.aio.Channel:
+    """Plain, TLS or mTLS channel per the ``--grpc-tls-*`` flags."""
+    ca = _read(config.grpc_tls_ca_file, "--grpc-tls-ca-file")
+    cert = _read(config.grpc_tls_cert_file, "--grpc-tls-cert-file")
+    key = _read(config.grpc_tls_key_file, "--grpc-tls-key-file")
+    if ca is None and cert is None:
+        return grpc.aio.insecure_channel(config.grpc_target, options=CHANNEL_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
+                                               certificate_chain=cert)
+    return grpc.aio.secure_channel(config.grpc_target, credentials, options=CHANNEL_OPTIONS)
+
+
+class Upstream:
+    """Calls to the cache service with deadlines, metrics and error mapping."""
+
+    def __init__(self, config: BridgeConfig, metrics: BridgeMetrics) -> None:
+        self.deadline = config.grpc_deadline
+        self.metrics = metrics
+        self.channel = make_channel(config)
+        self.stub = cache_pb2_grpc.CacheServiceStub(self.channel)
+        self.serving = False
+        self._health_task: asyncio.Task[None] | None = None
+
+    def count(self, method: str, code: grpc.StatusCode) -> None:
+        self.metrics.grpc_requests_total.labels(method, code.name).inc()
+
+    async def unary(self, method: str, request: Any, identity: Identity | None) -> Any:
+        """Call ``method``; failures raise :class:`bridge.errors.BridgeError` with the SPEC code."""
+        try:
+            response = await getattr(self.stub, method)(
+                request, timeout=self.deadline, metadata=metadata_for(identity))
+        except grpc.aio.AioRpcError as exc:
+            self.count(method, exc.code())
+            raise from_grpc(exc.code(), exc.details()) from None
+        self.count(method, grpc.StatusCode.OK)
+        return response
+
+    def stream(self, method: str, request: Any, identity: Identity | None) -> Any:
+        """Open a server stream (no deadline: it lives as long as its topic)."""
+        return getattr(self.stub, method)(request, metadata=metadata_for(identity))
+
+    def start(self) -> None:
+        self._health_task = asyncio.create_task(self._watch_health(), name="upstream-health")
+
+    async def _watch_health(self) -> None:
+        """Follow the service's health (grpc.health.v1 Watch), reconnecting when it breaks."""
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        delay = HEALTH_RETRY_S[0]
+        serving = health_pb2.HealthCheckResponse.SERVING
+        while True:
+            try:
+                call = stub.Watch(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+                async for reply in call:
+                    self._set_serving(reply.status == serving)
+                    delay = HEALTH_RETRY_S[0]
+            except grpc.aio.AioRpcError as exc:
+                log.debug("health watch ended: %s", exc.code().name)
+            self._set_serving(False)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, HEALTH_RETRY_S[1])
+
+    def _set_serving(self, serving: bool) -> None:
+        if serving != self.serving:
+            log.info("upstream %s", "SERVING" if serving else "not serving")
+        self.serving = serving
+
+    async def close(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+            await asyncio.gather(self._health_task, return_exceptions=True)
+        await self.channel.close()
