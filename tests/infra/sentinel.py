@@ -1,0 +1,392 @@
+"""A Redis Sentinel topology the tests can fail over: one primary, one replica, three sentinels.
+
+Two backends with one interface, chosen like tests/infra/redis_servers.py (``REDIS_BACKEND``):
+
+- ``docker``: every node is a container from ``REDIS_IMAGE`` on a Docker network of its own, on a
+  fixed address (a random /24 subnet, static IPs), so a killed node restarts on the same address
+  and the sentinels still know it. Container IPs are reachable from the host, so the addresses the
+  sentinels hand out work for processes on the host.
+- ``process``: ``redis-server`` and ``redis-sentinel`` child processes on loopback ports.
+
+``sentinel_url`` is what ``--redis-url`` takes (``redis+sentinel://h:p,h:p,h:p/mymaster``).
+``kill_primary()`` kills whichever node the sentinels call primary now; ``wait_for_promotion()``
+waits until they agree on another one that really is a primary; ``restart_killed()`` brings the
+killed node back (the sentinels turn it into a replica), so a test can fail over again.
+
+Timings are short (``down-after-milliseconds`` 1000, ``failover-timeout`` 3000) so a failover
+completes in a few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import redis
+
+from tests.infra.ports import free_port
+from tests.infra.redis_servers import DEFAULT_IMAGE, backend, redis_args, wait_until_ready
+
+MASTER_NAME = "mymaster"
+DOWN_AFTER_MS = 1000
+FAILOVER_TIMEOUT_MS = 3000
+QUORUM = 2
+SENTINELS = 3
+
+Address = tuple[str, int]
+
+
+def sentinel_config(master: Address, port: int) -> str:
+    """The sentinel.conf every sentinel starts from (sentinels rewrite it as they learn)."""
+    host, master_port = master
+    return "\n".join([
+        f"port {port}",
+        "protected-mode no",
+        f"sentinel monitor {MASTER_NAME} {host} {master_port} {QUORUM}",
+        f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
+        f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}",
+        f"sentinel parallel-syncs {MASTER_NAME} 1",
+        "",
+    ])
+
+
+def _role(address: Address) -> str | None:
+    """``master``/``slave`` as the node itself reports it, None when it does not answer."""
+    client = redis.Redis(host=address[0], port=address[1], socket_timeout=1, socket_connect_timeout=1)
+    try:
+        return str(client.info("replication").get("role"))
+    except (redis.RedisError, OSError):
+        return None
+    finally:
+        client.close()
+
+
+def _pairs(flat: list[bytes]) -> dict[str, str]:
+    """A sentinel reply's flat ``[key, value, ...]`` list as a dict of strings."""
+    text = [item.decode() if isinstance(item, bytes) else str(item) for item in flat]
+    return dict(zip(text[::2], text[1::2]))
+
+
+def _wait_ping(address: Address, timeout: float = 30.0) -> None:
+    """Block until the node answers PING (sentinels have no persistence section to check)."""
+
+    def pong() -> bool:
+        client = redis.Redis(*address, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        except (redis.RedisError, OSError):
+            return False
+        finally:
+            client.close()
+
+    _wait(pong, timeout, f"PING from {address}")
+
+
+def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until true or raise TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"sentinel topology: {what} not reached after {timeout}s")
+
+
+class Node(Protocol):
+    """One redis-server or redis-sentinel the topology controls."""
+
+    @property
+    def address(self) -> Address: ...
+    def kill(self) -> None: ...
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+
+
+# ------------------------------------------------------------------------------ process backend
+
+
+class ProcessNode:
+    """A redis-server (or, with ``sentinel_conf``, a redis-sentinel) child process on loopback."""
+
+    def __init__(self, extra_args: list[str] | None = None, sentinel_conf: str | None = None) -> None:
+        self.port = free_port()
+        self._dir = tempfile.mkdtemp(prefix="redis-sentinel-test-")
+        self._extra = extra_args or []
+        self._sentinel_conf = sentinel_conf
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def address(self) -> Address:
+        return ("127.0.0.1", self.port)
+
+    def _args(self) -> list[str]:
+        if self._sentinel_conf is None:
+            binary = shutil.which("redis-server") or "redis-server"
+            return [binary, *redis_args(self.port, self._dir, "always"), *self._extra]
+        conf = os.path.join(self._dir, "sentinel.conf")
+        if not os.path.exists(conf):
+            with open(conf, "w", encoding="utf-8") as fh:
+                fh.write(self._sentinel_conf.replace("port 26379", f"port {self.port}"))
+        binary = shutil.which("redis-sentinel") or "redis-sentinel"
+        return [binary, conf, "--bind", "127.0.0.1", "--dir", self._dir]
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if self._sentinel_conf is None:
+            wait_until_ready(*self.address)
+        else:
+            _wait_ping(self.address)
+
+    def kill(self) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
+            self._proc.kill()
+            self._proc.wait(timeout=15)
+            self._proc = None
+
+    def close(self) -> None:
+        self.kill()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------- docker backend
+
+
+class DockerNetwork:
+    """A user-defined bridge network on a random /24, so nodes can keep fixed addresses."""
+
+    def __init__(self) -> None:
+        from docker.types import IPAMConfig, IPAMPool
+        from testcontainers.core.docker_client import DockerClient
+
+        self.client = DockerClient().client
+        last_error: Exception | None = None
+        for _ in range(20):
+            prefix = f"10.{random.randint(100, 250)}.{random.randint(0, 255)}"
+            ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=f"{prefix}.0/24")])
+            name = f"marketbridge-sentinel-{os.getpid()}-{random.randint(0, 1 << 30)}"
+            try:
+                self.network = self.client.networks.create(name, driver="bridge", ipam=ipam)
+            except Exception as exc:  # overlapping pool: another test run holds it
+                last_error = exc
+                continue
+            self.prefix = prefix
+            self._next = 10
+            return
+        raise RuntimeError(f"could not create a Docker network for Sentinel: {last_error}")
+
+    def next_ip(self) -> str:
+        self._next += 1
+        return f"{self.prefix}.{self._next}"
+
+    def close(self) -> None:
+        self.network.remove()
+
+
+class ContainerNode:
+    """A container on ``network`` with a static IP that survives kill/start."""
+
+    def __init__(self, network: DockerNetwork, command: list[str], port: int, sentinel: bool = False) -> None:
+        self._sentinel = sentinel
+        image = os.environ.get("REDIS_IMAGE", DEFAULT_IMAGE)
+        self.ip = network.next_ip()
+        self.port = port
+        client = network.client
+        self.container = client.containers.create(image, command=command, detach=True)
+        client.networks.get("bridge").disconnect(self.container)
+        network.network.connect(self.container, ipv4_address=self.ip)
+        self.start()
+
+    @property
+    def address(self) -> Address:
+        return (self.ip, self.port)
+
+    def start(self) -> None:
+        self.container.start()
+        if self._sentinel:
+            _wait_ping(self.address)
+        else:
+            wait_until_ready(*self.address)
+
+    def kill(self) -> None:
+        self.container.kill()
+        self.container.wait(timeout=15)
+
+    def close(self) -> None:
+        self.container.remove(force=True)
+
+
+def container_sentinel_command(conf: str) -> list[str]:
+    """Write the config inside the container (sentinels need a writable file), then exec."""
+    return ["sh", "-c", f"printf '%s' '{conf}' > /tmp/sentinel.conf && exec redis-sentinel /tmp/sentinel.conf"]
+
+
+# ------------------------------------------------------------------------------------ topology
+
+
+@dataclass
+class SentinelTopology:
+    """Primary + replica + three sentinels, on either backend."""
+
+    redis_nodes: list[Node]
+    sentinels: list[Node]
+    network: DockerNetwork | None = None
+    killed: Node | None = field(default=None)
+
+    @property
+    def sentinel_url(self) -> str:
+        hosts = ",".join(f"{h}:{p}" for h, p in (s.address for s in self.sentinels))
+        return f"redis+sentinel://{hosts}/{MASTER_NAME}"
+
+    def sentinel_views(self) -> list[Address | None]:
+        """What each sentinel calls the primary now (None when it does not answer)."""
+        views: list[Address | None] = []
+        for sentinel in self.sentinels:
+            client = redis.Redis(*sentinel.address, socket_timeout=1, socket_connect_timeout=1)
+            try:
+                host, port = client.execute_command("SENTINEL", "get-master-addr-by-name", MASTER_NAME)
+                views.append((host.decode(), int(port)))
+            except (redis.RedisError, OSError, TypeError, ValueError):
+                views.append(None)
+            finally:
+                client.close()
+        return views
+
+    def primary(self) -> Address:
+        """The primary the sentinels agree on (majority), checked to really be a primary."""
+        views = [v for v in self.sentinel_views() if v is not None]
+        for view in views:
+            if views.count(view) >= QUORUM and _role(view) == "master":
+                return view
+        raise RuntimeError(f"sentinels do not agree on a primary: {views}")
+
+    def node_at(self, address: Address) -> Node:
+        for node in self.redis_nodes:
+            if node.address == address:
+                return node
+        raise KeyError(address)
+
+    def kill_primary(self) -> Address:
+        """SIGKILL the current primary (no graceful shutdown) and return its address."""
+        node = self.node_at(self.primary())
+        node.kill()
+        self.killed = node
+        return node.address
+
+    def wait_for_promotion(self, timeout: float = 30.0) -> Address:
+        """Wait until every sentinel names a new, live primary; return its address."""
+        assert self.killed is not None, "kill_primary() first"
+        old = self.killed.address
+
+        def promoted() -> bool:
+            views = self.sentinel_views()
+            return all(v is not None and v != old for v in views) and _role(views[0]) == "master"  # type: ignore[arg-type]
+
+        _wait(promoted, timeout, "promotion of the replica")
+        return self.primary()
+
+    def restart_killed(self, timeout: float = 30.0) -> None:
+        """Start the killed node again and wait until it is an in-sync replica of the primary."""
+        assert self.killed is not None, "kill_primary() first"
+        node, self.killed = self.killed, None
+        node.start()
+        # Join the new primary at once, as a Redis pod's start script asks the sentinels: left to
+        # themselves, sentinels take ~20 s to turn a returning old primary into a replica.
+        host, port = self.primary()
+        client = redis.Redis(*node.address, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            client.execute_command("REPLICAOF", host, port)
+        finally:
+            client.close()
+        self.wait_for_replica(timeout)
+
+    def wait_for_replica(self, timeout: float = 30.0) -> None:
+        """Wait until the primary has one online replica the sentinels know, ready to promote."""
+
+        def replica_ready() -> bool:
+            try:
+                primary = self.primary()
+            except RuntimeError:
+                return False
+            client = redis.Redis(*primary, socket_timeout=1, socket_connect_timeout=1)
+            try:
+                info = client.info("replication")
+            except (redis.RedisError, OSError):
+                return False
+            finally:
+                client.close()
+            online = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
+                      and v.get("state") == "online"]
+            return bool(online) and self._sentinels_see_replica(primary)
+
+        _wait(replica_ready, timeout, "an online replica")
+
+    def _sentinels_see_replica(self, primary: Address) -> bool:
+        for sentinel in self.sentinels:
+            client = redis.Redis(*sentinel.address, socket_timeout=1, socket_connect_timeout=1)
+            try:
+                replicas = client.execute_command("SENTINEL", "replicas", MASTER_NAME)
+            except (redis.RedisError, OSError):
+                return False
+            finally:
+                client.close()
+            fields = [_pairs(r) for r in replicas]
+            healthy = [r for r in fields if "s_down" not in r.get("flags", "")
+                       and r.get("master-link-status") == "ok"]
+            if not healthy:
+                return False
+        return True
+
+    def close(self) -> None:
+        for node in [*self.sentinels, *self.redis_nodes]:
+            try:
+                node.close()
+            except Exception:  # best effort: a node may already be gone
+                pass
+        if self.network is not None:
+            self.network.close()
+
+
+def _start_process_topology() -> SentinelTopology:
+    primary = ProcessNode()
+    replica = ProcessNode(["--replicaof", *map(str, primary.address)])
+    conf = sentinel_config(primary.address, 26379)
+    sentinels: list[Node] = [ProcessNode(sentinel_conf=conf) for _ in range(SENTINELS)]
+    return SentinelTopology([primary, replica], sentinels)
+
+
+def _start_container_topology() -> SentinelTopology:
+    network = DockerNetwork()
+    nodes: list[Node] = []
+    try:
+        primary = ContainerNode(network, ["redis-server", *redis_args(6379, "/data", "always")], 6379)
+        nodes.append(primary)
+        replica_cmd = ["redis-server", *redis_args(6379, "/data", "always"), "--replicaof", primary.ip, "6379"]
+        nodes.append(ContainerNode(network, replica_cmd, 6379))
+        command = container_sentinel_command(sentinel_config(primary.address, 26379))
+        sentinels: list[Node] = [ContainerNode(network, command, 26379, sentinel=True) for _ in range(SENTINELS)]
+    except BaseException:
+        for node in nodes:
+            node.close()
+        network.close()
+        raise
+    return SentinelTopology(nodes[:2], sentinels, network)
+
+
+def start_sentinel_topology(timeout: float = 30.0) -> SentinelTopology:
+    """Start primary, replica and three sentinels; return once a failover is possible."""
+    topology = _start_process_topology() if backend() == "process" else _start_container_topology()
+    try:
+        topology.wait_for_replica(timeout)
+    except BaseException:
+        topology.close()
+        raise
+    return topology
