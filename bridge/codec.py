@@ -11,7 +11,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 try:  # pragma: no cover - which branch runs depends on the environment
@@ -29,7 +28,6 @@ except ImportError:  # pragma: no cover
 
     loads = json.loads
 
-REPEATED = FieldDescriptor.LABEL_REPEATED
 _FIELDS_CACHE: dict[str, tuple[tuple[str, bool], ...]] = {}
 
 
@@ -37,7 +35,7 @@ def _fields(message: Message) -> tuple[tuple[str, bool], ...]:
     name = message.DESCRIPTOR.full_name
     cached = _FIELDS_CACHE.get(name)
     if cached is None:
-        cached = tuple((f.name, f.label == REPEATED) for f in message.DESCRIPTOR.fields)
+        cached = tuple((f.name, bool(f.is_repeated)) for f in message.DESCRIPTOR.fields)
         _FIELDS_CACHE[name] = cached
     return cached
 

@@ -3,7 +3,7 @@
 One channel per process (HTTP/2 multiplexes every call and stream over it); ``dns:///`` targets
 resolve to every address of a headless Service and calls are spread round-robin. Unary calls are
 fail-fast with a deadline (SPEC §7: during an outage they fail with UNAVAILABLE at once, they
-never hang). A health watcher keeps :attr:`Upstream.serving` current for ``/readyz``.
+never hang). A health poller keeps :attr:`Upstream.serving` current for ``/readyz``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
     ("grpc.max_receive_message_length", 32 * 1024 * 1024),
 ]
-HEALTH_RETRY_S = (0.2, 2.0)
+HEALTH_INTERVAL_S = 1.0
+HEALTH_RETRY_S = 0.25
 
 
 def metadata_for(identity: Identity | None) -> tuple[tuple[str, str], ...]:
@@ -101,21 +102,22 @@ class Upstream:
         self._health_task = asyncio.create_task(self._watch_health(), name="upstream-health")
 
     async def _watch_health(self) -> None:
-        """Follow the service's health (grpc.health.v1 Watch), reconnecting when it breaks."""
+        """Poll the service's health (grpc.health.v1 Check) for ``/readyz``.
+
+        Polling rather than Watch: one cheap call a second is plenty for a readiness probe and
+        works with any health implementation behind any load balancer.
+        """
         stub = health_pb2_grpc.HealthStub(self.channel)
-        delay = HEALTH_RETRY_S[0]
+        request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
         serving = health_pb2.HealthCheckResponse.SERVING
         while True:
             try:
-                call = stub.Watch(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
-                async for reply in call:
-                    self._set_serving(reply.status == serving)
-                    delay = HEALTH_RETRY_S[0]
+                reply = await stub.Check(request, timeout=min(self.deadline, HEALTH_INTERVAL_S))
+                self._set_serving(reply.status == serving)
             except grpc.aio.AioRpcError as exc:
-                log.debug("health watch ended: %s", exc.code().name)
-            self._set_serving(False)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, HEALTH_RETRY_S[1])
+                log.debug("health check failed: %s", exc.code().name)
+                self._set_serving(False)
+            await asyncio.sleep(HEALTH_INTERVAL_S if self.serving else HEALTH_RETRY_S)
 
     def _set_serving(self, serving: bool) -> None:
         if serving != self.serving:
