@@ -146,7 +146,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "marketbridge.bridge.terminationGrace" -}}
 {{- $b := .Values.bridge }}
 {{- if kindIs "invalid" $b.terminationGracePeriodSeconds }}
-{{- add $b.preStopSleepSeconds $b.config.shutdownGrace 10 }}
+{{- add $b.preStopSleepSeconds (ceil $b.config.shutdownGrace) 10 }}
 {{- else }}
 {{- $b.terminationGracePeriodSeconds }}
 {{- end }}
@@ -176,13 +176,19 @@ template so `helm template` of any single file fails the same way.
 {{- fail "marketbridge: jwt.publicKey must be a PEM public key (-----BEGIN PUBLIC KEY-----...)" }}
 {{- end }}
 {{- end }}
+{{- range $what, $image := dict "image" $v.image "redis.image" $v.redis.image }}
+{{- if and (eq (toString $image.tag) "latest") (not $image.digest) }}
+{{- fail (printf "marketbridge: %s.tag must not be \"latest\": pin a version (or %s.digest) so every pod runs the same build" $what $what) }}
+{{- end }}
+{{- end }}
 {{- $grace := int (include "marketbridge.bridge.terminationGrace" .) }}
-{{- $drain := add $v.bridge.preStopSleepSeconds $v.bridge.config.shutdownGrace }}
+{{- $drain := add $v.bridge.preStopSleepSeconds (ceil $v.bridge.config.shutdownGrace) }}
 {{- if le $grace (int $drain) }}
 {{- fail (printf "marketbridge: bridge.terminationGracePeriodSeconds (%d) must exceed bridge.preStopSleepSeconds + bridge.config.shutdownGrace (%d), or Kubernetes kills the bridge mid-drain" $grace (int $drain)) }}
 {{- end }}
-{{- if le (int $v.cacheService.terminationGracePeriodSeconds) (int $v.cacheService.preStopSleepSeconds) }}
-{{- fail "marketbridge: cacheService.terminationGracePeriodSeconds must exceed cacheService.preStopSleepSeconds" }}
+{{- $cacheDrain := add $v.cacheService.preStopSleepSeconds (ceil $v.cacheService.config.shutdownGrace) }}
+{{- if le (int $v.cacheService.terminationGracePeriodSeconds) (int $cacheDrain) }}
+{{- fail (printf "marketbridge: cacheService.terminationGracePeriodSeconds must exceed cacheService.preStopSleepSeconds + cacheService.config.shutdownGrace (%d)" (int $cacheDrain)) }}
 {{- end }}
 {{- if and (eq $v.redis.mode "external") (not $v.redis.external.url) (not $v.redis.external.existingSecret) }}
 {{- fail "marketbridge: redis.mode=external needs redis.external.url or redis.external.existingSecret" }}
@@ -263,4 +269,15 @@ priorityClassName: {{ . }}
 {{/* The restricted security context every container gets. */}}
 {{- define "marketbridge.containerSecurityContext" -}}
 {{- toYaml .Values.securityContext }}
+{{- end }}
+
+{{/* NetworkPolicy egress rule for DNS lookups. */}}
+{{- define "marketbridge.np.dns" -}}
+{{- if .Values.networkPolicy.allowDNS }}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end }}
 {{- end }}

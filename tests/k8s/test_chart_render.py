@@ -1,0 +1,330 @@
+"""The chart over a matrix of values: lint clean, objects valid for two Kubernetes versions, and
+the policies every object must follow (non-root, probes, resources, pinned images, labels)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+
+from tests.k8s.chart import (
+    BASE, CASES, CHART_DIR, NAMESPACE, RELEASE, Case, Obj, by_kind, env_of, pod_specs, render,
+)
+
+pytestmark = pytest.mark.k8s
+
+# Two recent Kubernetes releases whose schemas kubernetes-validate ships.
+KUBE_VERSIONS = ["1.33.0", "1.36.0"]
+# Kinds from CRDs that kubernetes-validate has no schema for; checked structurally instead.
+CRD_KINDS = {"ServiceMonitor"}
+REQUIRED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance",
+                   "app.kubernetes.io/managed-by", "app.kubernetes.io/version", "helm.sh/chart")
+
+_rendered: dict[str, list[Obj]] = {}
+
+
+def rendered(case: Case) -> list[Obj]:
+    """Render each case once per session (the Helm engine call is the slow part)."""
+    if case.name not in _rendered:
+        _rendered[case.name] = render(case.values)
+    return _rendered[case.name]
+
+
+case_params = pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+
+
+@case_params
+def test_lint_is_clean(case: Case) -> None:
+    report = helm_python.lint(CHART_DIR, case.values, strict=True, namespace=NAMESPACE,
+                              kube_version="v1.33.0")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == [], report
+
+
+@case_params
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_objects_are_valid_kubernetes(case: Case, version: str) -> None:
+    for obj in rendered(case):
+        if obj["kind"] in CRD_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.path)
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} invalid for {version}: {path}: {exc.message}")
+
+
+@case_params
+def test_object_counts(case: Case) -> None:
+    objects = rendered(case)
+    counts: dict[str, int] = {}
+    for obj in objects:
+        counts[obj["kind"]] = counts.get(obj["kind"], 0) + 1
+    for kind, expected in case.expect_kinds.items():
+        assert counts.get(kind, 0) == expected, f"{kind}: {counts}"
+    names = [(o["kind"], o["metadata"]["name"]) for o in objects]
+    assert len(names) == len(set(names)), "duplicate objects"
+    print(f"{case.name}: {len(objects)} objects {sorted(counts.items())}")
+
+
+@case_params
+def test_every_object_is_labelled_and_namespaced(case: Case) -> None:
+    for obj in rendered(case):
+        meta = obj["metadata"]
+        missing = [k for k in REQUIRED_LABELS if k not in meta.get("labels", {})]
+        assert not missing, f"{obj['kind']}/{meta['name']} lacks labels {missing}"
+        assert meta["labels"]["app.kubernetes.io/instance"] == RELEASE
+        assert meta.get("namespace") == NAMESPACE, f"{obj['kind']}/{meta['name']}"
+        assert len(meta["name"]) <= 63
+
+
+@case_params
+def test_pods_run_restricted(case: Case) -> None:
+    for name, spec in pod_specs(rendered(case)):
+        pod_sc = spec["securityContext"]
+        assert pod_sc["runAsNonRoot"] is True and pod_sc["runAsUser"] > 0, name
+        assert pod_sc["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert spec["automountServiceAccountToken"] is False, name
+        for c in spec["containers"] + spec.get("initContainers", []):
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, (name, c["name"])
+            assert sc["allowPrivilegeEscalation"] is False, (name, c["name"])
+            assert sc["capabilities"]["drop"] == ["ALL"], (name, c["name"])
+            assert sc["seccompProfile"]["type"] == "RuntimeDefault", (name, c["name"])
+            assert "privileged" not in sc and "add" not in sc["capabilities"]
+
+
+@case_params
+def test_containers_have_probes_resources_and_pinned_images(case: Case) -> None:
+    for name, spec in pod_specs(rendered(case)):
+        for c in spec["containers"] + spec.get("initContainers", []):
+            where = f"{name}/{c['name']}"
+            image = c["image"]
+            assert "@sha256:" in image or (":" in image.rsplit("/", 1)[-1]), f"{where}: untagged {image}"
+            assert not image.endswith(":latest"), f"{where}: {image}"
+            res = c["resources"]
+            assert {"cpu", "memory"} <= set(res["requests"]), where
+            assert "memory" in res["limits"], where
+        for c in spec["containers"]:
+            assert "livenessProbe" in c and "readinessProbe" in c, f"{name}/{c['name']} lacks probes"
+
+
+@case_params
+def test_services_pdbs_and_hpas_target_real_pods(case: Case) -> None:
+    objects = rendered(case)
+    pods = {o["metadata"]["name"]: o["spec"]["template"]["metadata"]["labels"]
+            for o in objects if o["kind"] in ("Deployment", "StatefulSet")}
+
+    def selects(selector: dict[str, str]) -> list[str]:
+        return [n for n, labels in pods.items() if selector.items() <= labels.items()]
+
+    for svc in by_kind(objects, "Service"):
+        assert len(selects(svc["spec"]["selector"])) == 1, svc["metadata"]["name"]
+    for pdb in by_kind(objects, "PodDisruptionBudget"):
+        assert len(selects(pdb["spec"]["selector"]["matchLabels"])) == 1, pdb["metadata"]["name"]
+    for hpa in by_kind(objects, "HorizontalPodAutoscaler"):
+        target = hpa["spec"]["scaleTargetRef"]["name"]
+        workload = next(o for o in objects if o["metadata"]["name"] == target and o["kind"] == "Deployment")
+        assert "replicas" not in workload["spec"], "an HPA-managed Deployment must not pin replicas"
+        assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    for workload in objects:
+        if workload["kind"] in ("Deployment", "StatefulSet"):
+            sel = workload["spec"]["selector"]["matchLabels"]
+            assert sel.items() <= workload["spec"]["template"]["metadata"]["labels"].items()
+            assert "app.kubernetes.io/version" not in sel, "selectors must survive upgrades"
+
+
+def _flag_envs(module: str) -> str:
+    """The real service's --help, which names every env var it reads."""
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
+                         timeout=60, check=True)
+    return out.stdout
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.name in ("everything", "jwt-public-key", "defaults")],
+                         ids=lambda c: c.name)
+def test_every_env_var_is_a_real_flag(case: Case) -> None:
+    helps = {"BRIDGE_": _flag_envs("bridge"), "CACHE_": _flag_envs("cache_service")}
+    for name, spec in pod_specs(rendered(case)):
+        for c in spec["containers"]:
+            for env in env_of(c):
+                for prefix, text in helps.items():
+                    if env.startswith(prefix):
+                        assert env in text, f"{name}/{c['name']}: {env} is not a flag of the service"
+
+
+def _containers(objects: list[Obj], suffix: str) -> dict[str, Any]:
+    workload = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith(suffix))
+    return workload["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_default_install_is_authenticated_and_drains() -> None:
+    objects = rendered(CASES[0])
+    bridge = _containers(objects, "-bridge")
+    env = env_of(bridge)
+    assert env["BRIDGE_AUTH"] == "jwt"
+    assert env["BRIDGE_JWT_SECRET"]["secretKeyRef"]["key"] == "jwt-secret"
+    assert env["BRIDGE_GRPC_TARGET"] == (
+        f"dns:///{RELEASE}-marketbridge-cache-service-headless.{NAMESPACE}.svc.cluster.local:50051")
+    assert bridge["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert bridge["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    sleep = int(bridge["lifecycle"]["preStop"]["exec"]["command"][1])
+    grace = float(env["BRIDGE_SHUTDOWN_GRACE"])
+    spec = next(s for n, s in pod_specs(objects) if n.endswith("-bridge"))
+    assert spec["terminationGracePeriodSeconds"] > sleep + grace
+    secret = by_kind(objects, "Secret")[0]
+    assert secret["type"] == "Opaque" and "jwt-secret" in secret["data"]
+
+
+def test_cache_service_uses_native_grpc_probes_and_headless_service() -> None:
+    objects = rendered(CASES[0])
+    cache = _containers(objects, "-cache-service")
+    assert cache["livenessProbe"]["grpc"] == {"port": 50051, "service": ""}
+    assert cache["readinessProbe"]["grpc"] == {"port": 50051, "service": "cache.v1.CacheService"}
+    headless = next(s for s in by_kind(objects, "Service") if s["metadata"]["name"].endswith("-headless")
+                    and "cache" in s["metadata"]["name"])
+    assert headless["spec"]["clusterIP"] == "None"
+    assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == {"grpc": 50051, "metrics": 9101}
+    env = env_of(cache)
+    assert env["CACHE_REDIS_URL"] == f"redis://{RELEASE}-marketbridge-redis.{NAMESPACE}.svc.cluster.local:6379/0"
+
+
+def test_sentinel_mode_builds_the_sentinel_url_and_three_sentinels() -> None:
+    objects = rendered(next(c for c in CASES if c.name == "redis-sentinel"))
+    url = env_of(_containers(objects, "-cache-service"))["CACHE_REDIS_URL"]
+    hosts = [f"{RELEASE}-marketbridge-redis-{i}.{RELEASE}-marketbridge-redis-headless.{NAMESPACE}.svc.cluster.local:26379"
+             for i in range(3)]
+    assert url == f"redis+sentinel://{','.join(hosts)}/mymaster/0"
+    sts = by_kind(objects, "StatefulSet")[0]
+    assert sts["spec"]["replicas"] == 3
+    assert [c["name"] for c in sts["spec"]["template"]["spec"]["containers"]] == ["redis", "sentinel"]
+    config = next(o for o in by_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-redis-config"))
+    assert "sentinel monitor mymaster ${primary} 6379 2" in config["data"]["init.sh"]
+
+
+def test_external_redis_url_comes_from_a_secret() -> None:
+    objects = rendered(next(c for c in CASES if c.name == "redis-external"))
+    ref = env_of(_containers(objects, "-cache-service"))["CACHE_REDIS_URL"]["secretKeyRef"]
+    secret = next(s for s in by_kind(objects, "Secret") if s["metadata"]["name"] == ref["name"])
+    assert ref["key"] in secret["data"]
+    objects = rendered(next(c for c in CASES if c.name == "redis-external-secret"))
+    ref = env_of(_containers(objects, "-cache-service"))["CACHE_REDIS_URL"]["secretKeyRef"]
+    assert ref == {"name": "my-redis", "key": "redis-url"}
+
+
+def test_tls_mounts_certificates_and_probes_over_mtls() -> None:
+    objects = rendered(next(c for c in CASES if c.name == "tls"))
+    cache, bridge = _containers(objects, "-cache-service"), _containers(objects, "-bridge")
+    cenv, benv = env_of(cache), env_of(bridge)
+    assert cenv["CACHE_TLS_CERT_FILE"] == "/etc/marketbridge/tls/tls.crt"
+    assert cenv["CACHE_TLS_KEY_FILE"] == "/etc/marketbridge/tls/tls.key"
+    assert cenv["CACHE_TLS_CLIENT_CA_FILE"] == "/etc/marketbridge/tls/ca.crt"
+    assert {benv[k] for k in ("BRIDGE_GRPC_TLS_CA_FILE", "BRIDGE_GRPC_TLS_CERT_FILE",
+                              "BRIDGE_GRPC_TLS_KEY_FILE")} == {
+        "/etc/marketbridge/tls/ca.crt", "/etc/marketbridge/tls/tls.crt", "/etc/marketbridge/tls/tls.key"}
+    probe = cache["readinessProbe"]["exec"]["command"]
+    assert probe[1] == "/etc/marketbridge/probe/grpc_health_probe.py"
+    assert "--service=cache.v1.CacheService" in probe
+    secrets = {
+        n: {v["secret"]["secretName"] for v in s["volumes"] if "secret" in v}
+        for n, s in pod_specs(objects)
+    }
+    assert secrets[f"{RELEASE}-marketbridge-cache-service"] == {"cache-tls"}
+    assert "bridge-tls" in secrets[f"{RELEASE}-marketbridge-bridge"]
+    probe_cm = next(o for o in by_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-grpc-probe"))
+    assert "def main" in probe_cm["data"]["grpc_health_probe.py"]
+
+
+def test_public_key_is_mounted_as_a_file() -> None:
+    objects = rendered(next(c for c in CASES if c.name == "jwt-public-key"))
+    bridge = _containers(objects, "-bridge")
+    env = env_of(bridge)
+    assert env["BRIDGE_JWT_PUBLIC_KEY_FILE"] == "/etc/marketbridge/jwt/public-key.pem"
+    assert "BRIDGE_JWT_SECRET" not in env
+    assert {"name": "jwt", "mountPath": "/etc/marketbridge/jwt", "readOnly": True} in bridge["volumeMounts"]
+
+
+def test_ingress_keeps_websockets_open() -> None:
+    objects = rendered(next(c for c in CASES if c.name == "ingress"))
+    ing = by_kind(objects, "Ingress")[0]
+    ann = ing["metadata"]["annotations"]
+    assert int(ann["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
+    assert int(ann["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 3600
+    backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": f"{RELEASE}-marketbridge-bridge", "port": {"name": "http"}}
+    assert ing["spec"]["ingressClassName"] == "nginx"
+
+
+def test_servicemonitors_scrape_named_ports() -> None:
+    objects = rendered(next(c for c in CASES if c.name == "servicemonitor-dashboard"))
+    services = by_kind(objects, "Service")
+    for sm in by_kind(objects, "ServiceMonitor"):
+        assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+        sel = sm["spec"]["selector"]["matchLabels"]
+        matched = [s for s in services if sel.items() <= s["metadata"]["labels"].items()]
+        assert len(matched) == 1, sm["metadata"]["name"]
+        port_names = {p["name"] for p in matched[0]["spec"]["ports"]}
+        for endpoint in sm["spec"]["endpoints"]:
+            assert endpoint["port"] in port_names and endpoint["path"] == "/metrics"
+
+
+def test_network_policies_chain_clients_bridge_cache_redis() -> None:
+    objects = rendered(next(c for c in CASES if c.name == "networkpolicy"))
+    policies = {p["metadata"]["name"].rsplit("-", 1)[-1]: p["spec"] for p in by_kind(objects, "NetworkPolicy")}
+    assert set(policies) == {"bridge", "service", "redis"}
+    comp = lambda peer: peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]  # noqa: E731
+    for spec in policies.values():
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+    # bridge: anyone in on http; out only to the cache service (and DNS)
+    assert "from" not in policies["bridge"]["ingress"][0]
+    assert [comp(p) for p in policies["bridge"]["egress"][0]["to"]] == ["cache-service"]
+    # cache service: gRPC only from the bridge; out only to Redis (and DNS)
+    assert [comp(p) for p in policies["service"]["ingress"][0]["from"]] == ["bridge"]
+    assert [comp(p) for p in policies["service"]["egress"][0]["to"]] == ["redis"]
+    # redis: in only from the cache service and its own pods
+    assert sorted(comp(p) for p in policies["redis"]["ingress"][0]["from"]) == ["cache-service", "redis"]
+    for spec in policies.values():
+        dns = spec["egress"][-1]
+        assert "to" not in dns and {p["port"] for p in dns["ports"]} == {53}
+
+
+def test_commonlabels_and_digest_reach_every_object() -> None:
+    objects = rendered(next(c for c in CASES if c.name == "everything"))
+    assert all(o["metadata"]["labels"]["team"] == "trading" for o in objects)
+    images = {c["image"] for _, s in pod_specs(objects) for c in s["containers"]}
+    assert f"marketbridge/marketbridge@sha256:{'a' * 64}" in images
+
+
+def test_dashboard_covers_every_spec_metric() -> None:
+    import json
+
+    objects = rendered(next(c for c in CASES if c.name == "servicemonitor-dashboard"))
+    cm = next(o for o in by_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-dashboard"))
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(cm["data"]["marketbridge.json"])
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    spec_metrics = [
+        "bridge_active_connections", "bridge_connections_total", "bridge_disconnects_total",
+        "bridge_messages_received_total", "bridge_messages_sent_total", "bridge_request_duration_seconds",
+        "bridge_subscriptions", "bridge_upstream_streams", "bridge_delivery_latency_seconds",
+        "bridge_conflated_updates_total", "bridge_grpc_requests_total", "cache_grpc_requests_total",
+        "cache_grpc_request_duration_seconds", "cache_redis_up", "cache_redis_reconnects_total",
+        "cache_stream_subscribers", "cache_events_published_total",
+    ]
+    assert [m for m in spec_metrics if m not in exprs] == []
+
+
+def test_bridge_values_reach_the_environment() -> None:
+    from tests.k8s.chart import merge
+
+    values = merge(BASE, {"bridge": {"config": {"maxConnections": 777, "idleTimeout": 12.5, "rateLimit": 9,
+                                                "batchMaxMs": 250, "logLevel": "DEBUG"}},
+                          "jwt": {"algorithms": "HS256 HS512"}})
+    env = env_of(_containers(render(values), "-bridge"))
+    assert (env["BRIDGE_MAX_CONNECTIONS"], env["BRIDGE_IDLE_TIMEOUT"], env["BRIDGE_RATE_LIMIT"],
+            env["BRIDGE_BATCH_MAX_MS"], env["BRIDGE_LOG_LEVEL"], env["BRIDGE_JWT_ALGORITHMS"]) == (
+        "777", "12.5", "9", "250", "DEBUG", "HS256 HS512")
