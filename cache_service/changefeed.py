@@ -248,19 +248,28 @@ class ChangeFeed:
             await reader.stop()
 
     async def _gap(self, key: str, requested: tuple[int, int], resume_from: str) -> Gap | None:
+        """A Gap if events after ``requested`` may be gone; when unsure, say so (safe side).
+
+        Trimming (MAXLEN) removes the oldest entries; XDEL raises ``max-deleted-entry-id``; a
+        Redis that lost its data (restart without persistence, failover to a lagging replica)
+        has a last id below, or no stream at all behind, an id the client already saw.
+        """
         try:
             info = await self.redis.xinfo_stream(key)
-        except ResponseError:  # no such key: nothing was ever trimmed
-            return None
+        except ResponseError:  # no such key
+            return Gap(resume_from, "") if requested > (0, 0) else None
         info = {_text(k): v for k, v in info.items()}
         first = info.get("first-entry")
         first_id = _text(first[0]) if first else ""
+        if info.get("last-generated-id") is not None and parse_seq(_text(info["last-generated-id"])) < requested:
+            return Gap(resume_from, first_id)
         deleted = info.get("max-deleted-entry-id")
-        if deleted is not None:
-            trimmed = requested < parse_seq(_text(deleted))
-        else:  # Redis < 7: the best available hint is the first retained entry
-            trimmed = bool(first_id) and requested < parse_seq(first_id)
-        return Gap(resume_from, first_id) if trimmed else None
+        if deleted is not None and requested < parse_seq(_text(deleted)):
+            return Gap(resume_from, first_id)
+        added, length = info.get("entries-added"), info.get("length", 0)
+        trimmed_any = added is None or int(added) > int(length)  # Redis < 7 cannot tell
+        before_first = bool(first_id) and requested < parse_seq(first_id)
+        return Gap(resume_from, first_id) if trimmed_any and before_first else None
 
     async def _replay(self, key: str, after: str, until: str, match: Match) -> AsyncIterator[Entry]:
         cursor = after

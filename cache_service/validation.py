@@ -50,12 +50,15 @@ def _finite(entity: str, message: object, names: Iterable[str], non_negative: It
 
 
 def check_ticker(ticker: cache_pb2.Ticker) -> None:
-    """A publishable ticker: exchange and symbol set, numbers finite, prices not negative."""
+    """A publishable ticker: exchange and symbol set, numbers finite, volume and time >= 0.
+
+    Prices may be negative: some derivatives trade below zero.
+    """
     require_id("ticker.exchange", ticker.exchange)
     require_id("ticker.symbol", ticker.symbol)
     _finite("ticker", ticker,
             ("price", "bid", "ask", "last", "volume", "change_24h", "time"),
-            ("price", "bid", "ask", "last", "volume", "time"))
+            ("volume", "time"))
 
 
 def check_order(order: cache_pb2.Order) -> None:

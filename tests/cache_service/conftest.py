@@ -1,0 +1,77 @@
+"""Fixtures for the cache service tests: a real service on a real Redis, and a real client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+import pytest
+
+from cache_service.pb.v1 import cache_pb2_grpc
+from tests.infra.cache_service_runner import InProcessCacheService, running_cache_service
+
+EVENT_TIMEOUT = 15.0
+
+
+@pytest.fixture
+async def svc(redis_url: str) -> AsyncIterator[InProcessCacheService]:
+    async with running_cache_service(redis_url) as service:
+        yield service
+
+
+@pytest.fixture
+async def channel(svc: InProcessCacheService) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(svc.target) as chan:
+        yield chan
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> cache_pb2_grpc.CacheServiceStub:
+    return cache_pb2_grpc.CacheServiceStub(channel)
+
+
+def as_user(user_id: str, *scopes: str) -> list[tuple[str, str]]:
+    """Metadata the bridge sends for an authenticated user."""
+    metadata = [("x-user-id", user_id)]
+    if scopes:
+        metadata.append(("x-user-scope", " ".join(scopes)))
+    return metadata
+
+
+ALICE = as_user("alice")
+BOB = as_user("bob")
+ADMIN = as_user("root", "read admin")
+
+
+async def read_events(call: Any, count: int, timeout: float = EVENT_TIMEOUT) -> list[Any]:
+    """The next ``count`` messages of a server stream, failing instead of hanging."""
+    return [await asyncio.wait_for(call.read(), timeout) for _ in range(count)]
+
+
+async def read_until_live(call: Any, timeout: float = EVENT_TIMEOUT) -> list[Any]:
+    """Every event up to and including the `live` marker."""
+    events = []
+    while True:
+        event = await asyncio.wait_for(call.read(), timeout)
+        assert event is not grpc.aio.EOF, "stream ended before live"
+        events.append(event)
+        if event.WhichOneof("event") == "live":
+            return events
+
+
+async def rpc_error(awaitable: Any) -> grpc.aio.AioRpcError:
+    """Await a call that must fail; return its error."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await awaitable
+    return info.value
+
+
+def seq_key(seq: str) -> tuple[int, int]:
+    ms, _, n = seq.partition("-")
+    return int(ms), int(n or 0)
+
+
+def ids(messages: Sequence[Any], field: str) -> list[str]:
+    return [getattr(m, field) for m in messages]
