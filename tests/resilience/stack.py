@@ -1,0 +1,235 @@
+"""The whole system as real processes: Redis, cache_service replicas, a bridge, clients, a publisher.
+
+Every blocking fault (killing Redis, restarting a process) runs in a worker thread so that the
+WebSocket clients keep reading while it happens, exactly as real clients would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from tests.infra.bridge_runner import BridgeProcess, http_get
+from tests.infra.cache_service_runner import CacheServiceProcess
+from tests.infra.ledger import Ledger, Verdict, percentile
+from tests.infra.tokens import make_token
+from tests.resilience.publisher import EXCHANGE, Publisher, grpc_target
+from tests.resilience.wsclient import LedgerClient, SubSpec, settle
+
+READY_TIMEOUT_S = 30.0
+
+
+class LogTail:
+    """Keep reading a child's output so it never blocks on a full pipe; keep the last lines."""
+
+    def __init__(self, stream: IO[bytes] | None, lines: int = 200) -> None:
+        self.lines: collections.deque[str] = collections.deque(maxlen=lines)
+        if stream is not None:
+            threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            self.lines.append(raw.decode(errors="replace").rstrip())
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def follow_output(proc: Any) -> list[LogTail]:
+    """Drain stdout and stderr of a runner's ``proc`` (CacheServiceProcess/BridgeProcess)."""
+    return [LogTail(proc.proc.stdout), LogTail(proc.proc.stderr)]
+
+
+class CacheReplica:
+    """One ``python -m cache_service`` that can be killed and started again on its port."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.runner = CacheServiceProcess(redis_url, env={"CACHE_LOG_LEVEL": "INFO"})
+        self.logs: list[LogTail] = []
+
+    @property
+    def target(self) -> str:
+        return self.runner.target
+
+    def start(self) -> None:
+        self.runner.start()
+        self.logs = follow_output(self.runner)
+        self.runner.wait_ready(READY_TIMEOUT_S)
+
+    def kill(self) -> None:
+        self.runner.kill()
+
+    def stop(self) -> None:
+        self.runner.stop()
+
+    def restart(self, crash: bool = True) -> None:
+        self.kill() if crash else self.stop()
+        self.start()
+
+
+class BridgeNode:
+    """``python -m bridge`` on a fixed port, restartable."""
+
+    def __init__(self, target: str, extra_args: list[str]) -> None:
+        self.runner = BridgeProcess(target, extra_args=extra_args)
+        self.logs: list[LogTail] = []
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.runner.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.runner.proc is not None
+        return self.runner.proc.pid
+
+    def start(self) -> None:
+        self.runner.start()
+        self.logs = follow_output(self.runner)
+
+    def stop(self) -> None:
+        self.runner.stop()
+
+    def readyz(self) -> int:
+        try:
+            return http_get(self.http + "/readyz", timeout=2.0)[0]
+        except OSError:
+            return 0
+
+    def metric(self, name: str) -> float:
+        """Sum of every sample of ``name`` on /metrics."""
+        _, body, _ = http_get(self.http + "/metrics", timeout=5.0)
+        total = 0.0
+        for line in body.splitlines():
+            if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
+                   interval: float = 0.1) -> float:
+    """Poll a cheap external condition (HTTP status, process state) in a thread; return when."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await asyncio.to_thread(predicate):
+            return time.monotonic()
+        await asyncio.sleep(interval)
+    raise TimeoutError(f"{what} not reached within {timeout}s")
+
+
+@dataclass
+class Stack:
+    ledger: Ledger
+    caches: list[CacheReplica]
+    bridge: BridgeNode
+    publisher: Publisher
+    clients: list[LedgerClient] = field(default_factory=list)
+
+    def logs(self) -> str:
+        parts = [f"--- bridge\n" + "\n".join(t.text() for t in self.bridge.logs)]
+        parts += [f"--- cache {c.target}\n" + "\n".join(t.text() for t in c.logs) for c in self.caches]
+        return "\n".join(parts)[-20000:]
+
+    def token(self, user: str, scope: str = "") -> str:
+        return make_token(sub=user, scope=scope)
+
+    async def add_client(self, name: str, user: str, subs: list[SubSpec], admin: bool = False,
+                         reconnect_on: frozenset[int] = frozenset(), **query: Any) -> LedgerClient:
+        token = self.token(user, "admin" if admin else "")
+        client = LedgerClient(self.ledger, name, lambda: self.bridge.runner.ws_url(token, **query),
+                              subs, user, admin, reconnect_on)
+        await client.start()
+        self.clients.append(client)
+        return client
+
+    async def add_standard_clients(self, reconnect_on: frozenset[int] = frozenset()) -> None:
+        """Four clients covering every channel, both users, an admin, batch mode and filters."""
+        tickers = SubSpec("tickers", EXCHANGE)
+        await self.add_client("alice", "alice", [SubSpec("orders"), SubSpec("bots"), tickers],
+                              reconnect_on=reconnect_on)
+        await self.add_client("bob-batched", "bob", [SubSpec("orders"), SubSpec("bots")],
+                              reconnect_on=reconnect_on, batch_ms=50)
+        await self.add_client("ops-admin", "ops", [SubSpec("orders"), SubSpec("bots")], admin=True,
+                              reconnect_on=reconnect_on)
+        await self.add_client("eth-watcher", "carol", [SubSpec("tickers", EXCHANGE, ("ETH/USDT",))],
+                              reconnect_on=reconnect_on)
+
+    async def finish(self, allowed_closes: dict[str, set[int]] | None = None,
+                     timeout: float = 45.0) -> list[Verdict]:
+        """Stop publishing, let every client catch up, and check the ledger for each."""
+        await self.publisher.stop()
+        await settle(self.ledger, self.clients, timeout)
+        allowed = {c.name: set(c.reconnect_on) for c in self.clients}
+        for name, codes in (allowed_closes or {}).items():
+            allowed[name] = allowed.get(name, set()) | codes
+        try:
+            return self.ledger.assert_all_complete(allowed)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.logs()}") from None
+
+    def measures(self, fault_at: float, repaired_at: float) -> dict[str, Any]:
+        """Delivered %, time to recover and p99 latency around the fault, for the report."""
+        recovery = self.ledger.recovery_time(repaired_at)
+        window_end = repaired_at + (recovery or 0.0) + 5.0
+        latencies = self.ledger.latencies(fault_at, window_end)
+        return {
+            "delivered_pct": round(100.0 * self.ledger.delivered_fraction(), 3),
+            "outage_s": round(repaired_at - fault_at, 3),
+            "recovery_s": None if recovery is None else round(recovery, 3),
+            "p99_latency_recovery_ms": round(1000 * percentile(latencies, 99), 1),
+            "p50_latency_all_ms": round(1000 * percentile(self.ledger.latencies(), 50), 1),
+            "acked_writes": self.publisher.stats.acked,
+            "stream_statuses": sum(len(r.statuses) for r in self.ledger.clients.values()),
+            "failed_writes": dict(self.publisher.stats.failures),
+        }
+
+
+@asynccontextmanager
+async def running_stack(redis_url: str, replicas: int = 1, bridge_args: list[str] | None = None,
+                        rate: float = 40.0) -> AsyncIterator[Stack]:
+    """Start cache_service replica(s) and a bridge as processes, a publisher; stop all on exit."""
+    caches = [CacheReplica(redis_url) for _ in range(replicas)]
+    started: list[Any] = []
+    bridge: BridgeNode | None = None
+    publisher: Publisher | None = None
+    stack: Stack | None = None
+    try:
+        for cache in caches:
+            await asyncio.to_thread(cache.start)
+            started.append(cache)
+        targets = [c.target for c in caches]
+        bridge = BridgeNode(grpc_target(targets), ["--log-level", "INFO", *(bridge_args or [])])
+        await asyncio.to_thread(bridge.start)
+        started.append(bridge)
+        await wait_for(lambda: bridge.readyz() == 200, READY_TIMEOUT_S, "bridge /readyz 200")
+        ledger = Ledger()
+        publisher = Publisher(ledger, targets, rate)
+        stack = Stack(ledger, caches, bridge, publisher)
+        yield stack
+    finally:
+        if stack is not None:
+            for client in stack.clients:
+                await client.close()
+        if publisher is not None and not publisher.stopping.is_set():
+            await publisher.stop()
+        for proc in reversed(started):
+            await asyncio.to_thread(proc.stop)
+
+
+def environment_note() -> str:
+    return f"{os.cpu_count()} cores (shared, noisy), redis backend {os.environ.get('REDIS_BACKEND', 'docker')}"

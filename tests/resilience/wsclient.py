@@ -1,0 +1,215 @@
+"""A WebSocket client of the bridge that records everything it receives into the ledger.
+
+It behaves like a well-written trading client: it subscribes, follows ``stream_status`` frames,
+and, when the scenario allows a close code (1001 on a bridge restart, 1013 for a slow consumer),
+reconnects and resubscribes with ``resume_from`` = the last seq it received on each stream.
+Any other close is recorded and fails the ledger check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from tests.infra.ledger import Ledger, stream_of
+
+OPEN_TIMEOUT_S = 5.0
+REQUEST_TIMEOUT_S = 15.0
+RECONNECT_WINDOW_S = 60.0
+RECONNECT_PAUSE_S = 0.1
+REPLAY_EVERYTHING = "0-0"
+
+
+@dataclass(frozen=True)
+class SubSpec:
+    """What to subscribe to."""
+
+    channel: str
+    exchange: str = ""
+    symbols: tuple[str, ...] | None = None
+    bot_ids: tuple[str, ...] | None = None
+
+    @property
+    def stream(self) -> str:
+        return stream_of(self.channel, self.exchange)
+
+    def params(self, resume_from: str | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"channel": self.channel}
+        if self.channel == "tickers":
+            params["exchange"] = self.exchange
+        if self.symbols is not None:
+            params["symbols"] = list(self.symbols)
+        if self.bot_ids is not None:
+            params["bot_ids"] = list(self.bot_ids)
+        if resume_from is not None:
+            params["resume_from"] = resume_from
+            params["snapshot"] = False
+        return params
+
+
+class LedgerClient:
+    """One logical client: possibly several connections in a row, one ledger record."""
+
+    def __init__(self, ledger: Ledger, name: str, url: Callable[[], str], subs: list[SubSpec],
+                 user: str, admin: bool = False, reconnect_on: frozenset[int] = frozenset()) -> None:
+        self.ledger = ledger
+        self.name = name
+        self.url = url
+        self.subs = subs
+        self.record = ledger.client(name, user, admin)
+        self.reconnect_on = reconnect_on
+        self.ws: ClientConnection | None = None
+        self.sub_streams: dict[str, SubSpec] = {}
+        self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.subscribing: dict[int, SubSpec] = {}
+        self.ids = itertools.count(1)
+        self.errors: list[dict[str, Any]] = []
+        self.progress = asyncio.Event()
+        self.connections = 0
+        self.task: asyncio.Task[None] | None = None
+        self.closing = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Connect, subscribe to everything, and keep reading in the background."""
+        await self._connect()
+        self.task = asyncio.create_task(self._run(), name=f"client-{self.name}")
+        await self._subscribe_all(resume=False)
+
+    async def close(self) -> None:
+        self.closing = True
+        if self.ws is not None:
+            await self.ws.close()
+        if self.task is not None:
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    async def _connect(self) -> None:
+        self.ws = await websockets.connect(self.url(), open_timeout=OPEN_TIMEOUT_S, max_size=None)
+        welcome = json.loads(await asyncio.wait_for(self.ws.recv(), OPEN_TIMEOUT_S))
+        assert welcome.get("type") == "connection", welcome
+        self.connections += 1
+
+    async def _reconnect(self) -> None:
+        """Connect again until the bridge takes us (it may be restarting)."""
+        async with asyncio.timeout(RECONNECT_WINDOW_S):
+            while True:
+                try:
+                    await self._connect()
+                    return
+                except (OSError, InvalidHandshake, InvalidStatus, TimeoutError, ConnectionClosed):
+                    await asyncio.sleep(RECONNECT_PAUSE_S)
+
+    async def _run(self) -> None:
+        while True:
+            assert self.ws is not None
+            try:
+                async for frame in self.ws:
+                    self._on_frame(json.loads(frame))
+            except ConnectionClosed:
+                pass
+            code = self.ws.close_code if self.ws.close_code is not None else 1006
+            for future in self.pending.values():
+                future.cancel()
+            self.pending.clear()
+            if self.closing:
+                return
+            self.ledger.closed(self.name, code, self.ws.close_reason or "")
+            self.progress.set()
+            if code not in self.reconnect_on:
+                return
+            await self._reconnect()
+            asyncio.create_task(self._subscribe_all(resume=True))
+
+    # ------------------------------------------------------------ requests
+
+    async def request(self, action: str, params: dict[str, Any] | None = None,
+                      timeout: float = REQUEST_TIMEOUT_S,
+                      subscribing: SubSpec | None = None) -> dict[str, Any]:
+        """Send one request and wait for its reply frame."""
+        assert self.ws is not None
+        request_id = next(self.ids)
+        if subscribing is not None:
+            self.subscribing[request_id] = subscribing
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[request_id] = future
+        await self.ws.send(json.dumps({"action": action, "request_id": request_id,
+                                       "params": params or {}}))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self.pending.pop(request_id, None)
+            self.subscribing.pop(request_id, None)
+
+    async def _subscribe_all(self, resume: bool) -> None:
+        self.sub_streams.clear()
+        for spec in self.subs:
+            resume_from = (self.record.last_seq(spec.stream) or REPLAY_EVERYTHING) if resume else None
+            reply = await self.request("subscribe", spec.params(resume_from), subscribing=spec)
+            assert reply.get("success"), f"{self.name}: subscribe failed: {reply}"
+
+    def _subscribed(self, spec: SubSpec, reply: dict[str, Any]) -> None:
+        """Bind the subscription id at once: its updates may be the very next frames."""
+        if not reply.get("success"):
+            return
+        result = reply["result"]
+        self.sub_streams[result["subscription_id"]] = spec
+        self.ledger.subscribed(self.name, spec.channel, spec.exchange, spec.symbols, spec.bot_ids)
+        if not result.get("recovered", True):
+            self.ledger.status(self.name, spec.stream, "subscribed", False)
+
+    # ------------------------------------------------------------ frames
+
+    def _on_frame(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "update":
+            self._on_update(frame)
+        elif kind == "batch":
+            for update in frame["updates"]:
+                self._on_update(update)
+        elif kind == "stream_status":
+            spec = self.sub_streams.get(frame["subscription_id"])
+            if spec is not None:
+                self.ledger.status(self.name, spec.stream, frame["status"], frame["recovered"])
+        elif kind in ("response", "pong"):
+            spec = self.subscribing.pop(frame.get("request_id"), None)  # type: ignore[arg-type]
+            if spec is not None:
+                self._subscribed(spec, frame)
+            future = self.pending.get(frame.get("request_id"))  # type: ignore[arg-type]
+            if future is not None and not future.done():
+                future.set_result(frame)
+        elif kind == "error":
+            self.errors.append(frame)
+        self.progress.set()
+
+    def _on_update(self, update: dict[str, Any]) -> None:
+        spec = self.sub_streams.get(update["subscription_id"])
+        if spec is None:   # a subscription of the previous connection, already replaced
+            return
+        self.ledger.received(self.name, spec.channel, update["seq"], update["result"])
+
+
+async def settle(ledger: Ledger, clients: list[LedgerClient], timeout: float = 30.0) -> None:
+    """Wait until every client got everything it is owed (or ``timeout``; the check then fails)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        pending = [c for c in clients if ledger.check(c.name).missing
+                   or any(s == "interrupted" for s in c.record.last_status.values())]
+        if not pending:
+            return
+        for client in pending:
+            client.progress.clear()
+        waits = [asyncio.ensure_future(c.progress.wait()) for c in pending]
+        await asyncio.wait(waits, timeout=min(1.0, max(0.0, deadline - loop.time())),
+                           return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
