@@ -85,7 +85,7 @@ class Client:
                     await self.ws.recv()
             except ConnectionClosed:
                 pass
-        rcvd = self.ws.close_rcvd
+        rcvd = self.ws.protocol.close_rcvd
         return (rcvd.code, rcvd.reason) if rcvd else (None, "")
 
 
@@ -98,3 +98,11 @@ async def client(url: str, welcome: bool = True, **kwargs: Any) -> AsyncIterator
             c.welcome = await c.recv()
             assert c.welcome["type"] == "connection", c.welcome
         yield c
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> None:
+    """Wait until ``check()`` is truthy (server-side bookkeeping finishes after the client sees
+    the close); fail with the last value after ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(interval)

@@ -1,0 +1,119 @@
+"""Connecting: welcome, authentication close codes, HTTP routes, malformed frames."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from websockets.asyncio.client import connect
+
+from tests.bridge.client import client, eventually
+from tests.infra.bridge_runner import http_get, running_bridge
+from tests.infra.tokens import make_token
+
+
+async def test_welcome_has_session_protocol_and_limits(bridge) -> None:
+    async with client(bridge.ws_url(make_token("alice"))) as a, \
+            client(bridge.ws_url(make_token("alice"))) as b:
+        w = a.welcome
+        assert w["type"] == "connection" and w["status"] == "connected" and w["protocol"] == 1
+        assert w["session_id"] != b.welcome["session_id"]
+        assert w["limits"]["max_subscriptions"] == 200 and w["limits"]["rate_limit"] == 50
+
+
+async def test_label_path_and_bearer_header(bridge) -> None:
+    headers = {"Authorization": f"Bearer {make_token('alice')}"}
+    async with client(bridge.ws_url(path="/ws/trading-desk-1"), additional_headers=headers) as c:
+        assert (await c.request("ping"))["type"] == "pong"
+
+
+async def _close_of(url: str, **kwargs) -> tuple[int | None, str]:
+    async with client(url, welcome=False, **kwargs) as c:
+        return await c.closed()
+
+
+async def test_auth_failures_close_1008_with_exact_reasons(bridge) -> None:
+    cases = [
+        (bridge.ws_url(), "Authentication required"),
+        (bridge.ws_url("not-a-jwt"), "Invalid token"),
+        (bridge.ws_url(make_token("alice", secret="another-secret-0123456789abcdefgh")), "Invalid token"),
+        (bridge.ws_url(make_token("alice", exp=-5)), "Token expired"),
+    ]
+    for url, reason in cases:
+        assert await _close_of(url) == (1008, reason)
+    expired = {"Authorization": f"Bearer {make_token('alice', exp=-5)}"}
+    assert await _close_of(bridge.ws_url(), additional_headers=expired) == (1008, "Token expired")
+    metrics = bridge.app.metrics
+    await eventually(lambda: metrics.value("bridge_disconnects_total", {"code": "1008"}) == 5)
+    assert metrics.value("bridge_connections_total", {"outcome": "auth_failed"}) == 5
+    assert metrics.value("bridge_active_connections") == 0
+
+
+async def test_bad_batch_ms_is_refused(bridge) -> None:
+    code, reason = await _close_of(bridge.ws_url(make_token("alice"), batch_ms=5000))
+    assert code == 1008 and "batch_ms" in reason
+
+
+async def test_invalid_frames_get_errors_and_connection_stays(bridge) -> None:
+    async with client(bridge.ws_url(make_token("alice"))) as c:
+        for bad in ("{nope", "[1,2,3]", "42", b"\x01\x02"):
+            await c.send(bad)
+            frame = await c.recv()
+            assert frame["type"] == "error" and frame["success"] is False
+            assert frame["error"]["code"] == "INVALID_MESSAGE"
+            assert frame["error"]["message"].startswith("Invalid message format: ")
+        unknown = await c.request("fly_to_moon")
+        assert unknown["success"] is False and unknown["error"]["code"] == "UNKNOWN_ACTION"
+        assert unknown["action"] == "fly_to_moon"
+        bad_params = await c.request("get_ticker", {"exchange": "binance"})
+        assert bad_params["error"] == {"code": "INVALID_PARAMS", "message": "'symbol' is required"}
+        extra = await c.request("ping", {"x": 1})
+        assert extra["error"]["code"] == "INVALID_PARAMS"
+        pong = await c.request("ping", request_id=99)
+        assert pong["type"] == "pong" and pong["request_id"] == 99 and pong["server_time"] > 0
+    m = bridge.app.metrics
+    assert m.value("bridge_messages_received_total", {"action": "invalid"}) == 4
+    assert m.value("bridge_messages_received_total", {"action": "unknown"}) == 1
+    assert m.value("bridge_messages_received_total", {"action": "ping"}) == 2
+
+
+async def test_http_routes(bridge) -> None:
+    base = bridge.http
+    assert (await asyncio.to_thread(http_get, base + "/healthz"))[0] == 200
+    async with asyncio.timeout(10):
+        while (await asyncio.to_thread(http_get, base + "/readyz"))[0] != 200:
+            await asyncio.sleep(0.05)
+    status, body, headers = await asyncio.to_thread(http_get, base + "/metrics")
+    assert status == 200 and "bridge_active_connections" in body
+    assert headers["Content-Type"].startswith("text/plain")
+    status, body, headers = await asyncio.to_thread(http_get, base + "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html") and "<" in body
+    assert (await asyncio.to_thread(http_get, base + "/nope"))[0] == 404
+    assert (await asyncio.to_thread(http_get, base + "/../../etc/passwd"))[0] == 404
+
+
+async def test_readyz_503_without_upstream() -> None:
+    from tests.infra.ports import free_port
+
+    async with running_bridge(f"127.0.0.1:{free_port()}") as b:
+        status, body, _ = await asyncio.to_thread(http_get, b.http + "/readyz")
+        assert status == 503 and "upstream" in body
+        async with client(b.ws_url(make_token("alice"))) as c:
+            reply = await c.request("get_ticker", {"exchange": "binance", "symbol": "BTC/USDT"})
+            assert reply["error"]["code"] == "UNAVAILABLE"
+            reply = await c.request("subscribe", {"channel": "tickers", "exchange": "binance"})
+            assert reply["error"]["code"] == "UNAVAILABLE"
+        assert b.app.metrics.value("bridge_subscriptions") == 0
+        assert b.app.metrics.value("bridge_upstream_streams") == 0
+
+
+async def test_auth_none_mode(cache) -> None:
+    async with running_bridge(cache.target, auth="none") as b:
+        async with client(b.ws_url()) as c:
+            assert (await c.request("ping"))["type"] == "pong"
+
+
+async def test_raw_welcome_is_first_frame(bridge) -> None:
+    async with connect(bridge.ws_url(make_token("alice"))) as ws:
+        first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert first["type"] == "connection"
