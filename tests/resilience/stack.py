@@ -47,6 +47,15 @@ def follow_output(proc: Any) -> list[LogTail]:
     return [LogTail(proc.proc.stdout), LogTail(proc.proc.stderr)]
 
 
+def metric_sum(body: str, name: str) -> float:
+    """Sum of every sample of metric ``name`` in a Prometheus text exposition."""
+    total = 0.0
+    for line in body.splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 class CacheReplica:
     """One ``python -m cache_service`` that can be killed and started again on its port."""
 
@@ -65,6 +74,11 @@ class CacheReplica:
 
     def kill(self) -> None:
         self.runner.kill()
+
+    def stream_subscribers(self) -> float:
+        """How many gRPC streams this replica serves now (``cache_stream_subscribers``)."""
+        _, body, _ = http_get(f"http://127.0.0.1:{self.runner.metrics_port}/metrics", timeout=5.0)
+        return metric_sum(body, "cache_stream_subscribers")
 
     def stop(self) -> None:
         self.runner.stop()
@@ -106,11 +120,7 @@ class BridgeNode:
     def metric(self, name: str) -> float:
         """Sum of every sample of ``name`` on /metrics."""
         _, body, _ = http_get(self.http + "/metrics", timeout=5.0)
-        total = 0.0
-        for line in body.splitlines():
-            if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return metric_sum(body, name)
 
     def rss_bytes(self) -> int:
         with open(f"/proc/{self.pid}/status", encoding="ascii") as status:
