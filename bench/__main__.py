@@ -1,0 +1,121 @@
+"""``python -m bench``: run the scenarios, write ``<out>/<name>.json`` and ``<name>.png``.
+
+    python -m bench                         # everything, on a local stack (about 10 minutes)
+    python -m bench --quick                 # the smallest end-to-end run (< 60 s)
+    python -m bench fanout --rates 10000 --modes batch
+    python -m bench --bridge-url ws://HOST/ws --grpc-target HOST:50051 --jwt-secret S
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from bench import capacity, churn, fanout, plot, report, unary
+from bench.config import BenchConfig, ConfigError, parse
+from bench.stack import Endpoints, LocalStack, StackError, StackOptions
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard one (10,000 sockets need it); children inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def remote_endpoints(config: BenchConfig) -> Endpoints:
+    """Endpoints of a deployed stack: no processes to sample, no baseline."""
+    assert config.bridge_url is not None
+    parts = urlsplit(config.bridge_url)
+    scheme = "https" if parts.scheme == "wss" else "http"
+    return Endpoints(bridge_ws=config.bridge_url, bridge_http=f"{scheme}://{parts.netloc}",
+                     grpc_target=config.grpc_target or "", jwt_secret=config.jwt_secret)
+
+
+def fanout_points(config: BenchConfig, endpoints: Endpoints) -> list[fanout.FanoutSettings]:
+    modes = [m for m in config.modes if m != "baseline" or endpoints.baseline_ws]
+    return [fanout.FanoutSettings(mode=mode, rate=rate, clients=config.clients, symbols=config.symbols,
+                                  duration_s=config.duration, batch_ms=config.batch_ms,
+                                  workers=config.workers, publisher_streams=config.publisher_streams,
+                                  drain_s=config.drain, compression=config.compression,
+                                  probe_every=config.probe_every)
+            for rate in config.rates for mode in modes]
+
+
+def _attempt(document: dict[str, Any], label: str, step: Callable[[], Any]) -> Any:
+    """Run one measurement; a failure is recorded in the document and the run goes on."""
+    try:
+        return step()
+    except Exception as exc:  # noqa: BLE001 - one bad point must not lose the others
+        message = f"{label}: {type(exc).__name__}: {exc}"
+        print(f"bench: {message}", file=sys.stderr)
+        document["errors"].append(message)
+        return None
+
+
+def run_scenarios(config: BenchConfig, endpoints: Endpoints, document: dict[str, Any]) -> None:
+    """Run every requested scenario, saving the JSON after each result."""
+    if "fanout" in config.scenarios:
+        for settings in fanout_points(config, endpoints):
+            point = _attempt(document, f"fanout {settings.mode} {settings.rate:g}/s",
+                             lambda s=settings: fanout.run_point(s, endpoints))  # type: ignore[misc]
+            if point:
+                document["fanout"].append(point)
+                print(report.fanout_line(point), flush=True)
+            report.write(document, config.json_path)
+    if "capacity" in config.scenarios:
+        result = _attempt(document, "capacity",
+                          lambda: capacity.run(endpoints, config.capacity_steps, config.workers))
+        if result:
+            document["capacity"] = result
+            print("\n".join(report.capacity_lines(result)), flush=True)
+        report.write(document, config.json_path)
+    if "churn" in config.scenarios:
+        result = _attempt(document, "churn", lambda: churn.run(
+            endpoints, config.churn_duration, config.churn_concurrency, config.workers))
+        if result:
+            document["churn"] = result
+            print(report.churn_line(result), flush=True)
+        report.write(document, config.json_path)
+    if "unary" in config.scenarios:
+        result = _attempt(document, "unary", lambda: unary.run(
+            endpoints, config.unary_duration, config.unary_connections, config.unary_depth, config.workers))
+        if result:
+            document["unary"] = result
+            print(report.unary_line(result), flush=True)
+        report.write(document, config.json_path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = parse(argv)
+    except ConfigError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    raise_fd_limit()
+    document = report.new_document(config)
+    started = time.monotonic()
+    stack = None if not config.local else LocalStack(StackOptions(bridge_loop=config.bridge_loop))
+    try:
+        endpoints = stack.start() if stack else remote_endpoints(config)
+        run_scenarios(config, endpoints, document)
+    except StackError as exc:
+        print(f"bench: local stack failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if stack:
+            stack.close()
+    document["elapsed_s"] = round(time.monotonic() - started, 1)
+    report.write(document, config.json_path)
+    plot.render(document, config.png_path)
+    print(f"bench: wrote {config.json_path} and {config.png_path} in {document['elapsed_s']}s", flush=True)
+    return 1 if document["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

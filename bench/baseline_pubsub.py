@@ -1,0 +1,82 @@
+"""The baseline the bridge is compared with: a plain ``websockets`` pub/sub relay.
+
+One Redis pub/sub subscription; every message on the channel is broadcast verbatim to every
+connected client with ``websockets.broadcast`` (encoded once, written to each socket, no
+per-client work, no auth, no backpressure handling). It is the simplest fan-out server one
+would write, and so the floor the bridge has to beat while doing auth, limits and resume.
+
+    python -m bench.baseline_pubsub --redis-url redis://127.0.0.1:6379 --port 8090
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+import redis.asyncio as aioredis
+from websockets.asyncio.server import ServerConnection, broadcast, serve
+
+
+class Relay:
+    """The set of connected clients and the pub/sub loop that feeds them."""
+
+    def __init__(self) -> None:
+        self.clients: set[ServerConnection] = set()
+
+    async def handler(self, connection: ServerConnection) -> None:
+        """Keep the client registered until it goes away; whatever it sends is ignored."""
+        self.clients.add(connection)
+        try:
+            async for _ in connection:
+                pass
+        finally:
+            self.clients.discard(connection)
+
+    async def pump(self, redis_url: str, channel: str, subscribed: asyncio.Event) -> None:
+        """Broadcast each pub/sub message to every client until cancelled."""
+        client = aioredis.Redis.from_url(redis_url)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(channel)
+            subscribed.set()
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    broadcast(self.clients, message["data"].decode())
+        finally:
+            await pubsub.aclose()
+            await client.aclose()
+
+
+async def run(redis_url: str, host: str, port: int, channel: str) -> None:
+    """Serve until SIGTERM or SIGINT; the port opens only once the channel is subscribed."""
+    relay = Relay()
+    subscribed = asyncio.Event()
+    pump = asyncio.create_task(relay.pump(redis_url, channel, subscribed))
+    await asyncio.wait([pump, asyncio.create_task(subscribed.wait())],
+                       return_when=asyncio.FIRST_COMPLETED)
+    if pump.done():
+        pump.result()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with serve(relay.handler, host, port, compression=None, max_size=65536):
+        await stop.wait()
+    pump.cancel()
+    await asyncio.gather(pump, return_exceptions=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.baseline_pubsub", description=__doc__)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--channel", default="bench:tickers")
+    args = parser.parse_args()
+    asyncio.run(run(args.redis_url, args.host, args.port, args.channel))
+
+
+if __name__ == "__main__":
+    main()

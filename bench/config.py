@@ -1,0 +1,164 @@
+"""The harness's settings: one typed object built from the command line, checked at start.
+
+``--quick`` swaps in a small configuration (a few clients, a few hundred ticks per point, a
+handful of connections) that runs end to end in well under a minute; everything else can
+still be overridden by its flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+SCENARIOS = ("fanout", "capacity", "churn", "unary")
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message is the one line printed before exiting."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Every knob of a run. Rates are ticks/s over all symbols; durations are seconds."""
+
+    scenarios: tuple[str, ...] = SCENARIOS
+    quick: bool = False
+    out: Path = DEFAULT_OUT
+    name: str = "results"
+    bridge_url: str | None = None
+    grpc_target: str | None = None
+    jwt_secret: str | None = None
+    bridge_loop: str = "asyncio"
+    compression: str | None = None
+    # (a) fan-out
+    rates: tuple[float, ...] = (1000, 2000, 5000, 10000, 20000)
+    modes: tuple[str, ...] = ("plain", "batch", "baseline")
+    clients: int = 100
+    symbols: int = 50
+    duration: float = 10.0
+    batch_ms: int = 10
+    workers: int = 4
+    publisher_streams: int = 2
+    drain: float = 10.0
+    probe_every: int = 10
+    # (b) connection capacity
+    capacity_steps: tuple[int, ...] = (1000, 2500, 5000, 10000)
+    # (c) connect churn
+    churn_duration: float = 10.0
+    churn_concurrency: int = 64
+    # (d) unary get_ticker
+    unary_duration: float = 10.0
+    unary_connections: int = 64
+    unary_depth: int = 4
+
+    @property
+    def local(self) -> bool:
+        """True when the harness starts its own stack (no target given)."""
+        return self.bridge_url is None
+
+    @property
+    def json_path(self) -> Path:
+        return self.out / f"{self.name}.json"
+
+    @property
+    def png_path(self) -> Path:
+        return self.out / f"{self.name}.png"
+
+
+QUICK = {
+    "rates": (200, 400), "clients": 4, "symbols": 5, "duration": 1.5, "workers": 2,
+    "publisher_streams": 1, "drain": 5.0, "probe_every": 2, "capacity_steps": (20, 40), "churn_duration": 2.0,
+    "churn_concurrency": 4, "unary_duration": 2.0, "unary_connections": 4, "unary_depth": 2,
+}
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.replace(",", " ").split())
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.replace(",", " ").split())
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(v for v in text.replace(",", " ").split())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m bench [SCENARIO ...] [options]``; every option defaults to None (see QUICK)."""
+    p = argparse.ArgumentParser(prog="python -m bench", description=(
+        "Load harness: (a) fanout sweep, (b) idle connection capacity, (c) connect churn, "
+        "(d) unary get_ticker. With no target it starts its own local stack."))
+    p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=f"any of {', '.join(SCENARIOS)} (default: all)")
+    p.add_argument("--quick", action="store_true", help="smallest end-to-end configuration (< 60 s)")
+    p.add_argument("--out", type=Path, help=f"directory for the JSON and PNG (default {DEFAULT_OUT})")
+    p.add_argument("--name", help="file name stem of the outputs (default results, quick with --quick)")
+    p.add_argument("--bridge-url", help="ws://HOST:PORT/ws of a deployed bridge (no local stack)")
+    p.add_argument("--grpc-target", help="cache_service gRPC target of the deployed stack (publisher)")
+    p.add_argument("--jwt-secret", help="HS256 secret to mint client tokens (omit for --auth none)")
+    p.add_argument("--bridge-loop", choices=("asyncio", "uvloop"), help="event loop of the local bridge")
+    p.add_argument("--compression", choices=("none", "deflate"), help="clients offer permessage-deflate")
+    p.add_argument("--rates", type=_floats, help="fanout rates, ticks/s (e.g. 1000,2000,5000)")
+    p.add_argument("--modes", type=_words, help="fanout modes: plain, batch, baseline")
+    for name, kind, text in (
+            ("clients", int, "fanout clients"), ("symbols", int, "symbols published and subscribed"),
+            ("duration", float, "seconds of publishing per fanout point"),
+            ("batch-ms", int, "batch_ms of the batch mode"), ("workers", int, "client processes"),
+            ("publisher-streams", int, "parallel PublishTickers streams"),
+            ("drain", float, "seconds to wait for stragglers after publishing"),
+            ("probe-every", int, "one client in N checks every update; the rest count them"),
+            ("churn-duration", float, "seconds of connect churn"),
+            ("churn-concurrency", int, "concurrent connect loops"),
+            ("unary-duration", float, "seconds of get_ticker load"),
+            ("unary-connections", int, "connections sending get_ticker"),
+            ("unary-depth", int, "requests in flight per connection")):
+        p.add_argument(f"--{name}", type=kind, help=text)
+    p.add_argument("--capacity-steps", type=_ints, help="idle connection counts to reach (e.g. 1000,10000)")
+    return p
+
+
+def parse(argv: Sequence[str] | None = None) -> BenchConfig:
+    """Build and validate the config from ``argv``; raises ConfigError with one line."""
+    args = vars(build_parser().parse_args(argv))
+    values: dict[str, object] = dict(QUICK) if args.pop("quick") else {}
+    values["quick"] = bool(values)
+    values["name"] = "quick" if values["quick"] else "results"
+    scenarios = tuple(args.pop("scenarios") or SCENARIOS)
+    values["scenarios"] = scenarios
+    compression = args.pop("compression")
+    values["compression"] = None if compression in (None, "none") else compression
+    values.update({k: v for k, v in args.items() if v is not None})
+    try:
+        config = BenchConfig(**values)  # type: ignore[arg-type]
+    except TypeError as exc:  # pragma: no cover - a programming error, not user input
+        raise ConfigError(str(exc)) from None
+    validate(config)
+    return config
+
+
+def validate(config: BenchConfig) -> None:
+    """Reject settings that cannot run; each message names the flag."""
+    unknown = [s for s in config.scenarios if s not in SCENARIOS]
+    if unknown:
+        raise ConfigError(f"unknown scenario {unknown[0]!r}: choose from {', '.join(SCENARIOS)}")
+    bad_modes = [m for m in config.modes if m not in ("plain", "batch", "baseline")]
+    if bad_modes:
+        raise ConfigError(f"--modes: unknown mode {bad_modes[0]!r} (plain, batch, baseline)")
+    for name in ("clients", "symbols", "workers", "publisher_streams", "churn_concurrency", "probe_every",
+                 "unary_connections", "unary_depth", "duration", "churn_duration", "unary_duration"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be > 0")
+    if not config.rates or min(config.rates) <= 0:
+        raise ConfigError("--rates must list positive rates")
+    if not config.capacity_steps or min(config.capacity_steps) <= 0:
+        raise ConfigError("--capacity-steps must list positive counts")
+    if not 1 <= config.batch_ms <= 1000:
+        raise ConfigError("--batch-ms must be within 1..1000 (SPEC §4)")
+    if config.bridge_url is not None:
+        if not config.bridge_url.startswith(("ws://", "wss://")):
+            raise ConfigError("--bridge-url must be a ws:// or wss:// URL")
+        if config.grpc_target is None and any(s in config.scenarios for s in ("fanout", "unary")):
+            raise ConfigError("--bridge-url needs --grpc-target too (the publisher writes through gRPC)")

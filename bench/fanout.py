@@ -1,0 +1,291 @@
+"""Scenario (a): fan-out. N clients subscribe to S symbols; a publisher sends R ticks/s.
+
+Each client checks every symbol's sequence (gaps, duplicates, reordering) and records the
+publish-to-receive latency of every update. Three modes are measured the same way:
+``plain`` (one frame per update), ``batch`` (``?batch_ms=``) and ``baseline`` (the pub/sub
+relay of bench/baseline_pubsub.py, fed by Redis PUBLISH at the same rate).
+
+Loss versus conflation: under backpressure the bridge keeps only the latest ticker per symbol
+for a slow reader (SPEC §4), which shows up in the client as a hole in the sequence. The
+bridge counts these (``bridge_conflated_updates_total``); loss is the holes it does not
+account for. The baseline never conflates, so all its holes are loss.
+
+Probes and counters: checking every update of 100 clients costs the load generator about as
+much CPU as the bridge spends sending them, on the same two cores. So one client in
+``probe_every`` (default every client when there are few, one in ten at 100) decodes and
+checks every update (sequence per symbol, latency); the others only count the updates in
+each frame (a byte search, no decoding) and their holes are ``sent - received``. All clients
+receive the same stream, so the probes' latency is the clients' latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from bench.frames import decode, ticker_updates
+from bench.latency import LatencyHistogram
+from bench.procstats import ProcessSampler
+from bench.publisher import PublishPlan, PublishResult, publish_grpc, publish_pubsub
+from bench.scrape import delta, scrape
+from bench.sequence import SequenceChecker
+from bench.stack import BASELINE_CHANNEL, Endpoints
+from bench.ticks import symbol_names
+from bench.tokens import client_tokens
+from bench.workers import WorkerPool, crash_report, new_queue, next_command, run_loop, start_process
+from bench.wsclient import open_session, subscribe_tickers, ws_url
+
+MODES = ("plain", "batch", "baseline")
+CONNECT_CONCURRENCY = 50
+
+
+@dataclass
+class FanoutSettings:
+    """One point of the sweep."""
+
+    mode: str
+    rate: float
+    clients: int
+    symbols: int
+    duration_s: float
+    batch_ms: int
+    workers: int
+    publisher_streams: int = 1
+    connect_timeout_s: float = 30.0
+    drain_s: float = 10.0
+    compression: str | None = None
+    probe_every: int = 1
+
+
+@dataclass
+class FanoutJob:
+    """What one worker process does: its share of the clients, all on the same subscription."""
+
+    worker: int
+    urls: list[str]
+    welcome: bool
+    exchange: str
+    symbols: list[str]
+    timeout_s: float
+    compression: str | None
+    probes: list[bool]
+
+
+UPDATE_MARK = b'"ticker_update"'
+QUIET_S = 1.0
+
+
+@dataclass
+class ClientState:
+    """One client's view: what it received and why it ended, if it ended early."""
+
+    probe: bool
+    checker: SequenceChecker = field(default_factory=SequenceChecker)
+    counted: int = 0
+    last_frame: float = 0.0
+    close_code: int | None = None
+    other_frames: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def received(self) -> int:
+        return self.checker.received if self.probe else self.counted
+
+    def holes(self, final: dict[str, int]) -> int:
+        """Updates this client never got (a probe knows which; a counter knows how many)."""
+        if self.probe:
+            return self.checker.gaps + self.checker.missing_tail(final)
+        return max(0, sum(final.values()) - self.counted)
+
+    def finished(self, final: dict[str, int], now: float) -> bool:
+        """Caught up (probe), got everything or went quiet (counter), or closed."""
+        if self.close_code is not None:
+            return True
+        if self.probe:
+            return self.checker.caught_up(final)
+        return self.counted >= sum(final.values()) or now - self.last_frame > QUIET_S
+
+
+async def _receive(ws: ClientConnection, state: ClientState, hist: LatencyHistogram) -> None:
+    """Read frames until the connection closes: probes check and time every ticker update,
+    counters count them."""
+    checker, record = state.checker, hist.record
+    try:
+        while True:
+            raw = await ws.recv(decode=False)
+            now = time.time()
+            state.last_frame = now
+            if not state.probe:
+                found = raw.count(UPDATE_MARK)
+                if found:
+                    state.counted += found
+                    continue
+            frame = decode(raw)
+            updates = ticker_updates(frame)
+            if not updates:
+                state.other_frames[str(frame.get("type"))] += 1
+                continue
+            for ticker in updates:
+                checker.observe(ticker["symbol"], int(ticker["volume"]))
+                record(now - ticker["time"])
+    except ConnectionClosed as exc:
+        state.close_code = exc.rcvd.code if exc.rcvd else 1006
+
+
+async def _connect(job: FanoutJob, url: str, gate: asyncio.Semaphore) -> ClientConnection:
+    async with gate:
+        ws = await open_session(url, job.timeout_s, welcome=job.welcome, compression=job.compression)
+        if job.welcome:
+            await subscribe_tickers(ws, job.exchange, job.symbols, job.timeout_s)
+        return ws
+
+
+async def _worker_main(job: FanoutJob, ctrl: Any, results: Any) -> None:
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    attempts = await asyncio.gather(*(_connect(job, u, gate) for u in job.urls), return_exceptions=True)
+    sockets = [a for a in attempts if isinstance(a, ClientConnection)]
+    errors = Counter(type(a).__name__ + ": " + str(a)[:120] for a in attempts if isinstance(a, BaseException))
+    results.put({"kind": "ready", "worker": job.worker, "connected": len(sockets), "errors": dict(errors)})
+    hist = LatencyHistogram()
+    states = [ClientState(probe=p) for p, _ in zip(job.probes, sockets)]
+    readers = [asyncio.create_task(_receive(ws, st, hist)) for ws, st in zip(sockets, states)]
+    command = await next_command(ctrl, timeout=job.timeout_s + 600)
+    final: dict[str, int] = command["final"] if command else {}
+    drain_until = time.monotonic() + (command["drain_s"] if command else 0)
+    while time.monotonic() < drain_until and not all(s.finished(final, time.time()) for s in states):
+        await asyncio.sleep(0.05)
+    for ws in sockets:
+        await ws.close()
+    await asyncio.gather(*readers, return_exceptions=True)
+    results.put({
+        "kind": "result", "worker": job.worker, "hist": hist.to_wire(),
+        "last_seen": max((s.last_frame for s in states), default=0.0),
+        "cpu_s": time.process_time(), "probes": sum(s.probe for s in states),
+        "received": sum(s.received for s in states),
+        "holes": sum(s.holes(final) for s in states),
+        "duplicates": sum(s.checker.duplicates for s in states),
+        "reordered": sum(s.checker.reordered for s in states),
+        "closed_early": dict(Counter(str(s.close_code) for s in states if s.close_code not in (None, 1000))),
+        "other_frames": dict(sum((s.other_frames for s in states), Counter())),
+    })
+
+
+def fanout_worker(job: FanoutJob, ctrl: Any, results: Any) -> None:
+    """Process entry point: run the worker, report a crash instead of hanging the coordinator."""
+    try:
+        run_loop(_worker_main(job, ctrl, results))
+    except BaseException as exc:  # noqa: BLE001 - forwarded to the coordinator
+        results.put(crash_report(job.worker, exc))
+
+
+def publisher_process(kind: str, where: str, plan: PublishPlan, out: Any) -> None:
+    """Process entry point: publish the plan (gRPC or pub/sub) and put the PublishResult."""
+    async def go() -> PublishResult:
+        if kind == "grpc":
+            coro = publish_grpc(where, plan, deadline_s=plan.duration_s * 4 + 60)
+        else:
+            coro = publish_pubsub(where, BASELINE_CHANNEL, plan)
+        return await asyncio.wait_for(coro, timeout=plan.duration_s * 4 + 90)
+    try:
+        out.put(run_loop(go()))
+    except BaseException as exc:  # noqa: BLE001
+        out.put(PublishResult(error=f"{type(exc).__name__}: {exc}"))
+
+
+def _jobs(settings: FanoutSettings, endpoints: Endpoints, exchange: str) -> list[FanoutJob]:
+    baseline = settings.mode == "baseline"
+    base = endpoints.baseline_ws if baseline else endpoints.bridge_ws
+    assert base is not None
+    batch = settings.batch_ms if settings.mode == "batch" else None
+    secret = None if baseline else endpoints.jwt_secret
+    urls = [ws_url(base, t, batch) for t in client_tokens(secret, f"fan-{exchange}", settings.clients)]
+    probes = [i % settings.probe_every == 0 for i in range(settings.clients)]
+    count = max(1, min(settings.workers, settings.clients))
+    return [FanoutJob(worker=i, urls=urls[i::count], welcome=not baseline, exchange=exchange,
+                      symbols=symbol_names(settings.symbols), timeout_s=settings.connect_timeout_s,
+                      compression=settings.compression, probes=probes[i::count]) for i in range(count)]
+
+
+def run_point(settings: FanoutSettings, endpoints: Endpoints) -> dict[str, Any]:
+    """Run one (mode, rate) point end to end and return its results."""
+    exchange = f"bench-{uuid.uuid4().hex[:8]}"
+    plan = PublishPlan(exchange=exchange, symbols=symbol_names(settings.symbols), rate=settings.rate,
+                       duration_s=settings.duration_s, streams=settings.publisher_streams)
+    pool = WorkerPool.start(fanout_worker, _jobs(settings, endpoints, exchange))
+    try:
+        return _measure(settings, endpoints, plan, pool)
+    finally:
+        pool.broadcast(None)
+        pool.close()
+
+
+def _measure(settings: FanoutSettings, endpoints: Endpoints, plan: PublishPlan,
+             pool: WorkerPool) -> dict[str, Any]:
+    ready = pool.gather("ready", timeout=settings.connect_timeout_s + 60)
+    metrics_url = f"{endpoints.bridge_http}/metrics" if endpoints.bridge_http else None
+    before = scrape(metrics_url) if metrics_url else {}
+    out = new_queue()
+    if settings.mode == "baseline":
+        assert endpoints.redis_url is not None
+        publisher = start_process(publisher_process, "pubsub", endpoints.redis_url, plan, out)
+    else:
+        publisher = start_process(publisher_process, "grpc", endpoints.grpc_target, plan, out)
+    sampler = ProcessSampler(dict(endpoints.pids))
+    started = time.time()
+    sampler.start()
+    published: PublishResult = out.get(timeout=plan.duration_s * 4 + 120)
+    publisher.join(timeout=10)
+    pool.broadcast({"final": published.final, "drain_s": settings.drain_s})
+    results = pool.gather("result", timeout=settings.drain_s + 120)
+    wall = time.time() - started
+    usage = sampler.stop(wall)
+    after = scrape(metrics_url) if metrics_url else {}
+    return _summarise(settings, ready, results, published, usage, before, after)
+
+
+def _summarise(settings: FanoutSettings, ready: list[dict[str, Any]], results: list[dict[str, Any]],
+               published: PublishResult, usage: dict[str, Any], before: dict[str, float],
+               after: dict[str, float]) -> dict[str, Any]:
+    hist = LatencyHistogram()
+    for r in results:
+        hist.merge(LatencyHistogram.from_wire(r["hist"]))
+    connected = sum(r["connected"] for r in ready)
+    received = sum(r["received"] for r in results)
+    holes = sum(r["holes"] for r in results)
+    conflated = delta(before, after, "bridge_conflated_updates_total") if settings.mode != "baseline" else 0.0
+    last_seen = max((r["last_seen"] for r in results), default=0.0)
+    span = max(published.duration_s, last_seen - published.started_at) if last_seen else published.duration_s
+    expected = published.sent * connected
+    accounted = int(conflated or 0)
+    return {
+        "mode": settings.mode, "offered_rate": settings.rate, "clients": settings.clients,
+        "connected": connected, "probes": sum(r["probes"] for r in results),
+        "symbols": settings.symbols, "duration_s": settings.duration_s,
+        "batch_ms": settings.batch_ms if settings.mode == "batch" else None,
+        "publisher": published.as_dict(),
+        "expected_updates": expected, "received_updates": received,
+        "delivered_per_s": round(received / span, 1) if span > 0 else 0.0,
+        "holes": holes, "conflated": None if conflated is None else int(conflated),
+        "lost": max(0, holes - accounted), "loss_ratio": round(max(0, holes - accounted) / expected, 6) if expected else None,
+        "duplicates": sum(r["duplicates"] for r in results),
+        "reordered": sum(r["reordered"] for r in results),
+        "closed_early": _sum_counts(r["closed_early"] for r in results),
+        "connect_errors": _sum_counts(r["errors"] for r in ready),
+        "other_frames": _sum_counts(r["other_frames"] for r in results),
+        "latency": hist.summary_ms(), "processes": usage,
+        "load_generator_cpu_s": {"publisher": round(published.cpu_s, 2),
+                                 "clients": round(sum(r["cpu_s"] for r in results), 2)},
+    }
+
+
+def _sum_counts(parts: Any) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for part in parts:
+        total.update(part)
+    return dict(total)

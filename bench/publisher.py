@@ -1,0 +1,169 @@
+"""Paced tick publishers: gRPC ``PublishTickers`` (the product) and Redis PUBLISH (the baseline).
+
+Each runs open-loop at the target rate over the given symbols, numbering each symbol's ticks
+from 1 and stamping each with its send time, and reports what it really sent. The gRPC one can
+split the symbols over several client streams (each symbol stays on one stream, so its order
+is kept) when one stream cannot carry the rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.pacing import Pacer
+from bench.ticks import SequenceCounter, baseline_frame, ticker_fields
+
+TICK_SLOT_S = 0.002
+
+
+@dataclass
+class PublishPlan:
+    """What to publish: ``rate`` ticks/s in total for ``duration_s`` over ``symbols``."""
+
+    exchange: str
+    symbols: list[str]
+    rate: float
+    duration_s: float
+    streams: int = 1
+
+    @property
+    def total(self) -> int:
+        """Ticks in the whole run: a whole number per symbol, so every symbol ends even."""
+        per_symbol = max(1, round(self.rate * self.duration_s / len(self.symbols)))
+        return per_symbol * len(self.symbols)
+
+    def final(self) -> dict[str, int]:
+        """Each symbol's last sequence number once the plan is fully sent."""
+        per_symbol = self.total // len(self.symbols)
+        return {symbol: per_symbol for symbol in self.symbols}
+
+    def partitions(self) -> list[list[str]]:
+        """The symbols of each publishing stream (round-robin, none empty)."""
+        count = max(1, min(self.streams, len(self.symbols)))
+        return [self.symbols[i::count] for i in range(count)]
+
+
+@dataclass
+class PublishResult:
+    """What a publisher really did."""
+
+    sent: int = 0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    final: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    cpu_s: float = 0.0  # the publisher process's own CPU time (it is gone before it can be sampled)
+
+    @property
+    def duration_s(self) -> float:
+        return max(1e-9, self.finished_at - self.started_at)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "duration_s": round(self.duration_s, 3),
+            "achieved_rate": round(self.sent / self.duration_s, 1),
+            "cpu_s": round(self.cpu_s, 2),
+            "error": self.error,
+        }
+
+
+async def _paced(pacer: Pacer, emit: Any) -> None:
+    """Call ``emit(n)`` with each burst that falls due until the pacer is done."""
+    while not pacer.done:
+        now = time.time()
+        count = pacer.due(now)
+        if count:
+            await emit(count)
+            pacer.mark(count)
+        else:
+            await asyncio.sleep(max(TICK_SLOT_S, pacer.next_wakeup(now)))
+
+
+async def publish_grpc(target: str, plan: PublishPlan, deadline_s: float) -> PublishResult:
+    """Publish the plan through ``PublishTickers`` client streams, one per symbol partition."""
+    import grpc
+
+    from cache_service.pb.v1 import cache_pb2, cache_pb2_grpc
+
+    result = PublishResult(started_at=time.time())
+    parts = plan.partitions()
+    share = plan.total // len(plan.symbols)
+
+    async def one_stream(stub: Any, symbols: list[str]) -> None:
+        counter = SequenceCounter(symbols)
+        pacer = Pacer(rate=plan.rate * len(symbols) / len(plan.symbols),
+                      total=share * len(symbols), start=result.started_at)
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
+
+        async def emit(count: int) -> None:
+            for _ in range(count):
+                symbol, seq = counter.next()
+                fields = ticker_fields(plan.exchange, symbol, seq, time.time())
+                await queue.put(cache_pb2.PublishTickerRequest(ticker=cache_pb2.Ticker(**fields)))
+            result.sent += count
+
+        async def requests() -> AsyncIterator[Any]:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                yield item
+
+        call = stub.PublishTickers(requests(), timeout=deadline_s)
+        await _paced(pacer, emit)
+        await queue.put(None)
+        await call
+        result.final.update(counter.final())
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = cache_pb2_grpc.CacheServiceStub(channel)
+        try:
+            await asyncio.gather(*(one_stream(stub, part) for part in parts))
+        except grpc.aio.AioRpcError as exc:
+            result.error = f"{exc.code().name}: {exc.details()}"
+    result.finished_at = time.time()
+    result.cpu_s = time.process_time()
+    return result
+
+
+async def publish_pubsub(redis_url: str, channel: str, plan: PublishPlan) -> PublishResult:
+    """Publish the plan as bridge-shaped update frames on one Redis pub/sub channel."""
+    import redis.asyncio as aioredis
+
+    try:
+        from orjson import dumps
+    except ImportError:  # pragma: no cover
+        from json import dumps as _dumps
+
+        def dumps(value: Any) -> bytes:  # type: ignore[misc]
+            return _dumps(value).encode()
+
+    result = PublishResult(started_at=time.time())
+    counter = SequenceCounter(plan.symbols)
+    pacer = Pacer(rate=plan.rate, total=plan.total, start=result.started_at)
+    client = aioredis.Redis.from_url(redis_url)
+
+    async def emit(count: int) -> None:
+        pipe = client.pipeline(transaction=False)
+        for _ in range(count):
+            symbol, seq = counter.next()
+            frame = baseline_frame(ticker_fields(plan.exchange, symbol, seq, time.time()))
+            pipe.publish(channel, dumps(frame))
+        await pipe.execute()
+        result.sent += count
+
+    try:
+        await _paced(pacer, emit)
+    except Exception as exc:  # noqa: BLE001 - reported in the results, the run goes on
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        await client.aclose()
+    result.final = counter.final()
+    result.finished_at = time.time()
+    result.cpu_s = time.process_time()
+    return result
