@@ -27,6 +27,17 @@ log = logging.getLogger("bridge")
 CLOSE_TIMEOUT_S = 5.0
 
 
+def close_code_of(ws: ServerConnection) -> int:
+    """The code that ended a connection: ours if we closed first (1009, 1013...), else the
+    client's, 1006 when no close frame went either way."""
+    protocol = ws.protocol
+    if protocol.close_sent is not None and not protocol.close_rcvd_then_sent:
+        return protocol.close_sent.code
+    if protocol.close_rcvd is not None:
+        return protocol.close_rcvd.code
+    return 1006
+
+
 class BridgeApp:
     """One bridge process's state: config, metrics, upstream, topics, connections."""
 
@@ -71,7 +82,7 @@ class BridgeApp:
         try:
             await self._admit_and_serve(ws)
         finally:
-            self.metrics.disconnects_total.labels(str(ws.close_code or 1006)).inc()
+            self.metrics.disconnects_total.labels(str(close_code_of(ws))).inc()
 
     async def _admit_and_serve(self, ws: ServerConnection) -> None:
         request = ws.request
