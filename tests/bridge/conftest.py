@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -12,7 +12,9 @@ from cache_service.pb.v1 import cache_pb2 as pb
 from cache_service.pb.v1 import cache_pb2_grpc
 from tests.factories import BotFactory, OrderFactory, TickerFactory
 from tests.infra.bridge_runner import RunningBridge, running_bridge
-from tests.infra.cache_service_runner import InProcessCacheService, running_cache_service
+from tests.infra.cache_service_runner import (
+    CacheServiceProcess, InProcessCacheService, running_cache_service,
+)
 
 
 class Feed:
@@ -57,3 +59,13 @@ async def feed(cache: InProcessCacheService) -> AsyncIterator[Feed]:
     f = Feed(cache.target)
     yield f
     await f.close()
+
+
+@pytest.fixture
+def cache_process(redis_url: str) -> Iterator[CacheServiceProcess]:
+    """The cache service as a subprocess, for tests that run the bridge as one too."""
+    proc = CacheServiceProcess(redis_url)
+    proc.start()
+    proc.wait_ready(30)
+    yield proc
+    proc.stop()
