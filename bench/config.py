@@ -70,7 +70,7 @@ class BenchConfig:
 
 QUICK = {
     "rates": (200, 400), "clients": 4, "symbols": 5, "duration": 1.5, "workers": 2,
-    "publisher_streams": 1, "drain": 5.0, "probe_every": 2, "capacity_steps": (20, 40), "churn_duration": 2.0,
+    "publisher_streams": 1, "drain": 10.0, "probe_every": 2, "capacity_steps": (20, 40), "churn_duration": 2.0,
     "churn_concurrency": 4, "unary_duration": 2.0, "unary_connections": 4, "unary_depth": 2,
 }
 

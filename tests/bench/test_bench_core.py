@@ -1,0 +1,86 @@
+"""The harness's measuring logic, without sockets: sequence checks, histograms, pacing, plans."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.config import ConfigError, parse
+from bench.frames import decode, ticker_updates
+from bench.latency import LatencyHistogram
+from bench.pacing import Pacer
+from bench.publisher import PublishPlan
+from bench.sequence import SequenceChecker
+from bench.ticks import SequenceCounter, baseline_frame, symbol_names, ticker_fields
+
+
+def test_sequence_checker_counts_gaps_duplicates_and_reordering() -> None:
+    checker = SequenceChecker()
+    for seq in (1, 2, 4, 4, 3, 5):
+        checker.observe("A", seq)
+    checker.observe("B", 1)
+    assert (checker.received, checker.gaps, checker.duplicates, checker.reordered) == (7, 1, 1, 1)
+    assert checker.caught_up({"A": 5, "B": 1})
+    assert not checker.caught_up({"A": 5, "B": 3})
+    assert checker.missing_tail({"A": 5, "B": 3, "C": 2}) == 4
+
+
+def test_histogram_percentiles_merge_and_wire_round_trip() -> None:
+    hist = LatencyHistogram()
+    for ms in range(1, 101):
+        hist.record(ms / 1000.0)
+    hist.record(-0.00001)
+    other = LatencyHistogram()
+    other.record(7.5)  # beyond the buckets: kept exactly
+    hist.merge(LatencyHistogram.from_wire(other.to_wire()))
+    summary = hist.summary_ms()
+    assert summary["samples"] == 102
+    assert summary["p50_ms"] == pytest.approx(50.1, abs=0.2)
+    assert summary["p99_ms"] == pytest.approx(100.1, abs=0.2)
+    assert summary["max_ms"] == 7500.0
+    assert hist.percentile(100.0) == 7.5
+    assert LatencyHistogram().summary_ms()["p99_ms"] is None
+
+
+def test_pacer_releases_messages_on_schedule_with_bounded_bursts() -> None:
+    pacer = Pacer(rate=1000.0, total=5000, start=100.0, max_burst=2000)
+    assert pacer.due(100.0) == 0
+    assert pacer.next_wakeup(100.0) == pytest.approx(0.001)
+    assert pacer.due(100.5) == 500
+    pacer.mark(500)
+    assert pacer.due(110.0) == 2000  # far behind: capped burst
+    pacer.mark(4500)
+    assert pacer.done and pacer.due(200.0) == 0 and pacer.next_wakeup(200.0) == 0.0
+
+
+def test_publish_plan_gives_every_symbol_the_same_count() -> None:
+    plan = PublishPlan(exchange="x", symbols=symbol_names(3), rate=100, duration_s=1.0, streams=2)
+    assert plan.total == 99
+    assert plan.final() == {"S000/USDT": 33, "S001/USDT": 33, "S002/USDT": 33}
+    assert plan.partitions() == [["S000/USDT", "S002/USDT"], ["S001/USDT"]]
+    counter = SequenceCounter(["a", "b"])
+    assert [counter.next() for _ in range(3)] == [("a", 1), ("b", 1), ("a", 2)]
+    assert counter.final() == {"a": 2, "b": 1}
+
+
+def test_frames_carry_sequence_and_send_time() -> None:
+    fields = ticker_fields("x", "S000/USDT", 7, 123.5)
+    frame = baseline_frame(fields)
+    assert ticker_updates(frame) == [fields]
+    assert ticker_updates({"type": "batch", "updates": [frame, frame]}) == [fields, fields]
+    assert ticker_updates({"type": "pong"}) == []
+    assert decode(b'{"type":"pong"}') == {"type": "pong"}
+    with pytest.raises(ValueError):
+        decode(b"[1]")
+
+
+def test_config_quick_defaults_and_clear_errors() -> None:
+    config = parse(["--quick", "fanout", "--rates", "100,200"])
+    assert config.quick and config.scenarios == ("fanout",) and config.rates == (100.0, 200.0)
+    assert config.json_path.name == "quick.json"
+    assert parse([]).clients == 100
+    for argv, message in ((["nope"], "unknown scenario"), (["--batch-ms", "0"], "--batch-ms"),
+                          (["--bridge-url", "http://x"], "ws://"),
+                          (["--bridge-url", "ws://x/ws"], "--grpc-target"),
+                          (["--modes", "fast"], "unknown mode"), (["--clients", "0"], "--clients")):
+        with pytest.raises(ConfigError, match=message):
+            parse(argv)

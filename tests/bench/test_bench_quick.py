@@ -1,0 +1,63 @@
+"""The load harness end to end in its smallest configuration (``python -m bench --quick``).
+
+Proves the harness works against the real stack (redis-server, cache_service, bridge, the
+pub/sub baseline, as subprocesses): every scenario produces results, the JSON and the PNG are
+written, and the bridge delivers every tick in order. No timing assertions: speed is what the
+harness reports, not what the test checks.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=170)
+    return proc, out
+
+
+@pytest.mark.timeout(200)
+def test_quick_run_writes_results_and_plot(quick_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    proc, out = quick_run
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    document = json.loads((out / "quick.json").read_text())
+    assert document["errors"] == []
+    assert (out / "quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    modes = {(p["mode"], p["offered_rate"]) for p in document["fanout"]}
+    assert modes == {(m, r) for m in ("plain", "batch", "baseline") for r in (200.0, 400.0)}
+
+
+@pytest.mark.timeout(200)
+def test_quick_run_fanout_is_complete_and_ordered(quick_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    proc, out = quick_run
+    document = json.loads((out / "quick.json").read_text())
+    for point in document["fanout"]:
+        assert point["connected"] == point["clients"]
+        assert point["publisher"]["error"] is None
+        assert point["received_updates"] > 0
+        assert point["latency"]["samples"] > 0
+        assert point["duplicates"] == 0 and point["reordered"] == 0, point
+        assert point["lost"] == 0, point
+        assert point["closed_early"] == {}
+
+
+@pytest.mark.timeout(200)
+def test_quick_run_capacity_churn_unary(quick_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    proc, out = quick_run
+    document = json.loads((out / "quick.json").read_text())
+    steps = document["capacity"]["steps"]
+    assert [s["open"] for s in steps] == [s["target"] for s in steps]
+    assert all(s["bridge_rss_mib"] > 0 for s in steps)
+    assert document["churn"]["connects"] > 0 and document["churn"]["errors"] == {}
+    assert document["unary"]["requests"] > 0
+    assert set(document["unary"]["outcomes"]) == {"ok"}
