@@ -43,7 +43,7 @@ def fanout_points(config: BenchConfig, endpoints: Endpoints) -> list[fanout.Fano
                                   duration_s=config.duration, batch_ms=config.batch_ms,
                                   workers=config.workers, publisher_streams=config.publisher_streams,
                                   drain_s=config.drain, compression=config.compression,
-                                  probe_every=config.probe_every)
+                                  probe_every=config.probe_every, profile_dir=config.profile_dir)
             for rate in config.rates for mode in modes]
 
 
@@ -100,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise_fd_limit()
     document = report.new_document(config)
     started = time.monotonic()
-    stack = None if not config.local else LocalStack(StackOptions(bridge_loop=config.bridge_loop))
+    stack = None if not config.local else LocalStack(StackOptions(bridge_loop=config.bridge_loop,
+                                                                   orjson=config.bridge_orjson))
     try:
         endpoints = stack.start() if stack else remote_endpoints(config)
         run_scenarios(config, endpoints, document)

@@ -32,6 +32,7 @@ class BenchConfig:
     grpc_target: str | None = None
     jwt_secret: str | None = None
     bridge_loop: str = "asyncio"
+    bridge_orjson: bool = True
     compression: str | None = None
     # (a) fan-out
     rates: tuple[float, ...] = (1000, 2000, 5000, 10000, 20000)
@@ -44,6 +45,7 @@ class BenchConfig:
     publisher_streams: int = 2
     drain: float = 10.0
     probe_every: int = 10
+    profile: bool = False
     # (b) connection capacity
     capacity_steps: tuple[int, ...] = (1000, 2500, 5000, 10000)
     # (c) connect churn
@@ -58,6 +60,10 @@ class BenchConfig:
     def local(self) -> bool:
         """True when the harness starts its own stack (no target given)."""
         return self.bridge_url is None
+
+    @property
+    def profile_dir(self) -> Path | None:
+        return self.out / "profiles" if self.profile else None
 
     @property
     def json_path(self) -> Path:
@@ -100,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc-target", help="cache_service gRPC target of the deployed stack (publisher)")
     p.add_argument("--jwt-secret", help="HS256 secret to mint client tokens (omit for --auth none)")
     p.add_argument("--bridge-loop", choices=("asyncio", "uvloop"), help="event loop of the local bridge")
+    p.add_argument("--bridge-no-orjson", dest="bridge_orjson", action="store_false", default=None,
+                   help="run the local bridge with orjson hidden (stdlib json), to measure what orjson buys")
     p.add_argument("--compression", choices=("none", "deflate"), help="clients offer permessage-deflate")
     p.add_argument("--rates", type=_floats, help="fanout rates, ticks/s (e.g. 1000,2000,5000)")
     p.add_argument("--modes", type=_words, help="fanout modes: plain, batch, baseline")
@@ -116,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
             ("unary-connections", int, "connections sending get_ticker"),
             ("unary-depth", int, "requests in flight per connection")):
         p.add_argument(f"--{name}", type=kind, help=text)
+    p.add_argument("--profile", action="store_true", default=None,
+                   help="py-spy the servers during each fanout point (tables in the JSON, stacks in <out>/profiles)")
     p.add_argument("--capacity-steps", type=_ints, help="idle connection counts to reach (e.g. 1000,10000)")
     return p
 

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -33,6 +34,7 @@ from websockets.exceptions import ConnectionClosed
 from bench.frames import decode, ticker_updates
 from bench.latency import LatencyHistogram
 from bench.procstats import ProcessSampler
+from bench.profiling import Profiler
 from bench.publisher import PublishPlan, PublishResult, publish_grpc, publish_pubsub
 from bench.scrape import delta, scrape
 from bench.sequence import SequenceChecker
@@ -62,6 +64,7 @@ class FanoutSettings:
     drain_s: float = 10.0
     compression: str | None = None
     probe_every: int = 1
+    profile_dir: Path | None = None
 
 
 @dataclass
@@ -169,6 +172,8 @@ async def _worker_main(job: FanoutJob, ctrl: Any, results: Any) -> None:
         "cpu_s": time.process_time(), "probes": sum(s.probe for s in states),
         "received": sum(s.received for s in states),
         "holes": sum(s.holes(final) for s in states),
+        "probe_gaps": sum(s.checker.gaps for s in states if s.probe),
+        "probe_tail": sum(s.checker.missing_tail(final) for s in states if s.probe),
         "duplicates": sum(s.checker.duplicates for s in states),
         "reordered": sum(s.checker.reordered for s in states),
         "closed_early": dict(Counter(str(s.close_code) for s in states if s.close_code not in (None, 1000))),
@@ -237,8 +242,11 @@ def _measure(settings: FanoutSettings, endpoints: Endpoints, plan: PublishPlan,
     else:
         publisher = start_process(publisher_process, "grpc", endpoints.grpc_target, plan, out)
     sampler = ProcessSampler(dict(endpoints.pids))
+    profiler = _profiler(settings, endpoints, plan)
     started = time.time()
     sampler.start()
+    if profiler:
+        profiler.start()
     published: PublishResult = out.get(timeout=plan.duration_s * 4 + 120)
     publisher.join(timeout=10)
     pool.broadcast({"final": published.final, "drain_s": settings.drain_s})
@@ -246,7 +254,20 @@ def _measure(settings: FanoutSettings, endpoints: Endpoints, plan: PublishPlan,
     wall = time.time() - started
     usage = sampler.stop(wall)
     after = scrape(metrics_url) if metrics_url else {}
-    return _summarise(settings, ready, results, published, usage, before, after)
+    point = _summarise(settings, ready, results, published, usage, before, after)
+    if profiler:
+        point["profile"] = profiler.finish()
+    return point
+
+
+def _profiler(settings: FanoutSettings, endpoints: Endpoints, plan: PublishPlan) -> Profiler | None:
+    """py-spy on the bridge and the cache service (or the baseline) while the publisher runs."""
+    if settings.profile_dir is None:
+        return None
+    names = ("baseline",) if settings.mode == "baseline" else ("bridge", "cache_service")
+    pids = {n: endpoints.pids[n] for n in names if n in endpoints.pids}
+    label = f"{settings.mode}-{settings.rate:g}"
+    return Profiler(pids, plan.duration_s, settings.profile_dir, label) if pids else None
 
 
 def _summarise(settings: FanoutSettings, ready: list[dict[str, Any]], results: list[dict[str, Any]],
@@ -271,7 +292,9 @@ def _summarise(settings: FanoutSettings, ready: list[dict[str, Any]], results: l
         "publisher": published.as_dict(),
         "expected_updates": expected, "received_updates": received,
         "delivered_per_s": round(received / span, 1) if span > 0 else 0.0,
-        "holes": holes, "conflated": None if conflated is None else int(conflated),
+        "holes": holes, "probe_gaps": sum(r["probe_gaps"] for r in results),
+        "probe_tail_undelivered": sum(r["probe_tail"] for r in results),
+        "conflated": None if conflated is None else int(conflated),
         "lost": max(0, holes - accounted), "loss_ratio": round(max(0, holes - accounted) / expected, 6) if expected else None,
         "duplicates": sum(r["duplicates"] for r in results),
         "reordered": sum(r["reordered"] for r in results),

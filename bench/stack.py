@@ -58,6 +58,7 @@ class StackOptions:
 
     jwt_secret: str = "bench-only-secret-not-for-production-use"
     bridge_loop: str = "asyncio"  # or "uvloop": the bridge runs under uvloop's event loop
+    orjson: bool = True  # False: the bridge runs with orjson hidden (stdlib json)
     max_connections: int = 12_000
     with_baseline: bool = True
     log_level: str = "WARNING"
@@ -202,8 +203,10 @@ class LocalStack:
         return endpoints
 
     def _bridge_launcher(self) -> list[str]:
-        if self.options.bridge_loop == "uvloop":
-            return [sys.executable, "-m", "bench.uvloop_runner", "bridge"]
+        flags = [flag for flag, on in (("--uvloop", self.options.bridge_loop == "uvloop"),
+                                       ("--no-orjson", not self.options.orjson)) if on]
+        if flags:
+            return [sys.executable, "-m", "bench.launch", *flags, "bridge"]
         return [sys.executable, "-m", "bridge"]
 
     def _bridge_flags(self) -> list[str]:
