@@ -36,7 +36,7 @@ from bench.latency import LatencyHistogram
 from bench.procstats import ProcessSampler
 from bench.profiling import Profiler
 from bench.publisher import PublishPlan, PublishResult, publish_grpc, publish_pubsub
-from bench.scrape import delta, scrape
+from bench.scrape import delta, histogram_quantiles, scrape
 from bench.sequence import SequenceChecker
 from bench.stack import BASELINE_CHANNEL, Endpoints
 from bench.ticks import symbol_names
@@ -46,6 +46,7 @@ from bench.wsclient import open_session, subscribe_tickers, ws_url
 
 MODES = ("plain", "batch", "baseline")
 CONNECT_CONCURRENCY = 50
+SETTLE_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -219,6 +220,7 @@ def _jobs(settings: FanoutSettings, endpoints: Endpoints, exchange: str) -> list
 
 def run_point(settings: FanoutSettings, endpoints: Endpoints) -> dict[str, Any]:
     """Run one (mode, rate) point end to end and return its results."""
+    _settle(endpoints)
     exchange = f"bench-{uuid.uuid4().hex[:8]}"
     plan = PublishPlan(exchange=exchange, symbols=symbol_names(settings.symbols), rate=settings.rate,
                        duration_s=settings.duration_s, streams=settings.publisher_streams)
@@ -228,6 +230,17 @@ def run_point(settings: FanoutSettings, endpoints: Endpoints) -> dict[str, Any]:
     finally:
         pool.broadcast(None)
         pool.close()
+
+
+def _settle(endpoints: Endpoints, timeout: float = SETTLE_TIMEOUT_S) -> None:
+    """Wait until the previous point's clients are gone from the bridge, so points do not overlap."""
+    if not endpoints.bridge_http:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not scrape(f"{endpoints.bridge_http}/metrics").get("bridge_active_connections"):
+            return
+        time.sleep(0.2)
 
 
 def _measure(settings: FanoutSettings, endpoints: Endpoints, plan: PublishPlan,
@@ -301,7 +314,10 @@ def _summarise(settings: FanoutSettings, ready: list[dict[str, Any]], results: l
         "closed_early": _sum_counts(r["closed_early"] for r in results),
         "connect_errors": _sum_counts(r["errors"] for r in ready),
         "other_frames": _sum_counts(r["other_frames"] for r in results),
-        "latency": hist.summary_ms(), "processes": usage,
+        "latency": hist.summary_ms(),
+        "bridge_delivery_latency": histogram_quantiles(before, after, "bridge_delivery_latency_seconds")
+        if settings.mode != "baseline" else None,
+        "processes": usage,
         "load_generator_cpu_s": {"publisher": round(published.cpu_s, 2),
                                  "clients": round(sum(r["cpu_s"] for r in results), 2)},
     }

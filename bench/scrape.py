@@ -22,8 +22,33 @@ def scrape(url: str, timeout: float = 5.0) -> dict[str, float]:
     totals: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            totals[sample.name] = totals.get(sample.name, 0.0) + float(sample.value)
+            name = sample.name
+            if name.endswith("_bucket") and "le" in sample.labels:
+                name = f"{name}|{sample.labels['le']}"
+            totals[name] = totals.get(name, 0.0) + float(sample.value)
     return totals
+
+
+def histogram_quantiles(before: dict[str, float], after: dict[str, float], name: str,
+                        quantiles: tuple[float, ...] = (0.5, 0.99)) -> dict[str, float | None]:
+    """Quantiles (ms, bucket upper bounds) of what a histogram observed between two scrapes.
+
+    Bucket resolution is the server's choice, so these are coarse; they tell how much of the
+    latency a client sees was spent inside the server.
+    """
+    prefix = f"{name}_bucket|"
+    bounds = sorted(((float(k[len(prefix):]), after[k] - before.get(k, 0.0))
+                     for k in after if k.startswith(prefix)), key=lambda kv: kv[0])
+    out: dict[str, float | None] = {}
+    total = bounds[-1][1] if bounds else 0.0
+    for q in quantiles:
+        label = f"p{q * 100:g}_ms"
+        if total <= 0:
+            out[label] = None
+            continue
+        rank = q * total
+        out[label] = next((round(le * 1000.0, 1) for le, cumulative in bounds if cumulative >= rank), None)
+    return out
 
 
 def delta(before: dict[str, float], after: dict[str, float], name: str) -> float | None:
