@@ -68,7 +68,7 @@ class FeedConfig:
     target: str = "127.0.0.1:50051"
     rate: float = 50.0
     trade_interval: float = 1.0
-    window: float = 10.0
+    window: float = 30.0
     seed: int | None = None
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
