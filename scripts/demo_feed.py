@@ -52,6 +52,7 @@ BASE_PRICES: Mapping[str, float] = {
     "LINK/USDT": 15.0,
 }
 DEMO_USERS = ("alice", "bob")
+BOT_MESSAGES = ("waiting for fill", "grid rebalanced", "order placed", "take-profit moved", "watching spread")
 
 
 # ---------------------------------------------------------------------------- configuration
@@ -295,7 +296,7 @@ class TradingDesk:
 
     def _drift_bot(self, bot: cache_pb2.Bot, now: float) -> cache_pb2.Bot:
         bot.pnl = round(bot.pnl + self._rng.gauss(0.0, 5.0), 2)
-        bot.message = f"pnl {bot.pnl:+.2f} USDT"
+        bot.message = self._rng.choice(BOT_MESSAGES)
         bot.updated_at = now
         return bot
 

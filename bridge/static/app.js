@@ -14,7 +14,7 @@
   const DEFAULT_EXCHANGES = ['binance', 'kraken'];
   const PING_EVERY_MS = 5000;
   const REQUEST_TIMEOUT_MS = 10000;
-  const MAX_ORDERS_SHOWN = 12;
+  const MAX_ORDERS_SHOWN = 10;
 
   // ------------------------------------------------------------------ pure helpers
 
@@ -91,7 +91,8 @@
     if (age < 60) return `${Math.floor(age)}s ago`;
     return new Date(unixSeconds * 1000).toLocaleTimeString('en-GB');
   }
-  const fmtStatus = (status) => (status || '').replace(/_/g, ' ');
+  const STATUS_LABELS = { partially_filled: 'partial', stop_limit: 'stop limit' };
+  const fmtStatus = (status) => STATUS_LABELS[status] || (status || '').replace(/_/g, ' ');
 
   // ------------------------------------------------------------------ the protocol client
 
@@ -364,7 +365,7 @@
     row.cells.age.textContent = fmtAge(t.time, now);
     if (row.flash && row.tr.animate) {
       const color = row.flash > 0 ? 'var(--up-bg)' : 'var(--down-bg)';
-      row.tr.animate([{ backgroundColor: color }, { backgroundColor: 'transparent' }], { duration: 900, easing: 'ease-out' });
+      row.tr.animate([{ backgroundColor: color }, { backgroundColor: 'transparent' }], { duration: 650, easing: 'ease-out' });
       row.flash = 0;
     }
   }
@@ -451,15 +452,23 @@
     body.replaceChildren(...list.map((o) => {
       const tr = document.createElement('tr');
       const side = o.side === 'buy' ? 'up' : 'down';
-      tr.innerHTML = `<td class="oid"></td><td class="${side}"></td><td class="num"></td><td class="num"></td><td><span class="pill"></span></td>`;
+      tr.innerHTML = `<td class="oid"></td><td class="side-cell ${side}"></td><td class="num"></td>` +
+        '<td class="num"><div class="fill"><span></span><div class="bar"><span></span></div></div></td><td><span class="pill"></span></td>';
       const [idCell, sideCell, priceCell, filledCell, statusCell] = tr.children;
       idCell.textContent = o.order_id;
       const meta = document.createElement('small');
       meta.textContent = `${o.symbol} · ${o.exchange}`;
       idCell.appendChild(meta);
       sideCell.textContent = o.side;
+      const kind = document.createElement('small');
+      kind.textContent = fmtStatus(o.order_type);
+      sideCell.appendChild(kind);
       priceCell.textContent = fmtPrice(o.price);
-      filledCell.textContent = `${fmtAmount(o.filled)} / ${fmtAmount(o.amount)}`;
+      const share = o.amount > 0 ? Math.min(1, (o.filled || 0) / o.amount) : 0;
+      const [label, bar] = filledCell.firstChild.children;
+      label.textContent = `${Math.round(share * 100)}%`;
+      label.title = `${fmtAmount(o.filled)} of ${fmtAmount(o.amount)}`;
+      bar.firstChild.style.width = `${share * 100}%`;
       statusCell.firstChild.textContent = fmtStatus(o.status);
       statusCell.firstChild.classList.add(o.status);
       return tr;
@@ -506,7 +515,8 @@
       $('session').title = frame.session_id || '';
       const limits = frame.limits || {};
       $('limits').textContent = Object.keys(limits).length
-        ? `limits: ${Object.entries(limits).map(([k, v]) => `${k.replace(/_/g, ' ')} ${v}`).join(' · ')}`
+        ? `limits: ${Object.entries(limits).filter(([, v]) => v !== null && v !== undefined)
+          .map(([k, v]) => `${k.replace(/_/g, ' ')} ${v}`).join(' · ')}`
         : '';
       if (!interrupted.size) banner(null, null);
       discoverExchanges();
