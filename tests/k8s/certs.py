@@ -1,0 +1,74 @@
+"""A throw-away CA with a server and a client certificate, laid out like cert-manager's
+Secrets (ca.crt, tls.crt, tls.key), for the mTLS tests of the chart's probe and image."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+@dataclass(frozen=True)
+class CertDir:
+    """A directory holding ca.crt, tls.crt and tls.key."""
+
+    path: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.path / "ca.crt"
+
+    @property
+    def cert(self) -> Path:
+        return self.path / "tls.crt"
+
+    @property
+    def key(self) -> Path:
+        return self.path / "tls.key"
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def make_pki(root: Path, server_names: list[str]) -> tuple[CertDir, CertDir]:
+    """(server dir, client dir), both signed by one new CA; the server cert names `server_names`
+    and, like the chart asks for, serves both server and client auth (its probe presents it)."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder().subject_name(_name("marketbridge test CA")).issuer_name(_name("marketbridge test CA"))
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    dirs = []
+    for kind, cn, sans in (("server", server_names[0], server_names), ("client", "bridge", ["bridge"])):
+        key = ec.generate_private_key(ec.SECP256R1())
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+        cert = (
+            x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in sans]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        out = CertDir(root / kind)
+        out.path.mkdir(parents=True)
+        out.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        out.key.write_bytes(_pem_key(key))
+        dirs.append(out)
+    return dirs[0], dirs[1]
