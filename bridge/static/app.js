@@ -537,6 +537,7 @@
     latency(ms) { $('latency').textContent = `${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms`; },
     streamStatus(frame, key) {
       const what = key || 'stream';
+      document.body.dataset.stream = frame.status;  // the last upstream status, for tools and tests
       if (frame.status === 'interrupted') {
         interrupted.add(what);
         banner('warn', `Upstream ${what} stream interrupted: the bridge is reconnecting to the cache service…`);

@@ -1,0 +1,190 @@
+"""The live page in a real headless Chromium against the real stack.
+
+Redis (fixture) -> cache service -> bridge (both in this event loop, real sockets) <- demo feed
+(``scripts.demo_feed.Feed``, real gRPC). The browser loads ``GET /`` from the bridge and talks
+WebSocket protocol v1 to it; the checks read the DOM a person would look at.
+
+Set ``LIVE_PAGE_SCREENSHOT=docs/live-page.png`` to keep the screenshot of the first test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts.demo_feed import Feed, FeedConfig
+from tests.e2e.chromium import Chromium, Page, chromium_path
+from tests.infra.bridge_runner import RunningBridge, running_bridge
+from tests.infra.cache_service_runner import InProcessCacheService, running_cache_service
+from tests.infra.ports import free_port
+from tests.infra.tokens import make_token
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
+
+ROW_COUNT = "document.querySelectorAll('#tickers tbody tr').length"
+PRICES = ("Object.fromEntries([...document.querySelectorAll('#tickers tbody tr')]"
+          ".map(r => [r.dataset.symbol, r.querySelector('td.price').textContent]))")
+CONNECTION = "document.getElementById('conn').dataset.state"
+SYMBOLS_PER_EXCHANGE = 10
+
+
+def text_of(element_id: str) -> str:
+    return f"document.getElementById({element_id!r}).textContent"
+
+
+@pytest.fixture(autouse=True)
+def require_chromium() -> None:
+    if chromium_path() is None:
+        pytest.fail("chromium is not installed: run the suite through scripts/test_env.sh "
+                    "(it installs Debian's chromium) or apt-get install chromium")
+
+
+@dataclass
+class LiveStack:
+    cache: InProcessCacheService
+    bridge: RunningBridge
+    feed: Feed
+
+    def page_url(self, user: str | None = "alice", **query: Any) -> str:
+        params = {**({"token": make_token(user)} if user else {}), **query}
+        qs = "&".join(f"{k}={v}" for k, v in params.items())
+        return f"{self.bridge.http}/" + (f"?{qs}" if qs else "")
+
+
+@asynccontextmanager
+async def live_stack(redis_url: str, **bridge_overrides: Any) -> AsyncIterator[LiveStack]:
+    """Cache service, bridge and demo feed; the feed is stopped before the services."""
+    async with running_cache_service(redis_url) as cache:
+        async with running_bridge(cache.target, **bridge_overrides) as bridge:
+            stop = asyncio.Event()
+            feed = Feed(FeedConfig(target=cache.target, rate=40, seed=7, trade_interval=0.3,
+                                   window=5, backoff_max=1.0), stop)
+            task = asyncio.create_task(feed.run())
+            try:
+                yield LiveStack(cache, bridge, feed)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, timeout=15)
+
+
+@asynccontextmanager
+async def browser_page(url: str) -> AsyncIterator[Page]:
+    async with Chromium.launch() as browser:
+        page = await browser.open(url)
+        try:
+            yield page
+        finally:
+            await page.close()
+
+
+async def wait_prices_move(page: Page, timeout: float = 30.0) -> dict[str, str]:
+    """Wait for a full table, then for at least one price to change; return the first prices."""
+    await page.wait_for(f"{ROW_COUNT} >= {SYMBOLS_PER_EXCHANGE}", timeout=timeout)
+    before = await page.evaluate(PRICES)
+    changed = (f"(() => {{ const now = {PRICES}; const before = {before!r};"
+               " return Object.keys(now).some(s => before[s] !== undefined && now[s] !== before[s]); })()")
+    await page.wait_for(changed, timeout=timeout)
+    return before
+
+
+async def test_page_shows_live_tickers_orders_and_bots(redis_url: str, tmp_path: Path) -> None:
+    async with live_stack(redis_url) as stack, browser_page(stack.page_url()) as page:
+        before = await wait_prices_move(page)
+        assert len(before) == SYMBOLS_PER_EXCHANGE
+        assert all(symbol.endswith("/USDT") for symbol in before)
+        assert all(price not in ("", "–") for price in before.values())
+        assert await page.evaluate(CONNECTION) == "open"
+        assert len(await page.evaluate(text_of("session"))) > 4
+        assert await page.evaluate(text_of("user")) == "alice"
+        await page.wait_for(f"+{text_of('rate')} > 0")
+        await page.wait_for(f"{text_of('latency')}.endsWith('ms')")
+        # The token was moved out of the address bar into localStorage.
+        assert "token=" not in await page.evaluate("location.href")
+        # alice's own orders and bots, never bob's.
+        await page.wait_for("document.querySelectorAll('#orders tbody tr').length > 0")
+        await page.wait_for("document.querySelectorAll('#bots li').length > 0")
+        order_ids = await page.evaluate("[...document.querySelectorAll('#orders .oid')].map(td => td.firstChild.textContent)")
+        assert order_ids and all(oid.startswith("alice-") for oid in order_ids)
+        bot_text = await page.evaluate(text_of("bots"))
+        assert "bob" not in bot_text
+        await asyncio.sleep(1.0)  # let the flashes of the latest ticks show in the picture
+        shot = await page.screenshot(tmp_path / "live-page.png")
+        assert shot.stat().st_size > 20_000
+        assert page.console_errors == []
+        keep = os.environ.get("LIVE_PAGE_SCREENSHOT")
+        if keep:
+            shutil.copyfile(shot, keep)
+
+
+async def test_exchange_selector_switches_the_table(redis_url: str) -> None:
+    async with live_stack(redis_url) as stack, browser_page(stack.page_url()) as page:
+        binance = await wait_prices_move(page)
+        await page.wait_for("document.querySelector('#exchanges [data-exchange=kraken]') !== null")
+        await page.evaluate("document.querySelector('#exchanges [data-exchange=kraken]').click()")
+        await page.wait_for("document.querySelector('#exchanges [aria-selected=true]').dataset.exchange === 'kraken'")
+        kraken = await wait_prices_move(page)
+        assert set(kraken) == set(binance)
+        assert kraken != binance  # each exchange quotes its own prices
+        assert await page.evaluate("localStorage.getItem('marketbridge.exchange')") == "kraken"
+        assert page.console_errors == []
+
+
+async def test_batched_updates(redis_url: str) -> None:
+    async with live_stack(redis_url) as stack, browser_page(stack.page_url(batch_ms=200)) as page:
+        await wait_prices_move(page)
+        assert await page.evaluate("document.getElementById('batch-stat').hidden") is False
+        assert await page.evaluate(text_of("batch")) == "200 ms"
+        await page.wait_for(f"+{text_of('rate')} > 0")
+        assert page.console_errors == []
+
+
+async def test_cache_service_restart_shows_interrupted_then_resumed(redis_url: str) -> None:
+    async with live_stack(redis_url) as stack, browser_page(stack.page_url()) as page:
+        await wait_prices_move(page)
+        await stack.cache.stop()
+        await page.wait_for("document.body.dataset.stream === 'interrupted'", timeout=30)
+        assert "interrupted" in await page.evaluate(text_of("banner"))
+        assert await page.evaluate(CONNECTION) == "open"  # the WebSocket itself stays up
+        await stack.cache.start()
+        await page.wait_for("document.body.dataset.stream === 'resumed'", timeout=60)
+        await wait_prices_move(page)
+        assert page.console_errors == []
+
+
+async def test_reconnects_to_a_restarted_bridge_and_resumes(redis_url: str) -> None:
+    port = free_port()
+    async with live_stack(redis_url, port=port) as stack:
+        async with browser_page(stack.page_url()) as page:
+            await wait_prices_move(page)
+            first_session = await page.evaluate(text_of("session"))
+            await stack.bridge.app.drain()  # close 1001 "server shutting down"
+            await page.wait_for(f"{CONNECTION} !== 'open'", timeout=30)
+            async with running_bridge(stack.cache.target, port=port):
+                await page.wait_for(f"{CONNECTION} === 'open'", timeout=60)
+                assert await page.evaluate(text_of("session")) != first_session
+                await wait_prices_move(page)
+                assert page.console_errors == []
+
+
+async def test_invalid_token_asks_for_a_new_one(redis_url: str) -> None:
+    async with live_stack(redis_url) as stack:
+        url = f"{stack.bridge.http}/?token=not-a-jwt"
+        async with browser_page(url) as page:
+            await page.wait_for(f"{CONNECTION} === 'closed'", timeout=30)
+            assert await page.evaluate("document.getElementById('token-panel').hidden") is False
+            assert "Invalid token" in await page.evaluate(text_of("banner"))
+            # Pasting a good token connects without reloading the page.
+            token = make_token("bob")
+            await page.evaluate(f"document.getElementById('token-input').value = {token!r}")
+            await page.evaluate("document.getElementById('token-panel').requestSubmit()")
+            await wait_prices_move(page)
+            assert await page.evaluate(text_of("user")) == "bob"
+            assert await page.evaluate("localStorage.getItem('marketbridge.token')") == token
