@@ -1,0 +1,198 @@
+"""``make up``: ``python -m scripts.dev_stack`` starts everything, serves the page, stops clean."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from websockets.sync.client import connect
+
+from scripts.dev_stack import StackConfig, StackError, dev_token, parse_config
+from tests.infra.bridge_runner import http_get
+from tests.infra.ports import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+STARTED = re.compile(r"started (\w+) \(pid (\d+)\)")
+
+pytestmark = pytest.mark.timeout(240)
+
+
+class StackProcess:
+    """The supervisor as a child process; its output is collected by a reader thread."""
+
+    def __init__(self, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DEV_", "BRIDGE_", "CACHE_", "FEED_"))}
+        env["NO_COLOR"] = "1"
+        self.proc = subprocess.Popen([sys.executable, "-m", "scripts.dev_stack", *args], cwd=ROOT, env=env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def wait_line(self, pattern: str, timeout: float) -> str:
+        """The first output line containing ``pattern``; fail with the output if none comes."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = next((line for line in self.lines if pattern in line), None)
+                if found is not None:
+                    return found
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"no line with {pattern!r}; output:\n" + "\n".join(self.lines[-60:]))
+                self._changed.wait(timeout=0.5)
+
+    def child_pids(self) -> dict[str, int]:
+        return {m.group(1): int(m.group(2)) for line in self.lines if (m := STARTED.search(line))}
+
+    def stop(self, sig: signal.Signals, timeout: float = 90.0) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def stack_ports() -> dict[str, int]:
+    return {"port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+
+
+def run_stack(ports: dict[str, int], *extra: str) -> StackProcess:
+    return StackProcess("--port", str(ports["port"]), "--grpc-port", str(ports["grpc_port"]),
+                        "--metrics-port", str(ports["metrics_port"]), "--rate", "20", *extra)
+
+
+@pytest.fixture
+def stack_process() -> Iterator[list[StackProcess]]:
+    """Kill whatever a failing test left running."""
+    started: list[StackProcess] = []
+    yield started
+    for stack in started:
+        stack.kill()
+        for pid in stack.child_pids().values():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def assert_gone(pids: dict[str, int]) -> None:
+    for name, pid in pids.items():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        status = Path(f"/proc/{pid}/status").read_text() if Path(f"/proc/{pid}").exists() else ""
+        assert "zombie" in status, f"{name} (pid {pid}) is still running after the stack stopped"
+
+
+def test_make_up_serves_the_page_and_stops_on_sigint(stack_ports: dict[str, int],
+                                                     stack_process: list[StackProcess]) -> None:
+    stack = run_stack(stack_ports)
+    stack_process.append(stack)
+    url = stack.wait_line("live page", timeout=150).split()[-1]
+    base = f"http://127.0.0.1:{stack_ports['port']}"
+    assert url.startswith(f"{base}/?token=")
+    assert "wscat -c" in stack.wait_line("wscat", timeout=5)
+
+    status, body, headers = http_get(f"{base}/")
+    assert status == 200 and "marketbridge" in body and headers["Content-Type"].startswith("text/html")
+    for asset in ("app.js", "style.css"):
+        assert http_get(f"{base}/{asset}")[0] == 200
+    assert http_get(f"{base}/readyz")[0] == 200
+
+    token = parse_qs(urlsplit(url).query)["token"][0]
+    with connect(f"ws://127.0.0.1:{stack_ports['port']}/ws?token={token}", open_timeout=10) as ws:
+        welcome = json.loads(ws.recv(timeout=10))
+        assert welcome["type"] == "connection"
+        ws.send(json.dumps({"action": "subscribe", "request_id": 1,
+                            "params": {"channel": "tickers", "exchange": "binance"}}))
+        reply = json.loads(ws.recv(timeout=10))
+        assert reply["success"] is True and len(reply["result"]["snapshot"]) == 10
+        ws.send(json.dumps({"action": "list_orders", "request_id": 2}))
+        orders = json.loads(ws.recv(timeout=10))
+        assert orders["success"] and all(o["user_id"] == "alice" for o in orders["result"])
+
+    pids = stack.child_pids()
+    assert set(pids) == {"redis", "cache", "bridge", "feed"}
+    assert stack.stop(signal.SIGINT) == 0
+    output = "\n".join(stack.lines)
+    assert "all stopped" in output and "Traceback" not in output
+    # Reverse order: the feed first, Redis last.
+    stops = [line.split("stopped ")[1].split()[0] for line in stack.lines if "| stopped " in line]
+    assert stops == ["feed", "bridge", "cache", "redis"]
+    assert_gone(pids)
+
+
+def test_external_redis_and_sigterm(redis_url: str, stack_ports: dict[str, int],
+                                    stack_process: list[StackProcess]) -> None:
+    stack = run_stack(stack_ports, "--redis-url", redis_url, "--no-feed")
+    stack_process.append(stack)
+    stack.wait_line("live page", timeout=150)
+    pids = stack.child_pids()
+    assert set(pids) == {"cache", "bridge"}
+    assert stack.stop(signal.SIGTERM) == 0
+    assert_gone(pids)
+
+
+def test_busy_port_fails_at_start_with_one_line(stack_process: list[StackProcess]) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        stack = StackProcess("--port", str(port), "--grpc-port", str(free_port()),
+                             "--metrics-port", str(free_port()))
+        stack_process.append(stack)
+        assert stack.proc.wait(timeout=60) == 2
+    stack.wait_line("dev_stack:", timeout=5)
+    assert stack.lines == [f"dev_stack: port {port} is in use: choose another with --port or DEV_PORT"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--port", "http"], "bad number"),
+    (["--port", "70000"], "--port must be a TCP port"),
+    (["--redis-url", "localhost:6379"], "--redis-url must start with"),
+    (["--rate", "0"], "must be > 0"),
+])
+def test_bad_flags_are_one_clear_line(argv: list[str], message: str) -> None:
+    with pytest.raises(StackError, match=message):
+        parse_config(argv, {})
+
+
+def test_environment_sets_flags_and_flags_win() -> None:
+    config = parse_config(["--grpc-port", "6000"], {"DEV_PORT": "9000", "DEV_GRPC_PORT": "5000",
+                                                     "DEV_NO_FEED": "1", "DEV_JWT_SECRET": "s3cret"})
+    assert (config.port, config.grpc_port, config.feed, config.jwt_secret) == (9000, 6000, False, "s3cret")
+    assert parse_config([], {}).jwt_secret != parse_config([], {}).jwt_secret  # random per run
+    assert StackConfig(host="0.0.0.0").public_host == "127.0.0.1"
+
+
+def test_dev_token_is_a_24h_hs256_token_for_the_user() -> None:
+    import jwt
+
+    secret = "a-development-secret-of-32-bytes!"
+    claims = jwt.decode(dev_token(secret, "alice", now=1_000_000), secret, algorithms=["HS256"],
+                        options={"verify_exp": False})
+    assert claims == {"sub": "alice", "iat": 1_000_000, "exp": 1_000_000 + 24 * 3600}
