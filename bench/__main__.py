@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import resource
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -91,7 +92,17 @@ def run_scenarios(config: BenchConfig, endpoints: Endpoints, document: dict[str,
         report.write(document, config.json_path)
 
 
+def stop_on_signals() -> None:
+    """SIGTERM and SIGINT unwind the run (its finally blocks stop the local stack and workers),
+    even when the harness was started in the background, where SIGINT is ignored by default."""
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    stop_on_signals()
     try:
         config = parse(argv)
     except ConfigError as exc:
@@ -108,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StackError as exc:
         print(f"bench: local stack failed: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:
+        print(f"bench: interrupted ({exc}); results so far (if any) are in {config.json_path}", file=sys.stderr)
+        return 130
     finally:
         if stack:
             stack.close()

@@ -260,8 +260,12 @@ def _measure(settings: FanoutSettings, endpoints: Endpoints, plan: PublishPlan,
     sampler.start()
     if profiler:
         profiler.start()
-    published: PublishResult = out.get(timeout=plan.duration_s * 4 + 120)
-    publisher.join(timeout=10)
+    try:
+        published: PublishResult = out.get(timeout=plan.duration_s * 4 + 120)
+    finally:
+        publisher.join(timeout=10)
+        if publisher.is_alive():
+            publisher.terminate()
     pool.broadcast({"final": published.final, "drain_s": settings.drain_s})
     results = pool.gather("result", timeout=settings.drain_s + 120)
     wall = time.time() - started

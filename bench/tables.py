@@ -1,0 +1,92 @@
+"""Markdown tables of a results file, for docs/benchmarks.md.
+
+    python -m bench.tables docs/benchmarks/results.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else (f"{value:.0f}" if value >= 100 else f"{value:.1f}")
+
+
+def _cpu(point: dict[str, Any], name: str) -> str:
+    usage = point.get("processes", {}).get(name)
+    return "–" if not usage else f"{usage['cpu_pct_of_one_core']:.0f}%"
+
+
+def fanout_table(points: list[dict[str, Any]]) -> str:
+    head = ("| mode | offered ticks/s | published/s | delivered updates/s | expected/s | conflated | lost "
+            "| dup/reorder | p50 ms | p95 ms | p99 ms | max ms | bridge CPU | cache CPU | redis CPU "
+            "| baseline CPU | bridge RSS MiB | clients CPU s |")
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for p in sorted(points, key=lambda p: (p["mode"], p["offered_rate"])):
+        lat = p["latency"]
+        pub = p["publisher"]
+        mode = f"batch {p['batch_ms']} ms" if p["mode"] == "batch" else p["mode"]
+        expected = pub["achieved_rate"] * p["connected"]
+        server = "baseline" if p["mode"] == "baseline" else "bridge"
+        rss = p.get("processes", {}).get(server, {}).get("rss_peak_mib", "–")
+        rows.append(
+            f"| {mode} | {p['offered_rate']:.0f} | {pub['achieved_rate']:.0f} | {p['delivered_per_s']:.0f} "
+            f"| {expected:.0f} | {p['conflated'] if p['conflated'] is not None else '–'} | {p['lost']} "
+            f"| {p['duplicates']}/{p['reordered']} | {_ms(lat['p50_ms'])} | {_ms(lat['p95_ms'])} "
+            f"| {_ms(lat['p99_ms'])} | {_ms(lat['max_ms'])} | {_cpu(p, 'bridge')} | {_cpu(p, 'cache_service')} "
+            f"| {_cpu(p, 'redis')} | {_cpu(p, 'baseline')} | {rss} | {p['load_generator_cpu_s']['clients']} |")
+    return "\n".join(rows)
+
+
+def capacity_table(capacity: dict[str, Any]) -> str:
+    rows = ["| idle connections | bridge RSS MiB | RSS per connection KiB | time to open the step s | failures |",
+            "|---|---|---|---|---|",
+            f"| 0 | {capacity['baseline_rss_mib']} | – | – | – |"]
+    for s in capacity["steps"]:
+        rows.append(f"| {s['open']} | {s['bridge_rss_mib']} | {s['rss_per_connection_kib']} "
+                    f"| {s['connect_seconds']} | {sum(s['failures'].values())} |")
+    return "\n".join(rows)
+
+
+def churn_table(churn: dict[str, Any]) -> str:
+    lat = churn["connect_latency"]
+    return ("| connects/s | connects | concurrency | connect p50 ms | p99 ms | errors | bridge CPU |\n"
+            "|---|---|---|---|---|---|---|\n"
+            f"| {churn['connects_per_s']:.0f} | {churn['connects']} | {churn['concurrency']} | {_ms(lat['p50_ms'])} "
+            f"| {_ms(lat['p99_ms'])} | {sum(churn['errors'].values())} | {_cpu(churn, 'bridge')} |")
+
+
+def unary_table(unary: dict[str, Any]) -> str:
+    lat = unary["latency"]
+    return ("| requests/s | connections x depth | p50 ms | p99 ms | max ms | outcomes | bridge CPU | cache CPU |\n"
+            "|---|---|---|---|---|---|---|---|\n"
+            f"| {unary['requests_per_s']:.0f} | {unary['connections']} x {unary['depth']} | {_ms(lat['p50_ms'])} "
+            f"| {_ms(lat['p99_ms'])} | {_ms(lat['max_ms'])} | {unary['outcomes']} | {_cpu(unary, 'bridge')} "
+            f"| {_cpu(unary, 'cache_service')} |")
+
+
+def render(document: dict[str, Any]) -> str:
+    parts = [f"Run {document['started_at']}, machine {document['machine']}"]
+    if document.get("fanout"):
+        parts.append(fanout_table(document["fanout"]))
+    if document.get("capacity"):
+        parts.append(capacity_table(document["capacity"]))
+    if document.get("churn"):
+        parts.append(churn_table(document["churn"]))
+    if document.get("unary"):
+        parts.append(unary_table(document["unary"]))
+    if document.get("errors"):
+        parts.append("Errors: " + "; ".join(document["errors"]))
+    return "\n\n".join(parts)
+
+
+def main() -> None:
+    for arg in sys.argv[1:]:
+        print(render(json.loads(Path(arg).read_text())))
+
+
+if __name__ == "__main__":
+    main()
