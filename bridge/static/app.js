@@ -605,6 +605,9 @@
     for (const row of rows.values()) if (row.ticker) row.cells.age.textContent = fmtAge(row.ticker.time, now);
   }, 1000);
 
+  // The pure helpers, for the browser console and the page's tests.
+  window.marketbridge = Object.freeze({ updatesOf, Backoff, RateMeter, closeAdvice, jwtClaims, fmtPrice, fmtChange, fmtAge, client });
+
   if (batchMs > 0) { $('batch-stat').hidden = false; $('batch').textContent = `${batchMs} ms`; }
   showUser();
   renderExchanges();

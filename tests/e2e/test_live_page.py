@@ -188,3 +188,30 @@ async def test_invalid_token_asks_for_a_new_one(redis_url: str) -> None:
             await wait_prices_move(page)
             assert await page.evaluate(text_of("user")) == "bob"
             assert await page.evaluate("localStorage.getItem('marketbridge.token')") == token
+
+
+async def test_page_protocol_helpers(redis_url: str) -> None:
+    """The page's pure helpers: frame expansion, close-code advice, backoff, rate, formatting."""
+    async with running_cache_service(redis_url) as cache, running_bridge(cache.target) as bridge:
+        async with browser_page(f"{bridge.http}/?token={make_token('alice')}") as page:
+            await page.wait_for("window.marketbridge !== undefined")
+            mb = "window.marketbridge"
+            assert await page.evaluate(f"{mb}.updatesOf({{type: 'batch', updates: [{{}}, {{}}, {{}}]}}).length") == 3
+            assert await page.evaluate(f"{mb}.updatesOf({{type: 'update', seq: '1-0'}}).length") == 1
+            assert await page.evaluate(f"{mb}.updatesOf({{type: 'pong'}}).length") == 0
+            advice = await page.evaluate(
+                f"[[1008, 'Invalid token'], [1008, 'Token expired'], [1008, 'Authentication required'],"
+                f" [1008, 'rate limit exceeded'], [1001, 'server shutting down'], [1013, 'slow consumer'],"
+                f" [1006, '']].map(([c, r]) => {mb}.closeAdvice(c, r).retry)")
+            assert advice == [False, False, False, True, True, True, True]
+            delays = await page.evaluate(f"(() => {{ const b = new {mb}.Backoff(500, 15000);"
+                                         " return Array.from({length: 10}, () => b.next()); })()")
+            assert delays[0] <= 625 and max(delays) <= 15000 * 1.25 and delays[-1] >= 15000 * 0.75
+            assert await page.evaluate(f"(() => {{ const m = new {mb}.RateMeter(1000);"
+                                       " m.add(30, 0); m.add(20, 500); return [m.perSecond(900), m.perSecond(1400)]; })()") == [50, 20]
+            assert await page.evaluate(f"[67000.126, 3500.5, 0.15, 15.01234].map({mb}.fmtPrice)") == [
+                "67,000.13", "3,500.50", "0.150000", "15.0123"]
+            assert await page.evaluate(f"[1.234, -0.5, 0].map({mb}.fmtChange)") == ["+1.23%", "-0.50%", "0.00%"]
+            assert await page.evaluate(f"{mb}.jwtClaims({make_token('bob')!r}).sub") == "bob"
+            assert await page.evaluate(f"{mb}.jwtClaims('garbage')") is None
+            assert page.console_errors == []
