@@ -8,6 +8,7 @@ still be overridden by its flag.
 from __future__ import annotations
 
 import argparse
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(d) unary get_ticker. With no target it starts its own local stack."))
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=f"any of {', '.join(SCENARIOS)} (default: all)")
     p.add_argument("--quick", action="store_true", help="smallest end-to-end configuration (< 60 s)")
-    p.add_argument("--out", type=Path, help=f"directory for the JSON and PNG (default {DEFAULT_OUT})")
+    p.add_argument("--out", type=Path, help=f"directory for the JSON and PNG (default {DEFAULT_OUT}; "
+                   "with --quick, marketbridge-bench in the temp directory)")
     p.add_argument("--name", help="file name stem of the outputs (default results, quick with --quick)")
     p.add_argument("--bridge-url", help="ws://HOST:PORT/ws of a deployed bridge (no local stack)")
     p.add_argument("--grpc-target", help="cache_service gRPC target of the deployed stack (publisher)")
@@ -136,6 +138,8 @@ def parse(argv: Sequence[str] | None = None) -> BenchConfig:
     values: dict[str, object] = dict(QUICK) if args.pop("quick") else {}
     values["quick"] = bool(values)
     values["name"] = "quick" if values["quick"] else "results"
+    if values["quick"]:  # a smoke run: keep it out of docs/ unless --out says otherwise
+        values["out"] = Path(tempfile.gettempdir()) / "marketbridge-bench"
     scenarios = tuple(args.pop("scenarios") or SCENARIOS)
     values["scenarios"] = scenarios
     compression = args.pop("compression")

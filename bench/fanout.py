@@ -322,6 +322,7 @@ def _summarise(settings: FanoutSettings, ready: list[dict[str, Any]], results: l
         "bridge_delivery_latency": histogram_quantiles(before, after, "bridge_delivery_latency_seconds")
         if settings.mode != "baseline" else None,
         "processes": usage,
+        "bridge_cpu_s_from_metrics": delta(before, after, "process_cpu_seconds_total"),
         "load_generator_cpu_s": {"publisher": round(published.cpu_s, 2),
                                  "clients": round(sum(r["cpu_s"] for r in results), 2)},
     }
