@@ -44,12 +44,30 @@ def symbols(n: int) -> list[str]:
 # ------------------------------------------------------------------ client workers
 
 
-async def _client(url: str, syms: list[str], probe: bool, stats: dict[str, Any],
-                  ready: asyncio.Event, stop: asyncio.Event) -> None:
+async def _client(
+    url: str,
+    syms: list[str],
+    probe: bool,
+    stats: dict[str, Any],
+    ready: asyncio.Event,
+    stop: asyncio.Event,
+) -> None:
     async with connect(url, max_size=None, max_queue=None) as ws:
         await ws.recv()
-        await ws.send(json.dumps({"action": "subscribe", "request_id": 1, "params": {
-            "channel": "tickers", "exchange": EXCHANGE, "symbols": syms, "snapshot": False}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "action": "subscribe",
+                    "request_id": 1,
+                    "params": {
+                        "channel": "tickers",
+                        "exchange": EXCHANGE,
+                        "symbols": syms,
+                        "snapshot": False,
+                    },
+                }
+            )
+        )
         reply = orjson.loads(await ws.recv())
         assert reply.get("success"), reply
         stats["ready"] += 1
@@ -72,11 +90,13 @@ def _worker(url: str, syms: list[str], n: int, probe_every: int, conn: Any) -> N
     async def main() -> None:
         stats: dict[str, Any] = {"clients": n, "ready": 0, "received": 0, "latency": []}
         ready, stop = asyncio.Event(), asyncio.Event()
-        tasks = [asyncio.create_task(_client(url, syms, i % probe_every == 0, stats, ready, stop))
-                 for i in range(n)]
+        tasks = [
+            asyncio.create_task(_client(url, syms, i % probe_every == 0, stats, ready, stop))
+            for i in range(n)
+        ]
         await asyncio.wait_for(ready.wait(), 60)
         conn.send("ready")
-        while True:   # commands from the parent: "reset", "report", "stop"
+        while True:  # commands from the parent: "reset", "report", "stop"
             command = await asyncio.to_thread(conn.recv)
             if command == "reset":
                 stats["received"], stats["latency"] = 0, []
@@ -112,9 +132,19 @@ async def publish(target: str, syms: list[str], rate: int, duration: float) -> i
                 sym = syms[i % len(syms)]
                 i += 1
                 sent += 1
-                yield pb.PublishTickerRequest(ticker=pb.Ticker(
-                    exchange=EXCHANGE, symbol=sym, price=100.0 + i % 100, bid=99.0, ask=101.0,
-                    last=100.0, volume=1.0, change_24h=0.5, time=time.time()))
+                yield pb.PublishTickerRequest(
+                    ticker=pb.Ticker(
+                        exchange=EXCHANGE,
+                        symbol=sym,
+                        price=100.0 + i % 100,
+                        bid=99.0,
+                        ask=101.0,
+                        last=100.0,
+                        volume=1.0,
+                        change_24h=0.5,
+                        time=time.time(),
+                    )
+                )
             await asyncio.sleep(tick_s)
 
     await stub.PublishTickers(requests())
@@ -138,8 +168,10 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     cache = CacheServiceProcess(redis.url, extra_args=["--log-level", "warning"])
     cache.start()
     cache.wait_ready(30)
-    bridge = BridgeProcess(cache.target, ["--log-level", "warning", "--max-connections-per-user",
-                                          str(args.clients + 10)])
+    bridge = BridgeProcess(
+        cache.target,
+        ["--log-level", "warning", "--max-connections-per-user", str(args.clients + 10)],
+    )
     bridge.start()
     token = make_token("bench")
     query = f"?token={token}" + (f"&batch_ms={args.batch_ms}" if args.batch_ms else "")
@@ -147,8 +179,10 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     pipes, procs = [], []
     results = []
     try:
-        share = [args.clients // args.workers + (1 if i < args.clients % args.workers else 0)
-                 for i in range(args.workers)]
+        share = [
+            args.clients // args.workers + (1 if i < args.clients % args.workers else 0)
+            for i in range(args.workers)
+        ]
         for n in share:
             parent, child = mp.Pipe()
             proc = mp.Process(target=_worker, args=(url, syms, n, args.probe_every, child))
@@ -170,14 +204,20 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 received += report["received"]
                 latency += report["latency"]
             expected = sent * args.clients
-            row = {"mode": f"batch_ms={args.batch_ms}" if args.batch_ms else "plain",
-                   "clients": args.clients, "symbols": args.symbols, "rate": rate,
-                   "published": sent, "expected": expected, "received": received,
-                   "delivery_ratio": round(received / expected, 4) if expected else 0,
-                   "deliveries_per_s": round(received / args.duration),
-                   "p50_ms": round(percentile(latency, 0.50) * 1000, 1),
-                   "p99_ms": round(percentile(latency, 0.99) * 1000, 1),
-                   "mean_ms": round(statistics.fmean(latency) * 1000, 1) if latency else None}
+            row = {
+                "mode": f"batch_ms={args.batch_ms}" if args.batch_ms else "plain",
+                "clients": args.clients,
+                "symbols": args.symbols,
+                "rate": rate,
+                "published": sent,
+                "expected": expected,
+                "received": received,
+                "delivery_ratio": round(received / expected, 4) if expected else 0,
+                "deliveries_per_s": round(received / args.duration),
+                "p50_ms": round(percentile(latency, 0.50) * 1000, 1),
+                "p99_ms": round(percentile(latency, 0.99) * 1000, 1),
+                "mean_ms": round(statistics.fmean(latency) * 1000, 1) if latency else None,
+            }
             row["sustained"] = row["delivery_ratio"] >= 0.99 and row["p99_ms"] < 1000
             print(json.dumps(row), flush=True)
             results.append(row)
@@ -196,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bridge_fanout_quick")
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--symbols", type=int, default=50)
-    parser.add_argument("--rates", default="250,500,1000,2000",
-                        type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument(
+        "--rates", default="250,500,1000,2000", type=lambda s: [int(x) for x in s.split(",")]
+    )
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--drain", type=float, default=2.0)
     parser.add_argument("--batch-ms", type=int, default=0)
@@ -209,8 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         with open(args.out, "w") as handle:
-            json.dump({"machine": f"{os.cpu_count()} cores, shared", "results": results}, handle,
-                      indent=2)
+            json.dump(
+                {"machine": f"{os.cpu_count()} cores, shared", "results": results}, handle, indent=2
+            )
     return 0
 
 

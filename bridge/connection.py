@@ -12,9 +12,9 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from bridge.actions import ACTIONS, Reply
@@ -24,12 +24,13 @@ from bridge.events import Event
 from bridge.limits import (
     IDLE_REASON, RATE_LIMIT_REASON, SLOW_CONSUMER_REASON, RateLimiter, Verdict,
 )
-from bridge.outbound import Outbound, Push
+from bridge.outbound import Outbound, Outgoing, Push
 from bridge.protocol import (
     ProtocolError, Request, SubscribeParams, error_frame, error_response_frame, parse_request,
     protocol_error_frame, stream_status_frame, unknown_action_error, welcome_frame,
 )
 from bridge.subscriptions import Subscription, SubscriptionBook, TopicKey
+from bridge.wsconnection import BatchingConnection
 
 if TYPE_CHECKING:
     from bridge.app import BridgeApp
@@ -40,7 +41,7 @@ log = logging.getLogger("bridge.connection")
 class Session:
     """State and loops of one authenticated WebSocket connection."""
 
-    def __init__(self, app: BridgeApp, ws: ServerConnection, identity: Identity,
+    def __init__(self, app: BridgeApp, ws: BatchingConnection, identity: Identity,
                  batch_ms: int | None) -> None:
         config = app.config
         self.app = app
@@ -230,11 +231,14 @@ class Session:
             await self.space.wait()
 
     async def _write_loop(self) -> None:
-        metrics = self.app.metrics
-        latency = metrics.delivery_latency_seconds
+        """Drain the outbound queue: everything due goes out in one socket write."""
         while True:
             wait = self.outbound.wait_time(self.loop.time())
-            if wait is None or wait > 0:
+            if wait is None:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            if wait > 0:
                 self.wake.clear()
                 try:
                     async with asyncio.timeout(wait):
@@ -242,11 +246,18 @@ class Session:
                 except TimeoutError:
                     pass
                 continue
-            for out in self.outbound.take(self.loop.time()):
-                await self.ws.send(out.frame)
-                metrics.sent[out.kind].inc()
-                if out.event_ms:
-                    now_ms = time.time() * 1000.0
-                    for event_ms in out.event_ms:
-                        latency.observe(max(0.0, now_ms - event_ms) / 1000.0)
+            outgoing = self.outbound.take(self.loop.time())
+            await self.ws.send_texts([out.frame for out in outgoing])
+            self._count_sent(outgoing)
             self.space.set()
+
+    def _count_sent(self, outgoing: list[Outgoing]) -> None:
+        metrics = self.app.metrics
+        kinds = Counter(out.kind for out in outgoing)
+        for kind, count in kinds.items():
+            metrics.sent[kind].inc(count)
+        now_ms = time.time() * 1000.0
+        observe = metrics.delivery_latency_seconds.observe
+        for out in outgoing:
+            for event_ms in out.event_ms:
+                observe(max(0.0, now_ms - event_ms) / 1000.0)

@@ -21,6 +21,7 @@ from bridge.metrics import BridgeMetrics
 from bridge.protocol import parse_batch_ms
 from bridge.routes import process_request
 from bridge.upstream import Upstream
+from bridge.wsconnection import BatchingConnection
 
 log = logging.getLogger("bridge")
 
@@ -72,19 +73,19 @@ class BridgeApp:
             self.handle, self.config.host, self.config.port,
             process_request=lambda conn, req: process_request(self, conn, req),
             max_size=self.config.max_frame_bytes, close_timeout=CLOSE_TIMEOUT_S,
-            compression=None, server_header="marketbridge",
+            compression=None, server_header="marketbridge", create_connection=BatchingConnection,
         )
         log.info("bridge listening on %s:%s (upstream %s, auth %s)", self.config.host, self.port,
                  self.config.grpc_target, self.config.auth)
 
-    async def handle(self, ws: ServerConnection) -> None:
+    async def handle(self, ws: BatchingConnection) -> None:  # type: ignore[override]
         """One WebSocket connection, from authentication to the last frame."""
         try:
             await self._admit_and_serve(ws)
         finally:
             self.metrics.disconnects_total.labels(str(close_code_of(ws))).inc()
 
-    async def _admit_and_serve(self, ws: ServerConnection) -> None:
+    async def _admit_and_serve(self, ws: BatchingConnection) -> None:
         request = ws.request
         assert request is not None
         try:
