@@ -1,9 +1,9 @@
 """``python -m bench``: run the scenarios, write ``<out>/<name>.json`` and ``<name>.png``.
 
-    python -m bench                         # everything, on a local stack (about 10 minutes)
-    python -m bench --quick                 # the smallest end-to-end run (< 60 s)
-    python -m bench fanout --rates 10000 --modes batch
-    python -m bench --bridge-url ws://HOST/ws --grpc-target HOST:50051 --jwt-secret S
+python -m bench                         # everything, on a local stack (about 10 minutes)
+python -m bench --quick                 # the smallest end-to-end run (< 60 s)
+python -m bench fanout --rates 10000 --modes batch
+python -m bench --bridge-url ws://HOST/ws --grpc-target HOST:50051 --jwt-secret S
 """
 
 from __future__ import annotations
@@ -34,18 +34,34 @@ def remote_endpoints(config: BenchConfig) -> Endpoints:
     assert config.bridge_url is not None
     parts = urlsplit(config.bridge_url)
     scheme = "https" if parts.scheme == "wss" else "http"
-    return Endpoints(bridge_ws=config.bridge_url, bridge_http=f"{scheme}://{parts.netloc}",
-                     grpc_target=config.grpc_target or "", jwt_secret=config.jwt_secret)
+    return Endpoints(
+        bridge_ws=config.bridge_url,
+        bridge_http=f"{scheme}://{parts.netloc}",
+        grpc_target=config.grpc_target or "",
+        jwt_secret=config.jwt_secret,
+    )
 
 
 def fanout_points(config: BenchConfig, endpoints: Endpoints) -> list[fanout.FanoutSettings]:
     modes = [m for m in config.modes if m != "baseline" or endpoints.baseline_ws]
-    return [fanout.FanoutSettings(mode=mode, rate=rate, clients=config.clients, symbols=config.symbols,
-                                  duration_s=config.duration, batch_ms=config.batch_ms,
-                                  workers=config.workers, publisher_streams=config.publisher_streams,
-                                  drain_s=config.drain, compression=config.compression,
-                                  probe_every=config.probe_every, profile_dir=config.profile_dir)
-            for rate in config.rates for mode in modes]
+    return [
+        fanout.FanoutSettings(
+            mode=mode,
+            rate=rate,
+            clients=config.clients,
+            symbols=config.symbols,
+            duration_s=config.duration,
+            batch_ms=config.batch_ms,
+            workers=config.workers,
+            publisher_streams=config.publisher_streams,
+            drain_s=config.drain,
+            compression=config.compression,
+            probe_every=config.probe_every,
+            profile_dir=config.profile_dir,
+        )
+        for rate in config.rates
+        for mode in modes
+    ]
 
 
 def _attempt(document: dict[str, Any], label: str, step: Callable[[], Any]) -> Any:
@@ -63,29 +79,49 @@ def run_scenarios(config: BenchConfig, endpoints: Endpoints, document: dict[str,
     """Run every requested scenario, saving the JSON after each result."""
     if "fanout" in config.scenarios:
         for settings in fanout_points(config, endpoints):
-            point = _attempt(document, f"fanout {settings.mode} {settings.rate:g}/s",
-                             lambda s=settings: fanout.run_point(s, endpoints))  # type: ignore[misc]
+            point = _attempt(
+                document,
+                f"fanout {settings.mode} {settings.rate:g}/s",
+                lambda s=settings: fanout.run_point(s, endpoints),
+            )  # type: ignore[misc]
             if point:
                 document["fanout"].append(point)
                 print(report.fanout_line(point), flush=True)
             report.write(document, config.json_path)
     if "capacity" in config.scenarios:
-        result = _attempt(document, "capacity",
-                          lambda: capacity.run(endpoints, config.capacity_steps, config.workers))
+        result = _attempt(
+            document,
+            "capacity",
+            lambda: capacity.run(endpoints, config.capacity_steps, config.workers),
+        )
         if result:
             document["capacity"] = result
             print("\n".join(report.capacity_lines(result)), flush=True)
         report.write(document, config.json_path)
     if "churn" in config.scenarios:
-        result = _attempt(document, "churn", lambda: churn.run(
-            endpoints, config.churn_duration, config.churn_concurrency, config.workers))
+        result = _attempt(
+            document,
+            "churn",
+            lambda: churn.run(
+                endpoints, config.churn_duration, config.churn_concurrency, config.workers
+            ),
+        )
         if result:
             document["churn"] = result
             print(report.churn_line(result), flush=True)
         report.write(document, config.json_path)
     if "unary" in config.scenarios:
-        result = _attempt(document, "unary", lambda: unary.run(
-            endpoints, config.unary_duration, config.unary_connections, config.unary_depth, config.workers))
+        result = _attempt(
+            document,
+            "unary",
+            lambda: unary.run(
+                endpoints,
+                config.unary_duration,
+                config.unary_connections,
+                config.unary_depth,
+                config.workers,
+            ),
+        )
         if result:
             document["unary"] = result
             print(report.unary_line(result), flush=True)
@@ -95,8 +131,10 @@ def run_scenarios(config: BenchConfig, endpoints: Endpoints, document: dict[str,
 def stop_on_signals() -> None:
     """SIGTERM and SIGINT unwind the run (its finally blocks stop the local stack and workers),
     even when the harness was started in the background, where SIGINT is ignored by default."""
+
     def interrupt(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
+
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
 
@@ -111,8 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise_fd_limit()
     document = report.new_document(config)
     started = time.monotonic()
-    stack = None if not config.local else LocalStack(StackOptions(bridge_loop=config.bridge_loop,
-                                                                   orjson=config.bridge_orjson))
+    stack = (
+        None
+        if not config.local
+        else LocalStack(StackOptions(bridge_loop=config.bridge_loop, orjson=config.bridge_orjson))
+    )
     try:
         endpoints = stack.start() if stack else remote_endpoints(config)
         run_scenarios(config, endpoints, document)
@@ -120,7 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: local stack failed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        print(f"bench: interrupted ({exc}); results so far (if any) are in {config.json_path}", file=sys.stderr)
+        print(
+            f"bench: interrupted ({exc}); results so far (if any) are in {config.json_path}",
+            file=sys.stderr,
+        )
         return 130
     finally:
         if stack:
@@ -128,7 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     document["elapsed_s"] = round(time.monotonic() - started, 1)
     report.write(document, config.json_path)
     plot.render(document, config.png_path)
-    print(f"bench: wrote {config.json_path} and {config.png_path} in {document['elapsed_s']}s", flush=True)
+    print(
+        f"bench: wrote {config.json_path} and {config.png_path} in {document['elapsed_s']}s",
+        flush=True,
+    )
     return 1 if document["errors"] else 0
 
 

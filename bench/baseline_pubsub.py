@@ -54,8 +54,9 @@ async def run(redis_url: str, host: str, port: int, channel: str) -> None:
     relay = Relay()
     subscribed = asyncio.Event()
     pump = asyncio.create_task(relay.pump(redis_url, channel, subscribed))
-    await asyncio.wait([pump, asyncio.create_task(subscribed.wait())],
-                       return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait(
+        [pump, asyncio.create_task(subscribed.wait())], return_when=asyncio.FIRST_COMPLETED
+    )
     if pump.done():
         pump.result()
     stop = asyncio.Event()

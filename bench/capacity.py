@@ -58,8 +58,15 @@ async def _worker_main(job: CapacityJob, ctrl: Any, results: Any) -> None:
         await asyncio.gather(*(open_one(u) for u in job.urls[opened:target]))
         opened = max(opened, target)
         alive = sum(1 for ws in sockets if ws.close_code is None)
-        results.put({"kind": "grown", "worker": job.worker, "open": alive,
-                     "seconds": time.monotonic() - started, "failures": dict(failures)})
+        results.put(
+            {
+                "kind": "grown",
+                "worker": job.worker,
+                "open": alive,
+                "seconds": time.monotonic() - started,
+                "failures": dict(failures),
+            }
+        )
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
     results.put({"kind": "closed", "worker": job.worker})
 
@@ -86,10 +93,17 @@ def run(endpoints: Endpoints, steps: tuple[int, ...], workers: int) -> dict[str,
     """Grow to each step in turn; returns the per-step table."""
     largest = max(steps)
     run_id = uuid.uuid4().hex[:6]
-    urls = [ws_url(endpoints.bridge_ws, t) for t in client_tokens(endpoints.jwt_secret, f"idle-{run_id}", largest)]
+    urls = [
+        ws_url(endpoints.bridge_ws, t)
+        for t in client_tokens(endpoints.jwt_secret, f"idle-{run_id}", largest)
+    ]
     count = max(1, min(workers, largest))
-    pool = WorkerPool.start(capacity_worker, [CapacityJob(i, urls[i::count], 30.0) for i in range(count)])
-    sampler = ProcessSampler({"bridge": endpoints.pids["bridge"]}) if "bridge" in endpoints.pids else None
+    pool = WorkerPool.start(
+        capacity_worker, [CapacityJob(i, urls[i::count], 30.0) for i in range(count)]
+    )
+    sampler = (
+        ProcessSampler({"bridge": endpoints.pids["bridge"]}) if "bridge" in endpoints.pids else None
+    )
     metrics_url = f"{endpoints.bridge_http}/metrics" if endpoints.bridge_http else None
     rss0 = _bridge_rss(sampler, metrics_url)
     rows: list[dict[str, Any]] = []
@@ -109,8 +123,13 @@ def run(endpoints: Endpoints, steps: tuple[int, ...], workers: int) -> dict[str,
     return {"baseline_rss_mib": None if rss0 is None else round(rss0, 1), "steps": rows}
 
 
-def _row(step: int, reports: list[dict[str, Any]], rss: float | None, rss0: float | None,
-         metrics_url: str | None) -> dict[str, Any]:
+def _row(
+    step: int,
+    reports: list[dict[str, Any]],
+    rss: float | None,
+    rss0: float | None,
+    metrics_url: str | None,
+) -> dict[str, Any]:
     open_now = sum(r["open"] for r in reports)
     failures: Counter[str] = Counter()
     for r in reports:
@@ -119,7 +138,12 @@ def _row(step: int, reports: list[dict[str, Any]], rss: float | None, rss0: floa
     per_conn = None
     if rss is not None and rss0 is not None and open_now:
         per_conn = round((rss - rss0) * 1024 / open_now, 1)
-    return {"target": step, "open": open_now, "bridge_active_connections": gauge,
-            "connect_seconds": round(max(r["seconds"] for r in reports), 2),
-            "bridge_rss_mib": None if rss is None else round(rss, 1),
-            "rss_per_connection_kib": per_conn, "failures": dict(failures)}
+    return {
+        "target": step,
+        "open": open_now,
+        "bridge_active_connections": gauge,
+        "connect_seconds": round(max(r["seconds"] for r in reports), 2),
+        "bridge_rss_mib": None if rss is None else round(rss, 1),
+        "rss_per_connection_kib": per_conn,
+        "failures": dict(failures),
+    }

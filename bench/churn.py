@@ -35,8 +35,10 @@ class ChurnJob:
 
 
 async def _worker_main(job: ChurnJob, results: Any) -> None:
-    tokens = [make_token(job.secret, f"{job.prefix}-{job.worker}-{i}") if job.secret else None
-              for i in range(TOKEN_POOL)]
+    tokens = [
+        make_token(job.secret, f"{job.prefix}-{job.worker}-{i}") if job.secret else None
+        for i in range(TOKEN_POOL)
+    ]
     hist, errors, done = LatencyHistogram(), Counter[str](), [0]
     deadline = time.monotonic() + job.duration_s
 
@@ -56,8 +58,16 @@ async def _worker_main(job: ChurnJob, results: Any) -> None:
                 await asyncio.sleep(0.05)
 
     await asyncio.gather(*(loop(i) for i in range(job.loops)))
-    results.put({"kind": "result", "worker": job.worker, "connects": done[0], "errors": dict(errors),
-                 "hist": hist.to_wire(), "cpu_s": time.process_time()})
+    results.put(
+        {
+            "kind": "result",
+            "worker": job.worker,
+            "connects": done[0],
+            "errors": dict(errors),
+            "hist": hist.to_wire(),
+            "cpu_s": time.process_time(),
+        }
+    )
 
 
 def churn_worker(job: ChurnJob, ctrl: Any, results: Any) -> None:
@@ -72,8 +82,17 @@ def run(endpoints: Endpoints, duration_s: float, concurrency: int, workers: int)
     """Churn for ``duration_s`` with ``concurrency`` loops over ``workers`` processes."""
     count = max(1, min(workers, concurrency))
     prefix = f"churn-{uuid.uuid4().hex[:6]}"
-    jobs = [ChurnJob(i, endpoints.bridge_ws, endpoints.jwt_secret, prefix,
-                     len(range(i, concurrency, count)), duration_s) for i in range(count)]
+    jobs = [
+        ChurnJob(
+            i,
+            endpoints.bridge_ws,
+            endpoints.jwt_secret,
+            prefix,
+            len(range(i, concurrency, count)),
+            duration_s,
+        )
+        for i in range(count)
+    ]
     sampler = ProcessSampler({k: v for k, v in endpoints.pids.items() if k != "baseline"})
     pool = WorkerPool.start(churn_worker, jobs)
     try:
@@ -90,7 +109,13 @@ def run(endpoints: Endpoints, duration_s: float, concurrency: int, workers: int)
         hist.merge(LatencyHistogram.from_wire(r["hist"]))
         errors.update(r["errors"])
     connects = sum(r["connects"] for r in reports)
-    return {"duration_s": duration_s, "concurrency": concurrency, "connects": connects,
-            "connects_per_s": round(connects / duration_s, 1), "errors": dict(errors),
-            "connect_latency": hist.summary_ms(), "processes": usage,
-            "load_generator_cpu_s": round(sum(r["cpu_s"] for r in reports), 2)}
+    return {
+        "duration_s": duration_s,
+        "concurrency": concurrency,
+        "connects": connects,
+        "connects_per_s": round(connects / duration_s, 1),
+        "errors": dict(errors),
+        "connect_latency": hist.summary_ms(),
+        "processes": usage,
+        "load_generator_cpu_s": round(sum(r["cpu_s"] for r in reports), 2),
+    }

@@ -76,9 +76,20 @@ class BenchConfig:
 
 
 QUICK = {
-    "rates": (200, 400), "clients": 4, "symbols": 5, "duration": 1.5, "workers": 2,
-    "publisher_streams": 1, "drain": 10.0, "probe_every": 2, "capacity_steps": (20, 40), "churn_duration": 2.0,
-    "churn_concurrency": 4, "unary_duration": 2.0, "unary_connections": 4, "unary_depth": 2,
+    "rates": (200, 400),
+    "clients": 4,
+    "symbols": 5,
+    "duration": 1.5,
+    "workers": 2,
+    "publisher_streams": 1,
+    "drain": 10.0,
+    "probe_every": 2,
+    "capacity_steps": (20, 40),
+    "churn_duration": 2.0,
+    "churn_concurrency": 4,
+    "unary_duration": 2.0,
+    "unary_connections": 4,
+    "unary_depth": 2,
 }
 
 
@@ -96,39 +107,76 @@ def _words(text: str) -> tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     """``python -m bench [SCENARIO ...] [options]``; every option defaults to None (see QUICK)."""
-    p = argparse.ArgumentParser(prog="python -m bench", description=(
-        "Load harness: (a) fanout sweep, (b) idle connection capacity, (c) connect churn, "
-        "(d) unary get_ticker. With no target it starts its own local stack."))
-    p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=f"any of {', '.join(SCENARIOS)} (default: all)")
-    p.add_argument("--quick", action="store_true", help="smallest end-to-end configuration (< 60 s)")
-    p.add_argument("--out", type=Path, help=f"directory for the JSON and PNG (default {DEFAULT_OUT}; "
-                   "with --quick, marketbridge-bench in the temp directory)")
-    p.add_argument("--name", help="file name stem of the outputs (default results, quick with --quick)")
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=(
+            "Load harness: (a) fanout sweep, (b) idle connection capacity, (c) connect churn, "
+            "(d) unary get_ticker. With no target it starts its own local stack."
+        ),
+    )
+    p.add_argument(
+        "scenarios",
+        nargs="*",
+        metavar="SCENARIO",
+        help=f"any of {', '.join(SCENARIOS)} (default: all)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="smallest end-to-end configuration (< 60 s)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help=f"directory for the JSON and PNG (default {DEFAULT_OUT}; "
+        "with --quick, marketbridge-bench in the temp directory)",
+    )
+    p.add_argument(
+        "--name", help="file name stem of the outputs (default results, quick with --quick)"
+    )
     p.add_argument("--bridge-url", help="ws://HOST:PORT/ws of a deployed bridge (no local stack)")
-    p.add_argument("--grpc-target", help="cache_service gRPC target of the deployed stack (publisher)")
+    p.add_argument(
+        "--grpc-target", help="cache_service gRPC target of the deployed stack (publisher)"
+    )
     p.add_argument("--jwt-secret", help="HS256 secret to mint client tokens (omit for --auth none)")
-    p.add_argument("--bridge-loop", choices=("asyncio", "uvloop"), help="event loop of the local bridge")
-    p.add_argument("--bridge-no-orjson", dest="bridge_orjson", action="store_false", default=None,
-                   help="run the local bridge with orjson hidden (stdlib json), to measure what orjson buys")
-    p.add_argument("--compression", choices=("none", "deflate"), help="clients offer permessage-deflate")
+    p.add_argument(
+        "--bridge-loop", choices=("asyncio", "uvloop"), help="event loop of the local bridge"
+    )
+    p.add_argument(
+        "--bridge-no-orjson",
+        dest="bridge_orjson",
+        action="store_false",
+        default=None,
+        help="run the local bridge with orjson hidden (stdlib json), to measure what orjson buys",
+    )
+    p.add_argument(
+        "--compression", choices=("none", "deflate"), help="clients offer permessage-deflate"
+    )
     p.add_argument("--rates", type=_floats, help="fanout rates, ticks/s (e.g. 1000,2000,5000)")
     p.add_argument("--modes", type=_words, help="fanout modes: plain, batch, baseline")
     for name, kind, text in (
-            ("clients", int, "fanout clients"), ("symbols", int, "symbols published and subscribed"),
-            ("duration", float, "seconds of publishing per fanout point"),
-            ("batch-ms", int, "batch_ms of the batch mode"), ("workers", int, "client processes"),
-            ("publisher-streams", int, "parallel PublishTickers streams"),
-            ("drain", float, "seconds to wait for stragglers after publishing"),
-            ("probe-every", int, "one client in N checks every update; the rest count them"),
-            ("churn-duration", float, "seconds of connect churn"),
-            ("churn-concurrency", int, "concurrent connect loops"),
-            ("unary-duration", float, "seconds of get_ticker load"),
-            ("unary-connections", int, "connections sending get_ticker"),
-            ("unary-depth", int, "requests in flight per connection")):
+        ("clients", int, "fanout clients"),
+        ("symbols", int, "symbols published and subscribed"),
+        ("duration", float, "seconds of publishing per fanout point"),
+        ("batch-ms", int, "batch_ms of the batch mode"),
+        ("workers", int, "client processes"),
+        ("publisher-streams", int, "parallel PublishTickers streams"),
+        ("drain", float, "seconds to wait for stragglers after publishing"),
+        ("probe-every", int, "one client in N checks every update; the rest count them"),
+        ("churn-duration", float, "seconds of connect churn"),
+        ("churn-concurrency", int, "concurrent connect loops"),
+        ("unary-duration", float, "seconds of get_ticker load"),
+        ("unary-connections", int, "connections sending get_ticker"),
+        ("unary-depth", int, "requests in flight per connection"),
+    ):
         p.add_argument(f"--{name}", type=kind, help=text)
-    p.add_argument("--profile", action="store_true", default=None,
-                   help="py-spy the servers during each fanout point (tables in the JSON, stacks in <out>/profiles)")
-    p.add_argument("--capacity-steps", type=_ints, help="idle connection counts to reach (e.g. 1000,10000)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        default=None,
+        help="py-spy the servers during each fanout point (tables in the JSON, stacks in <out>/profiles)",
+    )
+    p.add_argument(
+        "--capacity-steps", type=_ints, help="idle connection counts to reach (e.g. 1000,10000)"
+    )
     return p
 
 
@@ -161,8 +209,19 @@ def validate(config: BenchConfig) -> None:
     bad_modes = [m for m in config.modes if m not in ("plain", "batch", "baseline")]
     if bad_modes:
         raise ConfigError(f"--modes: unknown mode {bad_modes[0]!r} (plain, batch, baseline)")
-    for name in ("clients", "symbols", "workers", "publisher_streams", "churn_concurrency", "probe_every",
-                 "unary_connections", "unary_depth", "duration", "churn_duration", "unary_duration"):
+    for name in (
+        "clients",
+        "symbols",
+        "workers",
+        "publisher_streams",
+        "churn_concurrency",
+        "probe_every",
+        "unary_connections",
+        "unary_depth",
+        "duration",
+        "churn_duration",
+        "unary_duration",
+    ):
         if getattr(config, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0")
     if not config.rates or min(config.rates) <= 0:
@@ -175,4 +234,6 @@ def validate(config: BenchConfig) -> None:
         if not config.bridge_url.startswith(("ws://", "wss://")):
             raise ConfigError("--bridge-url must be a ws:// or wss:// URL")
         if config.grpc_target is None and any(s in config.scenarios for s in ("fanout", "unary")):
-            raise ConfigError("--bridge-url needs --grpc-target too (the publisher writes through gRPC)")
+            raise ConfigError(
+                "--bridge-url needs --grpc-target too (the publisher writes through gRPC)"
+            )

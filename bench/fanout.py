@@ -144,7 +144,9 @@ async def _receive(ws: ClientConnection, state: ClientState, hist: LatencyHistog
 
 async def _connect(job: FanoutJob, url: str, gate: asyncio.Semaphore) -> ClientConnection:
     async with gate:
-        ws = await open_session(url, job.timeout_s, welcome=job.welcome, compression=job.compression)
+        ws = await open_session(
+            url, job.timeout_s, welcome=job.welcome, compression=job.compression
+        )
         if job.welcome:
             await subscribe_tickers(ws, job.exchange, job.symbols, job.timeout_s)
         return ws
@@ -152,34 +154,49 @@ async def _connect(job: FanoutJob, url: str, gate: asyncio.Semaphore) -> ClientC
 
 async def _worker_main(job: FanoutJob, ctrl: Any, results: Any) -> None:
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-    attempts = await asyncio.gather(*(_connect(job, u, gate) for u in job.urls), return_exceptions=True)
+    attempts = await asyncio.gather(
+        *(_connect(job, u, gate) for u in job.urls), return_exceptions=True
+    )
     sockets = [a for a in attempts if isinstance(a, ClientConnection)]
-    errors = Counter(type(a).__name__ + ": " + str(a)[:120] for a in attempts if isinstance(a, BaseException))
-    results.put({"kind": "ready", "worker": job.worker, "connected": len(sockets), "errors": dict(errors)})
+    errors = Counter(
+        type(a).__name__ + ": " + str(a)[:120] for a in attempts if isinstance(a, BaseException)
+    )
+    results.put(
+        {"kind": "ready", "worker": job.worker, "connected": len(sockets), "errors": dict(errors)}
+    )
     hist = LatencyHistogram()
     states = [ClientState(probe=p) for p, _ in zip(job.probes, sockets)]
     readers = [asyncio.create_task(_receive(ws, st, hist)) for ws, st in zip(sockets, states)]
     command = await next_command(ctrl, timeout=job.timeout_s + 600)
     final: dict[str, int] = command["final"] if command else {}
     drain_until = time.monotonic() + (command["drain_s"] if command else 0)
-    while time.monotonic() < drain_until and not all(s.finished(final, time.time()) for s in states):
+    while time.monotonic() < drain_until and not all(
+        s.finished(final, time.time()) for s in states
+    ):
         await asyncio.sleep(0.05)
     for ws in sockets:
         await ws.close()
     await asyncio.gather(*readers, return_exceptions=True)
-    results.put({
-        "kind": "result", "worker": job.worker, "hist": hist.to_wire(),
-        "last_seen": max((s.last_frame for s in states), default=0.0),
-        "cpu_s": time.process_time(), "probes": sum(s.probe for s in states),
-        "received": sum(s.received for s in states),
-        "holes": sum(s.holes(final) for s in states),
-        "probe_gaps": sum(s.checker.gaps for s in states if s.probe),
-        "probe_tail": sum(s.checker.missing_tail(final) for s in states if s.probe),
-        "duplicates": sum(s.checker.duplicates for s in states),
-        "reordered": sum(s.checker.reordered for s in states),
-        "closed_early": dict(Counter(str(s.close_code) for s in states if s.close_code not in (None, 1000))),
-        "other_frames": dict(sum((s.other_frames for s in states), Counter())),
-    })
+    results.put(
+        {
+            "kind": "result",
+            "worker": job.worker,
+            "hist": hist.to_wire(),
+            "last_seen": max((s.last_frame for s in states), default=0.0),
+            "cpu_s": time.process_time(),
+            "probes": sum(s.probe for s in states),
+            "received": sum(s.received for s in states),
+            "holes": sum(s.holes(final) for s in states),
+            "probe_gaps": sum(s.checker.gaps for s in states if s.probe),
+            "probe_tail": sum(s.checker.missing_tail(final) for s in states if s.probe),
+            "duplicates": sum(s.checker.duplicates for s in states),
+            "reordered": sum(s.checker.reordered for s in states),
+            "closed_early": dict(
+                Counter(str(s.close_code) for s in states if s.close_code not in (None, 1000))
+            ),
+            "other_frames": dict(sum((s.other_frames for s in states), Counter())),
+        }
+    )
 
 
 def fanout_worker(job: FanoutJob, ctrl: Any, results: Any) -> None:
@@ -192,12 +209,14 @@ def fanout_worker(job: FanoutJob, ctrl: Any, results: Any) -> None:
 
 def publisher_process(kind: str, where: str, plan: PublishPlan, out: Any) -> None:
     """Process entry point: publish the plan (gRPC or pub/sub) and put the PublishResult."""
+
     async def go() -> PublishResult:
         if kind == "grpc":
             coro = publish_grpc(where, plan, deadline_s=plan.duration_s * 4 + 60)
         else:
             coro = publish_pubsub(where, BASELINE_CHANNEL, plan)
         return await asyncio.wait_for(coro, timeout=plan.duration_s * 4 + 90)
+
     try:
         out.put(run_loop(go()))
     except BaseException as exc:  # noqa: BLE001
@@ -210,20 +229,37 @@ def _jobs(settings: FanoutSettings, endpoints: Endpoints, exchange: str) -> list
     assert base is not None
     batch = settings.batch_ms if settings.mode == "batch" else None
     secret = None if baseline else endpoints.jwt_secret
-    urls = [ws_url(base, t, batch) for t in client_tokens(secret, f"fan-{exchange}", settings.clients)]
+    urls = [
+        ws_url(base, t, batch) for t in client_tokens(secret, f"fan-{exchange}", settings.clients)
+    ]
     probes = [i % settings.probe_every == 0 for i in range(settings.clients)]
     count = max(1, min(settings.workers, settings.clients))
-    return [FanoutJob(worker=i, urls=urls[i::count], welcome=not baseline, exchange=exchange,
-                      symbols=symbol_names(settings.symbols), timeout_s=settings.connect_timeout_s,
-                      compression=settings.compression, probes=probes[i::count]) for i in range(count)]
+    return [
+        FanoutJob(
+            worker=i,
+            urls=urls[i::count],
+            welcome=not baseline,
+            exchange=exchange,
+            symbols=symbol_names(settings.symbols),
+            timeout_s=settings.connect_timeout_s,
+            compression=settings.compression,
+            probes=probes[i::count],
+        )
+        for i in range(count)
+    ]
 
 
 def run_point(settings: FanoutSettings, endpoints: Endpoints) -> dict[str, Any]:
     """Run one (mode, rate) point end to end and return its results."""
     _settle(endpoints)
     exchange = f"bench-{uuid.uuid4().hex[:8]}"
-    plan = PublishPlan(exchange=exchange, symbols=symbol_names(settings.symbols), rate=settings.rate,
-                       duration_s=settings.duration_s, streams=settings.publisher_streams)
+    plan = PublishPlan(
+        exchange=exchange,
+        symbols=symbol_names(settings.symbols),
+        rate=settings.rate,
+        duration_s=settings.duration_s,
+        streams=settings.publisher_streams,
+    )
     pool = WorkerPool.start(fanout_worker, _jobs(settings, endpoints, exchange))
     try:
         return _measure(settings, endpoints, plan, pool)
@@ -243,8 +279,9 @@ def _settle(endpoints: Endpoints, timeout: float = SETTLE_TIMEOUT_S) -> None:
         time.sleep(0.2)
 
 
-def _measure(settings: FanoutSettings, endpoints: Endpoints, plan: PublishPlan,
-             pool: WorkerPool) -> dict[str, Any]:
+def _measure(
+    settings: FanoutSettings, endpoints: Endpoints, plan: PublishPlan, pool: WorkerPool
+) -> dict[str, Any]:
     ready = pool.gather("ready", timeout=settings.connect_timeout_s + 60)
     metrics_url = f"{endpoints.bridge_http}/metrics" if endpoints.bridge_http else None
     before = scrape(metrics_url) if metrics_url else {}
@@ -287,44 +324,70 @@ def _profiler(settings: FanoutSettings, endpoints: Endpoints, plan: PublishPlan)
     return Profiler(pids, plan.duration_s, settings.profile_dir, label) if pids else None
 
 
-def _summarise(settings: FanoutSettings, ready: list[dict[str, Any]], results: list[dict[str, Any]],
-               published: PublishResult, usage: dict[str, Any], before: dict[str, float],
-               after: dict[str, float]) -> dict[str, Any]:
+def _summarise(
+    settings: FanoutSettings,
+    ready: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+    published: PublishResult,
+    usage: dict[str, Any],
+    before: dict[str, float],
+    after: dict[str, float],
+) -> dict[str, Any]:
     hist = LatencyHistogram()
     for r in results:
         hist.merge(LatencyHistogram.from_wire(r["hist"]))
     connected = sum(r["connected"] for r in ready)
     received = sum(r["received"] for r in results)
     holes = sum(r["holes"] for r in results)
-    conflated = delta(before, after, "bridge_conflated_updates_total") if settings.mode != "baseline" else 0.0
+    conflated = (
+        delta(before, after, "bridge_conflated_updates_total")
+        if settings.mode != "baseline"
+        else 0.0
+    )
     last_seen = max((r["last_seen"] for r in results), default=0.0)
-    span = max(published.duration_s, last_seen - published.started_at) if last_seen else published.duration_s
+    span = (
+        max(published.duration_s, last_seen - published.started_at)
+        if last_seen
+        else published.duration_s
+    )
     expected = published.sent * connected
     accounted = int(conflated or 0)
     return {
-        "mode": settings.mode, "offered_rate": settings.rate, "clients": settings.clients,
-        "connected": connected, "probes": sum(r["probes"] for r in results),
-        "symbols": settings.symbols, "duration_s": settings.duration_s,
+        "mode": settings.mode,
+        "offered_rate": settings.rate,
+        "clients": settings.clients,
+        "connected": connected,
+        "probes": sum(r["probes"] for r in results),
+        "symbols": settings.symbols,
+        "duration_s": settings.duration_s,
         "batch_ms": settings.batch_ms if settings.mode == "batch" else None,
         "publisher": published.as_dict(),
-        "expected_updates": expected, "received_updates": received,
+        "expected_updates": expected,
+        "received_updates": received,
         "delivered_per_s": round(received / span, 1) if span > 0 else 0.0,
-        "holes": holes, "probe_gaps": sum(r["probe_gaps"] for r in results),
+        "holes": holes,
+        "probe_gaps": sum(r["probe_gaps"] for r in results),
         "probe_tail_undelivered": sum(r["probe_tail"] for r in results),
         "conflated": None if conflated is None else int(conflated),
-        "lost": max(0, holes - accounted), "loss_ratio": round(max(0, holes - accounted) / expected, 6) if expected else None,
+        "lost": max(0, holes - accounted),
+        "loss_ratio": round(max(0, holes - accounted) / expected, 6) if expected else None,
         "duplicates": sum(r["duplicates"] for r in results),
         "reordered": sum(r["reordered"] for r in results),
         "closed_early": _sum_counts(r["closed_early"] for r in results),
         "connect_errors": _sum_counts(r["errors"] for r in ready),
         "other_frames": _sum_counts(r["other_frames"] for r in results),
         "latency": hist.summary_ms(),
-        "bridge_delivery_latency": histogram_quantiles(before, after, "bridge_delivery_latency_seconds")
-        if settings.mode != "baseline" else None,
+        "bridge_delivery_latency": histogram_quantiles(
+            before, after, "bridge_delivery_latency_seconds"
+        )
+        if settings.mode != "baseline"
+        else None,
         "processes": usage,
         "bridge_cpu_s_from_metrics": delta(before, after, "process_cpu_seconds_total"),
-        "load_generator_cpu_s": {"publisher": round(published.cpu_s, 2),
-                                 "clients": round(sum(r["cpu_s"] for r in results), 2)},
+        "load_generator_cpu_s": {
+            "publisher": round(published.cpu_s, 2),
+            "clients": round(sum(r["cpu_s"] for r in results), 2),
+        },
     }
 
 

@@ -19,7 +19,7 @@ def decode(raw: bytes | str) -> dict[str, Any]:
     """Parse one text frame into its JSON object."""
     value = _loads(raw)
     if not isinstance(value, dict):
-        raise ValueError(f"frame is not a JSON object: {raw[:80]!r}")
+        raise TypeError(f"frame is not a JSON object: {raw[:80]!r}")
     return value
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 STYLES = {"plain": ("tab:blue", "o"), "batch": ("tab:green", "s"), "baseline": ("tab:red", "^")}
 
@@ -32,35 +32,71 @@ def render(document: dict[str, Any], path: Path) -> None:
         rates = [p["offered_rate"] for p in points]
         for pct, dash in (("p50_ms", ":"), ("p95_ms", "--"), ("p99_ms", "-")):
             values = [p["latency"][pct] for p in points]
-            lat_ax.plot(rates, values, linestyle=dash, marker=marker, color=color,
-                        label=f"{_label(mode, points)} {pct[:-3]}")
-        thr_ax.plot(rates, [p["delivered_per_s"] for p in points], marker=marker, color=color,
-                    label=_label(mode, points))
+            lat_ax.plot(
+                rates,
+                values,
+                linestyle=dash,
+                marker=marker,
+                color=color,
+                label=f"{_label(mode, points)} {pct[:-3]}",
+            )
+        thr_ax.plot(
+            rates,
+            [p["delivered_per_s"] for p in points],
+            marker=marker,
+            color=color,
+            label=_label(mode, points),
+        )
     if modes:
         any_points = next(iter(modes.values()))
         clients = any_points[0]["connected"] or any_points[0]["clients"]
         all_rates = sorted({p["offered_rate"] for ps in modes.values() for p in ps})
-        thr_ax.plot(all_rates, [r * clients for r in all_rates], color="grey", linestyle=":",
-                    label=f"ideal (rate x {clients} clients)")
-    lat_ax.set(xscale="log", yscale="log", xlabel="published ticks/s", ylabel="publish-to-receive latency (ms)",
-               title="Fan-out latency")
+        thr_ax.plot(
+            all_rates,
+            [r * clients for r in all_rates],
+            color="grey",
+            linestyle=":",
+            label=f"ideal (rate x {clients} clients)",
+        )
+    lat_ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="published ticks/s",
+        ylabel="publish-to-receive latency (ms)",
+        title="Fan-out latency",
+    )
     lat_ax.axhline(50, color="black", linewidth=0.8, linestyle="-.", label="target p99 50 ms")
-    thr_ax.set(xscale="log", yscale="log", xlabel="published ticks/s", ylabel="updates delivered/s (all clients)",
-               title="Fan-out throughput")
+    thr_ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="published ticks/s",
+        ylabel="updates delivered/s (all clients)",
+        title="Fan-out throughput",
+    )
     capacity = document.get("capacity") or {}
     steps = [s for s in capacity.get("steps", []) if s.get("bridge_rss_mib") is not None]
     if steps:
-        cap_ax.plot([s["open"] for s in steps], [s["bridge_rss_mib"] for s in steps], marker="o", color="tab:purple",
-                    label="bridge RSS")
+        cap_ax.plot(
+            [s["open"] for s in steps],
+            [s["bridge_rss_mib"] for s in steps],
+            marker="o",
+            color="tab:purple",
+            label="bridge RSS",
+        )
         cap_ax.axhline(1024, color="black", linewidth=0.8, linestyle="-.", label="target 1 GiB")
-    cap_ax.set(xlabel="idle connections", ylabel="bridge RSS (MiB)", title="Idle connection capacity")
+    cap_ax.set(
+        xlabel="idle connections", ylabel="bridge RSS (MiB)", title="Idle connection capacity"
+    )
     for ax in (lat_ax, thr_ax, cap_ax):
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.suptitle(f"marketbridge benchmarks ({document['started_at']}, "
-                 f"{document['machine']['cpus']} shared cores, loadavg at start "
-                 f"{document['machine']['loadavg_at_start'][0]})", fontsize=10)
+    fig.suptitle(
+        f"marketbridge benchmarks ({document['started_at']}, "
+        f"{document['machine']['cpus']} shared cores, loadavg at start "
+        f"{document['machine']['loadavg_at_start'][0]})",
+        fontsize=10,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -58,7 +58,9 @@ class ProcessSampler:
                 proc = psutil.Process(pid)
                 rss = proc.memory_info().rss
                 self._procs[name] = proc
-                self.windows[name] = ProcessWindow(cpu_start=_cpu(proc), rss_start=rss, rss_peak=rss)
+                self.windows[name] = ProcessWindow(
+                    cpu_start=_cpu(proc), rss_start=rss, rss_peak=rss
+                )
             except psutil.Error:
                 continue
         self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)

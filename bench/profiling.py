@@ -56,9 +56,16 @@ def top_functions(collapsed: str, top: int = TOP) -> dict[str, Any]:
             inclusive[site] += count
 
     def table(counter: Counter[str]) -> list[dict[str, Any]]:
-        return [{"function": name, "pct": round(100.0 * n / total, 1)} for name, n in counter.most_common(top)]
+        return [
+            {"function": name, "pct": round(100.0 * n / total, 1)}
+            for name, n in counter.most_common(top)
+        ]
 
-    return {"samples": total, "self": table(own) if total else [], "inclusive": table(inclusive) if total else []}
+    return {
+        "samples": total,
+        "self": table(own) if total else [],
+        "inclusive": table(inclusive) if total else [],
+    }
 
 
 @dataclass
@@ -75,9 +82,25 @@ class Profiler:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for name, pid in self.pids.items():
             path = self.out_dir / f"{self.label}-{name}.collapsed.txt"
-            argv = ["py-spy", "record", "--pid", str(pid), "--duration", str(max(1, int(self.duration_s))),
-                    "--rate", str(SAMPLE_RATE_HZ), "--format", "raw", "--output", str(path), "--nonblocking"]
-            self._procs[name] = (subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path)
+            argv = [
+                "py-spy",
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(max(1, int(self.duration_s))),
+                "--rate",
+                str(SAMPLE_RATE_HZ),
+                "--format",
+                "raw",
+                "--output",
+                str(path),
+                "--nonblocking",
+            ]
+            self._procs[name] = (
+                subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                path,
+            )
 
     def finish(self) -> dict[str, Any]:
         """Wait for the recorders and summarise each profile."""

@@ -96,8 +96,11 @@ async def publish_grpc(target: str, plan: PublishPlan, deadline_s: float) -> Pub
 
     async def one_stream(stub: Any, symbols: list[str]) -> None:
         counter = SequenceCounter(symbols)
-        pacer = Pacer(rate=plan.rate * len(symbols) / len(plan.symbols),
-                      total=share * len(symbols), start=result.started_at)
+        pacer = Pacer(
+            rate=plan.rate * len(symbols) / len(plan.symbols),
+            total=share * len(symbols),
+            start=result.started_at,
+        )
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
 
         async def emit(count: int) -> None:

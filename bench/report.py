@@ -20,15 +20,26 @@ def machine() -> dict[str, Any]:
         load = os.getloadavg()
     except OSError:  # pragma: no cover
         load = (0.0, 0.0, 0.0)
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "loadavg_at_start": [round(v, 2) for v in load]}
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "loadavg_at_start": [round(v, 2) for v in load],
+    }
 
 
 def new_document(config: BenchConfig) -> dict[str, Any]:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
-    return {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
-            "settings": settings, "fanout": [], "capacity": None, "churn": None, "unary": None,
-            "errors": []}
+    return {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "settings": settings,
+        "fanout": [],
+        "capacity": None,
+        "churn": None,
+        "unary": None,
+        "errors": [],
+    }
 
 
 def write(document: dict[str, Any], path: Path) -> None:
@@ -43,25 +54,34 @@ def fanout_line(point: dict[str, Any]) -> str:
     lat = point["latency"]
     cpu = point["processes"]
     servers = " ".join(f"{k}={v['cpu_pct_of_one_core']:.0f}%" for k, v in cpu.items())
-    return (f"fanout {point['mode']:<8} rate={point['offered_rate']:>7.0f}/s "
-            f"sent={point['publisher']['achieved_rate']:>7.0f}/s delivered={point['delivered_per_s']:>9.0f}/s "
-            f"lost={point['lost']} conflated={point['conflated']} dup={point['duplicates']} "
-            f"p50={lat['p50_ms']}ms p99={lat['p99_ms']}ms max={lat['max_ms']}ms cpu[{servers}]")
+    return (
+        f"fanout {point['mode']:<8} rate={point['offered_rate']:>7.0f}/s "
+        f"sent={point['publisher']['achieved_rate']:>7.0f}/s delivered={point['delivered_per_s']:>9.0f}/s "
+        f"lost={point['lost']} conflated={point['conflated']} dup={point['duplicates']} "
+        f"p50={lat['p50_ms']}ms p99={lat['p99_ms']}ms max={lat['max_ms']}ms cpu[{servers}]"
+    )
 
 
 def capacity_lines(result: dict[str, Any]) -> list[str]:
-    return [f"capacity open={row['open']:>6} bridge_rss={row['bridge_rss_mib']}MiB "
-            f"per_conn={row['rss_per_connection_kib']}KiB connect={row['connect_seconds']}s "
-            f"failures={sum(row['failures'].values())}" for row in result["steps"]]
+    return [
+        f"capacity open={row['open']:>6} bridge_rss={row['bridge_rss_mib']}MiB "
+        f"per_conn={row['rss_per_connection_kib']}KiB connect={row['connect_seconds']}s "
+        f"failures={sum(row['failures'].values())}"
+        for row in result["steps"]
+    ]
 
 
 def churn_line(result: dict[str, Any]) -> str:
     lat = result["connect_latency"]
-    return (f"churn {result['connects_per_s']}/s connects ({result['connects']} in {result['duration_s']}s) "
-            f"p50={lat['p50_ms']}ms p99={lat['p99_ms']}ms errors={sum(result['errors'].values())}")
+    return (
+        f"churn {result['connects_per_s']}/s connects ({result['connects']} in {result['duration_s']}s) "
+        f"p50={lat['p50_ms']}ms p99={lat['p99_ms']}ms errors={sum(result['errors'].values())}"
+    )
 
 
 def unary_line(result: dict[str, Any]) -> str:
     lat = result["latency"]
-    return (f"unary get_ticker {result['requests_per_s']}/s p50={lat['p50_ms']}ms "
-            f"p99={lat['p99_ms']}ms outcomes={result['outcomes']}")
+    return (
+        f"unary get_ticker {result['requests_per_s']}/s p50={lat['p50_ms']}ms "
+        f"p99={lat['p99_ms']}ms outcomes={result['outcomes']}"
+    )

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 def scrape(url: str, timeout: float = 5.0) -> dict[str, float]:
     """Every sample on the page, summed over labels, keyed by sample name ({} if unreachable)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             text = response.read().decode()
     except OSError:
         return {}
@@ -29,16 +29,26 @@ def scrape(url: str, timeout: float = 5.0) -> dict[str, float]:
     return totals
 
 
-def histogram_quantiles(before: dict[str, float], after: dict[str, float], name: str,
-                        quantiles: tuple[float, ...] = (0.5, 0.99)) -> dict[str, float | None]:
+def histogram_quantiles(
+    before: dict[str, float],
+    after: dict[str, float],
+    name: str,
+    quantiles: tuple[float, ...] = (0.5, 0.99),
+) -> dict[str, float | None]:
     """Quantiles (ms, bucket upper bounds) of what a histogram observed between two scrapes.
 
     Bucket resolution is the server's choice, so these are coarse; they tell how much of the
     latency a client sees was spent inside the server.
     """
     prefix = f"{name}_bucket|"
-    bounds = sorted(((float(k[len(prefix):]), after[k] - before.get(k, 0.0))
-                     for k in after if k.startswith(prefix)), key=lambda kv: kv[0])
+    bounds = sorted(
+        (
+            (float(k[len(prefix) :]), after[k] - before.get(k, 0.0))
+            for k in after
+            if k.startswith(prefix)
+        ),
+        key=lambda kv: kv[0],
+    )
     out: dict[str, float | None] = {}
     total = bounds[-1][1] if bounds else 0.0
     for q in quantiles:
@@ -47,7 +57,9 @@ def histogram_quantiles(before: dict[str, float], after: dict[str, float], name:
             out[label] = None
             continue
         rank = q * total
-        out[label] = next((round(le * 1000.0, 1) for le, cumulative in bounds if cumulative >= rank), None)
+        out[label] = next(
+            (round(le * 1000.0, 1) for le, cumulative in bounds if cumulative >= rank), None
+        )
     return out
 
 

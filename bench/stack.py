@@ -71,8 +71,13 @@ class ServerProcess:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
     @property
     def pid(self) -> int:
@@ -108,10 +113,11 @@ def _wait(name: str, check: object, server: ServerProcess | None) -> None:
         if server is not None:
             server.check_alive()
         try:
-            if check():  # type: ignore[operator]
-                return
+            ready = bool(check())  # type: ignore[operator]
         except Exception:  # noqa: BLE001 - not ready yet; the loop is bounded
-            pass
+            ready = False
+        if ready:
+            return
         time.sleep(0.1)
     tail = server.log_tail() if server else ""
     raise StackError(f"{name} not ready after {READY_TIMEOUT_S:.0f}s: {tail}")
@@ -119,7 +125,7 @@ def _wait(name: str, check: object, server: ServerProcess | None) -> None:
 
 def http_ok(url: str) -> bool:
     """True if GET ``url`` answers 200 within a second."""
-    with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310 - loopback only
+    with urllib.request.urlopen(url, timeout=1.0) as response:
         return bool(response.status == 200)
 
 
@@ -178,44 +184,111 @@ class LocalStack:
         self._stack.callback(redis_server.close)
         grpc_port, metrics_port, bridge_port = free_port(), free_port(), free_port()
         target = f"127.0.0.1:{grpc_port}"
-        cache = self._spawn("cache_service", [
-            sys.executable, "-m", "cache_service", "--redis-url", redis_server.url,
-            "--host", "127.0.0.1", "--port", str(grpc_port), "--metrics-port", str(metrics_port),
-            "--log-level", self.options.log_level])
+        cache = self._spawn(
+            "cache_service",
+            [
+                sys.executable,
+                "-m",
+                "cache_service",
+                "--redis-url",
+                redis_server.url,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(grpc_port),
+                "--metrics-port",
+                str(metrics_port),
+                "--log-level",
+                self.options.log_level,
+            ],
+        )
         _wait("cache_service", lambda: grpc_serving(target), cache)
-        bridge = self._spawn("bridge", [*self._bridge_launcher(), "--grpc-target", target,
-                                        "--host", "127.0.0.1", "--port", str(bridge_port),
-                                        *self._bridge_flags()])
+        bridge = self._spawn(
+            "bridge",
+            [
+                *self._bridge_launcher(),
+                "--grpc-target",
+                target,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(bridge_port),
+                *self._bridge_flags(),
+            ],
+        )
         http = f"http://127.0.0.1:{bridge_port}"
         _wait("bridge", lambda: http_ok(f"{http}/readyz"), bridge)
-        pids = {"redis": _redis_pid(redis_server.url), "cache_service": cache.pid, "bridge": bridge.pid}
-        endpoints = Endpoints(bridge_ws=f"ws://127.0.0.1:{bridge_port}/ws", bridge_http=http,
-                              grpc_target=target, jwt_secret=self.options.jwt_secret,
-                              redis_url=redis_server.url, pids=pids)
+        pids = {
+            "redis": _redis_pid(redis_server.url),
+            "cache_service": cache.pid,
+            "bridge": bridge.pid,
+        }
+        endpoints = Endpoints(
+            bridge_ws=f"ws://127.0.0.1:{bridge_port}/ws",
+            bridge_http=http,
+            grpc_target=target,
+            jwt_secret=self.options.jwt_secret,
+            redis_url=redis_server.url,
+            pids=pids,
+        )
         if self.options.with_baseline:
             base_port = free_port()
-            baseline = self._spawn("baseline", [
-                sys.executable, "-m", "bench.baseline_pubsub", "--redis-url", redis_server.url,
-                "--host", "127.0.0.1", "--port", str(base_port), "--channel", BASELINE_CHANNEL])
+            baseline = self._spawn(
+                "baseline",
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.baseline_pubsub",
+                    "--redis-url",
+                    redis_server.url,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(base_port),
+                    "--channel",
+                    BASELINE_CHANNEL,
+                ],
+            )
             _wait("baseline", lambda: tcp_listening(base_port), baseline)
             endpoints.baseline_ws = f"ws://127.0.0.1:{base_port}/ws"
             pids["baseline"] = baseline.pid
         return endpoints
 
     def _bridge_launcher(self) -> list[str]:
-        flags = [flag for flag, on in (("--uvloop", self.options.bridge_loop == "uvloop"),
-                                       ("--no-orjson", not self.options.orjson)) if on]
+        flags = [
+            flag
+            for flag, on in (
+                ("--uvloop", self.options.bridge_loop == "uvloop"),
+                ("--no-orjson", not self.options.orjson),
+            )
+            if on
+        ]
         if flags:
             return [sys.executable, "-m", "bench.launch", *flags, "bridge"]
         return [sys.executable, "-m", "bridge"]
 
     def _bridge_flags(self) -> list[str]:
         big = "1000000"
-        return ["--auth", "jwt", "--jwt-secret", self.options.jwt_secret,
-                "--max-connections", str(self.options.max_connections),
-                "--max-connections-per-user", big, "--max-subscriptions", "1000",
-                "--rate-limit", big, "--rate-burst", big,
-                "--shutdown-grace", "2", "--log-level", self.options.log_level]
+        return [
+            "--auth",
+            "jwt",
+            "--jwt-secret",
+            self.options.jwt_secret,
+            "--max-connections",
+            str(self.options.max_connections),
+            "--max-connections-per-user",
+            big,
+            "--max-subscriptions",
+            "1000",
+            "--rate-limit",
+            big,
+            "--rate-burst",
+            big,
+            "--shutdown-grace",
+            "2",
+            "--log-level",
+            self.options.log_level,
+        ]
 
     def close(self) -> None:
         """Stop every server (in reverse start order) and remove the logs."""

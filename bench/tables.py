@@ -1,6 +1,6 @@
 """Markdown tables of a results file, for docs/benchmarks.md.
 
-    python -m bench.tables docs/benchmarks/results.json
+python -m bench.tables docs/benchmarks/results.json
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ def _cpu(point: dict[str, Any], name: str) -> str:
 
 
 def fanout_table(points: list[dict[str, Any]]) -> str:
-    head = ("| mode | offered ticks/s | published/s | delivered updates/s | expected/s | conflated | lost "
-            "| dup/reorder | p50 ms | p95 ms | p99 ms | max ms | bridge CPU | cache CPU | redis CPU "
-            "| baseline CPU | bridge RSS MiB | clients CPU s |")
+    head = (
+        "| mode | offered ticks/s | published/s | delivered updates/s | expected/s | conflated | lost "
+        "| dup/reorder | p50 ms | p95 ms | p99 ms | max ms | bridge CPU | cache CPU | redis CPU "
+        "| baseline CPU | bridge RSS MiB | clients CPU s |"
+    )
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for p in sorted(points, key=lambda p: (p["mode"], p["offered_rate"])):
         lat = p["latency"]
@@ -37,35 +39,44 @@ def fanout_table(points: list[dict[str, Any]]) -> str:
             f"| {expected:.0f} | {p['conflated'] if p['conflated'] is not None else '–'} | {p['lost']} "
             f"| {p['duplicates']}/{p['reordered']} | {_ms(lat['p50_ms'])} | {_ms(lat['p95_ms'])} "
             f"| {_ms(lat['p99_ms'])} | {_ms(lat['max_ms'])} | {_cpu(p, 'bridge')} | {_cpu(p, 'cache_service')} "
-            f"| {_cpu(p, 'redis')} | {_cpu(p, 'baseline')} | {rss} | {p['load_generator_cpu_s']['clients']} |")
+            f"| {_cpu(p, 'redis')} | {_cpu(p, 'baseline')} | {rss} | {p['load_generator_cpu_s']['clients']} |"
+        )
     return "\n".join(rows)
 
 
 def capacity_table(capacity: dict[str, Any]) -> str:
-    rows = ["| idle connections | bridge RSS MiB | RSS per connection KiB | time to open the step s | failures |",
-            "|---|---|---|---|---|",
-            f"| 0 | {capacity['baseline_rss_mib']} | – | – | – |"]
+    rows = [
+        "| idle connections | bridge RSS MiB | RSS per connection KiB | time to open the step s | failures |",
+        "|---|---|---|---|---|",
+        f"| 0 | {capacity['baseline_rss_mib']} | – | – | – |",
+    ]
     for s in capacity["steps"]:
-        rows.append(f"| {s['open']} | {s['bridge_rss_mib']} | {s['rss_per_connection_kib']} "
-                    f"| {s['connect_seconds']} | {sum(s['failures'].values())} |")
+        rows.append(
+            f"| {s['open']} | {s['bridge_rss_mib']} | {s['rss_per_connection_kib']} "
+            f"| {s['connect_seconds']} | {sum(s['failures'].values())} |"
+        )
     return "\n".join(rows)
 
 
 def churn_table(churn: dict[str, Any]) -> str:
     lat = churn["connect_latency"]
-    return ("| connects/s | connects | concurrency | connect p50 ms | p99 ms | errors | bridge CPU |\n"
-            "|---|---|---|---|---|---|---|\n"
-            f"| {churn['connects_per_s']:.0f} | {churn['connects']} | {churn['concurrency']} | {_ms(lat['p50_ms'])} "
-            f"| {_ms(lat['p99_ms'])} | {sum(churn['errors'].values())} | {_cpu(churn, 'bridge')} |")
+    return (
+        "| connects/s | connects | concurrency | connect p50 ms | p99 ms | errors | bridge CPU |\n"
+        "|---|---|---|---|---|---|---|\n"
+        f"| {churn['connects_per_s']:.0f} | {churn['connects']} | {churn['concurrency']} | {_ms(lat['p50_ms'])} "
+        f"| {_ms(lat['p99_ms'])} | {sum(churn['errors'].values())} | {_cpu(churn, 'bridge')} |"
+    )
 
 
 def unary_table(unary: dict[str, Any]) -> str:
     lat = unary["latency"]
-    return ("| requests/s | connections x depth | p50 ms | p99 ms | max ms | outcomes | bridge CPU | cache CPU |\n"
-            "|---|---|---|---|---|---|---|---|\n"
-            f"| {unary['requests_per_s']:.0f} | {unary['connections']} x {unary['depth']} | {_ms(lat['p50_ms'])} "
-            f"| {_ms(lat['p99_ms'])} | {_ms(lat['max_ms'])} | {unary['outcomes']} | {_cpu(unary, 'bridge')} "
-            f"| {_cpu(unary, 'cache_service')} |")
+    return (
+        "| requests/s | connections x depth | p50 ms | p99 ms | max ms | outcomes | bridge CPU | cache CPU |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+        f"| {unary['requests_per_s']:.0f} | {unary['connections']} x {unary['depth']} | {_ms(lat['p50_ms'])} "
+        f"| {_ms(lat['p99_ms'])} | {_ms(lat['max_ms'])} | {unary['outcomes']} | {_cpu(unary, 'bridge')} "
+        f"| {_cpu(unary, 'cache_service')} |"
+    )
 
 
 def render(document: dict[str, Any]) -> str:

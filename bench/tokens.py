@@ -12,7 +12,9 @@ TOKEN_TTL_S = 3600
 def make_token(secret: str, subject: str) -> str:
     """A token for ``subject`` valid for an hour (longer than any scenario)."""
     now = int(time.time())
-    return jwt.encode({"sub": subject, "iat": now, "exp": now + TOKEN_TTL_S}, secret, algorithm="HS256")
+    return jwt.encode(
+        {"sub": subject, "iat": now, "exp": now + TOKEN_TTL_S}, secret, algorithm="HS256"
+    )
 
 
 def client_tokens(secret: str | None, prefix: str, count: int) -> list[str | None]:

@@ -61,7 +61,9 @@ class Pending:
                 future.set_exception(ConnectionError("connection closed"))
 
 
-async def _connection(job: UnaryJob, url: str, hist: LatencyHistogram, outcome: Counter[str]) -> None:
+async def _connection(
+    job: UnaryJob, url: str, hist: LatencyHistogram, outcome: Counter[str]
+) -> None:
     ws = await open_session(url, timeout=30.0)
     pending = Pending()
     reader = asyncio.create_task(pending.read(ws))
@@ -77,7 +79,9 @@ async def _connection(job: UnaryJob, url: str, hist: LatencyHistogram, outcome: 
             params = {"exchange": job.exchange, "symbol": symbols[n % SYMBOLS]}
             n += 7
             started = time.perf_counter()
-            await ws.send(encode({"action": "get_ticker", "request_id": request_id, "params": params}))
+            await ws.send(
+                encode({"action": "get_ticker", "request_id": request_id, "params": params})
+            )
             reply = await asyncio.wait_for(future, timeout=10.0)
             hist.record(time.perf_counter() - started)
             outcome["ok" if reply.get("success") else str(reply.get("error", {}).get("code"))] += 1
@@ -91,11 +95,20 @@ async def _connection(job: UnaryJob, url: str, hist: LatencyHistogram, outcome: 
 
 async def _worker_main(job: UnaryJob, results: Any) -> None:
     hist, outcome = LatencyHistogram(), Counter[str]()
-    runs = await asyncio.gather(*(_connection(job, u, hist, outcome) for u in job.urls), return_exceptions=True)
+    runs = await asyncio.gather(
+        *(_connection(job, u, hist, outcome) for u in job.urls), return_exceptions=True
+    )
     for failure in (r for r in runs if isinstance(r, BaseException)):
         outcome[f"{type(failure).__name__}: {str(failure)[:100]}"] += 1
-    results.put({"kind": "result", "worker": job.worker, "outcome": dict(outcome),
-                 "hist": hist.to_wire(), "cpu_s": time.process_time()})
+    results.put(
+        {
+            "kind": "result",
+            "worker": job.worker,
+            "outcome": dict(outcome),
+            "hist": hist.to_wire(),
+            "cpu_s": time.process_time(),
+        }
+    )
 
 
 def unary_worker(job: UnaryJob, ctrl: Any, results: Any) -> None:
@@ -106,15 +119,19 @@ def unary_worker(job: UnaryJob, ctrl: Any, results: Any) -> None:
         results.put(crash_report(job.worker, exc))
 
 
-def run(endpoints: Endpoints, duration_s: float, connections: int, depth: int,
-        workers: int) -> dict[str, Any]:
+def run(
+    endpoints: Endpoints, duration_s: float, connections: int, depth: int, workers: int
+) -> dict[str, Any]:
     """Preload the tickers, then hammer ``get_ticker`` for ``duration_s``."""
     exchange = f"unary-{uuid.uuid4().hex[:6]}"
     plan = PublishPlan(exchange=exchange, symbols=symbol_names(SYMBOLS), rate=5000, duration_s=0.01)
     preload = run_loop(publish_grpc(endpoints.grpc_target, plan, deadline_s=30))
     if preload.error:
         raise RuntimeError(f"could not preload tickers: {preload.error}")
-    urls = [ws_url(endpoints.bridge_ws, t) for t in client_tokens(endpoints.jwt_secret, exchange, connections)]
+    urls = [
+        ws_url(endpoints.bridge_ws, t)
+        for t in client_tokens(endpoints.jwt_secret, exchange, connections)
+    ]
     count = max(1, min(workers, connections))
     jobs = [UnaryJob(i, urls[i::count], exchange, depth, duration_s) for i in range(count)]
     sampler = ProcessSampler({k: v for k, v in endpoints.pids.items() if k != "baseline"})
@@ -130,7 +147,14 @@ def run(endpoints: Endpoints, duration_s: float, connections: int, depth: int,
     for r in reports:
         hist.merge(LatencyHistogram.from_wire(r["hist"]))
         outcome.update(r["outcome"])
-    return {"duration_s": duration_s, "connections": connections, "depth": depth,
-            "requests": hist.total, "requests_per_s": round(hist.total / duration_s, 1),
-            "outcomes": dict(outcome), "latency": hist.summary_ms(), "processes": usage,
-            "load_generator_cpu_s": round(sum(r["cpu_s"] for r in reports), 2)}
+    return {
+        "duration_s": duration_s,
+        "connections": connections,
+        "depth": depth,
+        "requests": hist.total,
+        "requests_per_s": round(hist.total / duration_s, 1),
+        "outcomes": dict(outcome),
+        "latency": hist.summary_ms(),
+        "processes": usage,
+        "load_generator_cpu_s": round(sum(r["cpu_s"] for r in reports), 2),
+    }

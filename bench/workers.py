@@ -50,8 +50,10 @@ class WorkerPool:
         """Spawn one process per job running ``target(job, ctrl, results)``."""
         results = _CTX.Queue()
         ctrls = [_CTX.Queue() for _ in jobs]
-        procs = [_CTX.Process(target=target, args=(job, ctrl, results), daemon=True)
-                 for job, ctrl in zip(jobs, ctrls, strict=True)]
+        procs = [
+            _CTX.Process(target=target, args=(job, ctrl, results), daemon=True)
+            for job, ctrl in zip(jobs, ctrls, strict=True)
+        ]
         for proc in procs:
             proc.start()
         return cls(procs, ctrls, results)
@@ -72,7 +74,9 @@ class WorkerPool:
         while len(got) < len(self.procs):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"{len(self.procs) - len(got)} worker(s) sent no {kind!r} in {timeout:.0f}s")
+                raise TimeoutError(
+                    f"{len(self.procs) - len(got)} worker(s) sent no {kind!r} in {timeout:.0f}s"
+                )
             try:
                 message = self.results.get(timeout=min(remaining, 1.0))
             except queue.Empty:
@@ -80,7 +84,9 @@ class WorkerPool:
                     raise RuntimeError(f"every worker exited before sending {kind!r}") from None
                 continue
             if message.get("kind") == "crash":
-                raise RuntimeError(f"worker {message.get('worker')} crashed: {message.get('error')}")
+                raise RuntimeError(
+                    f"worker {message.get('worker')} crashed: {message.get('error')}"
+                )
             if message.get("kind") == kind:
                 got.append(message)
         return got

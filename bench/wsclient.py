@@ -43,11 +43,18 @@ def ws_url(base: str, token: str | None = None, batch_ms: int | None = None) -> 
     return f"{base}{'&' if '?' in base else '?'}{urlencode(query)}"
 
 
-async def open_session(url: str, timeout: float, welcome: bool = True,
-                       compression: str | None = None) -> ClientConnection:
+async def open_session(
+    url: str, timeout: float, welcome: bool = True, compression: str | None = None
+) -> ClientConnection:
     """Connect and, for the bridge, wait for its ``connection`` welcome frame."""
-    ws = await connect(url, open_timeout=timeout, close_timeout=2, compression=compression,
-                       max_size=MAX_FRAME, ping_interval=None)
+    ws = await connect(
+        url,
+        open_timeout=timeout,
+        close_timeout=2,
+        compression=compression,
+        max_size=MAX_FRAME,
+        ping_interval=None,
+    )
     if welcome:
         try:
             frame = decode(await asyncio.wait_for(ws.recv(decode=False), timeout))
@@ -60,8 +67,9 @@ async def open_session(url: str, timeout: float, welcome: bool = True,
     return ws
 
 
-async def request(ws: ClientConnection, action: str, params: dict[str, Any] | None,
-                  timeout: float) -> dict[str, Any]:
+async def request(
+    ws: ClientConnection, action: str, params: dict[str, Any] | None, timeout: float
+) -> dict[str, Any]:
     """Send one action and return its response frame (frames before it are skipped)."""
     request_id = next(_request_ids)
     await ws.send(encode({"action": action, "request_id": request_id, "params": params or {}}))
@@ -72,11 +80,16 @@ async def request(ws: ClientConnection, action: str, params: dict[str, Any] | No
                 return frame
 
 
-async def subscribe_tickers(ws: ClientConnection, exchange: str, symbols: list[str],
-                            timeout: float) -> str:
+async def subscribe_tickers(
+    ws: ClientConnection, exchange: str, symbols: list[str], timeout: float
+) -> str:
     """Subscribe to ``symbols`` of ``exchange`` without a snapshot; returns the subscription id."""
-    frame = await request(ws, "subscribe", {"channel": "tickers", "exchange": exchange,
-                                            "symbols": symbols, "snapshot": False}, timeout)
+    frame = await request(
+        ws,
+        "subscribe",
+        {"channel": "tickers", "exchange": exchange, "symbols": symbols, "snapshot": False},
+        timeout,
+    )
     if not frame.get("success"):
         raise SessionError(f"subscribe refused: {frame.get('error')}")
     return str(frame["result"]["subscription_id"])

@@ -69,7 +69,7 @@ def test_frames_carry_sequence_and_send_time() -> None:
     assert ticker_updates({"type": "batch", "updates": [frame, frame]}) == [fields, fields]
     assert ticker_updates({"type": "pong"}) == []
     assert decode(b'{"type":"pong"}') == {"type": "pong"}
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError):
         decode(b"[1]")
 
 
@@ -78,9 +78,13 @@ def test_config_quick_defaults_and_clear_errors() -> None:
     assert config.quick and config.scenarios == ("fanout",) and config.rates == (100.0, 200.0)
     assert config.json_path.name == "quick.json"
     assert parse([]).clients == 100
-    for argv, message in ((["nope"], "unknown scenario"), (["--batch-ms", "0"], "--batch-ms"),
-                          (["--bridge-url", "http://x"], "ws://"),
-                          (["--bridge-url", "ws://x/ws"], "--grpc-target"),
-                          (["--modes", "fast"], "unknown mode"), (["--clients", "0"], "--clients")):
+    for argv, message in (
+        (["nope"], "unknown scenario"),
+        (["--batch-ms", "0"], "--batch-ms"),
+        (["--bridge-url", "http://x"], "ws://"),
+        (["--bridge-url", "ws://x/ws"], "--grpc-target"),
+        (["--modes", "fast"], "unknown mode"),
+        (["--clients", "0"], "--clients"),
+    ):
         with pytest.raises(ConfigError, match=message):
             parse(argv)

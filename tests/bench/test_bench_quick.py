@@ -19,15 +19,25 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+def quick_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
     out = tmp_path_factory.mktemp("bench")
-    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=170)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
     return proc, out
 
 
 @pytest.mark.timeout(200)
-def test_quick_run_writes_results_and_plot(quick_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+def test_quick_run_writes_results_and_plot(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
     proc, out = quick_run
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     document = json.loads((out / "quick.json").read_text())
@@ -38,8 +48,10 @@ def test_quick_run_writes_results_and_plot(quick_run: tuple[subprocess.Completed
 
 
 @pytest.mark.timeout(200)
-def test_quick_run_fanout_is_complete_and_ordered(quick_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
-    proc, out = quick_run
+def test_quick_run_fanout_is_complete_and_ordered(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _proc, out = quick_run
     document = json.loads((out / "quick.json").read_text())
     for point in document["fanout"]:
         assert point["connected"] == point["clients"]
@@ -52,8 +64,10 @@ def test_quick_run_fanout_is_complete_and_ordered(quick_run: tuple[subprocess.Co
 
 
 @pytest.mark.timeout(200)
-def test_quick_run_capacity_churn_unary(quick_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
-    proc, out = quick_run
+def test_quick_run_capacity_churn_unary(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _proc, out = quick_run
     document = json.loads((out / "quick.json").read_text())
     steps = document["capacity"]["steps"]
     assert [s["open"] for s in steps] == [s["target"] for s in steps]
