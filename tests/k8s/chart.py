@@ -58,7 +58,7 @@ BASE: dict[str, Any] = {"jwt": {"secret": HS_SECRET}}
 
 CASES: list[Case] = [
     Case("defaults", BASE, {"Deployment": 2, "StatefulSet": 1, "HorizontalPodAutoscaler": 2,
-                            "PodDisruptionBudget": 2, "Secret": 1}),
+                            "PodDisruptionBudget": 2, "Secret": 2}),
     Case("redis-external", merge(BASE, {"redis": {"mode": "external",
                                                   "external": {"url": "rediss://:pw@redis.example:6380/2"}}}),
          {"StatefulSet": 0, "Secret": 2}),
@@ -69,7 +69,10 @@ CASES: list[Case] = [
                                                               "persistence": {"enabled": False}}}),
          {"StatefulSet": 1}),
     Case("redis-sentinel", merge(BASE, {"redis": {"mode": "sentinel"}}),
-         {"StatefulSet": 1, "PodDisruptionBudget": 3}),
+         {"StatefulSet": 1, "PodDisruptionBudget": 3, "Secret": 2}),
+    Case("redis-no-auth", merge(BASE, {"redis": {"auth": {"enabled": False}}}), {"Secret": 1}),
+    Case("redis-sentinel-auth-secret", merge(BASE, {"redis": {"mode": "sentinel", "auth": {
+        "existingSecret": "my-redis-auth", "existingSecretKey": "password"}}}), {"Secret": 1}),
     Case("ingress", merge(BASE, {"ingress": {"enabled": True, "className": "nginx",
                                              "tls": [{"hosts": ["marketbridge.example.com"],
                                                       "secretName": "mb-tls"}]}}),
@@ -90,8 +93,8 @@ CASES: list[Case] = [
     Case("tls", merge(BASE, {"tls": {"enabled": True, "cacheService": {"secretName": "cache-tls"},
                                      "bridge": {"secretName": "bridge-tls"}}}),
          {"ConfigMap": 2}),
-    Case("jwt-public-key", {"jwt": {"publicKey": PUBLIC_KEY}}, {"Secret": 1}),
-    Case("jwt-existing-secret", {"jwt": {"existingSecret": "my-jwt"}}, {"Secret": 0}),
+    Case("jwt-public-key", {"jwt": {"publicKey": PUBLIC_KEY}}, {"Secret": 2}),
+    Case("jwt-existing-secret", {"jwt": {"existingSecret": "my-jwt"}}, {"Secret": 1}),
     Case("no-autoscaling", merge(BASE, {"bridge": {"autoscaling": {"enabled": False}, "replicaCount": 3},
                                         "cacheService": {"autoscaling": {"enabled": False},
                                                          "pdb": {"maxUnavailable": None,

@@ -176,7 +176,7 @@ def test_default_install_is_authenticated_and_drains() -> None:
     grace = float(env["BRIDGE_SHUTDOWN_GRACE"])
     spec = next(s for n, s in pod_specs(objects) if n.endswith("-bridge"))
     assert spec["terminationGracePeriodSeconds"] > sleep + grace
-    secret = by_kind(objects, "Secret")[0]
+    secret = next(s for s in by_kind(objects, "Secret") if s["metadata"]["name"].endswith("-jwt"))
     assert secret["type"] == "Opaque" and "jwt-secret" in secret["data"]
 
 
@@ -189,8 +189,13 @@ def test_cache_service_uses_native_grpc_probes_and_headless_service() -> None:
                     and "cache" in s["metadata"]["name"])
     assert headless["spec"]["clusterIP"] == "None"
     assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == {"grpc": 50051, "metrics": 9101}
+    names = [e["name"] for e in cache["env"]]
+    assert names.index("REDIS_PASSWORD") < names.index("CACHE_REDIS_URL"), "$(VAR) needs VAR first"
     env = env_of(cache)
-    assert env["CACHE_REDIS_URL"] == f"redis://{RELEASE}-marketbridge-redis.{NAMESPACE}.svc.cluster.local:6379/0"
+    assert env["CACHE_REDIS_URL"] == (
+        f"redis://:$(REDIS_PASSWORD)@{RELEASE}-marketbridge-redis.{NAMESPACE}.svc.cluster.local:6379/0")
+    assert env["REDIS_PASSWORD"]["secretKeyRef"] == {"name": f"{RELEASE}-marketbridge-redis-auth",
+                                                     "key": "redis-password"}
 
 
 def test_sentinel_mode_builds_the_sentinel_url_and_three_sentinels() -> None:
@@ -198,7 +203,8 @@ def test_sentinel_mode_builds_the_sentinel_url_and_three_sentinels() -> None:
     url = env_of(_containers(objects, "-cache-service"))["CACHE_REDIS_URL"]
     hosts = [f"{RELEASE}-marketbridge-redis-{i}.{RELEASE}-marketbridge-redis-headless.{NAMESPACE}.svc.cluster.local:26379"
              for i in range(3)]
-    assert url == f"redis+sentinel://{','.join(hosts)}/mymaster/0"
+    assert url == (f"redis+sentinel://:$(REDIS_PASSWORD)@{','.join(hosts)}/mymaster/0"
+                   "?sentinel_password=$(REDIS_PASSWORD)")
     sts = by_kind(objects, "StatefulSet")[0]
     assert sts["spec"]["replicas"] == 3
     assert [c["name"] for c in sts["spec"]["template"]["spec"]["containers"]] == ["redis", "sentinel"]
@@ -328,3 +334,34 @@ def test_bridge_values_reach_the_environment() -> None:
     assert (env["BRIDGE_MAX_CONNECTIONS"], env["BRIDGE_IDLE_TIMEOUT"], env["BRIDGE_RATE_LIMIT"],
             env["BRIDGE_BATCH_MAX_MS"], env["BRIDGE_LOG_LEVEL"], env["BRIDGE_JWT_ALGORITHMS"]) == (
         "777", "12.5", "9", "250", "DEBUG", "HS256 HS512")
+
+
+def test_redis_password_is_generated_required_and_shared() -> None:
+    import base64
+
+    objects = rendered(CASES[0])
+    secret = next(s for s in by_kind(objects, "Secret") if s["metadata"]["name"].endswith("-redis-auth"))
+    password = base64.b64decode(secret["data"]["redis-password"]).decode()
+    assert len(password) == 32 and password.isalnum()
+    redis = by_kind(objects, "StatefulSet")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert redis["command"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    assert env_of(redis)["REDISCLI_AUTH"] == "$(REDIS_PASSWORD)"
+    # a given password is used as is; none without auth
+    from tests.k8s.chart import merge
+
+    objects = render(merge(BASE, {"redis": {"auth": {"password": "s3cret-Pass.word"}}}))
+    secret = next(s for s in by_kind(objects, "Secret") if s["metadata"]["name"].endswith("-redis-auth"))
+    assert base64.b64decode(secret["data"]["redis-password"]) == b"s3cret-Pass.word"
+    objects = rendered(next(c for c in CASES if c.name == "redis-no-auth"))
+    cache = _containers(objects, "-cache-service")
+    assert "REDIS_PASSWORD" not in env_of(cache)
+    assert env_of(cache)["CACHE_REDIS_URL"].startswith("redis://mb-marketbridge-redis.")
+
+
+def test_sentinel_auth_from_an_existing_secret_reaches_every_container() -> None:
+    objects = rendered(next(c for c in CASES if c.name == "redis-sentinel-auth-secret"))
+    spec = by_kind(objects, "StatefulSet")[0]["spec"]["template"]["spec"]
+    for c in spec["containers"] + spec["initContainers"] + [_containers(objects, "-cache-service")]:
+        assert env_of(c)["REDIS_PASSWORD"]["secretKeyRef"] == {"name": "my-redis-auth", "key": "password"}, c["name"]
+    config = next(o for o in by_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-redis-config"))
+    assert "masterauth" in config["data"]["init.sh"] and "sentinel auth-pass %s" in config["data"]["init.sh"]

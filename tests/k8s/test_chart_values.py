@@ -33,6 +33,7 @@ SCHEMA_REJECTS: list[tuple[dict[str, Any], str]] = [
      "/ingress/hosts/0/paths/0/path"),
     (merge(BASE, {"metrics": {"serviceMonitor": {"interval": "often"}}}), "/metrics/serviceMonitor/interval"),
     (merge(BASE, {"brdige": {"replicaCount": 3}}), "'brdige' not allowed"),
+    (merge(BASE, {"redis": {"auth": {"password": "p@ss/word"}}}), "/redis/auth/password"),
 ]
 
 # Cross-field rules the chart checks itself, with the message it gives.
@@ -95,7 +96,7 @@ def test_no_default_secret_and_auth_is_never_off_by_default() -> None:
 def test_auth_none_renders_without_a_key_and_warns() -> None:
     values = {"bridge": {"auth": "none"}}
     objects = render(values)
-    assert not [o for o in objects if o["kind"] == "Secret"]
+    assert not [o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"].endswith("-jwt")]
     assert "WARNING: bridge.auth is \"none\"" in notes(values)
 
 

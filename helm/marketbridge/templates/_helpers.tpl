@@ -111,16 +111,44 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-%d.%s" (include "marketbridge.redis.fullname" .ctx) (int .index) (include "marketbridge.svcHost" (dict "ctx" .ctx "name" (include "marketbridge.redis.headless" .ctx))) }}
 {{- end }}
 
-{{/* The cache service's Redis URL for the in-chart Redis (external mode reads its own). */}}
+{{/*
+The cache service's Redis URL for the in-chart Redis (external mode reads its own). With auth,
+the password comes from the REDIS_PASSWORD variable set just before it (Kubernetes expands
+$(VAR) in env values), so it never appears in the pod spec.
+*/}}
 {{- define "marketbridge.redisUrl" -}}
+{{- $auth := ternary ":$(REDIS_PASSWORD)@" "" .Values.redis.auth.enabled }}
 {{- if eq .Values.redis.mode "sentinel" }}
 {{- $hosts := list }}
 {{- range $i := until (int .Values.redis.sentinel.replicas) }}
 {{- $hosts = append $hosts (printf "%s:26379" (include "marketbridge.redis.podHost" (dict "ctx" $ "index" $i))) }}
 {{- end }}
-{{- printf "redis+sentinel://%s/%s/%d" (join "," $hosts) .Values.redis.sentinel.masterName (int .Values.redis.db) }}
+{{- printf "redis+sentinel://%s%s/%s/%d" $auth (join "," $hosts) .Values.redis.sentinel.masterName (int .Values.redis.db) }}
+{{- if .Values.redis.auth.enabled }}?sentinel_password=$(REDIS_PASSWORD){{ end }}
 {{- else }}
-{{- printf "redis://%s:6379/%d" (include "marketbridge.svcHost" (dict "ctx" . "name" (include "marketbridge.redis.fullname" .))) (int .Values.redis.db) }}
+{{- printf "redis://%s%s:6379/%d" $auth (include "marketbridge.svcHost" (dict "ctx" . "name" (include "marketbridge.redis.fullname" .))) (int .Values.redis.db) }}
+{{- end }}
+{{- end }}
+
+{{- define "marketbridge.redis.authSecretName" -}}
+{{- default (printf "%s-redis-auth" (include "marketbridge.fullname" .)) .Values.redis.auth.existingSecret }}
+{{- end }}
+
+{{- define "marketbridge.redis.authSecretKey" -}}
+{{- ternary .Values.redis.auth.existingSecretKey "redis-password" (ne .Values.redis.auth.existingSecret "") }}
+{{- end }}
+
+{{/* REDIS_PASSWORD (and REDISCLI_AUTH for redis-cli in probes) from the auth Secret:
+(dict "ctx" $ "cli" true). */}}
+{{- define "marketbridge.redis.passwordEnv" -}}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "marketbridge.redis.authSecretName" .ctx }}
+      key: {{ include "marketbridge.redis.authSecretKey" .ctx }}
+{{- if .cli }}
+- name: REDISCLI_AUTH
+  value: $(REDIS_PASSWORD)
 {{- end }}
 {{- end }}
 
