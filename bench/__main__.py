@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench import capacity, churn, fanout, plot, report, unary
+from bench import capacity, churn, fanout, grpc_batching, plot, report, unary
 from bench.config import BenchConfig, ConfigError, parse
 from bench.stack import Endpoints, LocalStack, StackError, StackOptions
 
@@ -125,6 +125,12 @@ def run_scenarios(config: BenchConfig, endpoints: Endpoints, document: dict[str,
         if result:
             document["unary"] = result
             print(report.unary_line(result), flush=True)
+        report.write(document, config.json_path)
+    if "grpc" in config.scenarios:
+        result = _attempt(document, "grpc", lambda: grpc_batching.run(config.grpc_tickers))
+        if result:
+            document["grpc_batching"] = result
+            print("\n".join(report.grpc_lines(result)), flush=True)
         report.write(document, config.json_path)
 
 

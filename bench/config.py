@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-SCENARIOS = ("fanout", "capacity", "churn", "unary")
+SCENARIOS = ("fanout", "capacity", "churn", "unary", "grpc")
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 
 
@@ -56,6 +56,8 @@ class BenchConfig:
     unary_duration: float = 10.0
     unary_connections: int = 64
     unary_depth: int = 4
+    # (e) gRPC per-message cost
+    grpc_tickers: int = 30_000
 
     @property
     def local(self) -> bool:
@@ -90,6 +92,7 @@ QUICK = {
     "unary_duration": 2.0,
     "unary_connections": 4,
     "unary_depth": 2,
+    "grpc_tickers": 2_000,
 }
 
 
@@ -166,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("unary-duration", float, "seconds of get_ticker load"),
         ("unary-connections", int, "connections sending get_ticker"),
         ("unary-depth", int, "requests in flight per connection"),
+        ("grpc-tickers", int, "tickers streamed per packing in the grpc scenario"),
     ):
         p.add_argument(f"--{name}", type=kind, help=text)
     p.add_argument(

@@ -38,6 +38,7 @@ def new_document(config: BenchConfig) -> dict[str, Any]:
         "capacity": None,
         "churn": None,
         "unary": None,
+        "grpc_batching": None,
         "errors": [],
     }
 
@@ -77,6 +78,15 @@ def churn_line(result: dict[str, Any]) -> str:
         f"churn {result['connects_per_s']}/s connects ({result['connects']} in {result['duration_s']}s) "
         f"p50={lat['p50_ms']}ms p99={lat['p99_ms']}ms errors={sum(result['errors'].values())}"
     )
+
+
+def grpc_lines(result: dict[str, Any]) -> list[str]:
+    return [
+        f"grpc {row['tickers_per_message']:>3} tickers/message: server "
+        f"{row['server_us_per_ticker']} us/ticker, client {row['client_us_per_ticker']} us/ticker, "
+        f"{row['tickers_per_s']} tickers/s"
+        for row in result["rows"]
+    ]
 
 
 def unary_line(result: dict[str, Any]) -> str:

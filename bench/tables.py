@@ -79,6 +79,19 @@ def unary_table(unary: dict[str, Any]) -> str:
     )
 
 
+def grpc_table(result: dict[str, Any]) -> str:
+    rows = [
+        "| tickers per gRPC message | server CPU us/ticker | client CPU us/ticker | tickers/s |",
+        "|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        rows.append(
+            f"| {r['tickers_per_message']} | {r['server_us_per_ticker']} "
+            f"| {r['client_us_per_ticker']} | {r['tickers_per_s']} |"
+        )
+    return "\n".join(rows)
+
+
 def render(document: dict[str, Any]) -> str:
     parts = [f"Run {document['started_at']}, machine {document['machine']}"]
     if document.get("fanout"):
@@ -89,6 +102,8 @@ def render(document: dict[str, Any]) -> str:
         parts.append(churn_table(document["churn"]))
     if document.get("unary"):
         parts.append(unary_table(document["unary"]))
+    if document.get("grpc_batching"):
+        parts.append(grpc_table(document["grpc_batching"]))
     if document.get("errors"):
         parts.append("Errors: " + "; ".join(document["errors"]))
     return "\n\n".join(parts)

@@ -64,7 +64,7 @@ def test_quick_run_fanout_is_complete_and_ordered(
 
 
 @pytest.mark.timeout(200)
-def test_quick_run_capacity_churn_unary(
+def test_quick_run_capacity_churn_unary_grpc(
     quick_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
     _proc, out = quick_run
@@ -75,3 +75,5 @@ def test_quick_run_capacity_churn_unary(
     assert document["churn"]["connects"] > 0 and document["churn"]["errors"] == {}
     assert document["unary"]["requests"] > 0
     assert set(document["unary"]["outcomes"]) == {"ok"}
+    packings = [row["tickers_per_message"] for row in document["grpc_batching"]["rows"]]
+    assert packings == [1, 10, 100]
