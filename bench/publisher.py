@@ -18,6 +18,7 @@ from bench.pacing import Pacer
 from bench.ticks import SequenceCounter, baseline_frame, ticker_fields
 
 TICK_SLOT_S = 0.002
+OVERRUN = 1.5  # a publisher held back by flow control stops at 1.5x the planned duration
 
 
 @dataclass
@@ -29,6 +30,11 @@ class PublishPlan:
     rate: float
     duration_s: float
     streams: int = 1
+
+    @property
+    def stop_at_offset_s(self) -> float:
+        """Publishing stops this long after the start even if the plan is not fully sent."""
+        return self.duration_s * OVERRUN + 1.0
 
     @property
     def total(self) -> int:
@@ -72,10 +78,13 @@ class PublishResult:
         }
 
 
-async def _paced(pacer: Pacer, emit: Any) -> None:
-    """Call ``emit(n)`` with each burst that falls due until the pacer is done."""
+async def _paced(pacer: Pacer, emit: Any, stop_at: float) -> None:
+    """Call ``emit(n)`` with each burst that falls due until the pacer is done, or until
+    ``stop_at`` when the receiving end cannot keep up (the result says how much went out)."""
     while not pacer.done:
         now = time.time()
+        if now >= stop_at:
+            return
         count = pacer.due(now)
         if count:
             await emit(count)
@@ -118,7 +127,7 @@ async def publish_grpc(target: str, plan: PublishPlan, deadline_s: float) -> Pub
                 yield item
 
         call = stub.PublishTickers(requests(), timeout=deadline_s)
-        await _paced(pacer, emit)
+        await _paced(pacer, emit, result.started_at + plan.stop_at_offset_s)
         await queue.put(None)
         await call
         result.final.update(counter.final())
@@ -161,7 +170,7 @@ async def publish_pubsub(redis_url: str, channel: str, plan: PublishPlan) -> Pub
         result.sent += count
 
     try:
-        await _paced(pacer, emit)
+        await _paced(pacer, emit, result.started_at + plan.stop_at_offset_s)
     except Exception as exc:  # noqa: BLE001 - reported in the results, the run goes on
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
