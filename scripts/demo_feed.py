@@ -52,7 +52,13 @@ BASE_PRICES: Mapping[str, float] = {
     "LINK/USDT": 15.0,
 }
 DEMO_USERS = ("alice", "bob")
-BOT_MESSAGES = ("waiting for fill", "grid rebalanced", "order placed", "take-profit moved", "watching spread")
+BOT_MESSAGES = (
+    "waiting for fill",
+    "grid rebalanced",
+    "order placed",
+    "take-profit moved",
+    "watching spread",
+)
 
 
 # ---------------------------------------------------------------------------- configuration
@@ -82,7 +88,9 @@ class FeedConfig:
             raise ConfigError("--target must name the cache service, e.g. 127.0.0.1:50051")
         for name in ("rate", "trade_interval", "window", "backoff_max"):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}"
+                )
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ConfigError("--tls-cert-file and --tls-key-file go together")
         for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
@@ -90,7 +98,9 @@ class FeedConfig:
             if path and not os.path.isfile(path):
                 raise ConfigError(f"--{name.replace('_', '-')}: no such file: {path}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level}")
+            raise ConfigError(
+                f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level}"
+            )
 
 
 def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> FeedConfig:
@@ -100,14 +110,28 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> FeedConfig:
     def env(name: str, default: object) -> object:
         return environ.get(ENV_PREFIX + name.upper(), default)
 
-    parser = argparse.ArgumentParser(prog="python -m scripts.demo_feed", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", default=env("target", defaults.target), help="cache service HOST:PORT")
-    parser.add_argument("--rate", default=env("rate", defaults.rate), help="ticks per second, all symbols together")
-    parser.add_argument("--trade-interval", default=env("trade_interval", defaults.trade_interval),
-                        help="seconds between order/bot updates")
-    parser.add_argument("--window", default=env("window", defaults.window),
-                        help="seconds per PublishTickers call (each ends with an accepted count)")
-    parser.add_argument("--seed", default=env("seed", None), help="random seed, for a repeatable market")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.demo_feed", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--target", default=env("target", defaults.target), help="cache service HOST:PORT"
+    )
+    parser.add_argument(
+        "--rate", default=env("rate", defaults.rate), help="ticks per second, all symbols together"
+    )
+    parser.add_argument(
+        "--trade-interval",
+        default=env("trade_interval", defaults.trade_interval),
+        help="seconds between order/bot updates",
+    )
+    parser.add_argument(
+        "--window",
+        default=env("window", defaults.window),
+        help="seconds per PublishTickers call (each ends with an accepted count)",
+    )
+    parser.add_argument(
+        "--seed", default=env("seed", None), help="random seed, for a repeatable market"
+    )
     parser.add_argument("--tls-ca-file", default=env("tls_ca_file", None))
     parser.add_argument("--tls-cert-file", default=env("tls_cert_file", None))
     parser.add_argument("--tls-key-file", default=env("tls_key_file", None))
@@ -163,26 +187,35 @@ def _round_price(price: float) -> float:
     """Keep about six significant digits, as an exchange's tick size would."""
     if price <= 0:
         return price
-    digits = max(0, 5 - int(math.floor(math.log10(price))))
+    digits = max(0, 5 - math.floor(math.log10(price)))
     return round(price, digits)
 
 
 class Market:
     """A geometric random walk per instrument; each :meth:`tick` moves one instrument."""
 
-    def __init__(self, rng: random.Random, exchanges: Sequence[str] = EXCHANGES,
-                 base_prices: Mapping[str, float] = BASE_PRICES, volatility: float = 0.0008) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        exchanges: Sequence[str] = EXCHANGES,
+        base_prices: Mapping[str, float] = BASE_PRICES,
+        volatility: float = 0.0008,
+    ) -> None:
         self._rng = rng
         self._volatility = volatility
         self.instruments: list[Instrument] = []
         for exchange in exchanges:
             for symbol, base in base_prices.items():
                 price = base * rng.uniform(0.995, 1.005)
-                self.instruments.append(Instrument(
-                    exchange=exchange, symbol=symbol, price=price,
-                    open_24h=price * rng.uniform(0.95, 1.05),
-                    volume=rng.uniform(1e3, 1e6) / math.sqrt(base),
-                ))
+                self.instruments.append(
+                    Instrument(
+                        exchange=exchange,
+                        symbol=symbol,
+                        price=price,
+                        open_24h=price * rng.uniform(0.95, 1.05),
+                        volume=rng.uniform(1e3, 1e6) / math.sqrt(base),
+                    )
+                )
         self._by_key = {(i.exchange, i.symbol): i for i in self.instruments}
 
     def price(self, exchange: str, symbol: str) -> float:
@@ -195,7 +228,9 @@ class Market:
     def tick(self, now: float) -> cache_pb2.Ticker:
         instrument = self._rng.choice(self.instruments)
         instrument.price *= math.exp(self._rng.gauss(0.0, self._volatility))
-        instrument.volume += abs(self._rng.gauss(0.0, 1.0)) * 50.0 / math.sqrt(instrument.price + 1.0)
+        instrument.volume += (
+            abs(self._rng.gauss(0.0, 1.0)) * 50.0 / math.sqrt(instrument.price + 1.0)
+        )
         return instrument.ticker(now)
 
 
@@ -219,7 +254,9 @@ class TradingDesk:
 
     MAX_LIVE_ORDERS = 4
 
-    def __init__(self, rng: random.Random, market: Market, users: Sequence[str] = DEMO_USERS) -> None:
+    def __init__(
+        self, rng: random.Random, market: Market, users: Sequence[str] = DEMO_USERS
+    ) -> None:
         self._rng = rng
         self._market = market
         self.traders = [self._trader(index, user) for index, user in enumerate(users)]
@@ -230,12 +267,19 @@ class TradingDesk:
         for n in range(2 if index == 0 else 1):
             exchange = EXCHANGES[(index + n) % len(EXCHANGES)]
             picked = self._rng.sample(symbols, 2)
-            trader.bots.append(cache_pb2.Bot(
-                bot_id=f"{user}-bot-{n + 1}", user_id=user,
-                name=("grid " if n == 0 else "dca ") + picked[0].split("/")[0],
-                status="running", exchange=exchange, symbols=picked,
-                pnl=round(self._rng.uniform(-50, 150), 2), message="started", updated_at=time.time(),
-            ))
+            trader.bots.append(
+                cache_pb2.Bot(
+                    bot_id=f"{user}-bot-{n + 1}",
+                    user_id=user,
+                    name=("grid " if n == 0 else "dca ") + picked[0].split("/")[0],
+                    status="running",
+                    exchange=exchange,
+                    symbols=picked,
+                    pnl=round(self._rng.uniform(-50, 150), 2),
+                    message="started",
+                    updated_at=time.time(),
+                )
+            )
         return trader
 
     def state(self) -> tuple[list[cache_pb2.Order], list[cache_pb2.Bot]]:
@@ -256,7 +300,9 @@ class TradingDesk:
 
     def _advance_orders(self, trader: Trader, now: float) -> cache_pb2.Order:
         trader.orders = [o for o in trader.orders if o.status not in _TERMINAL]
-        if not trader.orders or (len(trader.orders) < self.MAX_LIVE_ORDERS and self._rng.random() < 0.3):
+        if not trader.orders or (
+            len(trader.orders) < self.MAX_LIVE_ORDERS and self._rng.random() < 0.3
+        ):
             order = self._place(trader, now)
             trader.orders.append(order)
             return order
@@ -271,18 +317,28 @@ class TradingDesk:
         side = self._rng.choice(("buy", "sell"))
         price = self._market.price(exchange, symbol) * (0.998 if side == "buy" else 1.002)
         order = cache_pb2.Order(
-            order_id=f"{trader.user_id}-{trader.next_order:05d}", user_id=trader.user_id,
-            bot_id=bot.bot_id if bot else "", exchange=exchange, symbol=symbol, side=side,
-            order_type=self._rng.choice(("limit", "limit", "market", "stop_limit")), status="new",
-            price=_round_price(price), amount=round(1000.0 / price, 6) or 1.0, filled=0.0,
-            created_at=now, updated_at=now,
+            order_id=f"{trader.user_id}-{trader.next_order:05d}",
+            user_id=trader.user_id,
+            bot_id=bot.bot_id if bot else "",
+            exchange=exchange,
+            symbol=symbol,
+            side=side,
+            order_type=self._rng.choice(("limit", "limit", "market", "stop_limit")),
+            status="new",
+            price=_round_price(price),
+            amount=round(1000.0 / price, 6) or 1.0,
+            filled=0.0,
+            created_at=now,
+            updated_at=now,
         )
         trader.next_order += 1
         return order
 
     def _progress(self, order: cache_pb2.Order, now: float) -> None:
         if order.status == "partially_filled":
-            order.filled = min(order.amount, order.filled + order.amount * self._rng.uniform(0.2, 0.6))
+            order.filled = min(
+                order.amount, order.filled + order.amount * self._rng.uniform(0.2, 0.6)
+            )
             if order.filled >= order.amount * 0.999:
                 order.filled, order.status = order.amount, "filled"
         elif order.status == "open" and self._rng.random() < 0.1:
@@ -371,23 +427,34 @@ class Feed:
                     error = group.exceptions[0]
                 if error is not None and not self._stop.is_set():
                     delay = self._backoff.delay()
-                    log.warning("cache service at %s: %s; retrying in %.1fs",
-                                self.config.target, _describe(error), delay)
+                    log.warning(
+                        "cache service at %s: %s; retrying in %.1fs",
+                        self.config.target,
+                        _describe(error),
+                        delay,
+                    )
                     await self._sleep(delay)
 
     async def _session(self, stub: cache_pb2_grpc.CacheServiceStub) -> None:
         """One connected period: full state first, then ticks and trading side by side."""
         await self._send_state(stub)
         self._backoff.reset()
-        log.info("connected to %s: %d instruments, %d users; publishing %.0f ticks/s",
-                 self.config.target, len(self.market.instruments), len(self.desk.traders), self.config.rate)
+        log.info(
+            "connected to %s: %d instruments, %d users; publishing %.0f ticks/s",
+            self.config.target,
+            len(self.market.instruments),
+            len(self.desk.traders),
+            self.config.rate,
+        )
         async with asyncio.TaskGroup() as group:
             group.create_task(self._publish_ticks(stub))
             group.create_task(self._trade(stub))
 
     async def _send_state(self, stub: cache_pb2_grpc.CacheServiceStub) -> None:
         now = time.time()
-        response = await stub.PublishTickers(_requests(self.market.snapshot(now)), timeout=CALL_TIMEOUT_S)
+        response = await stub.PublishTickers(
+            _requests(self.market.snapshot(now)), timeout=CALL_TIMEOUT_S
+        )
         self.published += response.accepted
         orders, bots = self.desk.state()
         await self._upsert(stub, orders, bots)
@@ -395,11 +462,17 @@ class Feed:
     async def _publish_ticks(self, stub: cache_pb2_grpc.CacheServiceStub) -> None:
         """Back-to-back ``PublishTickers`` calls of ``window`` seconds each."""
         while not self._stop.is_set():
-            call = stub.PublishTickers(self._paced_ticks(), timeout=self.config.window + CALL_TIMEOUT_S)
+            call = stub.PublishTickers(
+                self._paced_ticks(), timeout=self.config.window + CALL_TIMEOUT_S
+            )
             response = await call
             self.published += response.accepted
-            log.info("published %d ticks (total %d, last seq %s)",
-                     response.accepted, self.published, response.last_seq or "-")
+            log.info(
+                "published %d ticks (total %d, last seq %s)",
+                response.accepted,
+                self.published,
+                response.last_seq or "-",
+            )
 
     async def _paced_ticks(self) -> AsyncIterator[cache_pb2.PublishTickerRequest]:
         """``rate`` ticks per second for one window, on a fixed schedule (no drift)."""
@@ -423,10 +496,16 @@ class Feed:
             orders, bots = self.desk.step(time.time())
             await self._upsert(stub, orders, bots)
 
-    async def _upsert(self, stub: cache_pb2_grpc.CacheServiceStub,
-                      orders: Sequence[cache_pb2.Order], bots: Sequence[cache_pb2.Bot]) -> None:
+    async def _upsert(
+        self,
+        stub: cache_pb2_grpc.CacheServiceStub,
+        orders: Sequence[cache_pb2.Order],
+        bots: Sequence[cache_pb2.Bot],
+    ) -> None:
         for order in orders:
-            await stub.UpsertOrder(cache_pb2.UpsertOrderRequest(order=order), timeout=CALL_TIMEOUT_S)
+            await stub.UpsertOrder(
+                cache_pb2.UpsertOrderRequest(order=order), timeout=CALL_TIMEOUT_S
+            )
         for bot in bots:
             await stub.UpsertBot(cache_pb2.UpsertBotRequest(bot=bot), timeout=CALL_TIMEOUT_S)
 
@@ -438,7 +517,9 @@ class Feed:
             pass
 
 
-async def _requests(tickers: Sequence[cache_pb2.Ticker]) -> AsyncIterator[cache_pb2.PublishTickerRequest]:
+async def _requests(
+    tickers: Sequence[cache_pb2.Ticker],
+) -> AsyncIterator[cache_pb2.PublishTickerRequest]:
     for ticker in tickers:
         yield cache_pb2.PublishTickerRequest(ticker=ticker)
 
@@ -473,8 +554,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"demo_feed: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=config.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     asyncio.run(serve(config))
     return 0
 

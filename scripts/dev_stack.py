@@ -37,6 +37,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import grpc
 import jwt
@@ -50,7 +51,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_USERS = ("alice", "bob")
 TOKEN_LIFETIME_S = 24 * 3600
 STOP_GRACE_S = 10.0
-SUBSCRIBE_EXAMPLE = '{"action":"subscribe","request_id":1,"params":{"channel":"tickers","exchange":"binance"}}'
+SUBSCRIBE_EXAMPLE = (
+    '{"action":"subscribe","request_id":1,"params":{"channel":"tickers","exchange":"binance"}}'
+)
 
 
 class StackError(Exception):
@@ -80,13 +83,21 @@ class StackConfig:
         for name in ("port", "grpc_port", "metrics_port"):
             value = getattr(self, name)
             if not 0 < value < 65536:
-                raise StackError(f"--{name.replace('_', '-')} must be a TCP port (1..65535), got {value}")
+                raise StackError(
+                    f"--{name.replace('_', '-')} must be a TCP port (1..65535), got {value}"
+                )
         if not 0 <= self.redis_port < 65536:
-            raise StackError(f"--redis-port must be 0 (any free port) or a TCP port, got {self.redis_port}")
+            raise StackError(
+                f"--redis-port must be 0 (any free port) or a TCP port, got {self.redis_port}"
+            )
         if self.rate <= 0 or self.ready_timeout <= 0:
             raise StackError("--rate and --ready-timeout must be > 0")
-        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "redis+sentinel://")):
-            raise StackError(f"--redis-url must start with redis://, rediss:// or redis+sentinel://, got {self.redis_url}")
+        if self.redis_url and not self.redis_url.startswith(
+            ("redis://", "rediss://", "redis+sentinel://")
+        ):
+            raise StackError(
+                f"--redis-url must start with redis://, rediss:// or redis+sentinel://, got {self.redis_url}"
+            )
 
     @property
     def public_host(self) -> str:
@@ -105,30 +116,68 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> StackConfig
     def env(name: str, default: object) -> object:
         return environ.get(ENV_PREFIX + name.upper(), default)
 
-    parser = argparse.ArgumentParser(prog="python -m scripts.dev_stack",
-                                     description="Run Redis, cache service, bridge and demo feed locally.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.dev_stack",
+        description="Run Redis, cache service, bridge and demo feed locally.",
+    )
     parser.add_argument("--host", default=env("host", d.host), help="bridge bind address")
     parser.add_argument("--port", default=env("port", d.port), help="bridge HTTP/WebSocket port")
-    parser.add_argument("--grpc-port", default=env("grpc_port", d.grpc_port), help="cache service gRPC port")
-    parser.add_argument("--metrics-port", default=env("metrics_port", d.metrics_port), help="cache service metrics port")
-    parser.add_argument("--redis-port", default=env("redis_port", d.redis_port), help="port of the Redis started here (0: any free)")
-    parser.add_argument("--redis-url", default=env("redis_url", None), help="use this running Redis instead of starting one")
+    parser.add_argument(
+        "--grpc-port", default=env("grpc_port", d.grpc_port), help="cache service gRPC port"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        default=env("metrics_port", d.metrics_port),
+        help="cache service metrics port",
+    )
+    parser.add_argument(
+        "--redis-port",
+        default=env("redis_port", d.redis_port),
+        help="port of the Redis started here (0: any free)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=env("redis_url", None),
+        help="use this running Redis instead of starting one",
+    )
     parser.add_argument("--rate", default=env("rate", d.rate), help="demo feed ticks per second")
-    parser.add_argument("--no-feed", action="store_true", default=env("no_feed", "") not in ("", "0", "false"),
-                        help="do not start the demo feed")
-    parser.add_argument("--jwt-secret", default=env("jwt_secret", None), help="bridge HS256 secret (default: random)")
+    parser.add_argument(
+        "--no-feed",
+        action="store_true",
+        default=env("no_feed", "") not in ("", "0", "false"),
+        help="do not start the demo feed",
+    )
+    parser.add_argument(
+        "--jwt-secret",
+        default=env("jwt_secret", None),
+        help="bridge HS256 secret (default: random)",
+    )
     parser.add_argument("--log-level", default=env("log_level", d.log_level))
-    parser.add_argument("--ready-timeout", default=env("ready_timeout", d.ready_timeout),
-                        help="seconds each part may take to become ready")
+    parser.add_argument(
+        "--ready-timeout",
+        default=env("ready_timeout", d.ready_timeout),
+        help="seconds each part may take to become ready",
+    )
     args = parser.parse_args(list(argv))
     try:
-        numbers = {name: int(getattr(args, name)) for name in ("port", "grpc_port", "metrics_port", "redis_port")}
+        numbers = {
+            name: int(getattr(args, name))
+            for name in ("port", "grpc_port", "metrics_port", "redis_port")
+        }
         rate, ready_timeout = float(args.rate), float(args.ready_timeout)
     except ValueError as exc:
         raise StackError(f"bad number: {exc}") from None
     extra = {"jwt_secret": args.jwt_secret} if args.jwt_secret else {}
-    return StackConfig(host=args.host, redis_url=args.redis_url or None, rate=rate, feed=not args.no_feed,
-                       log_level=str(args.log_level).upper(), ready_timeout=ready_timeout, **numbers, **extra)
+    return StackConfig(
+        host=args.host,
+        redis_url=args.redis_url or None,
+        rate=rate,
+        feed=not args.no_feed,
+        log_level=str(args.log_level).upper(),
+        ready_timeout=ready_timeout,
+        **numbers,
+        **extra,
+    )
 
 
 def check_port_free(host: str, port: int, flag: str) -> None:
@@ -141,7 +190,9 @@ def check_port_free(host: str, port: int, flag: str) -> None:
             sock.bind((bind_host, port))
         except OSError:
             env_name = ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper()
-            raise StackError(f"port {port} is in use: choose another with {flag} or {env_name}") from None
+            raise StackError(
+                f"port {port} is in use: choose another with {flag} or {env_name}"
+            ) from None
 
 
 def pick_free_port() -> int:
@@ -153,7 +204,9 @@ def pick_free_port() -> int:
 def dev_token(secret: str, user: str, now: float | None = None) -> str:
     """An HS256 token the bridge accepts: ``sub`` is the user, valid for 24 hours."""
     issued = int(now if now is not None else time.time())
-    return jwt.encode({"sub": user, "iat": issued, "exp": issued + TOKEN_LIFETIME_S}, secret, algorithm="HS256")
+    return jwt.encode(
+        {"sub": user, "iat": issued, "exp": issued + TOKEN_LIFETIME_S}, secret, algorithm="HS256"
+    )
 
 
 # ---------------------------------------------------------------------------- readiness probes
@@ -172,7 +225,9 @@ async def redis_ready(url: str) -> bool:
 async def grpc_serving(target: str) -> bool:
     async with grpc.aio.insecure_channel(target) as channel:
         try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=1
+            )
         except grpc.aio.AioRpcError:
             return False
     return reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -181,7 +236,7 @@ async def grpc_serving(target: str) -> bool:
 async def http_ok(url: str) -> bool:
     def get() -> bool:
         try:
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (loopback only)
+            with urllib.request.urlopen(url, timeout=1) as response:
                 return response.status == 200
         except (OSError, urllib.error.URLError):
             return False
@@ -192,7 +247,9 @@ async def http_ok(url: str) -> bool:
 async def has_tickers(target: str) -> bool:
     async with grpc.aio.insecure_channel(target) as channel:
         try:
-            reply = await cache_pb2_grpc.CacheServiceStub(channel).ListTickers(cache_pb2.ListTickersRequest(), timeout=1)
+            reply = await cache_pb2_grpc.CacheServiceStub(channel).ListTickers(
+                cache_pb2.ListTickersRequest(), timeout=1
+            )
         except grpc.aio.AioRpcError:
             return False
     return len(reply.tickers) > 0
@@ -214,7 +271,7 @@ def _die_with_parent() -> None:
 class Output:
     """Prefixed, optionally coloured log lines; one writer so lines never interleave mid-line."""
 
-    def __init__(self, stream=sys.stdout) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, stream: TextIO = sys.stdout) -> None:
         self._stream = stream
         self._color = stream.isatty() and os.environ.get("NO_COLOR") is None
         self._width = max(len(name) for name in COLORS)
@@ -230,7 +287,9 @@ class Output:
 class Child:
     """One supervised process: started, its output relayed, probed until ready, stopped."""
 
-    def __init__(self, name: str, argv: Sequence[str], ready: Callable[[], Awaitable[bool]], out: Output) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], ready: Callable[[], Awaitable[bool]], out: Output
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.ready = ready
@@ -241,11 +300,18 @@ class Child:
     async def start(self) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = await asyncio.create_subprocess_exec(
-            *self.argv, cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            *self.argv,
+            cwd=ROOT,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
-        self.out.line("dev", f"started {self.name} (pid {self.proc.pid}): {shlex.join(self._shown_argv())}")
+        self.out.line(
+            "dev", f"started {self.name} (pid {self.proc.pid}): {shlex.join(self._shown_argv())}"
+        )
         self._pump = asyncio.create_task(self._relay())
 
     def _shown_argv(self) -> list[str]:
@@ -271,8 +337,10 @@ class Child:
         while not stop.is_set():
             if self.exited:
                 await self._drain()
-                raise StackError(f"{self.name} exited with code {self.proc.returncode if self.proc else '?'} "
-                                 "before it was ready (its output is above)")
+                raise StackError(
+                    f"{self.name} exited with code {self.proc.returncode if self.proc else '?'} "
+                    "before it was ready (its output is above)"
+                )
             if await self.ready():
                 self.out.line("dev", f"{self.name} is ready")
                 return
@@ -327,25 +395,99 @@ class Stack:
         if not c.redis_url:
             server = shutil.which("redis-server")
             if server is None:
-                raise StackError("redis-server not found: install it (apt-get install redis-server) "
-                                 "or use a running Redis with --redis-url redis://HOST:PORT")
+                raise StackError(
+                    "redis-server not found: install it (apt-get install redis-server) "
+                    "or use a running Redis with --redis-url redis://HOST:PORT"
+                )
             port = c.redis_port or pick_free_port()
             self.redis_url = f"redis://127.0.0.1:{port}/0"
-            plan.append(Child("redis", [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                        "--appendonly", "no", "--dir", self.workdir, "--loglevel", "warning"],
-                              lambda: redis_ready(self.redis_url), self.out))
-        plan.append(Child("cache", [py, "-m", "cache_service", "--redis-url", self.redis_url, "--host", "127.0.0.1",
-                                    "--port", str(c.grpc_port), "--metrics-port", str(c.metrics_port),
-                                    "--log-level", c.log_level],
-                          lambda: grpc_serving(c.grpc_target), self.out))
-        plan.append(Child("bridge", [py, "-m", "bridge", "--grpc-target", c.grpc_target, "--host", c.host,
-                                     "--port", str(c.port), "--jwt-secret", c.jwt_secret,
-                                     "--shutdown-grace", "3", "--log-level", c.log_level],
-                          lambda: http_ok(f"http://{c.public_host}:{c.port}/readyz"), self.out))
+            plan.append(
+                Child(
+                    "redis",
+                    [
+                        server,
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        self.workdir,
+                        "--loglevel",
+                        "warning",
+                    ],
+                    lambda: redis_ready(self.redis_url),
+                    self.out,
+                )
+            )
+        plan.append(
+            Child(
+                "cache",
+                [
+                    py,
+                    "-m",
+                    "cache_service",
+                    "--redis-url",
+                    self.redis_url,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(c.grpc_port),
+                    "--metrics-port",
+                    str(c.metrics_port),
+                    "--log-level",
+                    c.log_level,
+                ],
+                lambda: grpc_serving(c.grpc_target),
+                self.out,
+            )
+        )
+        plan.append(
+            Child(
+                "bridge",
+                [
+                    py,
+                    "-m",
+                    "bridge",
+                    "--grpc-target",
+                    c.grpc_target,
+                    "--host",
+                    c.host,
+                    "--port",
+                    str(c.port),
+                    "--jwt-secret",
+                    c.jwt_secret,
+                    "--shutdown-grace",
+                    "3",
+                    "--log-level",
+                    c.log_level,
+                ],
+                lambda: http_ok(f"http://{c.public_host}:{c.port}/readyz"),
+                self.out,
+            )
+        )
         if c.feed:
-            plan.append(Child("feed", [py, "-m", "scripts.demo_feed", "--target", c.grpc_target,
-                                       "--rate", str(c.rate), "--log-level", c.log_level],
-                              lambda: has_tickers(c.grpc_target), self.out))
+            plan.append(
+                Child(
+                    "feed",
+                    [
+                        py,
+                        "-m",
+                        "scripts.demo_feed",
+                        "--target",
+                        c.grpc_target,
+                        "--rate",
+                        str(c.rate),
+                        "--log-level",
+                        c.log_level,
+                    ],
+                    lambda: has_tickers(c.grpc_target),
+                    self.out,
+                )
+            )
         return plan
 
     def check_ports(self) -> None:
@@ -381,22 +523,24 @@ class Stack:
         base = f"http://{c.public_host}:{c.port}"
         ws = f"ws://{c.public_host}:{c.port}/ws"
         alice, bob = (dev_token(c.jwt_secret, user) for user in DEMO_USERS)
-        return "\n".join([
-            "",
-            "marketbridge is up",
-            f"  live page    {base}/?token={alice}",
-            f"  as bob       {base}/?token={bob}",
-            f"  batched      {base}/?batch_ms=250&token={alice}",
-            f"  websocket    python -m websockets '{ws}?token={alice}'",
-            f"               (or: wscat -c '{ws}?token={alice}')",
-            f"               then send {SUBSCRIBE_EXAMPLE}",
-            f"  bridge       {base}/readyz  {base}/metrics",
-            f"  cache gRPC   {c.grpc_target} (reflection on)  metrics http://127.0.0.1:{c.metrics_port}/metrics",
-            f"  redis        {self.redis_url}",
-            f"  jwt secret   {c.jwt_secret} (HS256; tokens above are valid for 24 h)",
-            "Ctrl-C stops everything.",
-            "",
-        ])
+        return "\n".join(
+            [
+                "",
+                "marketbridge is up",
+                f"  live page    {base}/?token={alice}",
+                f"  as bob       {base}/?token={bob}",
+                f"  batched      {base}/?batch_ms=250&token={alice}",
+                f"  websocket    python -m websockets '{ws}?token={alice}'",
+                f"               (or: wscat -c '{ws}?token={alice}')",
+                f"               then send {SUBSCRIBE_EXAMPLE}",
+                f"  bridge       {base}/readyz  {base}/metrics",
+                f"  cache gRPC   {c.grpc_target} (reflection on)  metrics http://127.0.0.1:{c.metrics_port}/metrics",
+                f"  redis        {self.redis_url}",
+                f"  jwt secret   {c.jwt_secret} (HS256; tokens above are valid for 24 h)",
+                "Ctrl-C stops everything.",
+                "",
+            ]
+        )
 
 
 async def run(config: StackConfig, out: Output) -> int:
@@ -431,7 +575,10 @@ async def _supervise(stack: Stack, stop: asyncio.Event, out: Output) -> int:
     done, _ = await asyncio.wait({stopped, crashed}, return_when=asyncio.FIRST_COMPLETED)
     if crashed in done:
         child = crashed.result()
-        out.line("dev", f"{child.name} exited with code {child.proc.returncode if child.proc else '?'}: stopping the stack")
+        out.line(
+            "dev",
+            f"{child.name} exited with code {child.proc.returncode if child.proc else '?'}: stopping the stack",
+        )
         stopped.cancel()
         return 1
     crashed.cancel()

@@ -30,9 +30,17 @@ import websockets
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--hide-scrollbars", "--remote-debugging-port=0",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--remote-debugging-port=0",
 )
 
 
@@ -59,16 +67,28 @@ class Page:
                 future.set_result(message)
             elif message.get("method") == "Runtime.exceptionThrown":
                 details = message["params"]["exceptionDetails"]
-                self.console_errors.append(details.get("exception", {}).get("description") or details.get("text", ""))
-            elif message.get("method") == "Runtime.consoleAPICalled" and message["params"]["type"] == "error":
-                self.console_errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in message["params"]["args"]))
+                self.console_errors.append(
+                    details.get("exception", {}).get("description") or details.get("text", "")
+                )
+            elif (
+                message.get("method") == "Runtime.consoleAPICalled"
+                and message["params"]["type"] == "error"
+            ):
+                self.console_errors.append(
+                    " ".join(
+                        str(a.get("value", a.get("description", "")))
+                        for a in message["params"]["args"]
+                    )
+                )
 
     async def send(self, method: str, timeout: float = 30.0, **params: Any) -> dict[str, Any]:
         """Send one CDP command and return its result (raise on a protocol error)."""
         self._next_id += 1
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[self._next_id] = future
-        await self._socket.send(json.dumps({"id": self._next_id, "method": method, "params": params}))
+        await self._socket.send(
+            json.dumps({"id": self._next_id, "method": method, "params": params})
+        )
         reply = await asyncio.wait_for(future, timeout)
         if "error" in reply:
             raise RuntimeError(f"{method}: {reply['error']}")
@@ -76,9 +96,13 @@ class Page:
 
     async def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page (JSON-serialisable)."""
-        result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        result = await self.send(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
         if "exceptionDetails" in result:
-            raise RuntimeError(f"page error in {expression!r}: {result['exceptionDetails'].get('text')}")
+            raise RuntimeError(
+                f"page error in {expression!r}: {result['exceptionDetails'].get('text')}"
+            )
         return result["result"].get("value")
 
     async def wait_for(self, expression: str, timeout: float = 30.0, interval: float = 0.2) -> Any:
@@ -90,7 +114,9 @@ class Page:
             if value:
                 return value
             await asyncio.sleep(interval)
-        raise TimeoutError(f"page condition not met in {timeout}s: {expression} (last value {value!r})")
+        raise TimeoutError(
+            f"page condition not met in {timeout}s: {expression} (last value {value!r})"
+        )
 
     async def screenshot(self, path: Path) -> Path:
         data = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=False)
@@ -112,14 +138,27 @@ class Chromium:
 
     @classmethod
     @asynccontextmanager
-    async def launch(cls, width: int = 1400, height: int = 900, timeout: float = 30.0) -> AsyncIterator[Chromium]:
+    async def launch(
+        cls, width: int = 1400, height: int = 900, timeout: float = 30.0
+    ) -> AsyncIterator[Chromium]:
         binary = chromium_path()
         if binary is None:
-            raise RuntimeError("chromium is not installed (scripts/test_env.sh installs it: apt-get install chromium)")
+            raise RuntimeError(
+                "chromium is not installed (scripts/test_env.sh installs it: apt-get install chromium)"
+            )
         profile = tempfile.mkdtemp(prefix="marketbridge-chromium-")
-        proc = subprocess.Popen(
-            [binary, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        proc = await asyncio.to_thread(
+            subprocess.Popen,
+            [
+                binary,
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                f"--window-size={width},{height}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         browser: Chromium | None = None
         try:
@@ -133,12 +172,19 @@ class Chromium:
         """Attach to the first tab and navigate it to ``url``."""
         targets = await asyncio.to_thread(_get_json, f"http://127.0.0.1:{self.port}/json/list")
         tab = next(t for t in targets if t.get("type") == "page")
-        socket = await websockets.connect(tab["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
+        socket = await websockets.connect(
+            tab["webSocketDebuggerUrl"], max_size=None, open_timeout=10
+        )
         page = Page(socket)
         await page.send("Runtime.enable")
         await page.send("Page.enable")
-        await page.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
-                        deviceScaleFactor=1, mobile=False)
+        await page.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         await page.send("Page.navigate", url=url)
         await page.wait_for("document.readyState === 'complete'", timeout=30)
         return page
@@ -150,7 +196,9 @@ async def _devtools_port(profile: str, proc: subprocess.Popen[bytes], timeout: f
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"chromium exited with code {proc.returncode} before opening DevTools")
+            raise RuntimeError(
+                f"chromium exited with code {proc.returncode} before opening DevTools"
+            )
         if marker.exists():
             first_line = marker.read_text().splitlines()[:1]
             if first_line and first_line[0].isdigit():
@@ -160,7 +208,7 @@ async def _devtools_port(profile: str, proc: subprocess.Popen[bytes], timeout: f
 
 
 def _get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback only)
+    with urllib.request.urlopen(url, timeout=10) as response:
         return json.load(response)
 
 

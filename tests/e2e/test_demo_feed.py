@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import signal
 import subprocess
@@ -16,7 +17,15 @@ import pytest
 
 from cache_service.pb.v1 import cache_pb2, cache_pb2_grpc
 from scripts.demo_feed import (
-    BASE_PRICES, EXCHANGES, Backoff, ConfigError, Feed, FeedConfig, Market, TradingDesk, parse_config,
+    BASE_PRICES,
+    EXCHANGES,
+    Backoff,
+    ConfigError,
+    Feed,
+    FeedConfig,
+    Market,
+    TradingDesk,
+    parse_config,
 )
 from tests.infra.cache_service_runner import CacheServiceProcess, running_cache_service
 
@@ -35,7 +44,9 @@ def test_market_covers_twenty_symbols_on_two_exchanges() -> None:
     market = Market(random.Random(1))
     snapshot = market.snapshot(now=100.0)
     assert len(snapshot) == 20
-    assert {(t.exchange, t.symbol) for t in snapshot} == {(e, s) for e in EXCHANGES for s in BASE_PRICES}
+    assert {(t.exchange, t.symbol) for t in snapshot} == {
+        (e, s) for e in EXCHANGES for s in BASE_PRICES
+    }
     for ticker in snapshot:
         assert ticker.bid < ticker.price < ticker.ask
         assert ticker.volume > 0 and ticker.time == 100.0
@@ -53,7 +64,9 @@ def test_random_walk_moves_prices_and_stays_sane() -> None:
     for key, ticker in last.items():
         assert 0.5 < ticker.price / start[key] < 2.0  # a walk, not an explosion
         instrument = next(i for i in market.instruments if (i.exchange, i.symbol) == key)
-        assert ticker.change_24h == pytest.approx((instrument.price / instrument.open_24h - 1) * 100, abs=0.01)
+        assert ticker.change_24h == pytest.approx(
+            (instrument.price / instrument.open_24h - 1) * 100, abs=0.01
+        )
 
 
 def test_same_seed_same_market() -> None:
@@ -76,7 +89,7 @@ def test_orders_follow_the_lifecycle_and_belong_to_their_user() -> None:
     assert {oid.split("-")[0] for oid in seen} == {"alice", "bob"}
     for statuses in seen.values():
         assert statuses[0] == "new"
-        for before, after in zip(statuses, statuses[1:]):
+        for before, after in itertools.pairwise(statuses):
             assert after in ORDER_PATHS[before], statuses
     finals = {statuses[-1] for statuses in seen.values()}
     assert {"filled", "canceled"} <= finals
@@ -102,7 +115,9 @@ def test_backoff_grows_to_its_cap_and_resets() -> None:
 
 
 def test_config_from_flags_and_environment() -> None:
-    config = parse_config(["--rate", "10"], {"FEED_RATE": "99", "FEED_TARGET": "cache:50051", "FEED_SEED": "7"})
+    config = parse_config(
+        ["--rate", "10"], {"FEED_RATE": "99", "FEED_TARGET": "cache:50051", "FEED_SEED": "7"}
+    )
     assert (config.rate, config.target, config.seed) == (10.0, "cache:50051", 7)
     with pytest.raises(ConfigError, match="--rate must be > 0"):
         parse_config(["--rate", "0"], {})
@@ -119,8 +134,14 @@ def test_config_from_flags_and_environment() -> None:
 
 @asynccontextmanager
 async def running_feed(target: str, **overrides: object) -> AsyncIterator[Feed]:
-    settings: dict[str, object] = {"target": target, "rate": 100.0, "seed": 11, "trade_interval": 0.1,
-                                   "window": 1.0, "backoff_max": 0.5}
+    settings: dict[str, object] = {
+        "target": target,
+        "rate": 100.0,
+        "seed": 11,
+        "trade_interval": 0.1,
+        "window": 1.0,
+        "backoff_max": 0.5,
+    }
     settings.update(overrides)
     stop = asyncio.Event()
     feed = Feed(FeedConfig(**settings), stop)  # type: ignore[arg-type]
@@ -139,29 +160,37 @@ async def wait_until(predicate, timeout: float = 30.0) -> None:  # type: ignore[
 
 
 async def test_feed_fills_the_cache_with_tickers_orders_and_bots(redis_url: str) -> None:
-    async with running_cache_service(redis_url) as cache, running_feed(cache.target) as feed:
-        async with grpc.aio.insecure_channel(cache.target) as channel:
-            stub = cache_pb2_grpc.CacheServiceStub(channel)
+    async with (
+        running_cache_service(redis_url) as cache,
+        running_feed(cache.target) as feed,
+        grpc.aio.insecure_channel(cache.target) as channel,
+    ):
+        stub = cache_pb2_grpc.CacheServiceStub(channel)
 
-            async def populated() -> bool:
-                tickers = (await stub.ListTickers(cache_pb2.ListTickersRequest(), timeout=5)).tickers
-                orders = (await stub.ListOrders(cache_pb2.ListOrdersRequest(), timeout=5)).orders
-                return len(tickers) == 20 and len({o.user_id for o in orders}) == 2
+        async def populated() -> bool:
+            tickers = (await stub.ListTickers(cache_pb2.ListTickersRequest(), timeout=5)).tickers
+            orders = (await stub.ListOrders(cache_pb2.ListOrdersRequest(), timeout=5)).orders
+            return len(tickers) == 20 and len({o.user_id for o in orders}) == 2
 
-            await wait_until(populated)
-            bots = (await stub.ListBots(cache_pb2.ListBotsRequest(), timeout=5)).bots
-            assert {b.user_id for b in bots} == {"alice", "bob"}
-            # alice, as the bridge would ask for her, sees only her own records.
-            mine = await stub.ListOrders(cache_pb2.ListOrdersRequest(), timeout=5,
-                                         metadata=(("x-user-id", "alice"),))
-            assert mine.orders and {o.user_id for o in mine.orders} == {"alice"}
-            first = await stub.GetTicker(cache_pb2.GetTickerRequest(exchange="kraken", symbol="BTC/USDT"), timeout=5)
+        await wait_until(populated)
+        bots = (await stub.ListBots(cache_pb2.ListBotsRequest(), timeout=5)).bots
+        assert {b.user_id for b in bots} == {"alice", "bob"}
+        # alice, as the bridge would ask for her, sees only her own records.
+        mine = await stub.ListOrders(
+            cache_pb2.ListOrdersRequest(), timeout=5, metadata=(("x-user-id", "alice"),)
+        )
+        assert mine.orders and {o.user_id for o in mine.orders} == {"alice"}
+        first = await stub.GetTicker(
+            cache_pb2.GetTickerRequest(exchange="kraken", symbol="BTC/USDT"), timeout=5
+        )
 
-            async def moved() -> bool:
-                now = await stub.GetTicker(cache_pb2.GetTickerRequest(exchange="kraken", symbol="BTC/USDT"), timeout=5)
-                return now.price != first.price
+        async def moved() -> bool:
+            now = await stub.GetTicker(
+                cache_pb2.GetTickerRequest(exchange="kraken", symbol="BTC/USDT"), timeout=5
+            )
+            return now.price != first.price
 
-            await wait_until(moved)
+        await wait_until(moved)
     assert feed.published > 20  # the last window's ticks were accepted as the feed stopped
 
 
@@ -185,9 +214,21 @@ def test_feed_process_stops_cleanly_on_sigterm_and_sigint(redis_url: str) -> Non
     try:
         cache.wait_ready(30)
         for sig in (signal.SIGTERM, signal.SIGINT):
-            proc = subprocess.Popen([sys.executable, "-m", "scripts.demo_feed", "--target", cache.target,
-                                     "--window", "1"], cwd=ROOT, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True)
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "scripts.demo_feed",
+                    "--target",
+                    cache.target,
+                    "--window",
+                    "1",
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             assert proc.stdout is not None
             for line in proc.stdout:
                 if "published" in line:
@@ -201,7 +242,13 @@ def test_feed_process_stops_cleanly_on_sigterm_and_sigint(redis_url: str) -> Non
 
 
 def test_feed_bad_flag_is_one_line() -> None:
-    proc = subprocess.run([sys.executable, "-m", "scripts.demo_feed", "--rate", "-1"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.demo_feed", "--rate", "-1"],
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "demo_feed: --rate must be > 0, got -1.0"

@@ -12,10 +12,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 from scripts.dev_stack import StackConfig, StackError, dev_token, parse_config
 from tests.infra.bridge_runner import http_get
@@ -31,11 +32,21 @@ class StackProcess:
     """The supervisor as a child process; its output is collected by a reader thread."""
 
     def __init__(self, *args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DEV_", "BRIDGE_", "CACHE_", "FEED_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("DEV_", "BRIDGE_", "CACHE_", "FEED_"))
+        }
         env["NO_COLOR"] = "1"
-        self.proc = subprocess.Popen([sys.executable, "-m", "scripts.dev_stack", *args], cwd=ROOT, env=env,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "scripts.dev_stack", *args],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: list[str] = []
         self._changed = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
@@ -56,7 +67,9 @@ class StackProcess:
                 if found is not None:
                     return found
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"no line with {pattern!r}; output:\n" + "\n".join(self.lines[-60:]))
+                    raise AssertionError(
+                        f"no line with {pattern!r}; output:\n" + "\n".join(self.lines[-60:])
+                    )
                 self._changed.wait(timeout=0.5)
 
     def child_pids(self) -> dict[str, int]:
@@ -78,8 +91,17 @@ def stack_ports() -> dict[str, int]:
 
 
 def run_stack(ports: dict[str, int], *extra: str) -> StackProcess:
-    return StackProcess("--port", str(ports["port"]), "--grpc-port", str(ports["grpc_port"]),
-                        "--metrics-port", str(ports["metrics_port"]), "--rate", "20", *extra)
+    return StackProcess(
+        "--port",
+        str(ports["port"]),
+        "--grpc-port",
+        str(ports["grpc_port"]),
+        "--metrics-port",
+        str(ports["metrics_port"]),
+        "--rate",
+        "20",
+        *extra,
+    )
 
 
 @pytest.fixture
@@ -96,6 +118,15 @@ def stack_process() -> Iterator[list[StackProcess]]:
                 pass
 
 
+def reply_to(ws: ClientConnection, request_id: int, timeout: float = 10.0) -> dict[str, Any]:
+    """The response to ``request_id``, skipping the updates that arrive in between."""
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+        if frame.get("type") == "response" and frame.get("request_id") == request_id:
+            return frame
+
+
 def assert_gone(pids: dict[str, int]) -> None:
     for name, pid in pids.items():
         try:
@@ -106,8 +137,9 @@ def assert_gone(pids: dict[str, int]) -> None:
         assert "zombie" in status, f"{name} (pid {pid}) is still running after the stack stopped"
 
 
-def test_make_up_serves_the_page_and_stops_on_sigint(stack_ports: dict[str, int],
-                                                     stack_process: list[StackProcess]) -> None:
+def test_make_up_serves_the_page_and_stops_on_sigint(
+    stack_ports: dict[str, int], stack_process: list[StackProcess]
+) -> None:
     stack = run_stack(stack_ports)
     stack_process.append(stack)
     url = stack.wait_line("live page", timeout=150).split()[-1]
@@ -116,7 +148,9 @@ def test_make_up_serves_the_page_and_stops_on_sigint(stack_ports: dict[str, int]
     assert "wscat -c" in stack.wait_line("wscat", timeout=5)
 
     status, body, headers = http_get(f"{base}/")
-    assert status == 200 and "marketbridge" in body and headers["Content-Type"].startswith("text/html")
+    assert (
+        status == 200 and "marketbridge" in body and headers["Content-Type"].startswith("text/html")
+    )
     for asset in ("app.js", "style.css"):
         assert http_get(f"{base}/{asset}")[0] == 200
     assert http_get(f"{base}/readyz")[0] == 200
@@ -125,12 +159,19 @@ def test_make_up_serves_the_page_and_stops_on_sigint(stack_ports: dict[str, int]
     with connect(f"ws://127.0.0.1:{stack_ports['port']}/ws?token={token}", open_timeout=10) as ws:
         welcome = json.loads(ws.recv(timeout=10))
         assert welcome["type"] == "connection"
-        ws.send(json.dumps({"action": "subscribe", "request_id": 1,
-                            "params": {"channel": "tickers", "exchange": "binance"}}))
-        reply = json.loads(ws.recv(timeout=10))
+        ws.send(
+            json.dumps(
+                {
+                    "action": "subscribe",
+                    "request_id": 1,
+                    "params": {"channel": "tickers", "exchange": "binance"},
+                }
+            )
+        )
+        reply = reply_to(ws, 1)
         assert reply["success"] is True and len(reply["result"]["snapshot"]) == 10
         ws.send(json.dumps({"action": "list_orders", "request_id": 2}))
-        orders = json.loads(ws.recv(timeout=10))
+        orders = reply_to(ws, 2)
         assert orders["success"] and all(o["user_id"] == "alice" for o in orders["result"])
 
     pids = stack.child_pids()
@@ -144,8 +185,9 @@ def test_make_up_serves_the_page_and_stops_on_sigint(stack_ports: dict[str, int]
     assert_gone(pids)
 
 
-def test_external_redis_and_sigterm(redis_url: str, stack_ports: dict[str, int],
-                                    stack_process: list[StackProcess]) -> None:
+def test_external_redis_and_sigterm(
+    redis_url: str, stack_ports: dict[str, int], stack_process: list[StackProcess]
+) -> None:
     stack = run_stack(stack_ports, "--redis-url", redis_url, "--no-feed")
     stack_process.append(stack)
     stack.wait_line("live page", timeout=150)
@@ -162,29 +204,47 @@ def test_busy_port_fails_at_start_with_one_line(stack_process: list[StackProcess
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        stack = StackProcess("--port", str(port), "--grpc-port", str(free_port()),
-                             "--metrics-port", str(free_port()))
+        stack = StackProcess(
+            "--port", str(port), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())
+        )
         stack_process.append(stack)
         assert stack.proc.wait(timeout=60) == 2
     stack.wait_line("dev_stack:", timeout=5)
-    assert stack.lines == [f"dev_stack: port {port} is in use: choose another with --port or DEV_PORT"]
+    assert stack.lines == [
+        f"dev_stack: port {port} is in use: choose another with --port or DEV_PORT"
+    ]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--port", "http"], "bad number"),
-    (["--port", "70000"], "--port must be a TCP port"),
-    (["--redis-url", "localhost:6379"], "--redis-url must start with"),
-    (["--rate", "0"], "must be > 0"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--port", "http"], "bad number"),
+        (["--port", "70000"], "--port must be a TCP port"),
+        (["--redis-url", "localhost:6379"], "--redis-url must start with"),
+        (["--rate", "0"], "must be > 0"),
+    ],
+)
 def test_bad_flags_are_one_clear_line(argv: list[str], message: str) -> None:
     with pytest.raises(StackError, match=message):
         parse_config(argv, {})
 
 
 def test_environment_sets_flags_and_flags_win() -> None:
-    config = parse_config(["--grpc-port", "6000"], {"DEV_PORT": "9000", "DEV_GRPC_PORT": "5000",
-                                                     "DEV_NO_FEED": "1", "DEV_JWT_SECRET": "s3cret"})
-    assert (config.port, config.grpc_port, config.feed, config.jwt_secret) == (9000, 6000, False, "s3cret")
+    config = parse_config(
+        ["--grpc-port", "6000"],
+        {
+            "DEV_PORT": "9000",
+            "DEV_GRPC_PORT": "5000",
+            "DEV_NO_FEED": "1",
+            "DEV_JWT_SECRET": "s3cret",
+        },
+    )
+    assert (config.port, config.grpc_port, config.feed, config.jwt_secret) == (
+        9000,
+        6000,
+        False,
+        "s3cret",
+    )
     assert parse_config([], {}).jwt_secret != parse_config([], {}).jwt_secret  # random per run
     assert StackConfig(host="0.0.0.0").public_host == "127.0.0.1"
 
@@ -193,6 +253,10 @@ def test_dev_token_is_a_24h_hs256_token_for_the_user() -> None:
     import jwt
 
     secret = "a-development-secret-of-32-bytes!"
-    claims = jwt.decode(dev_token(secret, "alice", now=1_000_000), secret, algorithms=["HS256"],
-                        options={"verify_exp": False})
+    claims = jwt.decode(
+        dev_token(secret, "alice", now=1_000_000),
+        secret,
+        algorithms=["HS256"],
+        options={"verify_exp": False},
+    )
     assert claims == {"sub": "alice", "iat": 1_000_000, "exp": 1_000_000 + 24 * 3600}

@@ -30,8 +30,10 @@ from tests.infra.tokens import make_token
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
 ROW_COUNT = "document.querySelectorAll('#tickers tbody tr').length"
-PRICES = ("Object.fromEntries([...document.querySelectorAll('#tickers tbody tr')]"
-          ".map(r => [r.dataset.symbol, r.querySelector('td.price').textContent]))")
+PRICES = (
+    "Object.fromEntries([...document.querySelectorAll('#tickers tbody tr')]"
+    ".map(r => [r.dataset.symbol, r.querySelector('td.price').textContent]))"
+)
 CONNECTION = "document.getElementById('conn').dataset.state"
 SYMBOLS_PER_EXCHANGE = 10
 
@@ -43,8 +45,10 @@ def text_of(element_id: str) -> str:
 @pytest.fixture(autouse=True)
 def require_chromium() -> None:
     if chromium_path() is None:
-        pytest.fail("chromium is not installed: run the suite through scripts/test_env.sh "
-                    "(it installs Debian's chromium) or apt-get install chromium")
+        pytest.fail(
+            "chromium is not installed: run the suite through scripts/test_env.sh "
+            "(it installs Debian's chromium) or apt-get install chromium"
+        )
 
 
 @dataclass
@@ -62,17 +66,28 @@ class LiveStack:
 @asynccontextmanager
 async def live_stack(redis_url: str, **bridge_overrides: Any) -> AsyncIterator[LiveStack]:
     """Cache service, bridge and demo feed; the feed is stopped before the services."""
-    async with running_cache_service(redis_url) as cache:
-        async with running_bridge(cache.target, **bridge_overrides) as bridge:
-            stop = asyncio.Event()
-            feed = Feed(FeedConfig(target=cache.target, rate=40, seed=7, trade_interval=0.3,
-                                   window=5, backoff_max=1.0), stop)
-            task = asyncio.create_task(feed.run())
-            try:
-                yield LiveStack(cache, bridge, feed)
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, timeout=15)
+    async with (
+        running_cache_service(redis_url) as cache,
+        running_bridge(cache.target, **bridge_overrides) as bridge,
+    ):
+        stop = asyncio.Event()
+        feed = Feed(
+            FeedConfig(
+                target=cache.target,
+                rate=40,
+                seed=7,
+                trade_interval=0.3,
+                window=5,
+                backoff_max=1.0,
+            ),
+            stop,
+        )
+        task = asyncio.create_task(feed.run())
+        try:
+            yield LiveStack(cache, bridge, feed)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, timeout=15)
 
 
 @asynccontextmanager
@@ -89,8 +104,10 @@ async def wait_prices_move(page: Page, timeout: float = 30.0) -> dict[str, str]:
     """Wait for a full table, then for at least one price to change; return the first prices."""
     await page.wait_for(f"{ROW_COUNT} >= {SYMBOLS_PER_EXCHANGE}", timeout=timeout)
     before = await page.evaluate(PRICES)
-    changed = (f"(() => {{ const now = {PRICES}; const before = {before!r};"
-               " return Object.keys(now).some(s => before[s] !== undefined && now[s] !== before[s]); })()")
+    changed = (
+        f"(() => {{ const now = {PRICES}; const before = {before!r};"
+        " return Object.keys(now).some(s => before[s] !== undefined && now[s] !== before[s]); })()"
+    )
     await page.wait_for(changed, timeout=timeout)
     return before
 
@@ -111,7 +128,9 @@ async def test_page_shows_live_tickers_orders_and_bots(redis_url: str, tmp_path:
         # alice's own orders and bots, never bob's.
         await page.wait_for("document.querySelectorAll('#orders tbody tr').length > 0")
         await page.wait_for("document.querySelectorAll('#bots li').length > 0")
-        order_ids = await page.evaluate("[...document.querySelectorAll('#orders .oid')].map(td => td.firstChild.textContent)")
+        order_ids = await page.evaluate(
+            "[...document.querySelectorAll('#orders .oid')].map(td => td.firstChild.textContent)"
+        )
         assert order_ids and all(oid.startswith("alice-") for oid in order_ids)
         bot_text = await page.evaluate(text_of("bots"))
         assert "bob" not in bot_text
@@ -129,7 +148,9 @@ async def test_exchange_selector_switches_the_table(redis_url: str) -> None:
         binance = await wait_prices_move(page)
         await page.wait_for("document.querySelector('#exchanges [data-exchange=kraken]') !== null")
         await page.evaluate("document.querySelector('#exchanges [data-exchange=kraken]').click()")
-        await page.wait_for("document.querySelector('#exchanges [aria-selected=true]').dataset.exchange === 'kraken'")
+        await page.wait_for(
+            "document.querySelector('#exchanges [aria-selected=true]').dataset.exchange === 'kraken'"
+        )
         kraken = await wait_prices_move(page)
         assert set(kraken) == set(binance)
         assert kraken != binance  # each exchange quotes its own prices
@@ -161,17 +182,16 @@ async def test_cache_service_restart_shows_interrupted_then_resumed(redis_url: s
 
 async def test_reconnects_to_a_restarted_bridge_and_resumes(redis_url: str) -> None:
     port = free_port()
-    async with live_stack(redis_url, port=port) as stack:
-        async with browser_page(stack.page_url()) as page:
+    async with live_stack(redis_url, port=port) as stack, browser_page(stack.page_url()) as page:
+        await wait_prices_move(page)
+        first_session = await page.evaluate(text_of("session"))
+        await stack.bridge.app.drain()  # close 1001 "server shutting down"
+        await page.wait_for(f"{CONNECTION} !== 'open'", timeout=30)
+        async with running_bridge(stack.cache.target, port=port):
+            await page.wait_for(f"{CONNECTION} === 'open'", timeout=60)
+            assert await page.evaluate(text_of("session")) != first_session
             await wait_prices_move(page)
-            first_session = await page.evaluate(text_of("session"))
-            await stack.bridge.app.drain()  # close 1001 "server shutting down"
-            await page.wait_for(f"{CONNECTION} !== 'open'", timeout=30)
-            async with running_bridge(stack.cache.target, port=port):
-                await page.wait_for(f"{CONNECTION} === 'open'", timeout=60)
-                assert await page.evaluate(text_of("session")) != first_session
-                await wait_prices_move(page)
-                assert page.console_errors == []
+            assert page.console_errors == []
 
 
 async def test_invalid_token_asks_for_a_new_one(redis_url: str) -> None:
@@ -192,26 +212,47 @@ async def test_invalid_token_asks_for_a_new_one(redis_url: str) -> None:
 
 async def test_page_protocol_helpers(redis_url: str) -> None:
     """The page's pure helpers: frame expansion, close-code advice, backoff, rate, formatting."""
-    async with running_cache_service(redis_url) as cache, running_bridge(cache.target) as bridge:
-        async with browser_page(f"{bridge.http}/?token={make_token('alice')}") as page:
-            await page.wait_for("window.marketbridge !== undefined")
-            mb = "window.marketbridge"
-            assert await page.evaluate(f"{mb}.updatesOf({{type: 'batch', updates: [{{}}, {{}}, {{}}]}}).length") == 3
-            assert await page.evaluate(f"{mb}.updatesOf({{type: 'update', seq: '1-0'}}).length") == 1
-            assert await page.evaluate(f"{mb}.updatesOf({{type: 'pong'}}).length") == 0
-            advice = await page.evaluate(
-                f"[[1008, 'Invalid token'], [1008, 'Token expired'], [1008, 'Authentication required'],"
-                f" [1008, 'rate limit exceeded'], [1001, 'server shutting down'], [1013, 'slow consumer'],"
-                f" [1006, '']].map(([c, r]) => {mb}.closeAdvice(c, r).retry)")
-            assert advice == [False, False, False, True, True, True, True]
-            delays = await page.evaluate(f"(() => {{ const b = new {mb}.Backoff(500, 15000);"
-                                         " return Array.from({length: 10}, () => b.next()); })()")
-            assert delays[0] <= 625 and max(delays) <= 15000 * 1.25 and delays[-1] >= 15000 * 0.75
-            assert await page.evaluate(f"(() => {{ const m = new {mb}.RateMeter(1000);"
-                                       " m.add(30, 0); m.add(20, 500); return [m.perSecond(900), m.perSecond(1400)]; })()") == [50, 20]
-            assert await page.evaluate(f"[67000.126, 3500.5, 0.15, 15.01234].map({mb}.fmtPrice)") == [
-                "67,000.13", "3,500.50", "0.150000", "15.0123"]
-            assert await page.evaluate(f"[1.234, -0.5, 0].map({mb}.fmtChange)") == ["+1.23%", "-0.50%", "0.00%"]
-            assert await page.evaluate(f"{mb}.jwtClaims({make_token('bob')!r}).sub") == "bob"
-            assert await page.evaluate(f"{mb}.jwtClaims('garbage')") is None
-            assert page.console_errors == []
+    async with (
+        running_cache_service(redis_url) as cache,
+        running_bridge(cache.target) as bridge,
+        browser_page(f"{bridge.http}/?token={make_token('alice')}") as page,
+    ):
+        await page.wait_for("window.marketbridge !== undefined")
+        mb = "window.marketbridge"
+        assert (
+            await page.evaluate(
+                f"{mb}.updatesOf({{type: 'batch', updates: [{{}}, {{}}, {{}}]}}).length"
+            )
+            == 3
+        )
+        assert await page.evaluate(f"{mb}.updatesOf({{type: 'update', seq: '1-0'}}).length") == 1
+        assert await page.evaluate(f"{mb}.updatesOf({{type: 'pong'}}).length") == 0
+        advice = await page.evaluate(
+            f"[[1008, 'Invalid token'], [1008, 'Token expired'], [1008, 'Authentication required'],"
+            f" [1008, 'rate limit exceeded'], [1001, 'server shutting down'], [1013, 'slow consumer'],"
+            f" [1006, '']].map(([c, r]) => {mb}.closeAdvice(c, r).retry)"
+        )
+        assert advice == [False, False, False, True, True, True, True]
+        delays = await page.evaluate(
+            f"(() => {{ const b = new {mb}.Backoff(500, 15000);"
+            " return Array.from({length: 10}, () => b.next()); })()"
+        )
+        assert delays[0] <= 625 and max(delays) <= 15000 * 1.25 and delays[-1] >= 15000 * 0.75
+        assert await page.evaluate(
+            f"(() => {{ const m = new {mb}.RateMeter(1000);"
+            " m.add(30, 0); m.add(20, 500); return [m.perSecond(900), m.perSecond(1400)]; })()"
+        ) == [50, 20]
+        assert await page.evaluate(f"[67000.126, 3500.5, 0.15, 15.01234].map({mb}.fmtPrice)") == [
+            "67,000.13",
+            "3,500.50",
+            "0.150000",
+            "15.0123",
+        ]
+        assert await page.evaluate(f"[1.234, -0.5, 0].map({mb}.fmtChange)") == [
+            "+1.23%",
+            "-0.50%",
+            "0.00%",
+        ]
+        assert await page.evaluate(f"{mb}.jwtClaims({make_token('bob')!r}).sub") == "bob"
+        assert await page.evaluate(f"{mb}.jwtClaims('garbage')") is None
+        assert page.console_errors == []
