@@ -59,6 +59,8 @@ class Session:
         self.closing: tuple[int, str] | None = None
         self.close_task: asyncio.Task[None] | None = None
         self.batch_ms = batch_ms
+        # Plain mode writes an update straight to an idle socket; batches always queue.
+        self.direct = batch_ms is None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -202,8 +204,15 @@ class Session:
     def deliver_now(self, sub: Subscription, event: Event) -> None:
         if self.closing is not None:
             return
-        result = self.outbound.push_update(sub.frame(event), event.time_ms,
-                                           sub.conflation_key(event), self.loop.time())
+        frame = sub.frame(event)
+        if self.direct and not self.outbound.entries and self.ws.send_now(frame):
+            sub.delivered(event)
+            self.app.metrics.sent["update"].inc()
+            self.app.metrics.delivery_latency_seconds.observe(
+                max(0.0, time.time() - event.time_ms / 1000.0))
+            return
+        result = self.outbound.push_update(frame, event.time_ms, sub.conflation_key(event),
+                                           self.loop.time())
         if result is Push.OVERFLOW:
             self.close_soon(1013, SLOW_CONSUMER_REASON)
             return

@@ -4,7 +4,8 @@
 call per frame when the buffer is empty). Profiles of the fan-out showed that call as the single
 largest cost, so a backlog of N frames is encoded by the sans-I/O protocol in one go and handed
 to the transport joined: one system call per backlog instead of per frame. Flow control and
-close handling are websockets' own (``send_context``).
+close handling are websockets' own (``send_context``). When nothing is queued at all, a frame
+is written synchronously (:meth:`BatchingConnection.send_now`), sparing a task switch per frame.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from websockets.asyncio.server import ServerConnection
+from websockets.protocol import State
 
 
 class BatchingConnection(ServerConnection):
@@ -24,6 +26,19 @@ class BatchingConnection(ServerConnection):
         async with self.send_context():
             for frame in frames:
                 self.protocol.send_text(frame.encode())
+
+    def send_now(self, frame: str) -> bool:
+        """Write one text frame synchronously, as ``websockets.broadcast`` does, if the socket
+        has nothing queued; False means "not now" and the caller queues the frame instead."""
+        if (self.protocol.state is not State.OPEN or self.fragmented_send_waiter is not None
+                or self.transport.get_write_buffer_size() > 0):
+            return False
+        try:
+            self.protocol.send_text(frame.encode())
+            self.send_data()
+        except Exception:  # the connection is going away; the reader will see it
+            return False
+        return True
 
     def send_data(self) -> None:
         """Join the protocol's pending bytes into one write (b"" still means half-close)."""
