@@ -8,7 +8,7 @@ update a client received is recorded against the client. After recovery,
 - orders and bots: every acknowledged write the client may see (its own, or all for an admin,
   through its filters) and sent after its subscription was confirmed is received exactly once,
   in seq order; nothing of another user is ever received;
-- tickers: no duplicate, in seq order, and every acknowledged write is received, or superseded
+- tickers: no duplicate, in seq order per symbol, and every acknowledged write is received, or superseded
   by a later received update of the same symbol (the bridge conflates tickers, latest wins), or
   the client was told ``recovered: false``;
 - no subscription is left ``interrupted``; no close except the codes the scenario allows.
@@ -118,8 +118,9 @@ class ClientRecord:
     last_status: dict[str, str] = field(default_factory=dict)             # by stream
 
     def last_seq(self, stream: str) -> str | None:
+        """The newest seq received on ``stream`` (what a client resumes from)."""
         got = self.received.get(stream)
-        return got[-1].seq if got else None
+        return max(got, key=lambda item: seq_key(item.seq)).seq if got else None
 
 
 @dataclass
@@ -225,14 +226,17 @@ class Ledger:
     def _check_stream(self, record: ClientRecord, interest: Interest, verdict: Verdict) -> None:
         got = record.received.get(interest.stream, [])
         seen: set[str] = set()
-        last: SeqKey = (0, 0)
+        last: dict[str, SeqKey] = {}
         for item in got:
+            # Conflation replaces a queued ticker in place, so tickers keep seq order per symbol;
+            # orders and bots keep it across the whole stream.
+            lane = item.key if interest.channel == "tickers" else ""
             if item.seq in seen:
                 verdict.duplicates.append(f"{interest.stream} {item.seq}")
-            elif seq_key(item.seq) <= last:
+            elif seq_key(item.seq) <= last.get(lane, (0, 0)):
                 verdict.out_of_order.append(f"{interest.stream} {item.seq}")
             seen.add(item.seq)
-            last = max(last, seq_key(item.seq))
+            last[lane] = max(last.get(lane, (0, 0)), seq_key(item.seq))
             if interest.channel != "tickers" and not record.admin and item.owner != record.user:
                 verdict.foreign.append(f"{interest.stream} {item.seq} of {item.owner}")
         owed = self.owed(record, interest)
@@ -278,10 +282,12 @@ class Ledger:
         delivered = sum(v.delivered + v.conflated for v in verdicts)
         return delivered / owed if owed else 1.0
 
-    def latencies(self, sent_from: float = 0.0, sent_until: float = math.inf) -> list[float]:
-        """Write-sent to client-received seconds, for writes sent in the window."""
+    def latencies(self, sent_from: float = 0.0, sent_until: float = math.inf,
+                  clients: Iterable[str] | None = None) -> list[float]:
+        """Write-sent to client-received seconds, for writes sent in the window (some clients)."""
         out: list[float] = []
-        for record in self.clients.values():
+        names = set(self.clients if clients is None else clients)
+        for record in (r for r in self.clients.values() if r.name in names):
             for stream, items in record.received.items():
                 for item in items:
                     write = self.by_seq.get((stream, item.seq))

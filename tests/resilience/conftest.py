@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from tests.infra.sentinel import SentinelTopology, start_sentinel_topology
 from tests.resilience.stack import environment_note
 
 RESULTS: dict[str, dict[str, Any]] = {}
@@ -24,6 +25,14 @@ def report() -> Callable[[str, dict[str, Any]], None]:
         RESULTS[name] = measures
 
     return record
+
+
+@pytest.fixture
+def sentinel_topology() -> Iterator[SentinelTopology]:
+    """Primary, replica and three sentinels of the test's own (Docker network or processes)."""
+    topology = start_sentinel_topology()
+    yield topology
+    topology.close()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -23,6 +23,7 @@ from tests.factories import BotFactory, OrderFactory, TickerFactory
 from tests.infra.ledger import Ledger
 
 USERS = ("alice", "bob")
+KINDS = ("tickers", "orders", "bots")
 EXCHANGE = "binance"
 ORDER_STATUSES = ("new", "open", "partially_filled", "filled")
 CALL_TIMEOUT_S = 2.0
@@ -71,7 +72,7 @@ class Publisher:
 
     def start(self) -> None:
         self.tasks = [asyncio.create_task(self._loop(kind), name=f"publish-{kind}")
-                      for kind in ("tickers", "orders", "bots")]
+                      for kind in KINDS]
 
     async def stop(self) -> None:
         self.stopping.set()

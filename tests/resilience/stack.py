@@ -136,8 +136,11 @@ async def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        if await asyncio.to_thread(predicate):
-            return time.monotonic()
+        try:
+            if await asyncio.to_thread(predicate):
+                return time.monotonic()
+        except OSError:   # a busy server not answering this probe in time: probe again
+            pass
         await asyncio.sleep(interval)
     raise TimeoutError(f"{what} not reached within {timeout}s")
 
@@ -159,10 +162,11 @@ class Stack:
         return make_token(sub=user, scope=scope)
 
     async def add_client(self, name: str, user: str, subs: list[SubSpec], admin: bool = False,
-                         reconnect_on: frozenset[int] = frozenset(), **query: Any) -> LedgerClient:
+                         reconnect_on: frozenset[int] = frozenset(), recv_buffer: int | None = None,
+                         max_queue: int = 16, **query: Any) -> LedgerClient:
         token = self.token(user, "admin" if admin else "")
         client = LedgerClient(self.ledger, name, lambda: self.bridge.runner.ws_url(token, **query),
-                              subs, user, admin, reconnect_on)
+                              subs, user, admin, reconnect_on, recv_buffer, max_queue)
         await client.start()
         self.clients.append(client)
         return client
@@ -190,7 +194,26 @@ class Stack:
         try:
             return self.ledger.assert_all_complete(allowed)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{self.logs()}") from None
+            raise AssertionError(f"{exc}\n{self.describe()}\n{self.logs()}") from None
+
+    def describe(self) -> str:
+        """Per-client facts for a failure message: connections, closes, statuses, receipts."""
+        lines = []
+        for client in self.clients:
+            record = client.record
+            got = {stream: len(items) for stream, items in record.received.items()}
+            verdict = self.ledger.check(client.name)
+            if verdict.missing:
+                bots = record.received.get("bots", [])
+                for code, _, at in record.closes:
+                    before = [i.seq for i in bots if i.at <= at][-3:]
+                    after = [i.seq for i in bots if i.at > at][:3]
+                    lines.append(f"  close at {at}: bots before {before} after {after}")
+                lines.append(f"  missing first {verdict.missing[:3]} last {verdict.missing[-3:]}")
+            lines.append(f"{client.name}: connections={client.connections} closes={record.closes} "
+                         f"statuses={[(s, st, r) for s, st, r, _ in record.statuses]} "
+                         f"received={got} errors={client.errors[:3]}")
+        return "\n".join(lines)
 
     def measures(self, fault_at: float, repaired_at: float) -> dict[str, Any]:
         """Delivered %, time to recover and p99 latency around the fault, for the report."""

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -36,6 +38,7 @@ class SubSpec:
     exchange: str = ""
     symbols: tuple[str, ...] | None = None
     bot_ids: tuple[str, ...] | None = None
+    recorded: bool = True   # False: extra load on the first connection only, not in the ledger
 
     @property
     def stream(self) -> str:
@@ -59,13 +62,16 @@ class LedgerClient:
     """One logical client: possibly several connections in a row, one ledger record."""
 
     def __init__(self, ledger: Ledger, name: str, url: Callable[[], str], subs: list[SubSpec],
-                 user: str, admin: bool = False, reconnect_on: frozenset[int] = frozenset()) -> None:
+                 user: str, admin: bool = False, reconnect_on: frozenset[int] = frozenset(),
+                 recv_buffer: int | None = None, max_queue: int = 16) -> None:
         self.ledger = ledger
         self.name = name
         self.url = url
         self.subs = subs
         self.record = ledger.client(name, user, admin)
         self.reconnect_on = reconnect_on
+        self.recv_buffer = recv_buffer
+        self.max_queue = max_queue
         self.ws: ClientConnection | None = None
         self.sub_streams: dict[str, SubSpec] = {}
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -76,6 +82,8 @@ class LedgerClient:
         self.connections = 0
         self.task: asyncio.Task[None] | None = None
         self.closing = False
+        self.reading = asyncio.Event()
+        self.reading.set()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -87,16 +95,37 @@ class LedgerClient:
 
     async def close(self) -> None:
         self.closing = True
+        self.reading.set()
         if self.ws is not None:
             await self.ws.close()
         if self.task is not None:
             await asyncio.gather(self.task, return_exceptions=True)
 
+    def stall(self) -> None:
+        """Stop reading (a slow consumer): frames pile up in the socket, then at the bridge."""
+        self.reading.clear()
+
+    def unstall(self) -> None:
+        self.reading.set()
+
     async def _connect(self) -> None:
-        self.ws = await websockets.connect(self.url(), open_timeout=OPEN_TIMEOUT_S, max_size=None)
+        self.ws = await websockets.connect(self.url(), open_timeout=OPEN_TIMEOUT_S, max_size=None,
+                                           max_queue=self.max_queue, sock=self._socket())
         welcome = json.loads(await asyncio.wait_for(self.ws.recv(), OPEN_TIMEOUT_S))
         assert welcome.get("type") == "connection", welcome
         self.connections += 1
+
+    def _socket(self) -> socket.socket | None:
+        """A socket with a small receive buffer, so a stalled reader backs up quickly."""
+        if self.recv_buffer is None:
+            return None
+        parts = urlsplit(self.url())
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.recv_buffer)
+        sock.settimeout(OPEN_TIMEOUT_S)
+        sock.connect((parts.hostname, parts.port))
+        sock.setblocking(False)
+        return sock
 
     async def _reconnect(self) -> None:
         """Connect again until the bridge takes us (it may be restarting)."""
@@ -113,6 +142,7 @@ class LedgerClient:
             assert self.ws is not None
             try:
                 async for frame in self.ws:
+                    await self.reading.wait()
                     self._on_frame(json.loads(frame))
             except ConnectionClosed:
                 pass
@@ -152,6 +182,8 @@ class LedgerClient:
     async def _subscribe_all(self, resume: bool) -> None:
         self.sub_streams.clear()
         for spec in self.subs:
+            if resume and not spec.recorded:
+                continue
             resume_from = (self.record.last_seq(spec.stream) or REPLAY_EVERYTHING) if resume else None
             reply = await self.request("subscribe", spec.params(resume_from), subscribing=spec)
             assert reply.get("success"), f"{self.name}: subscribe failed: {reply}"
@@ -162,6 +194,8 @@ class LedgerClient:
             return
         result = reply["result"]
         self.sub_streams[result["subscription_id"]] = spec
+        if not spec.recorded:
+            return
         self.ledger.subscribed(self.name, spec.channel, spec.exchange, spec.symbols, spec.bot_ids)
         if not result.get("recovered", True):
             self.ledger.status(self.name, spec.stream, "subscribed", False)
@@ -177,7 +211,7 @@ class LedgerClient:
                 self._on_update(update)
         elif kind == "stream_status":
             spec = self.sub_streams.get(frame["subscription_id"])
-            if spec is not None:
+            if spec is not None and spec.recorded:
                 self.ledger.status(self.name, spec.stream, frame["status"], frame["recovered"])
         elif kind in ("response", "pong"):
             spec = self.subscribing.pop(frame.get("request_id"), None)  # type: ignore[arg-type]
@@ -192,7 +226,7 @@ class LedgerClient:
 
     def _on_update(self, update: dict[str, Any]) -> None:
         spec = self.sub_streams.get(update["subscription_id"])
-        if spec is None:   # a subscription of the previous connection, already replaced
+        if spec is None or not spec.recorded:   # of a previous connection, or extra load
             return
         self.ledger.received(self.name, spec.channel, update["seq"], update["result"])
 
@@ -202,7 +236,8 @@ async def settle(ledger: Ledger, clients: list[LedgerClient], timeout: float = 3
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        pending = [c for c in clients if ledger.check(c.name).missing
+        alive = [c for c in clients if c.task is not None and not c.task.done()]
+        pending = [c for c in alive if ledger.check(c.name).missing
                    or any(s == "interrupted" for s in c.record.last_status.values())]
         if not pending:
             return
