@@ -118,6 +118,15 @@ def stack_process() -> Iterator[list[StackProcess]]:
                 pass
 
 
+def wait_status(url: str, status: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (got := http_get(url)[0]) != status:
+        assert time.monotonic() < deadline, (
+            f"GET {url} answered {got}, not {status}, for {timeout}s"
+        )
+        time.sleep(0.2)
+
+
 def reply_to(ws: ClientConnection, request_id: int, timeout: float = 10.0) -> dict[str, Any]:
     """The response to ``request_id``, skipping the updates that arrive in between."""
     deadline = time.monotonic() + timeout
@@ -153,7 +162,8 @@ def test_make_up_serves_the_page_and_stops_on_sigint(
     )
     for asset in ("app.js", "style.css"):
         assert http_get(f"{base}/{asset}")[0] == 200
-    assert http_get(f"{base}/readyz")[0] == 200
+    # Ready, and staying ready (one slow health probe on a loaded machine may flip it briefly).
+    wait_status(f"{base}/readyz", 200)
 
     token = parse_qs(urlsplit(url).query)["token"][0]
     with connect(f"ws://127.0.0.1:{stack_ports['port']}/ws?token={token}", open_timeout=10) as ws:

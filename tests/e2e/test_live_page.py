@@ -100,15 +100,29 @@ async def browser_page(url: str) -> AsyncIterator[Page]:
             await page.close()
 
 
-async def wait_prices_move(page: Page, timeout: float = 30.0) -> dict[str, str]:
-    """Wait for a full table, then for at least one price to change; return the first prices."""
-    await page.wait_for(f"{ROW_COUNT} >= {SYMBOLS_PER_EXCHANGE}", timeout=timeout)
-    before = await page.evaluate(PRICES)
+DIAGNOSTICS = (
+    "({state: document.getElementById('conn-text').textContent,"
+    " banner: document.getElementById('banner').textContent,"
+    " stream: document.body.dataset.stream, rate: document.getElementById('rate').textContent,"
+    " rows: document.querySelectorAll('#tickers tbody tr').length})"
+)
+
+
+async def wait_prices_move(page: Page, timeout: float = 60.0) -> dict[str, str]:
+    """Wait for a full table, then for at least one price to change; return the first prices.
+
+    The timeout is generous (the machine is shared); a failure says what the page showed.
+    """
     changed = (
-        f"(() => {{ const now = {PRICES}; const before = {before!r};"
+        f"(() => {{ const now = {PRICES}; const before = window.__before;"
         " return Object.keys(now).some(s => before[s] !== undefined && now[s] !== before[s]); })()"
     )
-    await page.wait_for(changed, timeout=timeout)
+    try:
+        await page.wait_for(f"{ROW_COUNT} >= {SYMBOLS_PER_EXCHANGE}", timeout=timeout)
+        before = await page.evaluate(f"window.__before = {PRICES}")
+        await page.wait_for(changed, timeout=timeout)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; the page showed {await page.evaluate(DIAGNOSTICS)}") from None
     return before
 
 
