@@ -120,7 +120,9 @@ async def subscribe(session: Session, request: Request) -> Reply | None:
 
     Attaching first means no event written while the snapshot or replay is in flight is lost;
     events are held (not sent) until the response is queued, and the merge drops any event the
-    replay already delivered (by seq), so the client sees no duplicates either.
+    replay already delivered (by seq), so the client sees no duplicates either. The result's
+    ``seq`` is the point after which every event is delivered: a client that reconnects before
+    its first update resumes from it.
     """
     params = subscribe_params(request.params, CHANNEL_ALIASES.get(request.action))
     identity = session.identity
@@ -128,7 +130,8 @@ async def subscribe(session: Session, request: Request) -> Reply | None:
     replay: AsyncIterator[Event | GapMarker] | None = None
     first: Event | GapMarker | None = None
     try:
-        await session.app.fanout.attach(session, sub, identity)
+        topic = await session.app.fanout.attach(session, sub, identity)
+        start = params.resume_from or topic.last_seq
         if params.resume_from is not None:
             replay = session.app.fanout.catch_up(sub, identity, params.resume_from)
             first = await anext(replay, None)
@@ -139,7 +142,8 @@ async def subscribe(session: Session, request: Request) -> Reply | None:
             await replay.aclose()  # type: ignore[attr-defined]
         raise
     session.send(ok(request, {"subscription_id": sub.id, "channel": sub.channel,
-                              "snapshot": snapshot, "recovered": first is not GAP}))
+                              "snapshot": snapshot, "recovered": first is not GAP,
+                              "seq": start}))
     if replay is not None:
         await replay_into(session, sub, first, replay)
     session.release(sub)

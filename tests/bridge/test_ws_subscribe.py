@@ -116,6 +116,19 @@ async def test_batch_mode_groups_updates(bridge, feed) -> None:
     assert bridge.app.metrics.value("bridge_messages_sent_total", {"type": "batch"}) >= 1
 
 
+async def test_subscribe_seq_is_a_resume_point(bridge, feed) -> None:
+    """A client that drops before its first update resumes from the subscribe result's seq."""
+    await feed.order(order_id="old", user_id="alice")
+    async with client(bridge.ws_url(ALICE)) as c:
+        start = (await c.subscribe(channel="orders", snapshot=False))["seq"]
+    missed = await feed.order(order_id="new", user_id="alice")
+    async with client(bridge.ws_url(ALICE)) as c:
+        res = await c.subscribe(channel="orders", resume_from=start)
+        assert res["seq"] == start and res["recovered"] is True
+        (u,) = await c.updates(1)
+        assert u["seq"] == missed
+
+
 async def test_resume_after_reconnect_no_loss_no_duplicates(bridge, feed) -> None:
     async with client(bridge.ws_url(ALICE)) as c:
         await c.subscribe(channel="orders", snapshot=False)
