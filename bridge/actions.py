@@ -7,6 +7,7 @@ are raised as :class:`bridge.errors.BridgeError`; the connection turns them into
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ from cache_service.pb.v1 import cache_pb2 as pb
 
 if TYPE_CHECKING:
     from bridge.connection import Session
+
+CATCH_UP_ATTEMPTS = 5
+CATCH_UP_BACKOFF_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -145,27 +149,46 @@ async def subscribe(session: Session, request: Request) -> Reply | None:
                               "snapshot": snapshot, "recovered": first is not GAP,
                               "seq": start}))
     if replay is not None:
-        await replay_into(session, sub, first, replay)
+        await replay_into(session, sub, first, replay, params.resume_from or "")
     session.release(sub)
     return None
 
 
 async def replay_into(session: Session, sub: Subscription, first: Event | GapMarker | None,
-                      replay: AsyncIterator[Event | GapMarker]) -> None:
-    """Deliver catch-up events, pacing on the client's backlog so a long replay cannot overflow."""
+                      replay: AsyncIterator[Event | GapMarker], resume_from: str) -> None:
+    """Deliver catch-up events, pacing on the client's backlog so a long replay cannot overflow.
+
+    A catch-up stream that breaks (the service ends streams that fall behind; a replica
+    restarts) is re-opened from the last event delivered, a few times with backoff; only when
+    that fails, or the service reports a gap on re-opening, is the client told
+    ``recovered: false`` (``interrupted`` then ``resumed``) before going live.
+    """
+    lost = False
     try:
-        if isinstance(first, Event):
-            session.deliver_now(sub, first)
-        async for event in replay:
-            if isinstance(event, Event) and sub.matches(event):
-                await session.writable()
-                session.deliver_now(sub, event)
-    except BridgeError:
-        session.stream_status(sub, "interrupted", False)
-        session.release(sub)
-        session.stream_status(sub, "resumed", False)
+        for attempt in range(CATCH_UP_ATTEMPTS + 1):
+            try:
+                if isinstance(first, Event):
+                    session.deliver_now(sub, first)
+                async for item in replay:
+                    if isinstance(item, GapMarker):
+                        lost = True
+                    elif sub.matches(item):
+                        await session.writable()
+                        session.deliver_now(sub, item)
+                break
+            except BridgeError:
+                if attempt == CATCH_UP_ATTEMPTS or session.closing is not None:
+                    lost = True
+                    break
+            await replay.aclose()  # type: ignore[attr-defined]
+            await asyncio.sleep(min(CATCH_UP_BACKOFF_S * 2 ** attempt, 2.0))
+            replay = session.app.fanout.catch_up(sub, session.identity, sub.last_seq or resume_from)
+            first = None
     finally:
         await replay.aclose()  # type: ignore[attr-defined]
+    if lost:
+        session.stream_status(sub, "interrupted", False)
+        session.stream_status(sub, "resumed", False)
 
 
 async def snapshot_of(session: Session, sub: Subscription) -> list[dict[str, Any]]:
