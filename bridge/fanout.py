@@ -28,6 +28,10 @@ log = logging.getLogger("bridge.fanout")
 
 INITIAL_BACKOFF_S = 0.1
 REPLAY_ALL = "0-0"   # resume point of a topic that went live on an empty stream
+# Codes that will not change by retrying: subscribers waiting for the topic get the error.
+REFUSALS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                      grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
+                      grpc.StatusCode.UNIMPLEMENTED})
 
 
 class Subscriber(Protocol):
@@ -64,6 +68,9 @@ class Topic:
         self.last_seq: str | None = None
         self.last_key: tuple[int, int] = (0, 0)
         self.live = asyncio.Event()
+        # Set when the stream is refused for good before it ever went live (bad request).
+        self.failed = asyncio.Event()
+        self.failure: BridgeError | None = None
         self.interrupted = False
         self.task: asyncio.Task[None] | None = None
 
@@ -101,12 +108,18 @@ class Fanout:
         if topic is None:
             topic = self._open(sub.topic, topic_identity(sub.topic, identity))
         topic.members[sub] = member
-        try:
-            async with asyncio.timeout(self.ready_timeout):
-                await topic.live.wait()
-        except TimeoutError:
-            raise BridgeError(UNAVAILABLE, "Upstream stream unavailable, try again") from None
-        return topic
+        if not topic.live.is_set():
+            waits = [asyncio.ensure_future(topic.live.wait()),
+                     asyncio.ensure_future(topic.failed.wait())]
+            try:
+                await asyncio.wait(waits, timeout=self.ready_timeout,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waits:
+                    waiter.cancel()
+        if topic.live.is_set():
+            return topic
+        raise topic.failure or BridgeError(UNAVAILABLE, "Upstream stream unavailable, try again")
 
     def detach(self, sub: Subscription) -> None:
         """Leave the topic; the last one out cancels the upstream stream."""
@@ -133,10 +146,13 @@ class Fanout:
         """Keep the topic's stream open for as long as the topic exists."""
         delay = INITIAL_BACKOFF_S
         while True:
-            code = await self._stream_once(topic, topic.last_seq or "")
+            code, details = await self._stream_once(topic, topic.last_seq or "")
             if code is grpc.StatusCode.OK or topic.live.is_set():
                 delay = INITIAL_BACKOFF_S
             topic.live.clear()
+            if topic.last_seq is None and code in REFUSALS:
+                topic.failure = from_grpc(code, details)
+                topic.failed.set()
             if not topic.interrupted and topic.last_seq is not None:
                 topic.interrupted = True
                 log.warning("topic %s interrupted (%s); resuming after %s", topic.key, code.name,
@@ -145,14 +161,14 @@ class Fanout:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.backoff_max)
 
-    async def _stream_once(self, topic: Topic, resume_from: str) -> grpc.StatusCode:
-        """Read one upstream stream until it ends; returns its status code."""
+    async def _stream_once(self, topic: Topic, resume_from: str) -> tuple[grpc.StatusCode, str]:
+        """Read one upstream stream until it ends; returns its status code and details."""
         channel = topic.channel
         call = self.upstream.stream(channel.stream_method,
                                     channel.stream_request(topic.key, None, resume_from),
                                     topic.identity)
         gap = False
-        code = grpc.StatusCode.OK
+        code, details = grpc.StatusCode.OK, ""
         try:
             async for reply in call:
                 kind = reply.WhichOneof("event")
@@ -163,11 +179,11 @@ class Fanout:
                 elif kind == "gap":
                     gap = True
         except grpc.aio.AioRpcError as exc:
-            code = exc.code()
+            code, details = exc.code(), exc.details() or ""
         finally:
             call.cancel()
         self.upstream.count(channel.stream_method, code)
-        return code
+        return code, details
 
     def _went_live(self, topic: Topic, seq: str, recovered: bool) -> None:
         if topic.last_seq is None:

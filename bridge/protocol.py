@@ -106,12 +106,19 @@ def check_known(params: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
         raise bad_params(f"unknown parameter {names} (accepted: {accepted})")
 
 
+def is_text(value: Any) -> bool:
+    """A usable identifier: a non-empty, bounded string without control characters."""
+    return (isinstance(value, str) and 0 < len(value) <= MAX_STRING
+            and not any(ord(ch) < 32 or ord(ch) == 127 for ch in value))
+
+
 def opt_str(params: Mapping[str, Any], name: str) -> str | None:
     value = params.get(name)
     if value is None:
         return None
-    if not isinstance(value, str) or not value or len(value) > MAX_STRING:
-        raise bad_params(f"'{name}' must be a non-empty string of at most {MAX_STRING} characters")
+    if not is_text(value):
+        raise bad_params(f"'{name}' must be a non-empty string of at most {MAX_STRING} "
+                         "characters without control characters")
     return value
 
 
@@ -126,8 +133,8 @@ def opt_str_list(params: Mapping[str, Any], name: str) -> tuple[str, ...] | None
     value = params.get(name)
     if value is None:
         return None
-    if (not isinstance(value, list) or len(value) > MAX_FILTER_ITEMS
-            or not all(isinstance(item, str) and item and len(item) <= MAX_STRING for item in value)):
+    if not isinstance(value, list) or len(value) > MAX_FILTER_ITEMS \
+            or not all(is_text(item) for item in value):
         raise bad_params(f"'{name}' must be a list of at most {MAX_FILTER_ITEMS} non-empty strings")
     return tuple(dict.fromkeys(value))
 

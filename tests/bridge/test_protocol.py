@@ -112,6 +112,8 @@ def test_subscribe_params_rules() -> None:
         ({"channel": "news"}, "'channel' must be one of"),
         ({"channel": "tickers"}, "'exchange' is required"),
         ({"channel": "tickers", "exchange": ""}, "'exchange' must be a non-empty string"),
+        ({"channel": "tickers", "exchange": "a\x00b"}, "without control characters"),
+        ({"channel": "tickers", "exchange": "b", "symbols": ["A\n"]}, "'symbols' must be a list"),
         ({"channel": "tickers", "exchange": "b", "symbols": "BTC"}, "'symbols' must be a list"),
         ({"channel": "tickers", "exchange": "b", "bot_ids": []}, "unknown parameter 'bot_ids'"),
         ({"channel": "bots", "symbols": []}, "unknown parameter 'symbols'"),
