@@ -57,7 +57,7 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 BASE: dict[str, Any] = {"jwt": {"secret": HS_SECRET}}
 
 CASES: list[Case] = [
-    Case("defaults", BASE, {"Deployment": 2, "StatefulSet": 1, "HorizontalPodAutoscaler": 2,
+    Case("defaults", BASE, {"Deployment": 2, "StatefulSet": 1, "HorizontalPodAutoscaler": 2, "Pod": 1,
                             "PodDisruptionBudget": 2, "Secret": 2}),
     Case("redis-external", merge(BASE, {"redis": {"mode": "external",
                                                   "external": {"url": "rediss://:pw@redis.example:6380/2"}}}),
@@ -147,10 +147,14 @@ def one(objects: list[Obj], kind: str, name_suffix: str) -> Obj:
     return found[0]
 
 
-def pod_specs(objects: list[Obj]) -> list[tuple[str, Obj]]:
-    """(workload name, pod spec) of every Deployment and StatefulSet."""
-    return [(o["metadata"]["name"], o["spec"]["template"]["spec"]) for o in objects
-            if o["kind"] in ("Deployment", "StatefulSet")]
+def pod_specs(objects: list[Obj], *, hooks: bool = False) -> list[tuple[str, Obj]]:
+    """(workload name, pod spec) of every Deployment and StatefulSet, and with `hooks` also of
+    the bare Pods (`helm test` hooks)."""
+    specs = [(o["metadata"]["name"], o["spec"]["template"]["spec"]) for o in objects
+             if o["kind"] in ("Deployment", "StatefulSet")]
+    if hooks:
+        specs += [(o["metadata"]["name"], o["spec"]) for o in objects if o["kind"] == "Pod"]
+    return specs
 
 
 def env_of(container: Obj) -> dict[str, Any]:

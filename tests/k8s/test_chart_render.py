@@ -84,7 +84,7 @@ def test_every_object_is_labelled_and_namespaced(case: Case) -> None:
 
 @case_params
 def test_pods_run_restricted(case: Case) -> None:
-    for name, spec in pod_specs(rendered(case)):
+    for name, spec in pod_specs(rendered(case), hooks=True):
         pod_sc = spec["securityContext"]
         assert pod_sc["runAsNonRoot"] is True and pod_sc["runAsUser"] > 0, name
         assert pod_sc["seccompProfile"]["type"] == "RuntimeDefault", name
@@ -100,7 +100,7 @@ def test_pods_run_restricted(case: Case) -> None:
 
 @case_params
 def test_containers_have_probes_resources_and_pinned_images(case: Case) -> None:
-    for name, spec in pod_specs(rendered(case)):
+    for name, spec in pod_specs(rendered(case), hooks=True):
         for c in spec["containers"] + spec.get("initContainers", []):
             where = f"{name}/{c['name']}"
             image = c["image"]
@@ -109,6 +109,8 @@ def test_containers_have_probes_resources_and_pinned_images(case: Case) -> None:
             res = c["resources"]
             assert {"cpu", "memory"} <= set(res["requests"]), where
             assert "memory" in res["limits"], where
+        if spec.get("restartPolicy") == "Never":
+            continue  # a run-to-completion hook
         for c in spec["containers"]:
             assert "livenessProbe" in c and "readinessProbe" in c, f"{name}/{c['name']} lacks probes"
 
@@ -365,3 +367,12 @@ def test_sentinel_auth_from_an_existing_secret_reaches_every_container() -> None
         assert env_of(c)["REDIS_PASSWORD"]["secretKeyRef"] == {"name": "my-redis-auth", "key": "password"}, c["name"]
     config = next(o for o in by_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-redis-config"))
     assert "masterauth" in config["data"]["init.sh"] and "sentinel auth-pass %s" in config["data"]["init.sh"]
+
+
+def test_helm_test_hook_checks_the_bridge() -> None:
+    objects = rendered(CASES[0])
+    pod = next(o for o in by_kind(objects, "Pod"))
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    container = pod["spec"]["containers"][0]
+    assert env_of(container)["BRIDGE_URL"] == f"{RELEASE}-marketbridge-bridge.{NAMESPACE}.svc.cluster.local:8080"
+    assert "/readyz" in container["command"][2] and "/ws" in container["command"][2]
