@@ -106,6 +106,8 @@ class Node(Protocol):
     def address(self) -> Address: ...
     def kill(self) -> None: ...
     def start(self) -> None: ...
+    def pause(self) -> None: ...
+    def unpause(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -144,6 +146,14 @@ class ProcessNode:
             wait_until_ready(*self.address)
         else:
             _wait_ping(self.address)
+
+    def pause(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def unpause(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         if self._proc is not None:
@@ -220,6 +230,12 @@ class ContainerNode:
         self.container.kill()
         self.container.wait(timeout=15)
 
+    def pause(self) -> None:
+        self.container.pause()
+
+    def unpause(self) -> None:
+        self.container.unpause()
+
     def close(self) -> None:
         self.container.remove(force=True)
 
@@ -293,20 +309,61 @@ class SentinelTopology:
         _wait(promoted, timeout, "promotion of the replica")
         return self.primary()
 
+    def restart_primary(self, timeout: float = 30.0) -> None:
+        """Kill the primary and start it again at once (the sentinels may or may not fail over)."""
+        node = self.node_at(self.primary())
+        node.kill()
+        node.start()
+        self.settle(timeout)
+
+    def pause_primary(self) -> Node:
+        """Freeze the primary (a hang, not a crash); ``unpause`` the returned node later."""
+        node = self.node_at(self.primary())
+        node.pause()
+        return node
+
+    def settle(self, timeout: float = 30.0) -> Address:
+        """Wait until the sentinels agree on a live primary and every other node replicates it.
+
+        A node that came back still calling itself primary is pointed at the real one, as a
+        Redis pod's start script does; then wait for an online replica (ready to fail over).
+        """
+        deadline = time.monotonic() + timeout
+        _wait(lambda: self._calm() is not None, timeout, "sentinels agreeing on a primary")
+        primary = self._calm() or self.primary()
+        for node in self.redis_nodes:
+            if node.address != primary and _role(node.address) == "master":
+                client = redis.Redis(*node.address, socket_timeout=5, socket_connect_timeout=5)
+                try:
+                    client.execute_command("REPLICAOF", *primary)
+                finally:
+                    client.close()
+        self.wait_for_replica(max(1.0, deadline - time.monotonic()))
+        return primary
+
+    def _calm(self) -> Address | None:
+        """The primary, if every sentinel names the same live one and none is failing over."""
+        views = self.sentinel_views()
+        if views[0] is None or any(v != views[0] for v in views) or _role(views[0]) != "master":
+            return None
+        for sentinel in self.sentinels:
+            client = redis.Redis(*sentinel.address, socket_timeout=1, socket_connect_timeout=1)
+            try:
+                flags = _pairs(client.execute_command("SENTINEL", "master", MASTER_NAME)).get("flags", "")
+            except (redis.RedisError, OSError):
+                return None
+            finally:
+                client.close()
+            if flags != "master":   # s_down, o_down, failover_in_progress, ...
+                return None
+        return views[0]
+
     def restart_killed(self, timeout: float = 30.0) -> None:
         """Start the killed node again and wait until it is an in-sync replica of the primary."""
         assert self.killed is not None, "kill_primary() first"
         node, self.killed = self.killed, None
         node.start()
-        # Join the new primary at once, as a Redis pod's start script asks the sentinels: left to
-        # themselves, sentinels take ~20 s to turn a returning old primary into a replica.
-        host, port = self.primary()
-        client = redis.Redis(*node.address, socket_timeout=5, socket_connect_timeout=5)
-        try:
-            client.execute_command("REPLICAOF", host, port)
-        finally:
-            client.close()
-        self.wait_for_replica(timeout)
+        self.settle(timeout)
 
     def wait_for_replica(self, timeout: float = 30.0) -> None:
         """Wait until the primary has one online replica the sentinels know, ready to promote."""
