@@ -270,3 +270,15 @@ async def test_page_protocol_helpers(redis_url: str) -> None:
         assert await page.evaluate(f"{mb}.jwtClaims({make_token('bob')!r}).sub") == "bob"
         assert await page.evaluate(f"{mb}.jwtClaims('garbage')") is None
         assert page.console_errors == []
+
+
+async def test_page_without_a_token_on_a_no_auth_bridge(redis_url: str) -> None:
+    """``--auth none`` (local development): the page connects with no token at all."""
+    async with (
+        live_stack(redis_url, auth="none") as stack,
+        browser_page(stack.page_url(user=None)) as page,
+    ):
+        await wait_prices_move(page)
+        assert await page.evaluate(text_of("user")) == "anonymous"
+        assert await page.evaluate("document.getElementById('token-panel').hidden") is True
+        assert page.console_errors == []
