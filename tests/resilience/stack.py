@@ -220,10 +220,12 @@ class Stack:
         recovery = self.ledger.recovery_time(repaired_at)
         window_end = repaired_at + (recovery or 0.0) + 5.0
         latencies = self.ledger.latencies(fault_at, window_end)
+        disruption = self.ledger.recovery_time(fault_at)
         return {
             "delivered_pct": round(100.0 * self.ledger.delivered_fraction(), 3),
-            "outage_s": round(repaired_at - fault_at, 3),
+            "fault_to_repair_s": round(repaired_at - fault_at, 3),
             "recovery_s": None if recovery is None else round(recovery, 3),
+            "disruption_s": None if disruption is None else round(disruption, 3),
             "p99_latency_recovery_ms": round(1000 * percentile(latencies, 99), 1),
             "p50_latency_all_ms": round(1000 * percentile(self.ledger.latencies(), 50), 1),
             "acked_writes": self.publisher.stats.acked,
