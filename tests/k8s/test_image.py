@@ -115,7 +115,8 @@ def stack(image: str) -> Iterator[dict[str, Any]]:
                                     "BRIDGE_JWT_SECRET": SECRET},
                        ports={"8080/tcp": ("127.0.0.1", http_port)})
         wait_ready(f"http://127.0.0.1:{http_port}/readyz", bridge)
-        yield {"grpc": f"127.0.0.1:{grpc_port}", "http": f"127.0.0.1:{http_port}", "bridge": bridge}
+        yield {"grpc": f"127.0.0.1:{grpc_port}", "http": f"127.0.0.1:{http_port}", "bridge": bridge,
+               "client": client, "network": network.name}
     finally:
         for container in containers:
             container.remove(force=True)
@@ -174,3 +175,21 @@ def next_frame(ws: Any, wanted: Any, timeout: float = 30.0) -> dict[str, Any]:
         if wanted(frame):
             return frame
     raise TimeoutError("no matching frame")
+
+
+def test_the_charts_helm_test_hook_passes_against_the_containers(stack: dict[str, Any]) -> None:
+    """The chart's `helm test` Pod command, run from the image as the hook would run it."""
+    from tests.k8s.chart import BASE, render
+
+    hook = next(o for o in render(BASE) if o["kind"] == "Pod")["spec"]["containers"][0]
+    client, network = stack["client"], stack["network"]
+    container = client.containers.run(IMAGE_TAG, hook["command"], detach=True, network=network,
+                                      environment={"BRIDGE_URL": f"{network}-bridge:8080"}, **SECURE)
+    try:
+        status = container.wait(timeout=120)
+        logs = container.logs().decode()
+        assert status["StatusCode"] == 0, logs
+        assert "bridge ready and speaking WebSocket" in logs
+        assert "ws closed 1008" in logs  # no token: accepted, then closed 1008
+    finally:
+        container.remove(force=True)
