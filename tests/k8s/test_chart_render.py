@@ -18,7 +18,7 @@ from tests.k8s.chart import (
 pytestmark = pytest.mark.k8s
 
 # Two recent Kubernetes releases whose schemas kubernetes-validate ships.
-KUBE_VERSIONS = ["1.33.0", "1.36.0"]
+KUBE_VERSIONS = ["1.33.0", "1.37.0"]
 # Kinds from CRDs that kubernetes-validate has no schema for; checked structurally instead.
 CRD_KINDS = {"ServiceMonitor"}
 REQUIRED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance",

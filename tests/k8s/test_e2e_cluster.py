@@ -57,7 +57,7 @@ def release() -> Iterator[dict[str, Any]]:
         try:
             cfg.install(str(CHART_DIR), "mb", values, namespace=namespace, wait="watcher",
                         timeout=READY_TIMEOUT_S)
-            yield {"namespace": namespace, "core": core}
+            yield {"namespace": namespace, "core": core, "helm": cfg}
         finally:
             cfg.uninstall("mb", ignore_not_found=True, wait="watcher", timeout=120)
             core.delete_namespace(namespace)
@@ -98,3 +98,8 @@ def test_websocket_round_trip_through_the_chart(release: dict[str, Any]) -> None
                 break
         else:
             pytest.fail("no subscribe response")
+
+
+def test_helm_test_hook_passes(release: dict[str, Any]) -> None:
+    result = release["helm"].test("mb", timeout=300, logs=True)
+    assert "bridge ready and speaking WebSocket" in result.get("logs", ""), result
