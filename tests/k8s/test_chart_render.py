@@ -185,8 +185,15 @@ def test_default_install_is_authenticated_and_drains() -> None:
 def test_cache_service_uses_native_grpc_probes_and_headless_service() -> None:
     objects = rendered(CASES[0])
     cache = _containers(objects, "-cache-service")
-    assert cache["livenessProbe"]["grpc"] == {"port": 50051, "service": ""}
+    # liveness must not follow Redis (the health service does): a Redis outage restarts nothing
+    assert cache["livenessProbe"]["tcpSocket"] == {"port": "grpc"}
+    assert cache["startupProbe"]["tcpSocket"] == {"port": "grpc"}
     assert cache["readinessProbe"]["grpc"] == {"port": 50051, "service": "cache.v1.CacheService"}
+    from tests.k8s.chart import merge
+
+    objects = render(merge(BASE, {"cacheService": {"probes": {"livenessService": "liveness"}}}))
+    cache = _containers(objects, "-cache-service")
+    assert cache["livenessProbe"]["grpc"] == {"port": 50051, "service": "liveness"}
     headless = next(s for s in by_kind(objects, "Service") if s["metadata"]["name"].endswith("-headless")
                     and "cache" in s["metadata"]["name"])
     assert headless["spec"]["clusterIP"] == "None"
@@ -237,6 +244,7 @@ def test_tls_mounts_certificates_and_probes_over_mtls() -> None:
     probe = cache["readinessProbe"]["exec"]["command"]
     assert probe[1] == "/etc/marketbridge/probe/grpc_health_probe.py"
     assert "--service=cache.v1.CacheService" in probe
+    assert cache["livenessProbe"] == {**cache["livenessProbe"], "tcpSocket": {"port": "grpc"}}
     secrets = {
         n: {v["secret"]["secretName"] for v in s["volumes"] if "secret" in v}
         for n, s in pod_specs(objects)
