@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench import capacity, churn, fanout, grpc_batching, plot, report, unary
+from bench import capacity, churn, fanout, grpc_batching, plot, report, targets, unary
 from bench.config import BenchConfig, ConfigError, parse
 from bench.stack import Endpoints, LocalStack, StackError, StackOptions
 
@@ -176,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if stack:
             stack.close()
     document["elapsed_s"] = round(time.monotonic() - started, 1)
+    document["targets"] = targets.evaluate(document)
+    print("\n".join(targets.lines(document["targets"])), flush=True)
     report.write(document, config.json_path)
     plot.render(document, config.png_path)
     print(

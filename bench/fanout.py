@@ -31,6 +31,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from bench.counting_client import CountingConnection
 from bench.frames import decode, ticker_updates
 from bench.latency import LatencyHistogram
 from bench.procstats import ProcessSampler
@@ -42,7 +43,7 @@ from bench.stack import BASELINE_CHANNEL, Endpoints
 from bench.ticks import symbol_names
 from bench.tokens import client_tokens
 from bench.workers import WorkerPool, crash_report, new_queue, next_command, run_loop, start_process
-from bench.wsclient import open_session, subscribe_tickers, ws_url
+from bench.wsclient import SessionError, encode, open_session, subscribe_tickers, ws_url
 
 MODES = ("plain", "batch", "baseline")
 CONNECT_CONCURRENCY = 50
@@ -87,114 +88,163 @@ QUIET_S = 1.0
 
 
 @dataclass
-class ClientState:
-    """One client's view: what it received and why it ended, if it ended early."""
+class ProbeClient:
+    """A ``websockets`` client that decodes every frame and checks every ticker update."""
 
-    probe: bool
+    ws: ClientConnection
     checker: SequenceChecker = field(default_factory=SequenceChecker)
-    counted: int = 0
     last_frame: float = 0.0
     close_code: int | None = None
+    other_frames: Counter[str] = field(default_factory=Counter)
+    probe = True
+
+    @property
+    def received(self) -> int:
+        return self.checker.received
+
+    def holes(self, final: dict[str, int]) -> int:
+        return self.checker.gaps + self.checker.missing_tail(final)
+
+    def finished(self, final: dict[str, int], _now: float) -> bool:
+        return self.close_code is not None or self.checker.caught_up(final)
+
+    async def run(self, hist: LatencyHistogram) -> None:
+        """Read until the connection closes, checking and timing every update."""
+        checker, record = self.checker, hist.record
+        try:
+            while True:
+                raw = await self.ws.recv(decode=False)
+                now = time.time()
+                self.last_frame = now
+                frame = decode(raw)
+                updates = ticker_updates(frame)
+                if not updates:
+                    self.other_frames[str(frame.get("type"))] += 1
+                    continue
+                for ticker in updates:
+                    checker.observe(ticker["symbol"], int(ticker["volume"]))
+                    record(now - ticker["time"])
+        except ConnectionClosed as exc:
+            self.close_code = exc.rcvd.code if exc.rcvd else 1006
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+@dataclass
+class CounterClient:
+    """A lean client (bench/counting_client.py) that only counts the updates it receives."""
+
+    conn: CountingConnection
+    probe = False
     other_frames: Counter[str] = field(default_factory=Counter)
 
     @property
     def received(self) -> int:
-        return self.checker.received if self.probe else self.counted
+        return self.conn.counter.counted
+
+    @property
+    def last_frame(self) -> float:
+        return self.conn.last_frame
+
+    @property
+    def close_code(self) -> int | None:
+        return self.conn.counter.close_code
 
     def holes(self, final: dict[str, int]) -> int:
-        """Updates this client never got (a probe knows which; a counter knows how many)."""
-        if self.probe:
-            return self.checker.gaps + self.checker.missing_tail(final)
-        return max(0, sum(final.values()) - self.counted)
+        return max(0, sum(final.values()) - self.received)
 
     def finished(self, final: dict[str, int], now: float) -> bool:
-        """Caught up (probe), got everything or went quiet (counter), or closed."""
-        if self.close_code is not None:
+        """Got everything, went quiet, or closed."""
+        if self.close_code is not None or self.received >= sum(final.values()):
             return True
-        if self.probe:
-            return self.checker.caught_up(final)
-        return self.counted >= sum(final.values()) or now - self.last_frame > QUIET_S
+        return now - self.last_frame > QUIET_S
+
+    async def run(self, _hist: LatencyHistogram) -> None:
+        await self.conn.run()
+
+    async def close(self) -> None:
+        await self.conn.close()
 
 
-async def _receive(ws: ClientConnection, state: ClientState, hist: LatencyHistogram) -> None:
-    """Read frames until the connection closes: probes check and time every ticker update,
-    counters count them."""
-    checker, record = state.checker, hist.record
-    try:
-        while True:
-            raw = await ws.recv(decode=False)
-            now = time.time()
-            state.last_frame = now
-            if not state.probe:
-                found = raw.count(UPDATE_MARK)
-                if found:
-                    state.counted += found
-                    continue
-            frame = decode(raw)
-            updates = ticker_updates(frame)
-            if not updates:
-                state.other_frames[str(frame.get("type"))] += 1
-                continue
-            for ticker in updates:
-                checker.observe(ticker["symbol"], int(ticker["volume"]))
-                record(now - ticker["time"])
-    except ConnectionClosed as exc:
-        state.close_code = exc.rcvd.code if exc.rcvd else 1006
+Client = ProbeClient | CounterClient
 
 
-async def _connect(job: FanoutJob, url: str, gate: asyncio.Semaphore) -> ClientConnection:
+async def _open_counter(job: FanoutJob, url: str) -> CounterClient:
+    conn = await CountingConnection.open(url, UPDATE_MARK, job.timeout_s)
+    client = CounterClient(conn)
+    client.task = asyncio.create_task(conn.run())  # type: ignore[attr-defined]
+    if job.welcome:
+        welcome = await conn.text(job.timeout_s)
+        if welcome.get("type") != "connection":
+            raise SessionError(f"unexpected first frame: {welcome}")
+        params = {
+            "channel": "tickers",
+            "exchange": job.exchange,
+            "symbols": job.symbols,
+            "snapshot": False,
+        }
+        conn.send_text(encode({"action": "subscribe", "request_id": 1, "params": params}))
+        reply = await conn.text(job.timeout_s)
+        if not reply.get("success"):
+            raise SessionError(f"subscribe refused: {reply.get('error')}")
+    return client
+
+
+async def _connect(job: FanoutJob, url: str, probe: bool, gate: asyncio.Semaphore) -> Client:
     async with gate:
+        if not probe:
+            return await _open_counter(job, url)
         ws = await open_session(
             url, job.timeout_s, welcome=job.welcome, compression=job.compression
         )
         if job.welcome:
             await subscribe_tickers(ws, job.exchange, job.symbols, job.timeout_s)
-        return ws
+        return ProbeClient(ws)
 
 
 async def _worker_main(job: FanoutJob, ctrl: Any, results: Any) -> None:
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     attempts = await asyncio.gather(
-        *(_connect(job, u, gate) for u in job.urls), return_exceptions=True
+        *(_connect(job, u, p, gate) for u, p in zip(job.urls, job.probes, strict=True)),
+        return_exceptions=True,
     )
-    sockets = [a for a in attempts if isinstance(a, ClientConnection)]
+    clients: list[Client] = [a for a in attempts if isinstance(a, (ProbeClient, CounterClient))]
     errors = Counter(
         type(a).__name__ + ": " + str(a)[:120] for a in attempts if isinstance(a, BaseException)
     )
     results.put(
-        {"kind": "ready", "worker": job.worker, "connected": len(sockets), "errors": dict(errors)}
+        {"kind": "ready", "worker": job.worker, "connected": len(clients), "errors": dict(errors)}
     )
     hist = LatencyHistogram()
-    states = [ClientState(probe=p) for p, _ in zip(job.probes, sockets)]
-    readers = [asyncio.create_task(_receive(ws, st, hist)) for ws, st in zip(sockets, states)]
+    readers = [getattr(c, "task", None) or asyncio.create_task(c.run(hist)) for c in clients]
     command = await next_command(ctrl, timeout=job.timeout_s + 600)
     final: dict[str, int] = command["final"] if command else {}
     drain_until = time.monotonic() + (command["drain_s"] if command else 0)
     while time.monotonic() < drain_until and not all(
-        s.finished(final, time.time()) for s in states
+        c.finished(final, time.time()) for c in clients
     ):
         await asyncio.sleep(0.05)
-    for ws in sockets:
-        await ws.close()
+    closed_early = Counter(str(c.close_code) for c in clients if c.close_code not in (None, 1000))
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
     await asyncio.gather(*readers, return_exceptions=True)
+    probes = [c for c in clients if isinstance(c, ProbeClient)]
     results.put(
         {
             "kind": "result",
             "worker": job.worker,
             "hist": hist.to_wire(),
-            "last_seen": max((s.last_frame for s in states), default=0.0),
+            "last_seen": max((c.last_frame for c in clients), default=0.0),
             "cpu_s": time.process_time(),
-            "probes": sum(s.probe for s in states),
-            "received": sum(s.received for s in states),
-            "holes": sum(s.holes(final) for s in states),
-            "probe_gaps": sum(s.checker.gaps for s in states if s.probe),
-            "probe_tail": sum(s.checker.missing_tail(final) for s in states if s.probe),
-            "duplicates": sum(s.checker.duplicates for s in states),
-            "reordered": sum(s.checker.reordered for s in states),
-            "closed_early": dict(
-                Counter(str(s.close_code) for s in states if s.close_code not in (None, 1000))
-            ),
-            "other_frames": dict(sum((s.other_frames for s in states), Counter())),
+            "probes": len(probes),
+            "received": sum(c.received for c in clients),
+            "holes": sum(c.holes(final) for c in clients),
+            "probe_gaps": sum(p.checker.gaps for p in probes),
+            "probe_tail": sum(p.checker.missing_tail(final) for p in probes),
+            "duplicates": sum(p.checker.duplicates for p in probes),
+            "reordered": sum(p.checker.reordered for p in probes),
+            "closed_early": dict(closed_early),
+            "other_frames": dict(sum((p.other_frames for p in probes), Counter())),
         }
     )
 

@@ -7,6 +7,7 @@ process's CPU and memory from prometheus-client's default process collector.
 
 from __future__ import annotations
 
+import math
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -57,9 +58,13 @@ def histogram_quantiles(
             out[label] = None
             continue
         rank = q * total
-        out[label] = next(
-            (round(le * 1000.0, 1) for le, cumulative in bounds if cumulative >= rank), None
-        )
+        bound = next((le for le, cumulative in bounds if cumulative >= rank), None)
+        if bound is not None and math.isinf(bound):  # beyond the last bucket: say so, in JSON
+            finite = [le for le, _ in bounds if not math.isinf(le)]
+            out[label] = None
+            out[f"{label}_above"] = round(finite[-1] * 1000.0, 1) if finite else None
+        else:
+            out[label] = None if bound is None else round(bound * 1000.0, 1)
     return out
 
 

@@ -92,6 +92,28 @@ def grpc_table(result: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def profile_tables(point: dict[str, Any], top: int = 12) -> str:
+    """Self-time and inclusive-time leaders of each profiled process of one fan-out point."""
+    parts = []
+    for name, prof in (point.get("profile") or {}).items():
+        if "self" not in prof:
+            continue
+        rows = [
+            f"{name}, {point['mode']} {point['offered_rate']:.0f}/s ({prof['samples']} samples)",
+            "",
+            "| self % | function | | inclusive % | function |",
+            "|---|---|---|---|---|",
+        ]
+        inclusive = [r for r in prof["inclusive"] if "runpy" not in r["function"]]
+        inclusive = [r for r in inclusive if not r["function"].startswith(("main ", "<module>"))]
+        for own, incl in zip(prof["self"][:top], inclusive[:top], strict=False):
+            rows.append(
+                f"| {own['pct']} | `{own['function']}` | | {incl['pct']} | `{incl['function']}` |"
+            )
+        parts.append("\n".join(rows))
+    return "\n\n".join(parts)
+
+
 def render(document: dict[str, Any]) -> str:
     parts = [f"Run {document['started_at']}, machine {document['machine']}"]
     if document.get("fanout"):
@@ -102,6 +124,9 @@ def render(document: dict[str, Any]) -> str:
         parts.append(churn_table(document["churn"]))
     if document.get("unary"):
         parts.append(unary_table(document["unary"]))
+    for point in document.get("fanout", []):
+        if point.get("profile"):
+            parts.append(profile_tables(point))
     if document.get("grpc_batching"):
         parts.append(grpc_table(document["grpc_batching"]))
     if document.get("errors"):
