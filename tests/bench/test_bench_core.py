@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 
 from bench.config import ConfigError, parse
+from bench.counting_client import FrameCounter, client_frame, handshake_request
 from bench.frames import decode, ticker_updates
 from bench.latency import LatencyHistogram
 from bench.pacing import Pacer
 from bench.publisher import PublishPlan
 from bench.sequence import SequenceChecker
+from bench.targets import evaluate
 from bench.ticks import SequenceCounter, baseline_frame, symbol_names, ticker_fields
 
 
@@ -88,3 +90,76 @@ def test_config_quick_defaults_and_clear_errors() -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             parse(argv)
+
+
+def _server_frame(opcode: int, payload: bytes) -> bytes:
+    if len(payload) < 126:
+        return bytes([0x80 | opcode, len(payload)]) + payload
+    return bytes([0x80 | opcode, 126]) + len(payload).to_bytes(2, "big") + payload
+
+
+def test_frame_counter_counts_markers_across_chunk_boundaries() -> None:
+    update = b'{"type":"update","action":"ticker_update","result":{}}'
+    batch = b'{"type":"batch","updates":[' + b",".join([update] * 3) + b"]}"
+    stream = (
+        _server_frame(0x1, b'{"type":"connection"}')
+        + _server_frame(0x1, update)
+        + _server_frame(0x1, batch * 2)
+        + _server_frame(0x9, b"hi")
+        + _server_frame(0x8, (1001).to_bytes(2, "big") + b"bye")
+    )
+    counter = FrameCounter(b'"ticker_update"')
+    for start in range(0, len(stream), 7):  # every frame arrives split
+        counter.feed(stream[start : start + 7])
+    assert counter.counted == 7
+    assert counter.frames == 5
+    assert counter.texts == [b'{"type":"connection"}']
+    assert counter.close_code == 1001
+    assert counter.replies == [
+        client_frame(0xA, b"hi"),
+        client_frame(0x8, (1001).to_bytes(2, "big")),
+    ]
+
+
+def test_client_frames_are_masked_with_a_zero_key() -> None:
+    small, medium = client_frame(0x1, b"x" * 5), client_frame(0x1, b"x" * 300)
+    assert small[:2] == bytes([0x81, 0x80 | 5]) and small[2:6] == b"\0\0\0\0"
+    assert medium[1] == 0x80 | 126 and int.from_bytes(medium[2:4], "big") == 300
+    request = handshake_request("ws://127.0.0.1:9/ws?token=a")
+    assert request.startswith(b"GET /ws?token=a HTTP/1.1\r\nHost: 127.0.0.1:9\r\n")
+
+
+def test_targets_judge_a_run() -> None:
+    def point(mode: str, rate: float, p99: float, received: int, conflated: int = 0) -> dict:
+        return {
+            "mode": mode,
+            "offered_rate": rate,
+            "clients": 100,
+            "connected": 100,
+            "publisher": {"achieved_rate": rate},
+            "expected_updates": 1000,
+            "received_updates": received,
+            "conflated": conflated,
+            "lost": 1000 - received - conflated,
+            "delivered_per_s": received / 10,
+            "latency": {"p99_ms": p99},
+        }
+
+    document = {
+        "fanout": [point("batch", 10000.0, 30.0, 600, 400), point("baseline", 10000.0, 900.0, 300)],
+        "capacity": {
+            "steps": [
+                {
+                    "target": 10000,
+                    "open": 10000,
+                    "bridge_rss_mib": 300.0,
+                    "rss_per_connection_kib": 25.0,
+                }
+            ]
+        },
+    }
+    verdicts = evaluate(document)
+    assert verdicts["fanout_10k_batch"]["met"] is True
+    assert verdicts["idle_10k"]["met"] is True
+    assert verdicts["ahead_of_baseline"]["met"] is True
+    assert evaluate({"fanout": [], "capacity": None})["fanout_10k_batch"]["met"] is None
