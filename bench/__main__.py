@@ -103,7 +103,11 @@ def run_scenarios(config: BenchConfig, endpoints: Endpoints, document: dict[str,
             document,
             "churn",
             lambda: churn.run(
-                endpoints, config.churn_duration, config.churn_concurrency, config.workers
+                endpoints,
+                config.churn_duration,
+                config.churn_concurrency,
+                config.workers,
+                config.profile_dir,
             ),
         )
         if result:
@@ -120,6 +124,7 @@ def run_scenarios(config: BenchConfig, endpoints: Endpoints, document: dict[str,
                 config.unary_connections,
                 config.unary_depth,
                 config.workers,
+                config.profile_dir,
             ),
         )
         if result:

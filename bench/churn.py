@@ -12,12 +12,13 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.latency import LatencyHistogram
-from bench.procstats import ProcessSampler
 from bench.stack import Endpoints
 from bench.tokens import make_token
+from bench.window import measure
 from bench.workers import WorkerPool, crash_report, run_loop
 from bench.wsclient import open_session, ws_url
 
@@ -78,7 +79,13 @@ def churn_worker(job: ChurnJob, ctrl: Any, results: Any) -> None:
         results.put(crash_report(job.worker, exc))
 
 
-def run(endpoints: Endpoints, duration_s: float, concurrency: int, workers: int) -> dict[str, Any]:
+def run(
+    endpoints: Endpoints,
+    duration_s: float,
+    concurrency: int,
+    workers: int,
+    profile_dir: Path | None = None,
+) -> dict[str, Any]:
     """Churn for ``duration_s`` with ``concurrency`` loops over ``workers`` processes."""
     count = max(1, min(workers, concurrency))
     prefix = f"churn-{uuid.uuid4().hex[:6]}"
@@ -93,14 +100,9 @@ def run(endpoints: Endpoints, duration_s: float, concurrency: int, workers: int)
         )
         for i in range(count)
     ]
-    sampler = ProcessSampler({k: v for k, v in endpoints.pids.items() if k != "baseline"})
     pool = WorkerPool.start(churn_worker, jobs)
     try:
-        started = time.time()
-        sampler.start()
-        reports = pool.gather("result", timeout=duration_s + 120)
-        wall = time.time() - started
-        usage = sampler.stop(wall)
+        reports, usage, profile = measure(endpoints, pool, duration_s, profile_dir, "churn")
     finally:
         pool.close()
     hist = LatencyHistogram()
@@ -118,4 +120,5 @@ def run(endpoints: Endpoints, duration_s: float, concurrency: int, workers: int)
         "connect_latency": hist.summary_ms(),
         "processes": usage,
         "load_generator_cpu_s": round(sum(r["cpu_s"] for r in reports), 2),
+        "profile": profile,
     }

@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile",
         action="store_true",
         default=None,
-        help="py-spy the servers during each fanout point (tables in the JSON, stacks in <out>/profiles)",
+        help="py-spy the servers during each scenario (tables in the JSON, stacks in <out>/profiles)",
     )
     p.add_argument(
         "--capacity-steps", type=_ints, help="idle connection counts to reach (e.g. 1000,10000)"

@@ -92,14 +92,14 @@ def grpc_table(result: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def profile_tables(point: dict[str, Any], top: int = 12) -> str:
-    """Self-time and inclusive-time leaders of each profiled process of one fan-out point."""
+def profile_tables(profile: dict[str, Any], title: str, top: int = 12) -> str:
+    """Self-time and inclusive-time leaders of each profiled process of one scenario."""
     parts = []
-    for name, prof in (point.get("profile") or {}).items():
+    for name, prof in profile.items():
         if "self" not in prof:
             continue
         rows = [
-            f"{name}, {point['mode']} {point['offered_rate']:.0f}/s ({prof['samples']} samples)",
+            f"{name}, {title} ({prof['samples']} samples)",
             "",
             "| self % | function | | inclusive % | function |",
             "|---|---|---|---|---|",
@@ -126,7 +126,11 @@ def render(document: dict[str, Any]) -> str:
         parts.append(unary_table(document["unary"]))
     for point in document.get("fanout", []):
         if point.get("profile"):
-            parts.append(profile_tables(point))
+            title = f"fanout {point['mode']} {point['offered_rate']:.0f}/s"
+            parts.append(profile_tables(point["profile"], title))
+    for name in ("churn", "unary"):
+        if (document.get(name) or {}).get("profile"):
+            parts.append(profile_tables(document[name]["profile"], name))
     if document.get("grpc_batching"):
         parts.append(grpc_table(document["grpc_batching"]))
     if document.get("errors"):

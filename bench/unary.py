@@ -13,6 +13,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -20,11 +21,11 @@ from websockets.exceptions import ConnectionClosed
 
 from bench.frames import decode
 from bench.latency import LatencyHistogram
-from bench.procstats import ProcessSampler
 from bench.publisher import PublishPlan, publish_grpc
 from bench.stack import Endpoints
 from bench.ticks import symbol_names
 from bench.tokens import client_tokens
+from bench.window import measure
 from bench.workers import WorkerPool, crash_report, run_loop
 from bench.wsclient import encode, open_session, ws_url
 
@@ -120,7 +121,12 @@ def unary_worker(job: UnaryJob, ctrl: Any, results: Any) -> None:
 
 
 def run(
-    endpoints: Endpoints, duration_s: float, connections: int, depth: int, workers: int
+    endpoints: Endpoints,
+    duration_s: float,
+    connections: int,
+    depth: int,
+    workers: int,
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Preload the tickers, then hammer ``get_ticker`` for ``duration_s``."""
     exchange = f"unary-{uuid.uuid4().hex[:6]}"
@@ -134,13 +140,9 @@ def run(
     ]
     count = max(1, min(workers, connections))
     jobs = [UnaryJob(i, urls[i::count], exchange, depth, duration_s) for i in range(count)]
-    sampler = ProcessSampler({k: v for k, v in endpoints.pids.items() if k != "baseline"})
     pool = WorkerPool.start(unary_worker, jobs)
     try:
-        started = time.time()
-        sampler.start()
-        reports = pool.gather("result", timeout=duration_s + 120)
-        usage = sampler.stop(time.time() - started)
+        reports, usage, profile = measure(endpoints, pool, duration_s, profile_dir, "unary")
     finally:
         pool.close()
     hist, outcome = LatencyHistogram(), Counter[str]()
@@ -157,4 +159,5 @@ def run(
         "latency": hist.summary_ms(),
         "processes": usage,
         "load_generator_cpu_s": round(sum(r["cpu_s"] for r in reports), 2),
+        "profile": profile,
     }
