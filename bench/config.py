@@ -36,7 +36,7 @@ class BenchConfig:
     bridge_orjson: bool = True
     compression: str | None = None
     # (a) fan-out
-    rates: tuple[float, ...] = (1000, 2000, 5000, 10000, 20000)
+    rates: tuple[float, ...] = (500, 1000, 2000, 5000, 10000, 20000)
     modes: tuple[str, ...] = ("plain", "batch", "baseline")
     clients: int = 100
     symbols: int = 50
