@@ -11,7 +11,9 @@ Two backends with one interface, chosen like tests/infra/redis_servers.py (``RED
 ``sentinel_url`` is what ``--redis-url`` takes (``redis+sentinel://h:p,h:p,h:p/mymaster``).
 ``kill_primary()`` kills whichever node the sentinels call primary now; ``wait_for_promotion()``
 waits until they agree on another one that really is a primary; ``restart_killed()`` brings the
-killed node back (the sentinels turn it into a replica), so a test can fail over again.
+killed node back as a replica, so a test can fail over again. Nodes are started without
+``--replicaof`` and pointed at the primary at run time, like a Redis pod whose start script asks
+the sentinels: a node restarted with a fixed ``--replicaof`` could sync from a stale peer.
 
 Timings are short (``down-after-milliseconds`` 1000, ``failover-timeout`` 3000) so a failover
 completes in a few seconds.
@@ -72,6 +74,15 @@ def _pairs(flat: list[bytes]) -> dict[str, str]:
     """A sentinel reply's flat ``[key, value, ...]`` list as a dict of strings."""
     text = [item.decode() if isinstance(item, bytes) else str(item) for item in flat]
     return dict(zip(text[::2], text[1::2]))
+
+
+def _replicate(node: Address, primary: Address) -> None:
+    """Make ``node`` a replica of ``primary`` (what a Redis pod's start script does)."""
+    client = redis.Redis(*node, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        client.execute_command("REPLICAOF", primary[0], str(primary[1]))
+    finally:
+        client.close()
 
 
 def _wait_ping(address: Address, timeout: float = 30.0) -> None:
@@ -325,21 +336,39 @@ class SentinelTopology:
     def settle(self, timeout: float = 30.0) -> Address:
         """Wait until the sentinels agree on a live primary and every other node replicates it.
 
-        A node that came back still calling itself primary is pointed at the real one, as a
-        Redis pod's start script does; then wait for an online replica (ready to fail over).
+        A node that came back calling itself primary is pointed at the real one, as a Redis
+        pod's start script does; then wait for an online replica (ready to fail over).
         """
         deadline = time.monotonic() + timeout
-        _wait(lambda: self._calm() is not None, timeout, "sentinels agreeing on a primary")
+        try:
+            _wait(lambda: self._calm() is not None, timeout, "sentinels agreeing on a primary")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; {self.describe()}") from None
         primary = self._calm() or self.primary()
         for node in self.redis_nodes:
             if node.address != primary and _role(node.address) == "master":
-                client = redis.Redis(*node.address, socket_timeout=5, socket_connect_timeout=5)
-                try:
-                    client.execute_command("REPLICAOF", *primary)
-                finally:
-                    client.close()
+                _replicate(node.address, primary)
         self.wait_for_replica(max(1.0, deadline - time.monotonic()))
         return primary
+
+    def describe(self) -> str:
+        """The sentinels' and nodes' view of the topology, for failure messages."""
+        parts = []
+        for sentinel in self.sentinels:
+            client = redis.Redis(*sentinel.address, socket_timeout=1, socket_connect_timeout=1)
+            try:
+                master = _pairs(client.execute_command("SENTINEL", "master", MASTER_NAME))
+                replicas = [_pairs(r) for r in client.execute_command("SENTINEL", "replicas", MASTER_NAME)]
+                parts.append(f"sentinel {sentinel.address}: master {master.get('ip')}:{master.get('port')} "
+                             f"flags={master.get('flags')} state={master.get('failover-state')} replicas="
+                             + str([(r.get("ip"), r.get("port"), r.get("flags")) for r in replicas]))
+            except (redis.RedisError, OSError) as exc:
+                parts.append(f"sentinel {sentinel.address}: {exc}")
+            finally:
+                client.close()
+        for node in self.redis_nodes:
+            parts.append(f"node {node.address}: role {_role(node.address)}")
+        return "; ".join(parts)
 
     def _calm(self) -> Address | None:
         """The primary, if every sentinel names the same live one and none is failing over."""
@@ -414,7 +443,8 @@ class SentinelTopology:
 
 def _start_process_topology() -> SentinelTopology:
     primary = ProcessNode()
-    replica = ProcessNode(["--replicaof", *map(str, primary.address)])
+    replica = ProcessNode()
+    _replicate(replica.address, primary.address)
     conf = sentinel_config(primary.address, 26379)
     sentinels: list[Node] = [ProcessNode(sentinel_conf=conf) for _ in range(SENTINELS)]
     return SentinelTopology([primary, replica], sentinels)
@@ -426,8 +456,9 @@ def _start_container_topology() -> SentinelTopology:
     try:
         primary = ContainerNode(network, ["redis-server", *redis_args(6379, "/data", "always")], 6379)
         nodes.append(primary)
-        replica_cmd = ["redis-server", *redis_args(6379, "/data", "always"), "--replicaof", primary.ip, "6379"]
-        nodes.append(ContainerNode(network, replica_cmd, 6379))
+        replica = ContainerNode(network, ["redis-server", *redis_args(6379, "/data", "always")], 6379)
+        nodes.append(replica)
+        _replicate(replica.address, primary.address)
         command = container_sentinel_command(sentinel_config(primary.address, 26379))
         sentinels: list[Node] = [ContainerNode(network, command, 26379, sentinel=True) for _ in range(SENTINELS)]
     except BaseException:
