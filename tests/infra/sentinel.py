@@ -119,6 +119,7 @@ class Node(Protocol):
     def start(self) -> None: ...
     def pause(self) -> None: ...
     def unpause(self) -> None: ...
+    def log_tail(self, lines: int = 12) -> str: ...
     def close(self) -> None: ...
 
 
@@ -151,8 +152,16 @@ class ProcessNode:
         binary = shutil.which("redis-sentinel") or "redis-sentinel"
         return [binary, conf, "--bind", "127.0.0.1", "--dir", self._dir]
 
+    def log_tail(self, lines: int = 12) -> str:
+        try:
+            with open(os.path.join(self._dir, "node.log"), encoding="utf-8", errors="replace") as fh:
+                return "\n".join(fh.read().splitlines()[-lines:])
+        except OSError:
+            return ""
+
     def start(self) -> None:
-        self._proc = subprocess.Popen(self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(os.path.join(self._dir, "node.log"), "ab") as log:
+            self._proc = subprocess.Popen(self._args(), stdout=log, stderr=subprocess.STDOUT)
         if self._sentinel_conf is None:
             wait_until_ready(*self.address)
         else:
@@ -241,6 +250,12 @@ class ContainerNode:
         self.container.kill()
         self.container.wait(timeout=15)
 
+    def log_tail(self, lines: int = 12) -> str:
+        try:
+            return self.container.logs(tail=lines).decode(errors="replace")
+        except Exception:  # the container may be gone
+            return ""
+
     def pause(self) -> None:
         self.container.pause()
 
@@ -317,7 +332,11 @@ class SentinelTopology:
             views = self.sentinel_views()
             return all(v is not None and v != old for v in views) and _role(views[0]) == "master"  # type: ignore[arg-type]
 
-        _wait(promoted, timeout, "promotion of the replica")
+        try:
+            _wait(promoted, timeout, "promotion of the replica")
+        except TimeoutError as exc:
+            logs = "\n".join(f"--- sentinel {s.address}\n{s.log_tail()}" for s in self.sentinels)
+            raise TimeoutError(f"{exc}; {self.describe()}\n{logs}") from None
         return self.primary()
 
     def restart_primary(self, timeout: float = 30.0) -> None:
