@@ -24,17 +24,21 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import redis
+from docker.errors import DockerException
 
-from tests.infra.ports import free_port
-from tests.infra.redis_servers import DEFAULT_IMAGE, backend, redis_args, wait_until_ready
+from tests.infra.redis_servers import (
+    DEFAULT_IMAGE,
+    ProcessRedis,
+    backend,
+    redis_args,
+    wait_until_ready,
+)
 
 MASTER_NAME = "mymaster"
 DOWN_AFTER_MS = 1000
@@ -126,25 +130,24 @@ class Node(Protocol):
 # ------------------------------------------------------------------------------ process backend
 
 
-class ProcessNode:
-    """A redis-server (or, with ``sentinel_conf``, a redis-sentinel) child process on loopback."""
+class ProcessNode(ProcessRedis):
+    """A redis-server (or, with ``sentinel_conf``, a redis-sentinel) child process on loopback.
 
-    def __init__(self, extra_args: list[str] | None = None, sentinel_conf: str | None = None) -> None:
-        self.port = free_port()
-        self._dir = tempfile.mkdtemp(prefix="redis-sentinel-test-")
-        self._extra = extra_args or []
+    Stop, kill, pause and close are ProcessRedis's; this adds the sentinel mode and a log file.
+    """
+
+    def __init__(self, sentinel_conf: str | None = None) -> None:
         self._sentinel_conf = sentinel_conf
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.start()
+        super().__init__(fsync="always")
 
     @property
     def address(self) -> Address:
-        return ("127.0.0.1", self.port)
+        return (self.host, self.port)
 
     def _args(self) -> list[str]:
         if self._sentinel_conf is None:
             binary = shutil.which("redis-server") or "redis-server"
-            return [binary, *redis_args(self.port, self._dir, "always"), *self._extra]
+            return [binary, *redis_args(self.port, self._dir, self._fsync)]
         conf = os.path.join(self._dir, "sentinel.conf")
         if not os.path.exists(conf):
             with open(conf, "w", encoding="utf-8") as fh:
@@ -167,25 +170,6 @@ class ProcessNode:
         else:
             _wait_ping(self.address)
 
-    def pause(self) -> None:
-        assert self._proc is not None
-        self._proc.send_signal(signal.SIGSTOP)
-
-    def unpause(self) -> None:
-        assert self._proc is not None
-        self._proc.send_signal(signal.SIGCONT)
-
-    def kill(self) -> None:
-        if self._proc is not None:
-            self._proc.send_signal(signal.SIGCONT)
-            self._proc.kill()
-            self._proc.wait(timeout=15)
-            self._proc = None
-
-    def close(self) -> None:
-        self.kill()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
 
 # ------------------------------------------------------------------------------- docker backend
 
@@ -205,7 +189,7 @@ class DockerNetwork:
             name = f"marketbridge-sentinel-{os.getpid()}-{random.randint(0, 1 << 30)}"
             try:
                 self.network = self.client.networks.create(name, driver="bridge", ipam=ipam)
-            except Exception as exc:  # overlapping pool: another test run holds it
+            except DockerException as exc:  # overlapping pool: another test run holds it
                 last_error = exc
                 continue
             self.prefix = prefix
@@ -253,7 +237,7 @@ class ContainerNode:
     def log_tail(self, lines: int = 12) -> str:
         try:
             return self.container.logs(tail=lines).decode(errors="replace")
-        except Exception:  # the container may be gone
+        except DockerException:  # the container may be gone
             return ""
 
     def pause(self) -> None:
@@ -454,8 +438,8 @@ class SentinelTopology:
         for node in [*self.sentinels, *self.redis_nodes]:
             try:
                 node.close()
-            except Exception:  # best effort: a node may already be gone
-                pass
+            except (DockerException, OSError, subprocess.SubprocessError):
+                pass  # best effort: a node may already be gone
         if self.network is not None:
             self.network.close()
 

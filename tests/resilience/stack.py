@@ -154,7 +154,7 @@ class Stack:
     clients: list[LedgerClient] = field(default_factory=list)
 
     def logs(self) -> str:
-        parts = [f"--- bridge\n" + "\n".join(t.text() for t in self.bridge.logs)]
+        parts = ["--- bridge\n" + "\n".join(t.text() for t in self.bridge.logs)]
         parts += [f"--- cache {c.target}\n" + "\n".join(t.text() for t in c.logs) for c in self.caches]
         return "\n".join(parts)[-20000:]
 

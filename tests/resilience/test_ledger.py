@@ -42,7 +42,7 @@ def test_missing_duplicate_out_of_order_and_foreign_are_reported() -> None:
     ledger.received("a", "orders", "9-1", _order_dict(mine[0]))
     ledger.received("a", "orders", "10-0", _order_dict(bob))
     verdict = ledger.check("a")
-    assert verdict.missing == ["orders 9-3 (%s)" % mine[2].order_id]
+    assert verdict.missing == [f"orders 9-3 ({mine[2].order_id})"]
     assert verdict.duplicates == ["orders 9-2"]
     assert verdict.out_of_order == ["orders 9-1"]
     assert verdict.foreign == ["orders 10-0 of bob"]
@@ -58,7 +58,7 @@ def test_writes_before_the_subscription_are_not_owed_and_admins_see_everyone() -
     late = BotFactory(user_id="bob")
     ledger.record_write("bots", late, "2-0", time.monotonic())
     assert [w.seq for w in ledger.owed(ledger.clients["root"], ledger.clients["root"].interests["bots"])] == ["2-0"]
-    assert ledger.check("root").missing == ["bots 2-0 (%s)" % late.bot_id]
+    assert ledger.check("root").missing == [f"bots 2-0 ({late.bot_id})"]
 
 
 def test_tickers_may_be_conflated_or_lost_only_when_reported() -> None:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +33,7 @@ def statuses_are_interrupted_then_resumed(ledger: Ledger) -> None:
             sequence = [(st, rec) for s, st, rec, _ in record.statuses if s == stream]
             kinds = [st for st, _ in sequence]
             assert all(k in ("interrupted", "resumed") for k in kinds), (record.name, sequence)
-            assert all(a != b for a, b in zip(kinds, kinds[1:])), (record.name, sequence)
+            assert all(a != b for a, b in itertools.pairwise(kinds)), (record.name, sequence)
             assert all(rec for st, rec in sequence if st == "resumed"), (record.name, sequence)
 
 
