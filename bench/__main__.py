@@ -43,7 +43,7 @@ def remote_endpoints(config: BenchConfig) -> Endpoints:
 
 
 def fanout_points(config: BenchConfig, endpoints: Endpoints) -> list[fanout.FanoutSettings]:
-    modes = [m for m in config.modes if m != "baseline" or endpoints.baseline_ws]
+    modes = [m for m in config.modes if not fanout.is_baseline(m) or endpoints.baseline_ws]
     return [
         fanout.FanoutSettings(
             mode=mode,
@@ -163,7 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     stack = (
         None
         if not config.local
-        else LocalStack(StackOptions(bridge_loop=config.bridge_loop, orjson=config.bridge_orjson))
+        else LocalStack(
+            StackOptions(
+                bridge_loop=config.bridge_loop,
+                orjson=config.bridge_orjson,
+                batch_ms=config.batch_ms,
+            )
+        )
     )
     try:
         endpoints = stack.start() if stack else remote_endpoints(config)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+MODES = ("plain", "batch", "baseline", "baseline_batch")
 SCENARIOS = ("fanout", "capacity", "churn", "unary", "grpc")
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 
@@ -37,7 +38,7 @@ class BenchConfig:
     compression: str | None = None
     # (a) fan-out
     rates: tuple[float, ...] = (500, 1000, 2000, 5000, 10000, 20000)
-    modes: tuple[str, ...] = ("plain", "batch", "baseline")
+    modes: tuple[str, ...] = ("plain", "batch", "baseline", "baseline_batch")
     clients: int = 100
     symbols: int = 50
     duration: float = 10.0
@@ -154,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--compression", choices=("none", "deflate"), help="clients offer permessage-deflate"
     )
     p.add_argument("--rates", type=_floats, help="fanout rates, ticks/s (e.g. 1000,2000,5000)")
-    p.add_argument("--modes", type=_words, help="fanout modes: plain, batch, baseline")
+    p.add_argument(
+        "--modes", type=_words, help="fanout modes: plain, batch, baseline, baseline_batch"
+    )
     for name, kind, text in (
         ("clients", int, "fanout clients"),
         ("symbols", int, "symbols published and subscribed"),
@@ -210,9 +213,9 @@ def validate(config: BenchConfig) -> None:
     unknown = [s for s in config.scenarios if s not in SCENARIOS]
     if unknown:
         raise ConfigError(f"unknown scenario {unknown[0]!r}: choose from {', '.join(SCENARIOS)}")
-    bad_modes = [m for m in config.modes if m not in ("plain", "batch", "baseline")]
+    bad_modes = [m for m in config.modes if m not in MODES]
     if bad_modes:
-        raise ConfigError(f"--modes: unknown mode {bad_modes[0]!r} (plain, batch, baseline)")
+        raise ConfigError(f"--modes: unknown mode {bad_modes[0]!r} ({', '.join(MODES)})")
     for name in (
         "clients",
         "symbols",

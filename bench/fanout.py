@@ -2,8 +2,9 @@
 
 Each client checks every symbol's sequence (gaps, duplicates, reordering) and records the
 publish-to-receive latency of every update. Three modes are measured the same way:
-``plain`` (one frame per update), ``batch`` (``?batch_ms=``) and ``baseline`` (the pub/sub
-relay of bench/baseline_pubsub.py, fed by Redis PUBLISH at the same rate).
+``plain`` (one frame per update), ``batch`` (``?batch_ms=``), ``baseline`` (the pub/sub
+relay of bench/baseline_pubsub.py, fed by Redis PUBLISH at the same rate) and
+``baseline_batch`` (the same relay broadcasting one batch frame per window).
 
 Loss versus conflation: under backpressure the bridge keeps only the latest ticker per symbol
 for a slow reader (SPEC §4), which shows up in the client as a hole in the sequence. The
@@ -45,9 +46,15 @@ from bench.tokens import client_tokens
 from bench.workers import WorkerPool, crash_report, new_queue, next_command, run_loop, start_process
 from bench.wsclient import SessionError, encode, open_session, subscribe_tickers, ws_url
 
-MODES = ("plain", "batch", "baseline")
+MODES = ("plain", "batch", "baseline", "baseline_batch")
+BATCHED = ("batch", "baseline_batch")
 CONNECT_CONCURRENCY = 50
 SETTLE_TIMEOUT_S = 30.0
+
+
+def is_baseline(mode: str) -> bool:
+    """The pub/sub relay modes (no bridge, no cache service, no conflation)."""
+    return mode.startswith("baseline")
 
 
 @dataclass
@@ -274,10 +281,10 @@ def publisher_process(kind: str, where: str, plan: PublishPlan, out: Any) -> Non
 
 
 def _jobs(settings: FanoutSettings, endpoints: Endpoints, exchange: str) -> list[FanoutJob]:
-    baseline = settings.mode == "baseline"
+    baseline = is_baseline(settings.mode)
     base = endpoints.baseline_ws if baseline else endpoints.bridge_ws
     assert base is not None
-    batch = settings.batch_ms if settings.mode == "batch" else None
+    batch = settings.batch_ms if settings.mode in BATCHED else None
     secret = None if baseline else endpoints.jwt_secret
     urls = [
         ws_url(base, t, batch) for t in client_tokens(secret, f"fan-{exchange}", settings.clients)
@@ -336,7 +343,7 @@ def _measure(
     metrics_url = f"{endpoints.bridge_http}/metrics" if endpoints.bridge_http else None
     before = scrape(metrics_url) if metrics_url else {}
     out = new_queue()
-    if settings.mode == "baseline":
+    if is_baseline(settings.mode):
         assert endpoints.redis_url is not None
         publisher = start_process(publisher_process, "pubsub", endpoints.redis_url, plan, out)
     else:
@@ -368,7 +375,7 @@ def _profiler(settings: FanoutSettings, endpoints: Endpoints, plan: PublishPlan)
     """py-spy on the bridge and the cache service (or the baseline) while the publisher runs."""
     if settings.profile_dir is None:
         return None
-    names = ("baseline",) if settings.mode == "baseline" else ("bridge", "cache_service")
+    names = ("baseline",) if is_baseline(settings.mode) else ("bridge", "cache_service")
     pids = {n: endpoints.pids[n] for n in names if n in endpoints.pids}
     label = f"{settings.mode}-{settings.rate:g}"
     return Profiler(pids, plan.duration_s, settings.profile_dir, label) if pids else None
@@ -391,7 +398,7 @@ def _summarise(
     holes = sum(r["holes"] for r in results)
     conflated = (
         delta(before, after, "bridge_conflated_updates_total")
-        if settings.mode != "baseline"
+        if not is_baseline(settings.mode)
         else 0.0
     )
     last_seen = max((r["last_seen"] for r in results), default=0.0)
@@ -410,7 +417,7 @@ def _summarise(
         "probes": sum(r["probes"] for r in results),
         "symbols": settings.symbols,
         "duration_s": settings.duration_s,
-        "batch_ms": settings.batch_ms if settings.mode == "batch" else None,
+        "batch_ms": settings.batch_ms if settings.mode in BATCHED else None,
         "publisher": published.as_dict(),
         "expected_updates": expected,
         "received_updates": received,
@@ -430,7 +437,7 @@ def _summarise(
         "bridge_delivery_latency": histogram_quantiles(
             before, after, "bridge_delivery_latency_seconds"
         )
-        if settings.mode != "baseline"
+        if not is_baseline(settings.mode)
         else None,
         "processes": usage,
         "bridge_cpu_s_from_metrics": delta(before, after, "process_cpu_seconds_total"),

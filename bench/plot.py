@@ -11,12 +11,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-STYLES = {"plain": ("tab:blue", "o"), "batch": ("tab:green", "s"), "baseline": ("tab:red", "^")}
+STYLES = {
+    "plain": ("tab:blue", "o"),
+    "batch": ("tab:green", "s"),
+    "baseline": ("tab:red", "^"),
+    "baseline_batch": ("tab:orange", "v"),
+}
 
 
 def _label(mode: str, points: list[dict[str, Any]]) -> str:
     if mode == "batch" and points:
         return f"bridge batch_ms={points[0]['batch_ms']}"
+    if mode == "baseline_batch" and points:
+        return f"pub/sub baseline batch_ms={points[0]['batch_ms']}"
     return {"plain": "bridge plain", "baseline": "websockets pub/sub baseline"}.get(mode, mode)
 
 

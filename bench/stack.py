@@ -61,6 +61,7 @@ class StackOptions:
     orjson: bool = True  # False: the bridge runs with orjson hidden (stdlib json)
     max_connections: int = 12_000
     with_baseline: bool = True
+    batch_ms: int = 10  # the baseline's window for ?batch_ms clients
     log_level: str = "WARNING"
 
 
@@ -247,6 +248,8 @@ class LocalStack:
                     str(base_port),
                     "--channel",
                     BASELINE_CHANNEL,
+                    "--batch-ms",
+                    str(self.options.batch_ms),
                 ],
             )
             _wait("baseline", lambda: tcp_listening(base_port), baseline)

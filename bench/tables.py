@@ -30,9 +30,9 @@ def fanout_table(points: list[dict[str, Any]]) -> str:
     for p in sorted(points, key=lambda p: (p["mode"], p["offered_rate"])):
         lat = p["latency"]
         pub = p["publisher"]
-        mode = f"batch {p['batch_ms']} ms" if p["mode"] == "batch" else p["mode"]
+        mode = f"{p['mode']} {p['batch_ms']} ms" if p["batch_ms"] else p["mode"]
         expected = pub["achieved_rate"] * p["connected"]
-        server = "baseline" if p["mode"] == "baseline" else "bridge"
+        server = "baseline" if p["mode"].startswith("baseline") else "bridge"
         rss = p.get("processes", {}).get(server, {}).get("rss_peak_mib", "–")
         rows.append(
             f"| {mode} | {p['offered_rate']:.0f} | {pub['achieved_rate']:.0f} | {p['delivered_per_s']:.0f} "

@@ -44,7 +44,10 @@ def test_quick_run_writes_results_and_plot(
     assert document["errors"] == []
     assert (out / "quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     modes = {(p["mode"], p["offered_rate"]) for p in document["fanout"]}
-    assert modes == {(m, r) for m in ("plain", "batch", "baseline") for r in (200.0, 400.0)}
+    expected = {
+        (m, r) for m in ("plain", "batch", "baseline", "baseline_batch") for r in (200.0, 400.0)
+    }
+    assert modes == expected
 
 
 @pytest.mark.timeout(200)
