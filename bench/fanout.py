@@ -440,12 +440,22 @@ def _summarise(
         if not is_baseline(settings.mode)
         else None,
         "processes": usage,
+        "server_us_per_update": _per_update(usage, settings.mode, received),
         "bridge_cpu_s_from_metrics": delta(before, after, "process_cpu_seconds_total"),
         "load_generator_cpu_s": {
             "publisher": round(published.cpu_s, 2),
             "clients": round(sum(r["cpu_s"] for r in results), 2),
         },
     }
+
+
+def _per_update(usage: dict[str, Any], mode: str, received: int) -> float | None:
+    """CPU microseconds the fan-out server spent per update delivered: the cost of fan-out,
+    and less disturbed by a busy machine than latency is (waiting for a CPU costs no CPU)."""
+    server = usage.get("baseline" if is_baseline(mode) else "bridge")
+    if not server or not received:
+        return None
+    return round(server["cpu_s"] / received * 1e6, 2)
 
 
 def _sum_counts(parts: Any) -> dict[str, int]:

@@ -24,7 +24,7 @@ def fanout_table(points: list[dict[str, Any]]) -> str:
     head = (
         "| mode | offered ticks/s | published/s | delivered updates/s | expected/s | conflated | lost "
         "| dup/reorder | p50 ms | p95 ms | p99 ms | max ms | bridge CPU | cache CPU | redis CPU "
-        "| baseline CPU | bridge RSS MiB | clients CPU s |"
+        "| baseline CPU | server CPU us/update | server RSS MiB | clients CPU s |"
     )
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for p in sorted(points, key=lambda p: (p["mode"], p["offered_rate"])):
@@ -39,7 +39,8 @@ def fanout_table(points: list[dict[str, Any]]) -> str:
             f"| {expected:.0f} | {p['conflated'] if p['conflated'] is not None else '–'} | {p['lost']} "
             f"| {p['duplicates']}/{p['reordered']} | {_ms(lat['p50_ms'])} | {_ms(lat['p95_ms'])} "
             f"| {_ms(lat['p99_ms'])} | {_ms(lat['max_ms'])} | {_cpu(p, 'bridge')} | {_cpu(p, 'cache_service')} "
-            f"| {_cpu(p, 'redis')} | {_cpu(p, 'baseline')} | {rss} | {p['load_generator_cpu_s']['clients']} |"
+            f"| {_cpu(p, 'redis')} | {_cpu(p, 'baseline')} | {p.get('server_us_per_update', '–')} | {rss} "
+            f"| {p['load_generator_cpu_s']['clients']} |"
         )
     return "\n".join(rows)
 
