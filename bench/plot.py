@@ -29,7 +29,8 @@ def _label(mode: str, points: list[dict[str, Any]]) -> str:
 
 def render(document: dict[str, Any], path: Path) -> None:
     """Draw whatever the document holds (missing scenarios leave their panel empty)."""
-    fig, (lat_ax, thr_ax, cap_ax) = plt.subplots(1, 3, figsize=(17, 5.2))
+    fig, axes = plt.subplots(2, 2, figsize=(14, 10))
+    (lat_ax, thr_ax), (cost_ax, cap_ax) = axes
     modes: dict[str, list[dict[str, Any]]] = {}
     for point in document.get("fanout", []):
         modes.setdefault(point["mode"], []).append(point)
@@ -46,6 +47,12 @@ def render(document: dict[str, Any], path: Path) -> None:
                 marker=marker,
                 color=color,
                 label=f"{_label(mode, points)} {pct[:-3]}",
+            )
+        costs = [(p["offered_rate"], p.get("server_us_per_update")) for p in points]
+        costs = [(r, c) for r, c in costs if c is not None]
+        if costs:
+            cost_ax.plot(
+                *zip(*costs, strict=True), marker=marker, color=color, label=_label(mode, points)
             )
         thr_ax.plot(
             rates,
@@ -94,7 +101,14 @@ def render(document: dict[str, Any], path: Path) -> None:
     cap_ax.set(
         xlabel="idle connections", ylabel="bridge RSS (MiB)", title="Idle connection capacity"
     )
-    for ax in (lat_ax, thr_ax, cap_ax):
+    cost_ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="published ticks/s",
+        ylabel="server CPU per delivered update (us)",
+        title="Fan-out cost (bridge or baseline process)",
+    )
+    for ax in (lat_ax, thr_ax, cost_ax, cap_ax):
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
