@@ -145,7 +145,7 @@ class Ledger:
         self.writes: dict[str, list[Write]] = defaultdict(list)     # by stream
         self.by_seq: dict[tuple[str, str], Write] = {}
         self.clients: dict[str, ClientRecord] = {}
-        self.failed_writes = 0
+        self.lost_upstream: dict[tuple[str, str], Write] = {}
 
     # ------------------------------------------------------------ recording
 
@@ -206,7 +206,24 @@ class Ledger:
 
     def owed(self, record: ClientRecord, interest: Interest) -> list[Write]:
         return [w for w in self.writes.get(interest.stream, ())
-                if interest.wants(w, record.user, record.admin)]
+                if interest.wants(w, record.user, record.admin)
+                and (w.stream, w.seq) not in self.lost_upstream]
+
+    def reconcile(self, retained: dict[str, set[str]], since: float = 0.0) -> list[Write]:
+        """Set apart acknowledged writes Redis no longer holds (lost below the product).
+
+        ``retained`` maps a stream to the seqs Redis still has. A write sent after ``since``
+        that is missing from it cannot be delivered by any bridge; it is not owed to clients
+        and is returned, so the scenario can say why it was lost (or fail).
+        """
+        lost = []
+        for stream, writes in self.writes.items():
+            held = retained.get(stream, set())
+            for write in writes:
+                if write.sent_at >= since and write.seq not in held:
+                    self.lost_upstream[(stream, write.seq)] = write
+                    lost.append(write)
+        return lost
 
     def check(self, name: str, allowed_closes: Iterable[int] = ()) -> Verdict:
         """Check one client; the verdict lists every problem (empty = complete)."""

@@ -16,7 +16,8 @@ killed node back as a replica, so a test can fail over again. Nodes are started 
 the sentinels: a node restarted with a fixed ``--replicaof`` could sync from a stale peer.
 
 Timings are short (``down-after-milliseconds`` 1000, ``failover-timeout`` 3000) so a failover
-completes in a few seconds.
+completes in a few seconds. Waits are long (90 s) on purpose: a sentinel that is not scheduled
+for 2 s (an overloaded machine) enters TILT mode and does nothing for 30 s.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 3000
 QUORUM = 2
 SENTINELS = 3
+WAIT_S = 90.0   # rides out a TILT period (30 s) on a starved machine
 
 Address = tuple[str, int]
 
@@ -89,7 +91,7 @@ def _replicate(node: Address, primary: Address) -> None:
         client.close()
 
 
-def _wait_ping(address: Address, timeout: float = 30.0) -> None:
+def _wait_ping(address: Address, timeout: float = WAIT_S) -> None:
     """Block until the node answers PING (sentinels have no persistence section to check)."""
 
     def pong() -> bool:
@@ -307,7 +309,7 @@ class SentinelTopology:
         self.killed = node
         return node.address
 
-    def wait_for_promotion(self, timeout: float = 30.0) -> Address:
+    def wait_for_promotion(self, timeout: float = WAIT_S) -> Address:
         """Wait until every sentinel names a new, live primary; return its address."""
         assert self.killed is not None, "kill_primary() first"
         old = self.killed.address
@@ -323,7 +325,7 @@ class SentinelTopology:
             raise TimeoutError(f"{exc}; {self.describe()}\n{logs}") from None
         return self.primary()
 
-    def restart_primary(self, timeout: float = 30.0) -> None:
+    def restart_primary(self, timeout: float = WAIT_S) -> None:
         """Kill the primary and start it again at once (the sentinels may or may not fail over)."""
         node = self.node_at(self.primary())
         node.kill()
@@ -336,7 +338,7 @@ class SentinelTopology:
         node.pause()
         return node
 
-    def settle(self, timeout: float = 30.0) -> Address:
+    def settle(self, timeout: float = WAIT_S) -> Address:
         """Wait until the sentinels agree on a live primary and every other node replicates it.
 
         A node that came back calling itself primary is pointed at the real one, as a Redis
@@ -390,14 +392,14 @@ class SentinelTopology:
                 return None
         return views[0]
 
-    def restart_killed(self, timeout: float = 30.0) -> None:
+    def restart_killed(self, timeout: float = WAIT_S) -> None:
         """Start the killed node again and wait until it is an in-sync replica of the primary."""
         assert self.killed is not None, "kill_primary() first"
         node, self.killed = self.killed, None
         node.start()
         self.settle(timeout)
 
-    def wait_for_replica(self, timeout: float = 30.0) -> None:
+    def wait_for_replica(self, timeout: float = WAIT_S) -> None:
         """Wait until the primary has one online replica the sentinels know, ready to promote."""
 
         def replica_ready() -> bool:
@@ -472,7 +474,7 @@ def _start_container_topology() -> SentinelTopology:
     return SentinelTopology(nodes[:2], sentinels, network)
 
 
-def start_sentinel_topology(timeout: float = 30.0) -> SentinelTopology:
+def start_sentinel_topology(timeout: float = WAIT_S) -> SentinelTopology:
     """Start primary, replica and three sentinels; return once a failover is possible."""
     topology = _start_process_topology() if backend() == "process" else _start_container_topology()
     try:

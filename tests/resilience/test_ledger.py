@@ -103,3 +103,13 @@ def test_latency_recovery_and_percentile() -> None:
     assert ledger.recovery_time(start + 5.0) is None
     assert percentile([3.0, 1.0, 2.0], 50) == 2.0 and percentile([], 99) == 0.0
     assert seq_key("10-0") > seq_key("9-5")
+
+
+def test_writes_redis_lost_are_set_apart_not_owed() -> None:
+    ledger = _ledger_with_alice()
+    kept, lost = OrderFactory(user_id="alice"), OrderFactory(user_id="alice")
+    ledger.record_write("orders", kept, "1-0", time.monotonic())
+    ledger.record_write("orders", lost, "2-0", time.monotonic())
+    ledger.received("a", "orders", "1-0", _order_dict(kept))
+    assert [w.seq for w in ledger.reconcile({"orders": {"1-0"}})] == ["2-0"]
+    ledger.assert_complete("a")
