@@ -26,6 +26,7 @@ SCHEMA_REJECTS: list[tuple[dict[str, Any], str]] = [
      "/redis/external/url"),
     (merge(BASE, {"image": {"digest": "sha256:nothex"}}), "/image/digest"),
     (merge(BASE, {"jwt": {"algorithms": "none"}}), "/jwt/algorithms"),
+    (merge(BASE, {"jwt": {"algorithms": "PS512"}}), "/jwt/algorithms"),
     (merge(BASE, {"podSecurityContext": {"runAsNonRoot": False}}), "/podSecurityContext/runAsNonRoot"),
     (merge(BASE, {"securityContext": {"readOnlyRootFilesystem": False}}),
      "/securityContext/readOnlyRootFilesystem"),
@@ -57,6 +58,8 @@ TEMPLATE_REJECTS: list[tuple[dict[str, Any], str]] = [
      "bridge.autoscaling.minReplicas must not exceed maxReplicas"),
     (merge(BASE, {"redis": {"mode": "sentinel", "sentinel": {"quorum": 4}}}),
      "redis.sentinel.quorum must not exceed redis.sentinel.replicas"),
+    (merge(BASE, {"jwt": {"algorithms": "HS256 RS256"}}), "jwt.algorithms RS256 need a public key"),
+    ({"jwt": {"publicKey": PUBLIC_KEY, "algorithms": "ES256 HS512"}}, "jwt.algorithms HS512 need a shared secret"),
 ]
 
 

@@ -200,6 +200,16 @@ template so `helm template` of any single file fails the same way.
 {{- if and $v.jwt.secret (lt (len $v.jwt.secret) 32) }}
 {{- fail "marketbridge: jwt.secret must be at least 32 characters (HS256 keys shorter than the hash are brute-forceable)" }}
 {{- end }}
+{{- $hmac := list }}{{- $keyed := list }}
+{{- range $alg := splitList " " $v.jwt.algorithms }}
+{{- if hasPrefix "HS" $alg }}{{ $hmac = append $hmac $alg }}{{ else if $alg }}{{ $keyed = append $keyed $alg }}{{ end }}
+{{- end }}
+{{- if and (include "marketbridge.jwt.usesPublicKey" $) $hmac }}
+{{- fail (printf "marketbridge: jwt.algorithms %s need a shared secret, but the bridge gets a public key" (join " " $hmac)) }}
+{{- end }}
+{{- if and (not (include "marketbridge.jwt.usesPublicKey" $)) $keyed }}
+{{- fail (printf "marketbridge: jwt.algorithms %s need a public key (jwt.publicKey), but the bridge gets a shared secret" (join " " $keyed)) }}
+{{- end }}
 {{- if and $v.jwt.publicKey (not (contains "-----BEGIN" $v.jwt.publicKey)) }}
 {{- fail "marketbridge: jwt.publicKey must be a PEM public key (-----BEGIN PUBLIC KEY-----...)" }}
 {{- end }}
