@@ -89,6 +89,11 @@ def test_pods_run_restricted(case: Case) -> None:
         assert pod_sc["runAsNonRoot"] is True and pod_sc["runAsUser"] > 0, name
         assert pod_sc["seccompProfile"]["type"] == "RuntimeDefault", name
         assert spec["automountServiceAccountToken"] is False, name
+        # Pod Security Standards "restricted": no host namespaces, only these volume types
+        assert not any(spec.get(k) for k in ("hostNetwork", "hostPID", "hostIPC")), name
+        allowed = {"configMap", "emptyDir", "secret", "persistentVolumeClaim", "projected"}
+        for volume in spec.get("volumes", []):
+            assert set(volume) - {"name"} <= allowed, (name, volume)
         for c in spec["containers"] + spec.get("initContainers", []):
             sc = c["securityContext"]
             assert sc["readOnlyRootFilesystem"] is True, (name, c["name"])
