@@ -242,6 +242,7 @@
         sub.id = result.subscription_id;
         this.byId.set(sub.id, key);
         sub.handler.snapshot(result.snapshot || [], result);
+        if (params.resume_from) this.events.resubscribed(key, Boolean(result.recovered));
       } catch (error) {
         if (this.subs.get(key) === sub) sub.handler.failed(error);
       }
@@ -276,6 +277,7 @@
   const meter = new RateMeter();
   let bannerTimer = null;
   const interrupted = new Set();
+  const resumed = { recovered: [], gaps: [] };  // outcome of the resubscriptions after a reconnect
 
   function wsUrl() {
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
@@ -519,6 +521,8 @@
           .map(([k, v]) => `${k.replace(/_/g, ' ')} ${v}`).join(' · ')}`
         : '';
       if (!interrupted.size) banner(null, null);
+      resumed.recovered = [];
+      resumed.gaps = [];
       discoverExchanges();
     },
     closed(code, reason, advice) {
@@ -533,6 +537,15 @@
     received(count, batched) {
       meter.add(count, performance.now());
       if (batched) $('batch').textContent = `${batchMs} ms`;
+    },
+    resubscribed(key, recovered) {
+      (recovered ? resumed.recovered : resumed.gaps).push(key);
+      if (interrupted.size) return;
+      const text = [
+        resumed.recovered.length ? `${resumed.recovered.join(', ')} resumed where they left off` : '',
+        resumed.gaps.length ? `${resumed.gaps.join(', ')} refreshed from a snapshot (updates were missed)` : '',
+      ].filter(Boolean).join('; ');
+      banner('ok', `Reconnected: ${text}.`, 5000);
     },
     latency(ms) { $('latency').textContent = `${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms`; },
     streamStatus(frame, key) {

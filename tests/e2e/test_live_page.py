@@ -204,6 +204,12 @@ async def test_reconnects_to_a_restarted_bridge_and_resumes(redis_url: str) -> N
         async with running_bridge(stack.cache.target, port=port):
             await page.wait_for(f"{CONNECTION} === 'open'", timeout=60)
             assert await page.evaluate(text_of("session")) != first_session
+            # Every subscription came back with resume_from; the banner says how it went.
+            await page.wait_for(
+                f"['tickers', 'orders', 'bots'].every(k => {text_of('banner')}.includes(k))",
+                timeout=30,
+            )
+            assert (await page.evaluate(text_of("banner"))).startswith("Reconnected: ")
             await wait_prices_move(page)
             assert page.console_errors == []
 
