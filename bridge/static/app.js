@@ -527,6 +527,7 @@
     },
     closed(code, reason, advice) {
       $('latency').textContent = '–';
+      interrupted.clear();  // stream statuses belong to the subscriptions of the closed socket
       if (advice.needToken) {
         banner('error', `${reason}. Paste a valid token to connect.`);
         openTokenPanel(true);

@@ -270,3 +270,16 @@ def test_dev_token_is_a_24h_hs256_token_for_the_user() -> None:
         options={"verify_exp": False},
     )
     assert claims == {"sub": "alice", "iat": 1_000_000, "exp": 1_000_000 + 24 * 3600}
+
+
+def test_a_child_dying_stops_the_stack(
+    stack_ports: dict[str, int], stack_process: list[StackProcess]
+) -> None:
+    stack = run_stack(stack_ports)
+    stack_process.append(stack)
+    stack.wait_line("live page", timeout=150)
+    pids = stack.child_pids()
+    os.kill(pids["bridge"], signal.SIGKILL)
+    assert stack.proc.wait(timeout=90) == 1
+    assert "bridge exited with code -9: stopping the stack" in "\n".join(stack.lines)
+    assert_gone(pids)
