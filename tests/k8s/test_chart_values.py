@@ -111,7 +111,7 @@ def test_notes_tell_how_to_connect_and_get_a_token() -> None:
     text = notes(merge(BASE, {"ingress": {"enabled": True, "tls": [{"hosts": ["md.example"]}],
                                           "hosts": [{"host": "md.example",
                                                      "paths": [{"path": "/", "pathType": "Prefix"}]}]}}))
-    assert "wss://md.example/ws" in text
+    assert "wss://md.example/ws" in text and 'websocat "wss://md.example/ws?token=$TOKEN"' in text
     text = notes({"jwt": {"publicKey": PUBLIC_KEY}, "bridge": {"service": {"type": "LoadBalancer"}}})
     assert "RS256" in text and "loadBalancer.ingress" in text
 
