@@ -77,13 +77,19 @@ async def list_tickers(session: Session, request: Request) -> Reply:
     return ok(request, [entity_to_dict(t) for t in reply.tickers])
 
 
+async def get_owned(session: Session, request: Request, id_name: str, method: str,
+                    message_type: Callable[..., Message]) -> Reply:
+    """Get one order or bot by id; another user's is NOT_FOUND, exactly like a missing one."""
+    check_known(request.params, (id_name,))
+    key = req_str(request.params, id_name)
+    entity = await session.call(method, message_type(**{id_name: key}))
+    if not visible(session.identity, entity):
+        raise BridgeError(NOT_FOUND, f"{id_name.removesuffix('_id')} {key!r} not found")
+    return ok(request, entity_to_dict(entity))
+
+
 async def get_order(session: Session, request: Request) -> Reply:
-    check_known(request.params, ("order_id",))
-    order_id = req_str(request.params, "order_id")
-    order = await session.call("GetOrder", pb.GetOrderRequest(order_id=order_id))
-    if not visible(session.identity, order):
-        raise BridgeError(NOT_FOUND, f"order {order_id!r} not found")
-    return ok(request, entity_to_dict(order))
+    return await get_owned(session, request, "order_id", "GetOrder", pb.GetOrderRequest)
 
 
 async def list_orders(session: Session, request: Request) -> Reply:
@@ -98,12 +104,7 @@ async def list_orders(session: Session, request: Request) -> Reply:
 
 
 async def get_bot(session: Session, request: Request) -> Reply:
-    check_known(request.params, ("bot_id",))
-    bot_id = req_str(request.params, "bot_id")
-    bot = await session.call("GetBot", pb.GetBotRequest(bot_id=bot_id))
-    if not visible(session.identity, bot):
-        raise BridgeError(NOT_FOUND, f"bot {bot_id!r} not found")
-    return ok(request, entity_to_dict(bot))
+    return await get_owned(session, request, "bot_id", "GetBot", pb.GetBotRequest)
 
 
 async def list_bots(session: Session, request: Request) -> Reply:
