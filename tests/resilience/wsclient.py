@@ -81,6 +81,7 @@ class LedgerClient:
         self.progress = asyncio.Event()
         self.connections = 0
         self.task: asyncio.Task[None] | None = None
+        self.resubscribing: asyncio.Task[None] | None = None
         self.closing = False
         self.reading = asyncio.Event()
         self.reading.set()
@@ -98,8 +99,8 @@ class LedgerClient:
         self.reading.set()
         if self.ws is not None:
             await self.ws.close()
-        if self.task is not None:
-            await asyncio.gather(self.task, return_exceptions=True)
+        tasks = [t for t in (self.task, self.resubscribing) if t is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def stall(self) -> None:
         """Stop reading (a slow consumer): frames pile up in the socket, then at the bridge."""
@@ -157,7 +158,8 @@ class LedgerClient:
             if code not in self.reconnect_on:
                 return
             await self._reconnect()
-            asyncio.create_task(self._subscribe_all(resume=True))
+            # A task of its own: the replies it waits for are read by this loop.
+            self.resubscribing = asyncio.create_task(self._subscribe_all(resume=True))
 
     # ------------------------------------------------------------ requests
 
