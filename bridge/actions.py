@@ -22,8 +22,19 @@ from bridge.errors import NOT_FOUND, BridgeError
 from bridge.events import Event
 from bridge.fanout import GAP, GapMarker
 from bridge.protocol import (
-    CHANNEL_ALIASES, MAX_LIST_LIMIT, ORDER_STATUSES, Request, check_known, opt_choice, opt_int,
-    opt_str, opt_str_list, pong_frame, req_str, response_frame, subscribe_params,
+    CHANNEL_ALIASES,
+    MAX_LIST_LIMIT,
+    ORDER_STATUSES,
+    Request,
+    check_known,
+    opt_choice,
+    opt_int,
+    opt_str,
+    opt_str_list,
+    pong_frame,
+    req_str,
+    response_frame,
+    subscribe_params,
 )
 from bridge.subscriptions import Subscription, topic_for
 from cache_service.pb.v1 import cache_pb2 as pb

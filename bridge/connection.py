@@ -22,12 +22,24 @@ from bridge.auth import Identity
 from bridge.errors import INTERNAL, RATE_LIMITED, BridgeError
 from bridge.events import Event
 from bridge.limits import (
-    IDLE_REASON, RATE_LIMIT_REASON, SLOW_CONSUMER_REASON, RateLimiter, Verdict,
+    IDLE_REASON,
+    RATE_LIMIT_REASON,
+    SLOW_CONSUMER_REASON,
+    RateLimiter,
+    Verdict,
 )
 from bridge.outbound import Outbound, Outgoing, Push
 from bridge.protocol import (
-    ProtocolError, Request, SubscribeParams, error_frame, error_response_frame, parse_request,
-    protocol_error_frame, stream_status_frame, unknown_action_error, welcome_frame,
+    ProtocolError,
+    Request,
+    SubscribeParams,
+    error_frame,
+    error_response_frame,
+    parse_request,
+    protocol_error_frame,
+    stream_status_frame,
+    unknown_action_error,
+    welcome_frame,
 )
 from bridge.subscriptions import Subscription, SubscriptionBook, TopicKey
 from bridge.wsconnection import BatchingConnection

@@ -12,7 +12,7 @@ import logging
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from bridge.auth import AuthError, Authenticator, extract_token, query_params
+from bridge.auth import Authenticator, AuthError, extract_token, query_params
 from bridge.config import BridgeConfig
 from bridge.connection import Session
 from bridge.fanout import Fanout

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import InvalidState
 from websockets.protocol import State
 
 
@@ -36,7 +37,7 @@ class BatchingConnection(ServerConnection):
         try:
             self.protocol.send_text(frame.encode())
             self.send_data()
-        except Exception:  # the connection is going away; the reader will see it
+        except (OSError, InvalidState):  # going away; the reader will see it
             return False
         return True
 

@@ -13,7 +13,9 @@ from cache_service.pb.v1 import cache_pb2_grpc
 from tests.factories import BotFactory, OrderFactory, TickerFactory
 from tests.infra.bridge_runner import RunningBridge, running_bridge
 from tests.infra.cache_service_runner import (
-    CacheServiceProcess, InProcessCacheService, running_cache_service,
+    CacheServiceProcess,
+    InProcessCacheService,
+    running_cache_service,
 )
 
 

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from bridge import codec, errors
-from bridge.auth import AuthError, Authenticator, Identity, extract_token
+from bridge.auth import Authenticator, AuthError, Identity, extract_token
 from bridge.config import BridgeConfig, ConfigError, load_config
 from bridge.events import Event, seq_key, seq_time_ms
 from bridge.limits import ConnectionRegistry, RateLimiter, Verdict
@@ -17,7 +17,6 @@ from bridge.protocol import SubscribeParams
 from bridge.subscriptions import SubscriptionBook, topic_for
 from tests.factories import BotFactory, TickerFactory
 from tests.infra.tokens import TEST_SECRET, make_token
-
 
 # ------------------------------------------------------------------ codec / events
 

@@ -20,17 +20,17 @@ async def test_mtls_upstream(redis_url: str, tmp_path: Path) -> None:
     async with running_cache_service(redis_url, tls_cert_file=str(tls.server_cert),
                                      tls_key_file=str(tls.server_key),
                                      tls_client_ca_file=str(tls.ca)) as svc:
-        async with running_bridge(svc.target, grpc_tls_ca_file=str(tls.ca),
-                                  grpc_tls_cert_file=str(tls.client_cert),
-                                  grpc_tls_key_file=str(tls.client_key)) as b:
-            async with client(b.ws_url(make_token("alice"))) as c:
-                res = await c.request("subscribe", {"channel": "bots"})
-                assert res["success"], res
-                assert (await c.request("list_bots"))["success"]
-        async with running_bridge(svc.target, grpc_tls_ca_file=str(tls.ca), grpc_deadline=2.0) as b:
-            async with client(b.ws_url(make_token("alice"))) as c:   # no client certificate
-                reply = await c.request("list_bots")
-                assert reply["error"]["code"] == "UNAVAILABLE"
+        async with (running_bridge(svc.target, grpc_tls_ca_file=str(tls.ca),
+                                   grpc_tls_cert_file=str(tls.client_cert),
+                                   grpc_tls_key_file=str(tls.client_key)) as b,
+                    client(b.ws_url(make_token("alice"))) as c):
+            res = await c.request("subscribe", {"channel": "bots"})
+            assert res["success"], res
+            assert (await c.request("list_bots"))["success"]
+        async with (running_bridge(svc.target, grpc_tls_ca_file=str(tls.ca), grpc_deadline=2.0) as b,
+                    client(b.ws_url(make_token("alice"))) as c):   # no client certificate
+            reply = await c.request("list_bots")
+            assert reply["error"]["code"] == "UNAVAILABLE"
 
 
 async def test_missing_tls_file_is_a_config_error(tmp_path: Path) -> None:

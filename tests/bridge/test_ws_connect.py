@@ -108,9 +108,8 @@ async def test_readyz_503_without_upstream() -> None:
 
 
 async def test_auth_none_mode(cache) -> None:
-    async with running_bridge(cache.target, auth="none") as b:
-        async with client(b.ws_url()) as c:
-            assert (await c.request("ping"))["type"] == "pong"
+    async with running_bridge(cache.target, auth="none") as b, client(b.ws_url()) as c:
+        assert (await c.request("ping"))["type"] == "pong"
 
 
 async def test_raw_welcome_is_first_frame(bridge) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import socket
 
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.bridge.client import Client, client, eventually
 from tests.infra.bridge_runner import running_bridge
@@ -16,10 +17,10 @@ ALICE = make_token("alice")
 
 async def test_max_connections_per_process(cache) -> None:
     async with running_bridge(cache.target, max_connections=2) as b:
-        async with client(b.ws_url(ALICE)), client(b.ws_url(make_token("bob"))):
-            async with client(b.ws_url(make_token("carol")), welcome=False) as c:
-                code, reason = await c.closed()
-                assert code == 1013 and "max connections" in reason
+        async with (client(b.ws_url(ALICE)), client(b.ws_url(make_token("bob"))),
+                    client(b.ws_url(make_token("carol")), welcome=False) as c):
+            code, reason = await c.closed()
+            assert code == 1013 and "max connections" in reason
         await eventually(lambda: b.app.registry.total == 0)
         async with client(b.ws_url(make_token("carol"))) as c:   # room again
             assert (await c.request("ping"))["type"] == "pong"
@@ -27,73 +28,72 @@ async def test_max_connections_per_process(cache) -> None:
 
 
 async def test_max_connections_per_user(cache) -> None:
-    async with running_bridge(cache.target, max_connections_per_user=1) as b:
-        async with client(b.ws_url(ALICE)):
-            async with client(b.ws_url(ALICE), welcome=False) as c:
-                code, reason = await c.closed()
-                assert code == 1008 and "max connections per user" in reason
-            async with client(b.ws_url(make_token("bob"))) as c:
-                assert (await c.request("ping"))["type"] == "pong"
+    async with (running_bridge(cache.target, max_connections_per_user=1) as b,
+                client(b.ws_url(ALICE))):
+        async with client(b.ws_url(ALICE), welcome=False) as c:
+            code, reason = await c.closed()
+            assert code == 1008 and "max connections per user" in reason
+        async with client(b.ws_url(make_token("bob"))) as c:
+            assert (await c.request("ping"))["type"] == "pong"
 
 
 async def test_subscription_limit(cache) -> None:
-    async with running_bridge(cache.target, max_subscriptions=2) as b:
-        async with client(b.ws_url(ALICE)) as c:
-            first = await c.subscribe(channel="tickers", exchange="binance", snapshot=False)
-            await c.subscribe(channel="orders", snapshot=False)
-            over = await c.request("subscribe", {"channel": "bots"})
-            assert over["success"] is False and over["error"]["code"] == "SUBSCRIPTION_LIMIT"
-            await c.request("unsubscribe", {"subscription_id": first["subscription_id"]})
-            assert (await c.request("subscribe", {"channel": "bots"}))["success"]
-            assert b.app.metrics.value("bridge_subscriptions") == 2
+    async with (running_bridge(cache.target, max_subscriptions=2) as b,
+                client(b.ws_url(ALICE)) as c):
+        first = await c.subscribe(channel="tickers", exchange="binance", snapshot=False)
+        await c.subscribe(channel="orders", snapshot=False)
+        over = await c.request("subscribe", {"channel": "bots"})
+        assert over["success"] is False and over["error"]["code"] == "SUBSCRIPTION_LIMIT"
+        await c.request("unsubscribe", {"subscription_id": first["subscription_id"]})
+        assert (await c.request("subscribe", {"channel": "bots"}))["success"]
+        assert b.app.metrics.value("bridge_subscriptions") == 2
 
 
 async def test_oversized_frame_closes_1009_and_others_carry_on(cache) -> None:
-    async with running_bridge(cache.target, max_frame_bytes=1024) as b:
-        async with client(b.ws_url(ALICE)) as bystander, client(b.ws_url(ALICE)) as c:
-            await c.send('{"action":"ping","params":{"pad":"' + "x" * 2048 + '"}}')
-            code, _ = await c.closed()
-            assert code == 1009
-            assert (await bystander.request("ping"))["type"] == "pong"
+    async with (running_bridge(cache.target, max_frame_bytes=1024) as b,
+                client(b.ws_url(ALICE)) as bystander, client(b.ws_url(ALICE)) as c):
+        await c.send('{"action":"ping","params":{"pad":"' + "x" * 2048 + '"}}')
+        code, _ = await c.closed()
+        assert code == 1009
+        assert (await bystander.request("ping"))["type"] == "pong"
         await eventually(lambda: b.app.metrics.value("bridge_disconnects_total", {"code": "1009"}) == 1)
 
 
 async def test_rate_limit_rejects_then_closes_sustained_flood(cache) -> None:
     async with running_bridge(cache.target, rate_limit=5, rate_burst=5,
-                              rate_limit_close_after=1.0) as b:
-        async with client(b.ws_url(ALICE)) as c:
-            for i in range(10):
-                await c.send({"action": "ping", "request_id": i})
-            limited = await c.wait_for(lambda f: f.get("error", {}).get("code") == "RATE_LIMITED")
-            assert limited["type"] == "response" and limited["action"] == "ping"
-            await c.send("not json")   # unreadable frames count too
-            async with asyncio.timeout(20):
-                closed = asyncio.create_task(c.closed(timeout=20))
-                while not closed.done():
-                    try:
-                        await c.ws.send('{"action":"ping"}')
-                    except Exception:
-                        break
-                    await asyncio.sleep(0.02)
-                code, reason = await closed
-            assert (code, reason) == (1008, "rate limit exceeded")
+                              rate_limit_close_after=1.0) as b, client(b.ws_url(ALICE)) as c:
+        for i in range(10):
+            await c.send({"action": "ping", "request_id": i})
+        limited = await c.wait_for(lambda f: f.get("error", {}).get("code") == "RATE_LIMITED")
+        assert limited["type"] == "response" and limited["action"] == "ping"
+        await c.send("not json")   # unreadable frames count too
+        async with asyncio.timeout(20):
+            closed = asyncio.create_task(c.closed(timeout=20))
+            while not closed.done():
+                try:
+                    await c.ws.send('{"action":"ping"}')
+                except ConnectionClosed:
+                    break
+                await asyncio.sleep(0.02)
+            code, reason = await closed
+        assert (code, reason) == (1008, "rate limit exceeded")
 
 
 async def test_rate_limit_recovers_after_pause(cache) -> None:
-    async with running_bridge(cache.target, rate_limit=20, rate_burst=2) as b:
-        async with client(b.ws_url(ALICE)) as c:
-            for _ in range(4):
-                await c.send({"action": "ping"})
-            await c.wait_for(lambda f: f.get("error", {}).get("code") == "RATE_LIMITED")
-            await asyncio.sleep(0.2)   # refill: 20/s
-            assert (await c.request("ping"))["type"] == "pong"
+    async with (running_bridge(cache.target, rate_limit=20, rate_burst=2) as b,
+                client(b.ws_url(ALICE)) as c):
+        for _ in range(4):
+            await c.send({"action": "ping"})
+        await c.wait_for(lambda f: f.get("error", {}).get("code") == "RATE_LIMITED")
+        await asyncio.sleep(0.2)   # refill: 20/s
+        assert (await c.request("ping"))["type"] == "pong"
 
 
 async def test_idle_timeout_closes_1000(cache) -> None:
-    async with running_bridge(cache.target, idle_timeout=0.5) as b:
-        async with client(b.ws_url(ALICE)) as c:
-            code, reason = await c.closed()
-            assert code == 1000 and "idle timeout" in reason
+    async with (running_bridge(cache.target, idle_timeout=0.5) as b,
+                client(b.ws_url(ALICE)) as c):
+        code, reason = await c.closed()
+        assert code == 1000 and "idle timeout" in reason
 
 
 def _small_buffer_socket(port: int) -> socket.socket:
@@ -106,37 +106,37 @@ def _small_buffer_socket(port: int) -> socket.socket:
 
 
 async def test_slow_consumer_of_orders_is_closed_1013(cache, feed) -> None:
-    async with running_bridge(cache.target, max_backlog=5) as b:
-        async with client(b.ws_url(ALICE)) as bystander:
-            await bystander.subscribe(channel="tickers", exchange="binance", snapshot=False)
-            sock = _small_buffer_socket(b.port)
-            async with connect(b.ws_url(ALICE), sock=sock, max_queue=1, max_size=None) as ws:
-                slow = Client(ws)
-                assert (await slow.recv())["type"] == "connection"
-                await slow.subscribe(channel="bots", snapshot=False)
-                big = "x" * 65536
-                for i in range(3000):   # stop as soon as the bridge gives up on the client
-                    if any(s.closing for s in b.app.sessions):
-                        break
-                    await feed.bot(bot_id=f"bot-{i % 5}", user_id="alice", message=big)
-                assert any(s.closing == (1013, "slow consumer") for s in b.app.sessions)
-                code, reason = await slow.closed(timeout=30)
-                assert (code, reason) == (1013, "slow consumer")
-            seq = await feed.ticker(symbol="BTC/USDT")
-            (u,) = await bystander.updates(1)   # the other client was not affected
-            assert u["seq"] == seq
+    async with (running_bridge(cache.target, max_backlog=5) as b,
+                client(b.ws_url(ALICE)) as bystander):
+        await bystander.subscribe(channel="tickers", exchange="binance", snapshot=False)
+        sock = _small_buffer_socket(b.port)
+        async with connect(b.ws_url(ALICE), sock=sock, max_queue=1, max_size=None) as ws:
+            slow = Client(ws)
+            assert (await slow.recv())["type"] == "connection"
+            await slow.subscribe(channel="bots", snapshot=False)
+            big = "x" * 65536
+            for i in range(3000):   # stop as soon as the bridge gives up on the client
+                if any(s.closing for s in b.app.sessions):
+                    break
+                await feed.bot(bot_id=f"bot-{i % 5}", user_id="alice", message=big)
+            assert any(s.closing == (1013, "slow consumer") for s in b.app.sessions)
+            code, reason = await slow.closed(timeout=30)
+            assert (code, reason) == (1013, "slow consumer")
+        seq = await feed.ticker(symbol="BTC/USDT")
+        (u,) = await bystander.updates(1)   # the other client was not affected
+        assert u["seq"] == seq
 
 
 async def test_tickers_conflate_latest_wins(cache, feed) -> None:
-    async with running_bridge(cache.target) as b:
-        async with client(b.ws_url(ALICE, batch_ms=1000)) as c:
-            await c.subscribe(channel="tickers", exchange="binance", snapshot=False)
-            for i in range(30):
-                await feed.ticker(symbol="BTC/USDT", price=1000.0 + i)
-                await feed.ticker(symbol="ETH/USDT", price=2000.0 + i)
-            latest: dict[str, float] = {}
-            async with asyncio.timeout(15):
-                while latest.get("BTC/USDT") != 1029.0 or latest.get("ETH/USDT") != 2029.0:
-                    for u in await c.updates(1):
-                        latest[u["result"]["symbol"]] = u["result"]["price"]
+    async with (running_bridge(cache.target) as b,
+                client(b.ws_url(ALICE, batch_ms=1000)) as c):
+        await c.subscribe(channel="tickers", exchange="binance", snapshot=False)
+        for i in range(30):
+            await feed.ticker(symbol="BTC/USDT", price=1000.0 + i)
+            await feed.ticker(symbol="ETH/USDT", price=2000.0 + i)
+        latest: dict[str, float] = {}
+        async with asyncio.timeout(15):
+            while latest.get("BTC/USDT") != 1029.0 or latest.get("ETH/USDT") != 2029.0:
+                for u in await c.updates(1):
+                    latest[u["result"]["symbol"]] = u["result"]["price"]
         assert b.app.metrics.value("bridge_conflated_updates_total") > 0

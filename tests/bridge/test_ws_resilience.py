@@ -56,16 +56,15 @@ async def test_cache_service_restart_interrupts_and_resumes_without_disconnect(r
 
 async def test_unary_calls_fail_fast_during_outage(redis_url) -> None:
     async with running_cache_service(redis_url) as svc, \
-            running_bridge(svc.target, grpc_deadline=2.0) as b:
-        async with client(b.ws_url(ALICE)) as c:
-            assert (await c.request("list_bots"))["success"]
-            await svc.stop(grace=0)
-            reply = await c.request("list_bots", timeout=10)
-            assert reply["error"]["code"] in ("UNAVAILABLE", "TIMEOUT")
-            await svc.start()
-            async with asyncio.timeout(30):
-                while not (await c.request("list_bots"))["success"]:
-                    await asyncio.sleep(0.1)
+            running_bridge(svc.target, grpc_deadline=2.0) as b, client(b.ws_url(ALICE)) as c:
+        assert (await c.request("list_bots"))["success"]
+        await svc.stop(grace=0)
+        reply = await c.request("list_bots", timeout=10)
+        assert reply["error"]["code"] in ("UNAVAILABLE", "TIMEOUT")
+        await svc.start()
+        async with asyncio.timeout(30):
+            while not (await c.request("list_bots"))["success"]:
+                await asyncio.sleep(0.1)
 
 
 async def test_in_process_drain_closes_1001(cache) -> None:
