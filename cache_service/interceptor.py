@@ -7,6 +7,7 @@ forgotten, and the status code recorded is the one the client actually received.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -58,7 +59,12 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 self._record(method, context, start, error)
         return wrapper
 
-    def _wrap_stream(self, method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    def _wrap_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        """Streaming handlers come as async generators or as coroutines that call
+        ``context.write`` (grpc's own health Watch); keep each in its own shape."""
+        if not inspect.isasyncgenfunction(behavior):
+            return self._wrap_unary(method, behavior)
+
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             start, error = time.perf_counter(), None
             try:

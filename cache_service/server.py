@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from pathlib import Path
 
 import grpc
@@ -67,8 +68,21 @@ class CacheServer:
         self.monitor: RedisMonitor | None = None
         self._server: grpc.aio.Server | None = None
 
+    def _check_port_free(self) -> None:
+        """Fail before building anything if the port is taken (grpc's own bind error is
+        cryptic, and a half-built aio server lingers until garbage collection)."""
+        if not self.port:
+            return
+        with socket.socket(socket.AF_INET6 if ":" in self.config.host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((self.config.host, self.port))
+            except OSError as exc:
+                raise StartupError(f"cannot listen on {self.config.host}:{self.port}: {exc.strerror}") from None
+
     async def start(self) -> None:
         config = self.config
+        self._check_port_free()
         self.redis = connect(config.redis_target, config.redis_timeout)
         store = Store(self.redis, config.stream_maxlen)
         self.feed = ChangeFeed(self.redis, self.metrics, config.subscriber_queue, config.redis_timeout)
@@ -89,7 +103,9 @@ class CacheServer:
             else:
                 self.port = server.add_secure_port(address, credentials)
         except (RuntimeError, OSError) as exc:
+            await server.stop(None)
             await self.redis.aclose()
+            self.redis = None
             raise StartupError(f"cannot listen on {address}: {exc}") from None
         await self.monitor.check()
         await server.start()

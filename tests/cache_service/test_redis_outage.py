@@ -1,0 +1,98 @@
+"""Redis going away: streams ride it out without loss, unary calls fail fast, health follows."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cache_service.pb.v1 import cache_pb2 as pb
+from cache_service.pb.v1 import cache_pb2_grpc
+from tests.cache_service.conftest import read_events, read_until_live, rpc_error
+from tests.factories import OrderFactory, TickerFactory
+from tests.infra.cache_service_runner import running_cache_service
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def watch_until(watch, status: int, timeout: float = 30.0) -> None:
+    """Read health Watch updates until ``status`` shows up."""
+    while True:
+        response = await asyncio.wait_for(watch.read(), timeout)
+        assert response is not grpc.aio.EOF
+        if response.status == status:
+            return
+
+
+@pytest.mark.resilience
+async def test_redis_restart_mid_stream_loses_nothing(fresh_redis) -> None:
+    async with running_cache_service(fresh_redis.url, redis_timeout=1.0) as svc:
+        async with grpc.aio.insecure_channel(svc.target) as channel:
+            stub = cache_pb2_grpc.CacheServiceStub(channel)
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service="cache.v1.CacheService"))
+            await watch_until(watch, SERVING)
+            stream = stub.StreamOrders(pb.StreamOrdersRequest())
+            await read_until_live(stream)
+            before = [(await stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()))).seq for _ in range(3)]
+            assert [e.seq for e in await read_events(stream, 3)] == before
+
+            await asyncio.to_thread(fresh_redis.stop)
+            started = time.monotonic()
+            error = await rpc_error(stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()), timeout=10))
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            assert time.monotonic() - started < 10  # failed, did not wait for the client deadline
+            error = await rpc_error(stub.GetTicker(pb.GetTickerRequest(exchange="binance", symbol="BTC/USDT")))
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            await watch_until(watch, NOT_SERVING)
+            assert svc.server.metrics.redis_up._value.get() == 0
+
+            await asyncio.to_thread(fresh_redis.start)
+            await watch_until(watch, SERVING)
+            # written right away, maybe before the stream reader has reconnected: still delivered
+            after = [(await stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()))).seq for _ in range(3)]
+            assert [e.seq for e in await read_events(stream, 3, timeout=30)] == after
+            assert svc.server.metrics.redis_reconnects._value.get() >= 1
+            stream.cancel()
+            watch.cancel()
+
+
+@pytest.mark.resilience
+async def test_new_stream_while_redis_is_down_is_unavailable(fresh_redis) -> None:
+    async with running_cache_service(fresh_redis.url, redis_timeout=1.0) as svc:
+        async with grpc.aio.insecure_channel(svc.target) as channel:
+            stub = cache_pb2_grpc.CacheServiceStub(channel)
+            await asyncio.to_thread(fresh_redis.stop)
+            stream = stub.StreamTickers(pb.StreamTickersRequest(exchange="binance"))
+            error = await rpc_error(stream.read())
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            async def one():
+                yield pb.PublishTickerRequest(ticker=TickerFactory())
+            error = await rpc_error(stub.PublishTickers(one()))
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            assert svc.server.feed.reader_count == 0
+            await asyncio.to_thread(fresh_redis.start)
+
+
+@pytest.mark.resilience
+async def test_paused_redis_fails_unary_calls_within_the_deadline(fresh_redis) -> None:
+    async with running_cache_service(fresh_redis.url, redis_timeout=1.0) as svc:
+        async with grpc.aio.insecure_channel(svc.target) as channel:
+            stub = cache_pb2_grpc.CacheServiceStub(channel)
+            await stub.PublishTicker(pb.PublishTickerRequest(ticker=TickerFactory(symbol="BTC/USDT")))
+            await asyncio.to_thread(fresh_redis.pause)
+            try:
+                for call in (stub.GetTicker(pb.GetTickerRequest(exchange="binance", symbol="BTC/USDT"), timeout=20),
+                             stub.PublishTicker(pb.PublishTickerRequest(ticker=TickerFactory()), timeout=20),
+                             stub.ListBots(pb.ListBotsRequest(), timeout=0.5)):
+                    started = time.monotonic()
+                    error = await rpc_error(call)
+                    assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                    assert time.monotonic() - started < 15
+            finally:
+                await asyncio.to_thread(fresh_redis.unpause)
+            got = await stub.GetTicker(pb.GetTickerRequest(exchange="binance", symbol="BTC/USDT"), timeout=10)
+            assert got.exchange == "binance"
