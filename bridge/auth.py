@@ -82,6 +82,9 @@ class Authenticator:
         self.enabled = config.auth == "jwt"
         self.key = config.jwt_secret or config.jwt_public_key or ""
         self.algorithms = list(config.algorithms)
+        # aud/iss are checked only when configured (tokens of an IdP usually carry an aud).
+        self.audience = config.jwt_audience
+        self.issuer = config.jwt_issuer
 
     def authenticate(self, token: str | None) -> Identity:
         if not self.enabled:
@@ -90,7 +93,8 @@ class Authenticator:
             raise AuthError(AUTH_REQUIRED)
         try:
             claims = jwt.decode(token, self.key, algorithms=self.algorithms,
-                                options={"require": ["sub"]})
+                                audience=self.audience, issuer=self.issuer,
+                                options={"require": ["sub"], "verify_aud": bool(self.audience)})
         except jwt.ExpiredSignatureError:
             raise AuthError(TOKEN_EXPIRED) from None
         except jwt.PyJWTError:

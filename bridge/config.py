@@ -36,6 +36,8 @@ class BridgeConfig:
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_public_key_file: str | None = None
     jwt_algorithms: tuple[str, ...] = ()
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
     max_connections: int = 10000
     max_connections_per_user: int = 50
     max_subscriptions: int = 200

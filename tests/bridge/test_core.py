@@ -182,6 +182,15 @@ def test_auth_results() -> None:
         assert info.value.reason == reason
 
 
+def test_audience_and_issuer_checked_only_when_configured() -> None:
+    token = make_token("erin", aud="trading", iss="idp")
+    assert _auth().authenticate(token).user_id == "erin"
+    assert _auth(jwt_audience="trading", jwt_issuer="idp").authenticate(token).user_id == "erin"
+    for auth in (_auth(jwt_audience="other"), _auth(jwt_issuer="other")):
+        with pytest.raises(AuthError, match="Invalid token"):
+            auth.authenticate(token)
+
+
 def test_auth_none_reads_claims_without_verifying() -> None:
     auth = Authenticator(BridgeConfig(auth="none"))
     assert auth.authenticate(None).user_id == "anonymous"
