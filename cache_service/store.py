@@ -194,10 +194,3 @@ class Store:
                 pipe.hvals(kind.records_prefix + user)
             results = await pipe.execute()
         return [kind.message.FromString(d) for rows in results for d in rows]
-
-    # ------------------------------------------------------------ stream positions
-
-    async def last_id(self, stream: str) -> str:
-        """The newest id in ``stream``, "0-0" when it is empty or missing."""
-        rows = await self.redis.xrevrange(stream, count=1)
-        return _text(rows[0][0]) if rows else "0-0"

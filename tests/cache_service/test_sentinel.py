@@ -1,0 +1,74 @@
+"""The service through a real Redis Sentinel (``redis+sentinel://``): one sentinel process
+watching the test Redis. Failover itself is covered by the resilience suite."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import grpc
+import pytest
+import redis
+
+from cache_service.pb.v1 import cache_pb2 as pb
+from cache_service.pb.v1 import cache_pb2_grpc
+from tests.cache_service.conftest import read_events, read_until_live
+from tests.factories import OrderFactory
+from tests.infra.cache_service_runner import running_cache_service
+from tests.infra.ports import free_port
+
+MASTER = "cachemaster"
+
+
+@pytest.fixture
+def sentinel_port(redis_url: str) -> Iterator[int]:
+    binary = shutil.which("redis-sentinel") or shutil.which("redis-server")
+    assert binary, "redis-sentinel not installed (scripts/test_env.sh installs it)"
+    parts = urlsplit(redis_url)
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="sentinel-test-"))
+    conf = workdir / "sentinel.conf"
+    conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+                    f"sentinel monitor {MASTER} {parts.hostname} {parts.port} 1\n")
+    args = [binary, str(conf)] + ([] if binary.endswith("sentinel") else ["--sentinel"])
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client = redis.Redis(port=port, socket_timeout=1)
+                if client.execute_command("SENTINEL", "get-master-addr-by-name", MASTER):
+                    client.close()
+                    break
+            except redis.RedisError:
+                pass
+            assert time.monotonic() < deadline, "sentinel did not start"
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def test_reads_writes_and_streams_through_sentinel(redis_url: str, sentinel_port: int) -> None:
+    url = f"redis+sentinel://127.0.0.1:{sentinel_port}/{MASTER}/0"
+    async with running_cache_service(url) as svc:
+        async with grpc.aio.insecure_channel(svc.target) as channel:
+            stub = cache_pb2_grpc.CacheServiceStub(channel)
+            stream = stub.StreamOrders(pb.StreamOrdersRequest())
+            await read_until_live(stream)
+            order = OrderFactory()
+            seq = (await stub.UpsertOrder(pb.UpsertOrderRequest(order=order), timeout=10)).seq
+            assert (await stub.GetOrder(pb.GetOrderRequest(order_id=order.order_id), timeout=10)) == order
+            [event] = await read_events(stream, 1)
+            assert event.seq == seq
+            stream.cancel()
+    direct = redis.Redis.from_url(redis_url)
+    assert direct.hget("cache:v1:order_owner", order.order_id) == b"alice"
+    direct.close()
