@@ -85,6 +85,9 @@ async def test_chaos_run(sentinel_topology: SentinelTopology,
 
         await stack.finish(timeout=60.0, explain=explain)
         for entry in log:
+            entry["acked_lost_by_redis"] = sum(
+                1 for w in stack.lost_in_redis
+                if entry["fault_at"] - LOSS_WINDOW_S <= w.sent_at <= entry["repaired_at"])
             for name, moment in (("disruption_s", entry.pop("fault_at")),
                                  ("recovery_s", entry.pop("repaired_at"))):
                 seconds = stack.ledger.recovery_time(moment)
