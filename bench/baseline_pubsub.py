@@ -17,10 +17,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection, broadcast, serve
+
+RESUBSCRIBE_DELAY_S = 0.1
 
 
 class Relay:
@@ -32,6 +36,7 @@ class Relay:
         self.batch_s = batch_ms / 1000.0
         self.pending: list[str] = []
         self.flush_scheduled = False
+        self.resubscribes = 0
 
     async def handler(self, connection: ServerConnection) -> None:
         """Keep the client registered until it goes away; whatever it sends is ignored."""
@@ -61,7 +66,18 @@ class Relay:
             broadcast(self.batch_clients, '{"type":"batch","updates":[' + ",".join(pending) + "]}")
 
     async def pump(self, redis_url: str, channel: str, subscribed: asyncio.Event) -> None:
-        """Broadcast each pub/sub message to every client until cancelled."""
+        """Broadcast each pub/sub message to every client until cancelled, subscribing again
+        when Redis drops the subscription (it does when the relay lags past the pub/sub
+        output-buffer limit; what was published meanwhile is lost, as pub/sub is)."""
+        while True:
+            try:
+                await self._pump_once(redis_url, channel, subscribed)
+            except (RedisError, OSError) as exc:
+                print(f"baseline: pub/sub lost ({exc}); subscribing again", file=sys.stderr)
+                self.resubscribes += 1
+                await asyncio.sleep(RESUBSCRIBE_DELAY_S)
+
+    async def _pump_once(self, redis_url: str, channel: str, subscribed: asyncio.Event) -> None:
         client = aioredis.Redis.from_url(redis_url)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:

@@ -47,14 +47,43 @@ def local_stack(redis_url: str | None) -> Iterator[str]:
     try:
         if redis_url is None:
             port = free_port()
-            procs.append(subprocess.Popen(
-                [shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "",
-                 "--appendonly", "no", "--dir", workdir], stdout=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        shutil.which("redis-server") or "redis-server",
+                        "--port",
+                        str(port),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        workdir,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
             redis_url = f"redis://127.0.0.1:{port}/0"
         grpc_port = free_port()
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "cache_service", "--redis-url", redis_url, "--host", "127.0.0.1",
-             "--port", str(grpc_port), "--metrics-port", "0", "--log-level", "WARNING"]))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "cache_service",
+                    "--redis-url",
+                    redis_url,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(grpc_port),
+                    "--metrics-port",
+                    "0",
+                    "--log-level",
+                    "WARNING",
+                ]
+            )
+        )
         yield f"127.0.0.1:{grpc_port}"
     finally:
         for proc in reversed(procs):
@@ -79,18 +108,33 @@ async def wait_serving(target: str, timeout: float = 60) -> None:
             await asyncio.sleep(0.1)
 
 
-def ticker_requests(count: int, symbols: int, offset: int) -> AsyncIterator[pb.PublishTickerRequest]:
+def ticker_requests(
+    count: int, symbols: int, offset: int
+) -> AsyncIterator[pb.PublishTickerRequest]:
     async def generate() -> AsyncIterator[pb.PublishTickerRequest]:
         now = time.time()
         for i in range(count):
             price = 100.0 + (i % 1000) * 0.01
-            yield pb.PublishTickerRequest(ticker=pb.Ticker(
-                exchange=EXCHANGE, symbol=f"S{(i + offset) % symbols:03d}/USDT", price=price, bid=price - 0.01,
-                ask=price + 0.01, last=price, volume=1000.0 + i, change_24h=0.5, time=now))
+            yield pb.PublishTickerRequest(
+                ticker=pb.Ticker(
+                    exchange=EXCHANGE,
+                    symbol=f"S{(i + offset) % symbols:03d}/USDT",
+                    price=price,
+                    bid=price - 0.01,
+                    ask=price + 0.01,
+                    last=price,
+                    volume=1000.0 + i,
+                    change_24h=0.5,
+                    time=now,
+                )
+            )
+
     return generate()
 
 
-async def subscribe(stub: cache_pb2_grpc.CacheServiceStub, expected: int, ready: asyncio.Event) -> float:
+async def subscribe(
+    stub: cache_pb2_grpc.CacheServiceStub, expected: int, ready: asyncio.Event
+) -> float:
     """Count ticker events until ``expected``; return the monotonic time of the last."""
     call = stub.StreamTickers(pb.StreamTickersRequest(exchange=EXCHANGE))
     received = 0
@@ -107,23 +151,34 @@ async def subscribe(stub: cache_pb2_grpc.CacheServiceStub, expected: int, ready:
 
 async def run(target: str, tickers: int, symbols: int, streams: int) -> dict[str, object]:
     await wait_serving(target)
-    async with grpc.aio.insecure_channel(target) as pub_channel, grpc.aio.insecure_channel(target) as sub_channel:
+    async with (
+        grpc.aio.insecure_channel(target) as pub_channel,
+        grpc.aio.insecure_channel(target) as sub_channel,
+    ):
         publisher = cache_pb2_grpc.CacheServiceStub(pub_channel)
         # warm-up: connections, script load, reader
         await publisher.PublishTickers(ticker_requests(1000, symbols, 0))
         ready = asyncio.Event()
         per_stream = tickers // streams
         total = per_stream * streams
-        subscriber = asyncio.create_task(subscribe(cache_pb2_grpc.CacheServiceStub(sub_channel), total, ready))
+        subscriber = asyncio.create_task(
+            subscribe(cache_pb2_grpc.CacheServiceStub(sub_channel), total, ready)
+        )
         await asyncio.wait_for(ready.wait(), 30)
         start = time.monotonic()
-        results = await asyncio.gather(*(publisher.PublishTickers(ticker_requests(per_stream, symbols, s))
-                                         for s in range(streams)))
+        results = await asyncio.gather(
+            *(
+                publisher.PublishTickers(ticker_requests(per_stream, symbols, s))
+                for s in range(streams)
+            )
+        )
         ingest_done = time.monotonic()
         last_event = await asyncio.wait_for(subscriber, 300)
     accepted = sum(r.accepted for r in results)
     return {
-        "tickers": accepted, "symbols": symbols, "streams": streams,
+        "tickers": accepted,
+        "symbols": symbols,
+        "streams": streams,
         "ingest_seconds": round(ingest_done - start, 3),
         "ingest_events_per_s": round(accepted / (ingest_done - start)),
         "subscriber_seconds": round(last_event - start, 3),
@@ -133,7 +188,9 @@ async def run(target: str, tickers: int, symbols: int, streams: int) -> dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tickers", type=int, default=100_000)
     parser.add_argument("--symbols", type=int, default=50)
     parser.add_argument("--streams", type=int, default=1)

@@ -35,7 +35,7 @@ from websockets.exceptions import ConnectionClosed
 from bench.counting_client import CountingConnection
 from bench.frames import decode, ticker_updates
 from bench.latency import LatencyHistogram
-from bench.procstats import ProcessSampler
+from bench.procstats import ProcessSampler, wait_until_idle
 from bench.profiling import Profiler
 from bench.publisher import PublishPlan, PublishResult, publish_grpc, publish_pubsub
 from bench.scrape import delta, histogram_quantiles, scrape
@@ -49,7 +49,7 @@ from bench.wsclient import SessionError, encode, open_session, subscribe_tickers
 MODES = ("plain", "batch", "baseline", "baseline_batch")
 BATCHED = ("batch", "baseline_batch")
 CONNECT_CONCURRENCY = 50
-SETTLE_TIMEOUT_S = 30.0
+SETTLE_TIMEOUT_S = 60.0
 
 
 def is_baseline(mode: str) -> bool:
@@ -99,7 +99,9 @@ class ProbeClient:
     """A ``websockets`` client that decodes every frame and checks every ticker update."""
 
     ws: ClientConnection
+    exchange: str
     checker: SequenceChecker = field(default_factory=SequenceChecker)
+    foreign: int = 0
     last_frame: float = 0.0
     close_code: int | None = None
     other_frames: Counter[str] = field(default_factory=Counter)
@@ -129,6 +131,9 @@ class ProbeClient:
                     self.other_frames[str(frame.get("type"))] += 1
                     continue
                 for ticker in updates:
+                    if ticker["exchange"] != self.exchange:  # another point's straggler
+                        self.foreign += 1
+                        continue
                     checker.observe(ticker["symbol"], int(ticker["volume"]))
                     record(now - ticker["time"])
         except ConnectionClosed as exc:
@@ -207,7 +212,7 @@ async def _connect(job: FanoutJob, url: str, probe: bool, gate: asyncio.Semaphor
         )
         if job.welcome:
             await subscribe_tickers(ws, job.exchange, job.symbols, job.timeout_s)
-        return ProbeClient(ws)
+        return ProbeClient(ws, job.exchange)
 
 
 async def _worker_main(job: FanoutJob, ctrl: Any, results: Any) -> None:
@@ -250,6 +255,7 @@ async def _worker_main(job: FanoutJob, ctrl: Any, results: Any) -> None:
             "probe_tail": sum(p.checker.missing_tail(final) for p in probes),
             "duplicates": sum(p.checker.duplicates for p in probes),
             "reordered": sum(p.checker.reordered for p in probes),
+            "foreign": sum(p.foreign for p in probes),
             "closed_early": dict(closed_early),
             "other_frames": dict(sum((p.other_frames for p in probes), Counter())),
         }
@@ -326,14 +332,15 @@ def run_point(settings: FanoutSettings, endpoints: Endpoints) -> dict[str, Any]:
 
 
 def _settle(endpoints: Endpoints, timeout: float = SETTLE_TIMEOUT_S) -> None:
-    """Wait until the previous point's clients are gone from the bridge, so points do not overlap."""
-    if not endpoints.bridge_http:
-        return
+    """Wait until the previous point is over everywhere, so points do not overlap: its clients
+    gone from the bridge, and every local server idle (a relay that fell behind may still be
+    pushing the last point's backlog, which the next point's clients would receive)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while endpoints.bridge_http and time.monotonic() < deadline:
         if not scrape(f"{endpoints.bridge_http}/metrics").get("bridge_active_connections"):
-            return
+            break
         time.sleep(0.2)
+    wait_until_idle(endpoints.pids, max(1.0, deadline - time.monotonic()))
 
 
 def _measure(
@@ -430,6 +437,7 @@ def _summarise(
         "loss_ratio": round(max(0, holes - accounted) / expected, 6) if expected else None,
         "duplicates": sum(r["duplicates"] for r in results),
         "reordered": sum(r["reordered"] for r in results),
+        "foreign_updates": sum(r["foreign"] for r in results),
         "closed_early": _sum_counts(r["closed_early"] for r in results),
         "connect_errors": _sum_counts(r["errors"] for r in ready),
         "other_frames": _sum_counts(r["other_frames"] for r in results),

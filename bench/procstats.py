@@ -8,6 +8,7 @@ the bursts (a backlog that built up and drained). Linux /proc via psutil; local 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 import psutil
@@ -34,6 +35,31 @@ class ProcessWindow:
             "rss_mib": round(self.rss_end / MIB, 1),
             "rss_peak_mib": round(self.rss_peak / MIB, 1),
         }
+
+
+IDLE_CPU_SHARE = 0.05
+IDLE_SAMPLE_S = 0.5
+
+
+def wait_until_idle(pids: dict[str, int], timeout: float) -> bool:
+    """Block until every process uses under 5 % of a core over half a second (or timeout)."""
+    procs = []
+    for pid in pids.values():
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.Error:
+            continue
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            before = [_cpu(p) for p in procs]
+            time.sleep(IDLE_SAMPLE_S)
+            busy = [_cpu(p) - b for p, b in zip(procs, before, strict=True)]
+        except psutil.Error:
+            return False
+        if max(busy, default=0.0) < IDLE_CPU_SHARE * IDLE_SAMPLE_S:
+            return True
+    return False
 
 
 def _cpu(proc: psutil.Process) -> float:
