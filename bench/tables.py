@@ -27,7 +27,8 @@ def fanout_table(points: list[dict[str, Any]]) -> str:
         "| baseline CPU | server CPU us/update | server RSS MiB | clients CPU s |"
     )
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
-    for p in sorted(points, key=lambda p: (p["mode"], p["offered_rate"])):
+    order = {"plain": 0, "batch": 1, "baseline": 2, "baseline_batch": 3}
+    for p in sorted(points, key=lambda p: (order.get(p["mode"], 9), p["offered_rate"])):
         lat = p["latency"]
         pub = p["publisher"]
         mode = f"{p['mode']} {p['batch_ms']} ms" if p["batch_ms"] else p["mode"]
