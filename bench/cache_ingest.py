@@ -132,48 +132,59 @@ def ticker_requests(
     return generate()
 
 
-async def subscribe(
-    stub: cache_pb2_grpc.CacheServiceStub, expected: int, ready: asyncio.Event
-) -> float:
-    """Count ticker events until ``expected``; return the monotonic time of the last."""
-    call = stub.StreamTickers(pb.StreamTickersRequest(exchange=EXCHANGE))
-    received = 0
-    async for event in call:
-        if event.WhichOneof("event") == "live":
-            ready.set()
-        elif event.WhichOneof("event") == "ticker":
-            received += 1
-            if received == expected:
-                call.cancel()
-                return time.monotonic()
-    raise RuntimeError(f"stream ended after {received} events")
+class Subscriber:
+    """One StreamTickers subscriber that, like the bridge, resumes from its last seq when the
+    service ends it for falling behind (RESOURCE_EXHAUSTED)."""
+
+    def __init__(self, stub: cache_pb2_grpc.CacheServiceStub) -> None:
+        self.stub = stub
+        self.received = 0
+        self.resumes = 0
+        self.ready = asyncio.Event()
+
+    async def run(self, expected: int) -> float:
+        """Count ticker events until ``expected``; return the monotonic time of the last."""
+        last_seq = ""
+        while True:
+            call = self.stub.StreamTickers(pb.StreamTickersRequest(exchange=EXCHANGE, resume_from=last_seq))
+            try:
+                async for event in call:
+                    kind = event.WhichOneof("event")
+                    if kind == "live":
+                        self.ready.set()
+                    elif kind == "ticker":
+                        self.received += 1
+                        last_seq = event.seq
+                        if self.received == expected:
+                            call.cancel()
+                            return time.monotonic()
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                self.resumes += 1
+                continue
+            raise RuntimeError(f"stream ended after {self.received} events")
 
 
 async def run(target: str, tickers: int, symbols: int, streams: int) -> dict[str, object]:
     await wait_serving(target)
-    async with (
-        grpc.aio.insecure_channel(target) as pub_channel,
-        grpc.aio.insecure_channel(target) as sub_channel,
-    ):
+    async with grpc.aio.insecure_channel(target) as pub_channel, grpc.aio.insecure_channel(target) as sub_channel:
         publisher = cache_pb2_grpc.CacheServiceStub(pub_channel)
         # warm-up: connections, script load, reader
         await publisher.PublishTickers(ticker_requests(1000, symbols, 0))
-        ready = asyncio.Event()
         per_stream = tickers // streams
         total = per_stream * streams
-        subscriber = asyncio.create_task(
-            subscribe(cache_pb2_grpc.CacheServiceStub(sub_channel), total, ready)
-        )
-        await asyncio.wait_for(ready.wait(), 30)
+        sub = Subscriber(cache_pb2_grpc.CacheServiceStub(sub_channel))
+        subscriber = asyncio.create_task(sub.run(total))
+        await asyncio.wait_for(sub.ready.wait(), 30)
         start = time.monotonic()
-        results = await asyncio.gather(
-            *(
-                publisher.PublishTickers(ticker_requests(per_stream, symbols, s))
-                for s in range(streams)
-            )
-        )
+        results = await asyncio.gather(*(publisher.PublishTickers(ticker_requests(per_stream, symbols, s))
+                                         for s in range(streams)))
         ingest_done = time.monotonic()
-        last_event = await asyncio.wait_for(subscriber, 300)
+        try:
+            last_event = await asyncio.wait_for(subscriber, 300)
+        except TimeoutError:
+            raise TimeoutError(f"subscriber got {sub.received}/{total} events ({sub.resumes} resumes)") from None
     accepted = sum(r.accepted for r in results)
     return {
         "tickers": accepted,
@@ -183,6 +194,7 @@ async def run(target: str, tickers: int, symbols: int, streams: int) -> dict[str
         "ingest_events_per_s": round(accepted / (ingest_done - start)),
         "subscriber_seconds": round(last_event - start, 3),
         "subscriber_events_per_s": round(accepted / (last_event - start)),
+        "subscriber_resumes": sub.resumes,
         "cpus": os.cpu_count(),
     }
 

@@ -26,12 +26,11 @@ from cache_service.errors import InvalidArgument, NotFound, ServiceError, Unavai
 from cache_service.metrics import Metrics
 from cache_service.pb.v1 import cache_pb2, cache_pb2_grpc
 from cache_service.scoping import Caller, caller_from_metadata
-from cache_service.store import BOTS, ORDERS, OwnedKind, Store, ticker_stream
+from cache_service.store import BOTS, ORDERS, PIPELINE_BATCH, OwnedKind, Store, ticker_stream
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-INGEST_QUEUE = 2000
 _UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, TryAgainError, OSError)
 
 
@@ -58,6 +57,58 @@ def _event(event_type: type[Message], field: str, entity: type[Message], item: E
         gap = cache_pb2.StreamGap(requested=item.requested, first_retained=item.first_retained)
         return event_type(seq=item.requested, gap=gap)
     return event_type(seq=item.seq, live=cache_pb2.StreamLive())
+
+
+class _Ingest:
+    """The write side of one PublishTickers call: a buffer and the task that drains it."""
+
+    HIGH_WATER = 5000
+
+    def __init__(self, servicer: CacheServicer, context: grpc.aio.ServicerContext) -> None:
+        self.servicer = servicer
+        self.context = context
+        self.pending: list[cache_pb2.Ticker] = []
+        self.received = 0
+        self.accepted = 0
+        self.last_seq = ""
+        self.done = False
+        self.failed = False
+        self.wake = asyncio.Event()
+        self.drained = asyncio.Event()
+
+    async def add(self, ticker: cache_pb2.Ticker) -> bool:
+        """Queue one ticker; wait while the buffer is full. False once the writer failed."""
+        self.pending.append(ticker)
+        self.received += 1
+        self.wake.set()
+        if len(self.pending) >= self.HIGH_WATER:
+            self.drained.clear()
+            await self.drained.wait()
+        return not self.failed
+
+    def finish(self) -> None:
+        self.done = True
+        self.wake.set()
+
+    async def write_loop(self) -> None:
+        try:
+            while True:
+                await self.wake.wait()
+                self.wake.clear()
+                while self.pending:
+                    batch = self.pending[:PIPELINE_BATCH]
+                    del self.pending[:PIPELINE_BATCH]
+                    seqs = await self.servicer._unary(self.context, self.servicer.store.publish_tickers(batch))
+                    self.accepted += len(seqs)
+                    self.last_seq = seqs[-1]
+                    self.servicer.metrics.events_published.labels("tickers").inc(len(seqs))
+                    self.drained.set()
+                if self.done:
+                    return
+        except BaseException:
+            self.failed = True
+            self.drained.set()
+            raise
 
 
 class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
@@ -123,52 +174,33 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
 
     async def PublishTickers(self, request_iterator: AsyncIterator[cache_pb2.PublishTickerRequest],
                              context: grpc.aio.ServicerContext) -> cache_pb2.PublishTickersResponse:
-        """Bulk ingest: whatever has arrived (up to a pipeline batch) goes in one round trip.
+        """Bulk ingest: reading and writing overlap; each write takes whatever has arrived.
 
-        Batching what is already queued keeps latency low for a slow feed and throughput high
-        for a fast one. A bad ticker ends the call with INVALID_ARGUMENT after the good ones
-        before it are written; the message says how many were accepted.
+        Batching what is already queued (up to a pipeline batch) keeps latency low for a slow
+        feed and throughput high for a fast one. A bad ticker ends the call with
+        INVALID_ARGUMENT after the good ones before it are written; the message says how many
+        were accepted.
         """
-        queue: asyncio.Queue[cache_pb2.PublishTickerRequest | None] = asyncio.Queue(INGEST_QUEUE)
-
-        async def pump() -> None:
-            async for request in request_iterator:
-                await queue.put(request)
-            await queue.put(None)
-
-        pumping = asyncio.create_task(pump())
-        accepted, last_seq, done = 0, "", False
+        ingest = _Ingest(self, context)
+        writer = asyncio.create_task(ingest.write_loop())
+        bad: InvalidArgument | None = None
         try:
-            while not done:
-                batch: list[cache_pb2.Ticker] = []
-                item = await queue.get()
-                while item is not None:
-                    batch.append(item.ticker)
-                    if len(batch) >= 500 or queue.empty():
-                        break
-                    item = queue.get_nowait()
-                done = item is None
-                bad: InvalidArgument | None = None
-                for index, ticker in enumerate(batch):
-                    try:
-                        validation.check_ticker(ticker)
-                    except InvalidArgument as exc:
-                        bad = InvalidArgument(f"ticker #{accepted + index + 1}: {exc.message}")
-                        batch = batch[:index]
-                        break
-                if batch:
-                    seqs = await self._unary(context, self.store.publish_tickers(batch))
-                    accepted += len(seqs)
-                    last_seq = seqs[-1]
-                    self.metrics.events_published.labels("tickers").inc(len(seqs))
-                if bad is not None:
-                    raise InvalidArgument(f"{bad.message} ({accepted} accepted before it, last_seq {last_seq!r})")
-        except ServiceError as exc:
-            await _abort(context, exc)
+            async for request in request_iterator:
+                try:
+                    validation.check_ticker(request.ticker)
+                except InvalidArgument as exc:
+                    bad = InvalidArgument(f"ticker #{ingest.received + 1}: {exc.message}")
+                    break
+                if not await ingest.add(request.ticker):
+                    break  # the writer failed; its error is raised below
+            ingest.finish()
+            await writer
         finally:
-            pumping.cancel()
-            await asyncio.gather(pumping, return_exceptions=True)
-        return cache_pb2.PublishTickersResponse(accepted=accepted, last_seq=last_seq)
+            writer.cancel()
+        if bad is not None:
+            await _abort(context, InvalidArgument(
+                f"{bad.message} ({ingest.accepted} accepted before it, last_seq {ingest.last_seq!r})"))
+        return cache_pb2.PublishTickersResponse(accepted=ingest.accepted, last_seq=ingest.last_seq)
 
     async def StreamTickers(self, request: cache_pb2.StreamTickersRequest,
                             context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.TickerEvent]:
