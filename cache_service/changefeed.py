@@ -163,10 +163,11 @@ class StreamReader:
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"reader:{self.key}")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Cancel the loop and wait for it, but never hang a caller on a stuck cancellation."""
         if self.task is not None:
             self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+            await asyncio.wait({self.task}, timeout=timeout)
 
     def attach(self, sub: Subscription) -> None:
         if self.last_id is not None:

@@ -2,6 +2,10 @@
 
 Kubernetes' gRPC probe and the bridge's readiness both read the health service, so a replica
 that cannot reach Redis is taken out of rotation while it keeps retrying.
+
+The monitor has a Redis client of its own whose socket timeout IS the probe timeout: a probe
+ends by itself and is never cancelled mid-command (cancelling redis-py while it connects can
+leave the task stuck), and stopping waits for the current probe instead of cancelling it.
 """
 
 from __future__ import annotations
@@ -36,12 +40,13 @@ class RedisMonitor:
         self.up: bool | None = None
         self.task: asyncio.Task[None] | None = None
         self.changed = asyncio.Event()
+        self._stopping = asyncio.Event()
 
     async def check(self) -> bool:
         """One PING, bounded by ``timeout``; updates state, gauge and counter."""
         try:
-            ok = bool(await asyncio.wait_for(self.redis.ping(), self.timeout))
-        except (RedisError, OSError, TimeoutError):
+            ok = bool(await self.redis.ping())
+        except (RedisError, OSError):
             ok = False
         await self._set(ok)
         return ok
@@ -65,16 +70,22 @@ class RedisMonitor:
             await self.servicer.set(name, status)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             await self.check()
-            await asyncio.sleep(self.interval)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+            except TimeoutError:
+                pass
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="redis-monitor")
 
     async def stop(self) -> None:
         """Stop probing and report NOT_SERVING (we are going away)."""
+        self._stopping.set()
         if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+            try:
+                await asyncio.wait_for(asyncio.shield(self.task), self.timeout + 1.0)
+            except TimeoutError:  # pragma: no cover - the probe's own timeout ends it first
+                self.task.cancel()
         await self.servicer.enter_graceful_shutdown()

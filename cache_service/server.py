@@ -41,6 +41,9 @@ GRPC_OPTIONS = [
 ]
 
 
+MONITOR_TIMEOUT_S = 1.0
+
+
 class StartupError(RuntimeError):
     """The server cannot start (port taken, unreadable certificate); one-line message."""
 
@@ -64,6 +67,7 @@ class CacheServer:
         self.metrics = Metrics()
         self.port: int = config.port
         self.redis: aioredis.Redis | None = None
+        self._monitor_redis: aioredis.Redis | None = None
         self.feed: ChangeFeed | None = None
         self.monitor: RedisMonitor | None = None
         self._server: grpc.aio.Server | None = None
@@ -87,7 +91,8 @@ class CacheServer:
         store = Store(self.redis, config.stream_maxlen)
         self.feed = ChangeFeed(self.redis, self.metrics, config.subscriber_queue, config.redis_timeout)
         health_servicer = health.aio.HealthServicer()
-        self.monitor = RedisMonitor(self.redis, health_servicer, self.metrics)
+        self._monitor_redis = connect(config.redis_target, MONITOR_TIMEOUT_S)
+        self.monitor = RedisMonitor(self._monitor_redis, health_servicer, self.metrics, timeout=MONITOR_TIMEOUT_S)
         server = grpc.aio.server(interceptors=[MetricsInterceptor(self.metrics)], options=GRPC_OPTIONS)
         cache_pb2_grpc.add_CacheServiceServicer_to_server(
             CacheServicer(store, self.feed, self.metrics, config.redis_timeout), server)
@@ -132,6 +137,9 @@ class CacheServer:
         if self.redis is not None:
             await self.redis.aclose()
             self.redis = None
+        if self._monitor_redis is not None:
+            await self._monitor_redis.aclose()
+            self._monitor_redis = None
         self.metrics.close()
 
     async def wait_for_termination(self) -> None:

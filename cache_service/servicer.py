@@ -31,6 +31,7 @@ from cache_service.store import BOTS, ORDERS, PIPELINE_BATCH, OwnedKind, Store, 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+WAIT_SLACK_S = 0.5
 _UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, TryAgainError, OSError)
 
 
@@ -123,12 +124,15 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
     # ------------------------------------------------------------ plumbing
 
     async def _unary(self, context: grpc.aio.ServicerContext, op: Awaitable[T]) -> T:
+        # The Redis client's socket timeout (``timeout``) normally ends a stuck call first and
+        # cleanly; wait_for is the backstop, and the client's own deadline when it is shorter.
         remaining = context.time_remaining()
-        budget = self.timeout if remaining is None else max(0.0, min(self.timeout, remaining))
+        cap = self.timeout + WAIT_SLACK_S
+        budget = cap if remaining is None else max(0.0, min(cap, remaining))
         try:
             return await asyncio.wait_for(op, budget)
         except TimeoutError:
-            if remaining is not None and remaining <= self.timeout:
+            if remaining is not None and remaining <= cap:
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded waiting for Redis")
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"Redis did not answer within {budget:g}s")
         except (ServiceError, RedisError, OSError) as exc:

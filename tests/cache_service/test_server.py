@@ -119,3 +119,11 @@ async def test_mtls_requires_a_client_certificate(redis_url: str, tmp_path: Path
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await _publish(svc.target, grpc.ssl_channel_credentials(files.ca.read_bytes()))
         assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+@pytest.mark.parametrize("round_", range(3))
+async def test_stop_right_after_start_does_not_hang(redis_url: str, round_: int) -> None:
+    # regression: stopping while the first health probe was in flight used to hang
+    async with running_cache_service(redis_url) as svc:
+        assert svc.running
+    assert not svc.running
