@@ -186,25 +186,36 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         were accepted.
         """
         ingest = _Ingest(self, context)
+        reading = asyncio.create_task(self._read_tickers(request_iterator, ingest))
         writer = asyncio.create_task(ingest.write_loop())
-        bad: InvalidArgument | None = None
         try:
-            async for request in request_iterator:
-                try:
-                    validation.check_ticker(request.ticker)
-                except InvalidArgument as exc:
-                    bad = InvalidArgument(f"ticker #{ingest.received + 1}: {exc.message}")
-                    break
-                if not await ingest.add(request.ticker):
-                    break  # the writer failed; its error is raised below
+            # a failed write (Redis down) ends the call at once, even if the client is idle
+            await asyncio.wait({reading, writer}, return_when=asyncio.FIRST_COMPLETED)
+            if writer.done() and writer.exception() is not None:
+                raise writer.exception()  # type: ignore[misc]
+            bad = await reading
             ingest.finish()
             await writer
         finally:
+            reading.cancel()
             writer.cancel()
         if bad is not None:
             await _abort(context, InvalidArgument(
                 f"{bad.message} ({ingest.accepted} accepted before it, last_seq {ingest.last_seq!r})"))
         return cache_pb2.PublishTickersResponse(accepted=ingest.accepted, last_seq=ingest.last_seq)
+
+    @staticmethod
+    async def _read_tickers(request_iterator: AsyncIterator[cache_pb2.PublishTickerRequest],
+                            ingest: _Ingest) -> InvalidArgument | None:
+        """Feed the ingest buffer; stop at the first bad ticker and return its error."""
+        async for request in request_iterator:
+            try:
+                validation.check_ticker(request.ticker)
+            except InvalidArgument as exc:
+                return InvalidArgument(f"ticker #{ingest.received + 1}: {exc.message}")
+            if not await ingest.add(request.ticker):
+                break
+        return None
 
     async def StreamTickers(self, request: cache_pb2.StreamTickersRequest,
                             context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.TickerEvent]:

@@ -96,3 +96,20 @@ async def test_paused_redis_fails_unary_calls_within_the_deadline(fresh_redis) -
                 await asyncio.to_thread(fresh_redis.unpause)
             got = await stub.GetTicker(pb.GetTickerRequest(exchange="binance", symbol="BTC/USDT"), timeout=10)
             assert got.exchange == "binance"
+
+
+@pytest.mark.resilience
+async def test_publish_tickers_ends_when_redis_fails_even_if_the_client_is_idle(fresh_redis) -> None:
+    async with running_cache_service(fresh_redis.url, redis_timeout=1.0) as svc:
+        async with grpc.aio.insecure_channel(svc.target) as channel:
+            stub = cache_pb2_grpc.CacheServiceStub(channel)
+            call = stub.PublishTickers(timeout=60)
+            await call.write(pb.PublishTickerRequest(ticker=TickerFactory(symbol="BTC/USDT")))
+            stream = stub.StreamTickers(pb.StreamTickersRequest(exchange="binance", resume_from="0"))
+            await read_until_live(stream)  # the first ticker is in Redis
+            stream.cancel()
+            await asyncio.to_thread(fresh_redis.stop)
+            await call.write(pb.PublishTickerRequest(ticker=TickerFactory(symbol="ETH/USDT")))
+            error = await rpc_error(call)  # no done_writing(): the client stays idle
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            await asyncio.to_thread(fresh_redis.start)
