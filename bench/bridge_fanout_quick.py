@@ -8,7 +8,9 @@ ports; client workers (separate processes) subscribe every client to the S symbo
 exchange; the publisher streams tickers (``PublishTickers``) whose ``time`` is the wall clock at
 publish, so publish-to-receive latency = receive time - ``result.time``. A rate is "sustained"
 when at least 99 % of the expected updates arrive and p99 stays under 1 s. Everything runs on
-the same machine, so the clients and publisher compete with the bridge for the CPUs.
+the same machine, so the clients and publisher compete with the bridge for the CPUs; the
+bridge's own CPU time per delivered update (from /proc) is reported too, as it depends much
+less on that contention: one core / that cost is the bridge's ceiling.
 """
 
 from __future__ import annotations
@@ -155,6 +157,13 @@ async def publish(target: str, syms: list[str], rate: int, duration: float) -> i
 # ------------------------------------------------------------------ driver
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), to cost the bridge per frame."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -195,8 +204,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             for p in pipes:
                 p.send("reset")
                 p.recv()
+            assert bridge.proc is not None
+            cpu_before = cpu_seconds(bridge.proc.pid)
             sent = asyncio.run(publish(cache.target, syms, rate, args.duration))
             time.sleep(args.drain)
+            bridge_cpu = cpu_seconds(bridge.proc.pid) - cpu_before
             received, latency = 0, []
             for p in pipes:
                 p.send("report")
@@ -218,6 +230,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "p99_ms": round(percentile(latency, 0.99) * 1000, 1),
                 "mean_ms": round(statistics.fmean(latency) * 1000, 1) if latency else None,
             }
+            row["bridge_cpu_s"] = round(bridge_cpu, 2)
+            row["bridge_cpu_us_per_delivery"] = round(1e6 * bridge_cpu / received, 1) if received else None
             row["sustained"] = row["delivery_ratio"] >= 0.99 and row["p99_ms"] < 1000
             print(json.dumps(row), flush=True)
             results.append(row)
