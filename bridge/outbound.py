@@ -1,7 +1,10 @@
 """Bounded per-client outbound queue: what to write next, what to conflate, when to give up.
 
 Ticker updates are state, not history: under backlog the latest per (subscription, symbol)
-replaces the queued one in place (counted as conflated). Order and bot updates are history and
+replaces the queued one (counted as conflated). The newer update goes to the back of the queue
+and the older entry is dropped, not overwritten in place: overwriting would put a newer seq
+ahead of older updates of other symbols, and a client resuming from the last seq it saw could
+then skip or repeat updates. Per subscription, seqs leave the queue in increasing order. Order and bot updates are history and
 are never dropped: a client whose backlog is full is closed 1013 ``slow consumer`` and resumes
 with ``resume_from``. Replies and status frames count toward the backlog like order updates.
 
@@ -32,6 +35,7 @@ class Entry:
     kind: str               # frame type for bridge_messages_sent_total
     key: Hashable | None    # conflation key (ticker updates only)
     event_ms: int = 0       # event time of an update, for bridge_delivery_latency_seconds
+    dropped: bool = False   # replaced by a newer update of the same key (skipped by take)
 
 
 @dataclass(slots=True)
@@ -51,21 +55,23 @@ class Outbound:
         self.batch_s = batch_ms / 1000.0 if batch_ms else None
         self.entries: deque[Entry] = deque()
         self.keyed: dict[Hashable, Entry] = {}
+        self.dropped = 0   # entries marked dropped but still in ``entries``
         self.batch_deadline: float | None = None
         self.has_control = False
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.entries) - self.dropped
 
     def push_update(self, frame: str, event_ms: int, key: Hashable | None, now: float) -> Push:
-        """Queue an update; with a ``key``, replace a queued update of the same key instead."""
+        """Queue an update; with a ``key``, a queued update of the same key is dropped and this
+        one goes to the back (so per-subscription seq order holds)."""
+        result = Push.QUEUED
         if key is not None:
             queued = self.keyed.get(key)
             if queued is not None:
-                queued.frame = frame
-                queued.event_ms = event_ms
-                return Push.CONFLATED
-        elif len(self.entries) >= self.max_backlog:
+                self._drop(queued)
+                result = Push.CONFLATED
+        elif len(self) >= self.max_backlog:
             return Push.OVERFLOW
         entry = Entry(frame, "update", key, event_ms)
         self.entries.append(entry)
@@ -73,11 +79,20 @@ class Outbound:
             self.keyed[key] = entry
         if self.batch_s is not None and self.batch_deadline is None:
             self.batch_deadline = now + self.batch_s
-        return Push.QUEUED
+        return result
+
+    def _drop(self, entry: Entry) -> None:
+        """Mark a replaced entry dropped (O(1)); compact once dropped ones outnumber live ones,
+        so a client that only gets conflated tickers never grows the queue without bound."""
+        entry.dropped = True
+        self.dropped += 1
+        if self.dropped > len(self.entries) // 2:
+            self.entries = deque(e for e in self.entries if not e.dropped)
+            self.dropped = 0
 
     def push_control(self, frame: str, kind: str) -> Push:
         """Queue a reply or status frame (never conflated, never dropped)."""
-        if len(self.entries) >= self.max_backlog:
+        if len(self) >= self.max_backlog:
             return Push.OVERFLOW
         self.entries.append(Entry(frame, kind, None))
         self.has_control = True
@@ -85,7 +100,7 @@ class Outbound:
 
     def wait_time(self, now: float) -> float | None:
         """Seconds until :meth:`take` has something; None when the queue is empty."""
-        if not self.entries:
+        if not len(self):
             return None
         if self.batch_deadline is None or self.has_control:
             return 0.0
@@ -96,7 +111,8 @@ class Outbound:
         wait = self.wait_time(now)
         if wait is None or wait > 0:
             return []
-        entries, self.entries = self.entries, deque()
+        entries = deque(e for e in self.entries if not e.dropped) if self.dropped else self.entries
+        self.entries, self.dropped = deque(), 0
         self.keyed.clear()
         self.batch_deadline = None
         self.has_control = False
