@@ -12,7 +12,7 @@ import pytest
 from cache_service.pb.v1 import cache_pb2_grpc
 from tests.infra.cache_service_runner import InProcessCacheService, running_cache_service
 
-EVENT_TIMEOUT = 15.0
+EVENT_TIMEOUT = 30.0
 
 
 @pytest.fixture

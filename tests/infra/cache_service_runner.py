@@ -28,8 +28,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cache_service.config import CacheConfig
-from cache_service.server import CacheServer
+from cache_service.server import CacheServer, StartupError
 from tests.infra.ports import free_port
+
+
+PORT_ATTEMPTS = 3
 
 
 class InProcessCacheService:
@@ -71,11 +74,18 @@ class InProcessCacheService:
 @asynccontextmanager
 async def running_cache_service(redis_url: str, **overrides: Any) -> AsyncIterator[InProcessCacheService]:
     """Start the service in this event loop; stop it on exit."""
-    settings: dict[str, Any] = {"host": "127.0.0.1", "port": free_port(), "metrics_port": free_port(),
-                                "shutdown_grace": 1.0}
-    settings.update(overrides)
-    svc = InProcessCacheService(CacheConfig(redis_url=redis_url, **settings))
-    await svc.start()
+    for attempt in range(PORT_ATTEMPTS):
+        settings: dict[str, Any] = {"host": "127.0.0.1", "port": free_port(), "metrics_port": free_port(),
+                                    "shutdown_grace": 1.0}
+        settings.update(overrides)
+        svc = InProcessCacheService(CacheConfig(redis_url=redis_url, **settings))
+        try:
+            await svc.start()
+            break
+        except StartupError:
+            # another test process took the free port first; only retry ports we picked
+            if "port" in overrides or "metrics_port" in overrides or attempt == PORT_ATTEMPTS - 1:
+                raise
     try:
         yield svc
     finally:
