@@ -38,6 +38,7 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 ]
 HEALTH_INTERVAL_S = 1.0
 HEALTH_RETRY_S = 0.25
+HEALTH_FAILURES = 3   # consecutive failed checks (about 3 s) before /readyz goes 503
 
 
 def metadata_for(identity: Identity | None) -> tuple[tuple[str, str], ...]:
@@ -69,6 +70,32 @@ def make_channel(config: BridgeConfig) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(config.grpc_target, credentials, options=CHANNEL_OPTIONS)
 
 
+class HealthTracker:
+    """Readiness from health checks: not serving after ``failures`` consecutive failed checks,
+    serving again on the first SERVING.
+
+    One slow check (a busy machine, a GC pause in the service) must not pull the bridge out of
+    its Service: a flapping readiness probe drops and re-adds every endpoint for nothing.
+    Before the first SERVING the upstream counts as not serving.
+    """
+
+    def __init__(self, failures: int = HEALTH_FAILURES) -> None:
+        self.failures = failures
+        self.failed = 0
+        self.serving = False
+
+    def record(self, ok: bool) -> bool:
+        """Take one check's outcome; returns whether the upstream now counts as serving."""
+        if ok:
+            self.failed = 0
+            self.serving = True
+        else:
+            self.failed += 1
+            if self.failed >= self.failures:
+                self.serving = False
+        return self.serving
+
+
 class Upstream:
     """Calls to the cache service with deadlines, metrics and error mapping."""
 
@@ -77,7 +104,7 @@ class Upstream:
         self.metrics = metrics
         self.channel = make_channel(config)
         self.stub = cache_pb2_grpc.CacheServiceStub(self.channel)
-        self.serving = False
+        self.health = HealthTracker()
         self._health_task: asyncio.Task[None] | None = None
 
     def count(self, method: str, code: grpc.StatusCode) -> None:
@@ -113,16 +140,21 @@ class Upstream:
         while True:
             try:
                 reply = await stub.Check(request, timeout=min(self.deadline, HEALTH_INTERVAL_S))
-                self._set_serving(reply.status == serving)
+                ok = reply.status == serving
             except grpc.aio.AioRpcError as exc:
                 log.debug("health check failed: %s", exc.code().name)
-                self._set_serving(False)
+                ok = False
+            self._record(ok)
             await asyncio.sleep(HEALTH_INTERVAL_S if self.serving else HEALTH_RETRY_S)
 
-    def _set_serving(self, serving: bool) -> None:
-        if serving != self.serving:
-            log.info("upstream %s", "SERVING" if serving else "not serving")
-        self.serving = serving
+    @property
+    def serving(self) -> bool:
+        return self.health.serving
+
+    def _record(self, ok: bool) -> None:
+        was = self.health.serving
+        if self.health.record(ok) != was:
+            log.info("upstream %s", "SERVING" if self.health.serving else "not serving")
 
     async def close(self) -> None:
         if self._health_task is not None:

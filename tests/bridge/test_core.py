@@ -17,6 +17,7 @@ from bridge.limits import ConnectionRegistry, RateLimiter, Verdict
 from bridge.outbound import Outbound, Push
 from bridge.protocol import SubscribeParams
 from bridge.subscriptions import SubscriptionBook, topic_for
+from bridge.upstream import HealthTracker
 from tests.factories import BotFactory, TickerFactory
 from tests.infra.tokens import TEST_SECRET, make_token
 
@@ -133,6 +134,18 @@ def test_conflation_moves_the_newer_update_back_and_bounds_the_queue() -> None:
         ob.push_update(f"x{i}", i, ("s", ("BTC", "ETH")[i % 2]), 0.0)
     assert len(ob) == 2 and len(ob.entries) <= 4
     assert [o.frame for o in ob.take(0.0)] == ["x9998", "x9999"]
+
+
+def test_health_tracker_needs_consecutive_failures() -> None:
+    health = HealthTracker(failures=3)
+    assert not health.record(False)             # not serving before the first SERVING
+    assert health.record(True)
+    assert health.record(False) and health.record(False)   # two slow checks: still ready
+    assert health.record(True) and health.failed == 0      # a success resets the count
+    assert health.record(False) and health.record(False)
+    assert not health.record(False)             # the third in a row: not serving
+    assert not health.record(False)
+    assert health.record(True)                  # recovers on the first SERVING
 
 
 def test_batch_mode_waits_then_groups_and_controls_flush() -> None:

@@ -8,7 +8,9 @@ import json
 from websockets.asyncio.client import connect
 
 from tests.bridge.client import client, eventually
+from bridge.upstream import HEALTH_FAILURES
 from tests.infra.bridge_runner import http_get, running_bridge
+from tests.infra.cache_service_runner import running_cache_service
 from tests.infra.tokens import make_token
 
 
@@ -105,6 +107,33 @@ async def test_readyz_503_without_upstream() -> None:
             assert reply["error"]["code"] == "UNAVAILABLE"
         assert b.app.metrics.value("bridge_subscriptions") == 0
         assert b.app.metrics.value("bridge_upstream_streams") == 0
+
+
+async def test_readyz_needs_consecutive_failures_and_recovers_on_serving(redis_url) -> None:
+    """One failed health check does not fail readiness; several in a row do; the first SERVING
+    after a restart of the cache service makes the bridge ready again."""
+    async with running_cache_service(redis_url) as svc, running_bridge(svc.target) as b:
+        upstream = b.app.upstream
+        await eventually(lambda: upstream.serving, timeout=20)
+        assert (await asyncio.to_thread(http_get, b.http + "/readyz"))[0] == 200
+        await svc.stop(grace=0)
+        seen: list[tuple[int, bool]] = []
+
+        def sample() -> bool:
+            seen.append((upstream.health.failed, b.app.not_ready_reason() is None))
+            return not upstream.serving
+
+        # Checks come about a second apart; this samples every 20 ms, so it sees each state.
+        await eventually(sample, timeout=30)
+        # Ready all along while fewer than HEALTH_FAILURES checks in a row had failed.
+        assert all(ready for failed, ready in seen if failed < HEALTH_FAILURES), seen
+        assert seen[-1] == (HEALTH_FAILURES, False), seen
+        status, body, _ = await asyncio.to_thread(http_get, b.http + "/readyz")
+        assert status == 503 and "upstream" in body
+        await svc.start()
+        await eventually(lambda: upstream.serving, timeout=30)
+        assert upstream.health.failed == 0
+        assert (await asyncio.to_thread(http_get, b.http + "/readyz"))[0] == 200
 
 
 async def test_auth_none_mode(cache) -> None:
