@@ -49,6 +49,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bridge.connection")
 
+# How long a close we initiate (slow consumer, rate limit, shutdown) may wait for the closing
+# handshake before the transport is aborted.
+FORCED_CLOSE_TIMEOUT_S = 2.0
+
 
 class Session:
     """State and loops of one authenticated WebSocket connection."""
@@ -106,8 +110,26 @@ class Session:
         if self.closing is not None:
             return
         self.closing = (code, reason)
-        self.close_task = asyncio.create_task(self.ws.close(code, reason), name=f"close-{self.id}")
+        self.close_task = asyncio.create_task(self._close(code, reason), name=f"close-{self.id}")
         self.space.set()
+
+    async def _close(self, code: int, reason: str) -> None:
+        """Send the close frame, then abort the transport if the handshake is not done within
+        :data:`FORCED_CLOSE_TIMEOUT_S`.
+
+        A client that stopped reading has a full socket buffer: websockets' ``close`` would wait
+        (in its flow control, before its own close timeout even starts) for a drain that never
+        comes, holding the connection and its subscriptions. The close frame is already queued
+        on the transport, so a client that reads again still sees the code; the metric counts
+        the code we sent.
+        """
+        try:
+            async with asyncio.timeout(FORCED_CLOSE_TIMEOUT_S):
+                await self.ws.close(code, reason)
+        except TimeoutError:
+            log.info("session %s: no closing handshake within %.0f s after %d, aborting",
+                     self.id, FORCED_CLOSE_TIMEOUT_S, code)
+            self.ws.transport.abort()
 
     # ------------------------------------------------------------ reading
 

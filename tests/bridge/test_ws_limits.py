@@ -127,6 +127,32 @@ async def test_slow_consumer_of_orders_is_closed_1013(cache, feed) -> None:
         assert u["seq"] == seq
 
 
+async def test_stalled_reader_is_closed_1013_and_freed_without_waiting_for_it(cache, feed) -> None:
+    """A client that stops reading altogether: the bridge queues the 1013 close frame and
+    aborts the connection after a short close timeout instead of waiting on a drain that never
+    comes; the connection, its subscription and its upstream share are freed."""
+    async with running_bridge(cache.target, max_backlog=5) as b:
+        sock = _small_buffer_socket(b.port)
+        async with connect(b.ws_url(ALICE), sock=sock, max_queue=1, max_size=None,
+                           close_timeout=1) as ws:
+            stalled = Client(ws)
+            assert (await stalled.recv())["type"] == "connection"
+            await stalled.subscribe(channel="bots", snapshot=False)
+            ws.transport.pause_reading()   # from now on nothing is read from the socket
+            big = "x" * 65536
+            for i in range(3000):   # stop as soon as the bridge gives up on the client
+                if any(s.closing for s in b.app.sessions):
+                    break
+                await feed.bot(bot_id=f"bot-{i % 5}", user_id="alice", message=big)
+            assert any(s.closing == (1013, "slow consumer") for s in b.app.sessions)
+            # Without the forced close (2 s) only websockets' keepalive (ping every 20 s, 20 s
+            # to answer) would end it: 15 s tells them apart with a wide margin either way.
+            await eventually(lambda: not b.app.sessions, timeout=15)
+            assert b.app.metrics.value("bridge_disconnects_total", {"code": "1013"}) == 1
+            assert b.app.metrics.value("bridge_subscriptions") == 0
+            assert b.app.metrics.value("bridge_upstream_streams") == 0
+
+
 async def test_tickers_conflate_latest_wins(cache, feed) -> None:
     async with (running_bridge(cache.target) as b,
                 client(b.ws_url(ALICE, batch_ms=1000)) as c):
