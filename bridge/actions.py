@@ -20,7 +20,7 @@ from bridge.channels import CHANNELS
 from bridge.codec import entity_to_dict
 from bridge.errors import NOT_FOUND, BridgeError
 from bridge.events import Event
-from bridge.fanout import GAP, GapMarker
+from bridge.fanout import GAP, GapMarker, LiveMarker
 from bridge.protocol import (
     CHANNEL_ALIASES,
     MAX_LIST_LIMIT,
@@ -42,6 +42,7 @@ from cache_service.pb.v1 import cache_pb2 as pb
 if TYPE_CHECKING:
     from bridge.connection import Session
 
+ReplayItem = Event | GapMarker | LiveMarker
 CATCH_UP_ATTEMPTS = 5
 CATCH_UP_BACKOFF_S = 0.1
 
@@ -143,8 +144,9 @@ async def subscribe(session: Session, request: Request) -> Reply | None:
     params = subscribe_params(request.params, CHANNEL_ALIASES.get(request.action))
     identity = session.identity
     sub = session.add_subscription(params, topic_for(params, identity.user_id, identity.is_admin))
-    replay: AsyncIterator[Event | GapMarker] | None = None
-    first: Event | GapMarker | None = None
+    replay: AsyncIterator[ReplayItem] | None = None
+    first: ReplayItem | None = None
+    sub.catching_up = params.resume_from is not None
     try:
         topic = await session.app.fanout.attach(session, sub, identity)
         start = params.resume_from or topic.last_seq
@@ -166,9 +168,15 @@ async def subscribe(session: Session, request: Request) -> Reply | None:
     return None
 
 
-async def replay_into(session: Session, sub: Subscription, first: Event | GapMarker | None,
-                      replay: AsyncIterator[Event | GapMarker], resume_from: str) -> None:
+async def replay_into(session: Session, sub: Subscription, first: ReplayItem | None,
+                      replay: AsyncIterator[ReplayItem], resume_from: str) -> None:
     """Deliver catch-up events, pacing on the client's backlog so a long replay cannot overflow.
+
+    The replay ends at the service's live point, or later when live events held meanwhile had
+    to be discarded (more than ``--max-backlog``): the catch-up stream reads the same Redis
+    stream, so it keeps going until it has delivered the newest discarded event itself; the
+    held events after that are merged by :meth:`Session.release`. No loss, no duplicates, and
+    no 1013 loop for a client resuming under heavy traffic.
 
     A catch-up stream that breaks (the service ends streams that fall behind; a replica
     restarts) is re-opened from the last event delivered, a few times with backoff; only when
@@ -179,14 +187,19 @@ async def replay_into(session: Session, sub: Subscription, first: Event | GapMar
     try:
         for attempt in range(CATCH_UP_ATTEMPTS + 1):
             try:
-                if isinstance(first, Event):
-                    session.deliver_now(sub, first)
-                async for item in replay:
-                    if isinstance(item, GapMarker):
+                # The response already told the client about a gap in ``first``.
+                pending = [first] if isinstance(first, Event | LiveMarker) else []
+                live = False
+                while (item := pending.pop() if pending else await anext(replay, None)) is not None:
+                    if isinstance(item, LiveMarker):
+                        live = True
+                    elif isinstance(item, GapMarker):
                         lost = True
                     elif sub.matches(item):
                         await session.writable()
                         session.deliver_now(sub, item)
+                    if live and sub.caught_up():
+                        break
                 break
             except BridgeError:
                 if attempt == CATCH_UP_ATTEMPTS or session.closing is not None:

@@ -221,21 +221,21 @@ class Session:
             return
         for event in held:
             if event.key > sub.last_key:
-                self.deliver_now(sub, event)
+                self.deliver_now(sub, event, bounded=False)
 
     # ------------------------------------------------------------ writing
 
     def deliver(self, sub: Subscription, event: Event) -> None:
         """Called by the fan-out for every matching event of a subscription's topic."""
         if sub.held is not None:
-            if len(sub.held) >= self.app.config.max_backlog:
+            if not sub.hold(event, self.app.config.max_backlog):
                 self.close_soon(1013, SLOW_CONSUMER_REASON)
-                return
-            sub.held.append(event)
             return
         self.deliver_now(sub, event)
 
-    def deliver_now(self, sub: Subscription, event: Event) -> None:
+    def deliver_now(self, sub: Subscription, event: Event, bounded: bool = True) -> None:
+        """Write or queue one update; ``bounded=False`` (held events released at the end of a
+        setup, at most ``--max-backlog`` of them) may take the queue past its limit."""
         if self.closing is not None:
             return
         frame = sub.frame(event)
@@ -246,7 +246,7 @@ class Session:
                 max(0.0, time.time() - event.time_ms / 1000.0))
             return
         result = self.outbound.push_update(frame, event.time_ms, sub.conflation_key(event),
-                                           self.loop.time())
+                                           self.loop.time(), bounded)
         if result is Push.OVERFLOW:
             self.close_soon(1013, SLOW_CONSUMER_REASON)
             return

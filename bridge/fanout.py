@@ -45,7 +45,12 @@ class GapMarker:
     """Yielded by :meth:`Fanout.catch_up` when events after ``resume_from`` were trimmed."""
 
 
+class LiveMarker:
+    """Yielded by :meth:`Fanout.catch_up` when the replay reached the service's live point."""
+
+
 GAP = GapMarker()
+LIVE = LiveMarker()
 
 
 def topic_identity(topic: TopicKey, identity: Identity) -> Identity:
@@ -196,11 +201,13 @@ class Fanout:
             topic.notify("resumed", recovered)
 
     async def catch_up(self, sub: Subscription, identity: Identity,
-                       resume_from: str) -> AsyncIterator[Event | GapMarker]:
-        """Replay a subscription's events after ``resume_from``, with its filters, until live.
+                       resume_from: str) -> AsyncIterator[Event | GapMarker | LiveMarker]:
+        """Replay a subscription's events after ``resume_from``, with its filters, then live.
 
-        Runs as the client (its own scope), on a stream of its own that ends at the service's
-        live point; the caller merges it with events held from the shared topic meanwhile.
+        Runs as the client (its own scope), on a stream of its own; it yields :data:`LIVE` at
+        the service's live point and carries on with live events, so the caller decides where
+        to stop (usually at LIVE, later if it had to discard events held from the shared topic
+        meanwhile) and merges with what the topic held.
         """
         channel = CHANNELS[sub.channel]
         call = self.upstream.stream(channel.stream_method,
@@ -213,7 +220,7 @@ class Fanout:
                 elif kind == "gap":
                     yield GAP
                 elif kind == "live":
-                    break
+                    yield LIVE
         except grpc.aio.AioRpcError as exc:
             self.upstream.count(channel.stream_method, exc.code())
             raise from_grpc(exc.code(), exc.details()) from None

@@ -62,7 +62,8 @@ class Outbound:
     def __len__(self) -> int:
         return len(self.entries) - self.dropped
 
-    def push_update(self, frame: str, event_ms: int, key: Hashable | None, now: float) -> Push:
+    def push_update(self, frame: str, event_ms: int, key: Hashable | None, now: float,
+                    bounded: bool = True) -> Push:
         """Queue an update; with a ``key``, a queued update of the same key is dropped and this
         one goes to the back (so per-subscription seq order holds)."""
         result = Push.QUEUED
@@ -71,7 +72,7 @@ class Outbound:
             if queued is not None:
                 self._drop(queued)
                 result = Push.CONFLATED
-        elif len(self) >= self.max_backlog:
+        elif bounded and len(self) >= self.max_backlog:
             return Push.OVERFLOW
         entry = Entry(frame, "update", key, event_ms)
         self.entries.append(entry)

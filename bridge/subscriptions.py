@@ -32,6 +32,11 @@ class Subscription:
     last_seq: str | None = None
     last_key: tuple[int, int] = (0, 0)
     held: list[Event] | None = field(default_factory=list)
+    # Resuming: the catch-up stream reads the same events as the topic, so when ``held`` would
+    # overflow it is emptied and the catch-up stream keeps going past its live point until it
+    # has delivered ``dropped_key`` (the newest discarded event) itself.
+    catching_up: bool = False
+    dropped_key: tuple[int, int] = (0, 0)
 
     def matches(self, event: Event) -> bool:
         """Whether the client's filters let this event through."""
@@ -48,6 +53,23 @@ class Subscription:
 
     def frame(self, event: Event) -> str:
         return self.prefix + event.tail
+
+    def hold(self, event: Event, limit: int) -> bool:
+        """Hold an event during setup; False when ``limit`` is reached and nothing can make up
+        for a discarded event (no catch-up stream), i.e. the client must be closed."""
+        assert self.held is not None
+        if len(self.held) < limit:
+            self.held.append(event)
+            return True
+        if not self.catching_up:
+            return False
+        self.held.clear()
+        self.dropped_key = event.key
+        return True
+
+    def caught_up(self) -> bool:
+        """Whether every event discarded from ``held`` has been delivered by the catch-up."""
+        return self.last_key >= self.dropped_key
 
     def delivered(self, event: Event) -> None:
         self.last_seq = event.seq

@@ -188,6 +188,23 @@ def test_subscription_book_filters_ids_and_limit() -> None:
     assert json.loads(o.frame(_event(seq="7-0")))["action"] == "order_update"
 
 
+def test_held_events_overflow_closes_unless_a_catch_up_makes_up_for_them() -> None:
+    book = SubscriptionBook(max_subscriptions=5)
+    plain = book.add(SubscribeParams("orders"), ("orders", "u"))
+    assert plain.hold(_event(seq="1-0"), 2) and plain.hold(_event(seq="2-0"), 2)
+    assert not plain.hold(_event(seq="3-0"), 2)            # nothing would replay it: close
+    resuming = book.add(SubscribeParams("orders"), ("orders", "u"))
+    resuming.catching_up = True
+    for n in (1, 2, 3):
+        assert resuming.hold(_event(seq=f"{n}-0"), 2)
+    assert resuming.held == [] and resuming.dropped_key == (3, 0)   # discarded, replay owes 3-0
+    assert not resuming.caught_up()
+    resuming.delivered(_event(seq="2-0"))
+    assert not resuming.caught_up()
+    resuming.delivered(_event(seq="3-0"))
+    assert resuming.caught_up()
+
+
 def test_topics() -> None:
     assert topic_for(SubscribeParams("tickers", exchange="x"), "u", False) == ("tickers", "x")
     assert topic_for(SubscribeParams("orders"), "u", False) == ("orders", "u")

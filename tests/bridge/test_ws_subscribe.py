@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from bridge.events import seq_key
 from tests.bridge.client import client, eventually
 from tests.infra.bridge_runner import running_bridge
 from tests.infra.cache_service_runner import running_cache_service
@@ -180,6 +181,50 @@ async def test_resume_while_writes_continue_merges_exactly(bridge, feed) -> None
         await task
     start = written.index(received[0])
     assert received == written[start:]
+
+
+async def test_resume_under_heavy_writes_discards_held_events_and_loses_nothing(cache,
+                                                                                 feed) -> None:
+    """While a long replay runs, more live events arrive than --max-backlog may hold: the held
+    ones are discarded and the catch-up stream delivers them itself. No 1013, no loss, no
+    duplicates, seqs in order."""
+    async with running_bridge(cache.target, max_backlog=10) as b, \
+            client(b.ws_url(ALICE)) as c:
+        resume_from = await feed.order(order_id="start", user_id="alice")
+        written: list[str] = []
+        for chunk in range(10):   # a long history to replay
+            written += await asyncio.gather(*(feed.order(order_id=f"p-{i % 50}", user_id="alice")
+                                              for i in range(200)))
+        stop = asyncio.Event()
+
+        async def writer(n: int) -> None:
+            i = 0
+            while not stop.is_set():
+                written.append(await feed.order(order_id=f"w{n}-{i % 5}", user_id="alice"))
+                i += 1
+
+        writers = [asyncio.create_task(writer(n)) for n in range(3)]
+        received: list[str] = []
+        try:
+            res = await c.subscribe(channel="orders", resume_from=resume_from, snapshot=False)
+            assert res["recovered"] is True
+            (session,) = b.app.sessions
+            (sub,) = session.book
+            async with asyncio.timeout(60):
+                while sub.dropped_key == (0, 0):   # held events overflowed at least once
+                    received += [u["seq"] for u in await c.updates(1)]
+            stop.set()
+            await asyncio.gather(*writers)
+            last = max(written, key=seq_key)
+            async with asyncio.timeout(60):
+                while not received or received[-1] != last:
+                    received += [u["seq"] for u in await c.updates(1)]
+        finally:
+            stop.set()
+            await asyncio.gather(*writers, return_exceptions=True)
+        assert received == sorted(written, key=seq_key)
+        assert (await c.request("ping"))["type"] == "pong"
+        assert b.app.metrics.value("bridge_disconnects_total", {"code": "1013"}) == 0
 
 
 async def test_resume_with_gap_reports_not_recovered(redis_url) -> None:
