@@ -40,9 +40,15 @@ class CacheConfig:
     redis_timeout: float = 3.0
     shutdown_grace: float = 10.0
     subscriber_queue: int = 10_000
+    # None = 1 with redis+sentinel:// (writes must reach a replica before they are
+    # acknowledged, so a failover keeps them), else 0; resolved in __post_init__.
+    min_replica_acks: int | None = None
+    replica_ack_timeout_ms: int = 500
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.min_replica_acks is None:
+            object.__setattr__(self, "min_replica_acks", 1 if self.redis_target.is_sentinel else 0)
 
     @property
     def redis_target(self) -> RedisTarget:
@@ -80,6 +86,10 @@ def validate(config: CacheConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')}: must be > 0")
     if config.subscriber_queue <= 0:
         raise ConfigError("--subscriber-queue: must be > 0")
+    if config.min_replica_acks is not None and config.min_replica_acks < 0:
+        raise ConfigError(f"--min-replica-acks: must be >= 0, got {config.min_replica_acks}")
+    if config.replica_ack_timeout_ms <= 0:
+        raise ConfigError(f"--replica-ack-timeout-ms: must be > 0, got {config.replica_ack_timeout_ms}")
     if (config.tls_cert_file is None) != (config.tls_key_file is None):
         raise ConfigError("--tls-cert-file and --tls-key-file must be given together")
     if config.tls_client_ca_file is not None and config.tls_cert_file is None:
@@ -101,7 +111,7 @@ _CONVERTERS: dict[type, Callable[[str], Any]] = {int: int, float: float, str: st
 def _field_type(name: str) -> type:
     hint = {f.name: f.type for f in fields(CacheConfig)}[name]
     text = str(hint)
-    return int if text == "int" else float if text == "float" else str
+    return int if text in ("int", "int | None") else float if text == "float" else str
 
 
 def build_parser() -> argparse.ArgumentParser:

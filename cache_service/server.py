@@ -88,7 +88,8 @@ class CacheServer:
         config = self.config
         self._check_port_free()
         self.redis = connect(config.redis_target, config.redis_timeout)
-        store = Store(self.redis, config.stream_maxlen)
+        store = Store(self.redis, config.stream_maxlen, config.min_replica_acks or 0,
+                      config.replica_ack_timeout_ms)
         self.feed = ChangeFeed(self.redis, self.metrics, config.subscriber_queue, config.redis_timeout)
         health_servicer = health.aio.HealthServicer()
         self._monitor_redis = connect(config.redis_target, MONITOR_TIMEOUT_S)

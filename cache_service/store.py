@@ -13,6 +13,15 @@ Layout (prefix ``cache:v1:``):
 Each write and its XADD run as ONE Lua script, so the latest state and the change feed never
 disagree, and the script returns the new stream id: the ``seq`` the writer gets back is the
 ``seq`` every subscriber sees. Streams are capped with ``MAXLEN ~ stream_maxlen``.
+
+Durability (``min_replica_acks`` > 0, the default with Sentinel): every write script (and every
+pipelined batch of them) is followed by ``WAIT N timeout`` on the SAME connection, and a write
+fewer than N replicas confirmed raises ``Unavailable`` instead of returning a seq. Redis
+replication is asynchronous, so without this a write acknowledged by a primary that is then
+replaced (failover to a lagging replica; a planned failover while the old primary still takes
+writes) is lost. An unconfirmed write may still exist (at-least-once); a returned seq survives
+a failover. A READONLY reply or a broken connection drops every idle pooled connection, so the
+next call asks the Sentinels for the current primary instead of reusing a demoted one.
 """
 
 from __future__ import annotations
@@ -23,7 +32,11 @@ from typing import Generic, TypeVar
 
 import redis.asyncio as aioredis
 from google.protobuf.message import Message
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 
+from cache_service.errors import Unavailable
 from cache_service.pb.v1 import cache_pb2
 
 PREFIX = "cache:v1:"
@@ -115,12 +128,46 @@ def _text(value: bytes | str) -> str:
 class Store:
     """Reads and writes of the three entities; every method is one Redis round trip."""
 
-    def __init__(self, redis: aioredis.Redis, stream_maxlen: int) -> None:
+    def __init__(self, redis: aioredis.Redis, stream_maxlen: int, min_replica_acks: int = 0,
+                 replica_ack_timeout_ms: int = 500) -> None:
         self.redis = redis
         self.stream_maxlen = stream_maxlen
+        self.min_replica_acks = min_replica_acks
+        self.replica_ack_timeout_ms = replica_ack_timeout_ms
         self._ticker_write = redis.register_script(_TICKER_WRITE)
         self._owned_write = redis.register_script(_OWNED_WRITE)
         self._owned_read = redis.register_script(_OWNED_READ)
+
+    # ------------------------------------------------------------ durable writes
+
+    async def _confirmed(self, pipe: Pipeline) -> list[object]:
+        """Run the queued write scripts, then WAIT for replicas on the same connection.
+
+        Returns the scripts' results; raises Unavailable when fewer than ``min_replica_acks``
+        replicas confirmed them (the writes may still exist: the caller must not report a seq).
+        """
+        if self.min_replica_acks:
+            pipe.execute_command("WAIT", self.min_replica_acks, self.replica_ack_timeout_ms)
+        try:
+            results = await pipe.execute()
+        except (ReadOnlyError, RedisConnectionError):
+            # Maybe a demoted primary: idle connections to it must not serve the next call.
+            await self.redis.connection_pool.disconnect(inuse_connections=False)
+            raise
+        if not self.min_replica_acks:
+            return list(results)
+        confirmed = int(results[-1])
+        if confirmed < self.min_replica_acks:
+            raise Unavailable(
+                f"write not confirmed by replicas ({confirmed} of {self.min_replica_acks} within "
+                f"{self.replica_ack_timeout_ms} ms); it may or may not have been applied, retry")
+        return list(results[:-1])
+
+    async def _write(self, script: object, keys: list[str], args: list[object]) -> str:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await script(keys=keys, args=args, client=pipe)  # type: ignore[operator]
+            (seq,) = await self._confirmed(pipe)
+        return _text(seq)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------ tickers
 
@@ -132,7 +179,7 @@ class Store:
     async def publish_ticker(self, ticker: cache_pb2.Ticker) -> str:
         """Store the latest ticker and append it to its exchange's feed; return the seq."""
         keys, args = self._ticker_call(ticker)
-        return _text(await self._ticker_write(keys=keys, args=args))
+        return await self._write(self._ticker_write, keys, args)
 
     async def publish_tickers(self, tickers: Sequence[cache_pb2.Ticker]) -> list[str]:
         """The same write for many tickers, pipelined (no transaction: each write is atomic)."""
@@ -142,7 +189,7 @@ class Store:
                 for ticker in tickers[start:start + PIPELINE_BATCH]:
                     keys, args = self._ticker_call(ticker)
                     await self._ticker_write(keys=keys, args=args, client=pipe)
-                seqs.extend(_text(seq) for seq in await pipe.execute())
+                seqs.extend(_text(seq) for seq in await self._confirmed(pipe))  # type: ignore[arg-type]
         return seqs
 
     async def get_ticker(self, exchange: str, symbol: str) -> cache_pb2.Ticker | None:
@@ -174,7 +221,7 @@ class Store:
         keys = [kind.owner_key, kind.users_key, kind.records_prefix + user_id, kind.stream]
         args = [record_id, user_id, record.SerializeToString(), self.stream_maxlen,
                 kind.records_prefix, *kind.stream_fields(record)]
-        return _text(await self._owned_write(keys=keys, args=args))
+        return await self._write(self._owned_write, keys, args)
 
     async def get(self, kind: OwnedKind[M], record_id: str) -> M | None:
         """The record with this id, whoever owns it (scoping is the caller's job)."""

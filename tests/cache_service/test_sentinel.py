@@ -58,7 +58,7 @@ def sentinel_port(redis_url: str) -> Iterator[int]:
 
 async def test_reads_writes_and_streams_through_sentinel(redis_url: str, sentinel_port: int) -> None:
     url = f"redis+sentinel://127.0.0.1:{sentinel_port}/{MASTER}/0"
-    async with running_cache_service(url) as svc:
+    async with running_cache_service(url, min_replica_acks=0) as svc:  # this Redis has no replica
         async with grpc.aio.insecure_channel(svc.target) as channel:
             stub = cache_pb2_grpc.CacheServiceStub(channel)
             stream = stub.StreamOrders(pb.StreamOrdersRequest())
@@ -72,3 +72,16 @@ async def test_reads_writes_and_streams_through_sentinel(redis_url: str, sentine
     direct = redis.Redis.from_url(redis_url)
     assert direct.hget("cache:v1:order_owner", order.order_id) == b"alice"
     direct.close()
+
+
+async def test_sentinel_default_refuses_writes_no_replica_confirmed(redis_url: str, sentinel_port: int) -> None:
+    """With Sentinel a write must reach a replica before it is acknowledged (default
+    ``--min-replica-acks 1``): this Redis has none, so the write is refused, not acked."""
+    url = f"redis+sentinel://127.0.0.1:{sentinel_port}/{MASTER}/0"
+    async with running_cache_service(url, replica_ack_timeout_ms=50) as svc:
+        async with grpc.aio.insecure_channel(svc.target) as channel:
+            stub = cache_pb2_grpc.CacheServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()), timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "write not confirmed by replicas (0 of 1 within 50 ms)" in (err.value.details() or "")

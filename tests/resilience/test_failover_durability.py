@@ -1,25 +1,20 @@
 """What a Sentinel failover does to writes the old primary acknowledged but never replicated.
 
-Two ways in, both tested here and both failing today (strict xfail, docs/reliability.md):
+Two ways in, both closed by ``--min-replica-acks`` (default 1 with Sentinel: the service runs
+``WAIT 1 <timeout>`` after each write on the write's own connection and answers UNAVAILABLE
+when no replica confirmed it; docs/reliability.md):
 
-1. the replica lags (here: it is down) while the primary acknowledges writes, then the primary
-   dies and the replica is promoted;
+1. the replica lags (here: it is down) while the primary takes writes, then the primary dies
+   and the replica is promoted. Before the fix 20 of 20 acknowledged writes were lost; now
+   writes made while the replica is down are refused ("write not confirmed by replicas") and
+   every acknowledged one (made while the replica was up) survives the promotion. A replica
+   that was only frozen would not do: the kernel keeps buffering the replication stream for it.
 2. a planned failover (``SENTINEL FAILOVER``) under load: the replica is promoted while the old
    primary is still up, and the cache service keeps writing to the old primary over the
    connections it already has until the sentinels turn that node into a replica, which then
-   drops everything it acknowledged meanwhile (a short split brain; ~200 writes per run here).
-
-Redis replication is asynchronous. The cache service acknowledges a write (returns its ``seq``)
-as soon as the primary ran the write script; it does not ``WAIT`` for a replica, and the chart's
-Redis does not set ``min-replicas-to-write``. So a write acknowledged while the replica lags is
-lost when the primary dies and that replica is promoted. Scenario 3 rarely hits this window on
-one machine (replication lag is microseconds); this test opens it on purpose: the replica is
-down (killed) while writes are acknowledged, then the primary is killed, the replica comes back
-with what it had and is promoted (a replica that was only frozen would not do: the kernel keeps
-buffering the replication stream for it).
-
-The test asserts the promise the issue asks for (no acknowledged order lost). It fails today:
-see docs/reliability.md, "Known gap: acknowledged writes and failover".
+   drops everything it took meanwhile (a short split brain; ~200 acknowledged writes lost per
+   run before the fix). The promoted replica no longer confirms the old primary's writes, so
+   they are refused rather than acknowledged: 0 acknowledged writes lost.
 """
 
 from __future__ import annotations
@@ -44,11 +39,19 @@ WRITES = 20
 CALL_TIMEOUT_S = 5.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cache_service acknowledges writes before any replica has them (no WAIT / "
-    "min-replicas-to-write): a failover to a lagging replica loses acknowledged writes"))
+async def _upsert(stub: cache_pb2_grpc.CacheServiceStub, acked: dict[str, str], refused: list[str]) -> None:
+    """One order write: its seq into ``acked``, or the refusal message into ``refused``."""
+    order = OrderFactory()
+    try:
+        reply = await stub.UpsertOrder(pb.UpsertOrderRequest(order=order), timeout=CALL_TIMEOUT_S)
+    except grpc.aio.AioRpcError as exc:
+        refused.append(f"{exc.code().name}: {exc.details()}")
+        return
+    acked[order.order_id] = reply.seq
+
+
 async def test_acknowledged_writes_survive_failover_to_a_lagging_replica(
-        sentinel_topology: SentinelTopology) -> None:
+        sentinel_topology: SentinelTopology, report: Callable[[str, dict[str, Any]], None]) -> None:
     cache = CacheReplica(sentinel_topology.sentinel_url)
     await asyncio.to_thread(cache.start)
     try:
@@ -56,22 +59,21 @@ async def test_acknowledged_writes_survive_failover_to_a_lagging_replica(
             stub = cache_pb2_grpc.CacheServiceStub(channel)
             primary = sentinel_topology.primary()
             replica = next(n for n in sentinel_topology.redis_nodes if n.address != primary)
-            await asyncio.to_thread(replica.kill)
             acked: dict[str, str] = {}
+            refused: list[str] = []
+            for _ in range(WRITES):          # replica up: confirmed and acknowledged
+                await _upsert(stub, acked, refused)
+            assert not refused, f"writes refused with the replica up: {refused[:3]}"
+            await asyncio.to_thread(replica.kill)
             try:
-                for _ in range(WRITES):
-                    order = OrderFactory()
-                    try:
-                        reply = await stub.UpsertOrder(pb.UpsertOrderRequest(order=order),
-                                                       timeout=CALL_TIMEOUT_S)
-                    except grpc.aio.AioRpcError:
-                        continue   # not acknowledged: not promised
-                    acked[order.order_id] = reply.seq
+                for _ in range(WRITES):      # replica down: nothing may be acknowledged
+                    await _upsert(stub, acked, refused)
                 await asyncio.to_thread(sentinel_topology.kill_primary)
             finally:
                 await asyncio.to_thread(replica.start)
             await asyncio.to_thread(sentinel_topology.wait_for_promotion, 60.0)
-            assert acked, "the primary acknowledged nothing"
+            assert len(acked) + len(refused) == 2 * WRITES
+            assert all("not confirmed by replicas" in r for r in refused), refused[:3]
             lost = []
             for order_id, seq in acked.items():
                 try:
@@ -79,14 +81,14 @@ async def test_acknowledged_writes_survive_failover_to_a_lagging_replica(
                                         wait_for_ready=True)
                 except grpc.aio.AioRpcError as exc:
                     lost.append(f"{order_id} (seq {seq}): {exc.code().name}")
+            report("failover to a lagging replica", {
+                "acked_writes": len(acked), "refused_writes": len(refused),
+                "acked_writes_lost_by_redis": len(lost)})
             assert not lost, f"{len(lost)} of {len(acked)} acknowledged writes lost: {lost[:5]}"
     finally:
         await asyncio.to_thread(cache.stop)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cache_service keeps writing to the old primary after a failover until it is demoted, and "
-    "acknowledges those writes (no WAIT, no +switch-master handling): they are lost"))
 async def test_planned_failover_under_load_loses_no_acknowledged_write(
         sentinel_topology: SentinelTopology, report: Callable[[str, dict[str, Any]], None]) -> None:
     async with running_stack(sentinel_topology.sentinel_url, primary=sentinel_topology.primary,

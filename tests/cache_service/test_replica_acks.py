@@ -1,0 +1,96 @@
+"""``--min-replica-acks``: a write is acknowledged (gets its seq) only once enough replicas have
+it (``WAIT`` on the write's own connection); otherwise UNAVAILABLE. The failover itself is in
+tests/resilience/test_failover_durability.py; here: real primary + real replica processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+import redis
+
+from cache_service.config import CacheConfig, ConfigError, load_config
+from cache_service.pb.v1 import cache_pb2 as pb
+from cache_service.pb.v1 import cache_pb2_grpc
+from tests.cache_service.conftest import rpc_error
+from tests.factories import BotFactory, OrderFactory, TickerFactory
+from tests.infra.cache_service_runner import running_cache_service
+from tests.infra.redis_servers import ProcessRedis
+
+REFUSED = "write not confirmed by replicas (0 of 1 within 50 ms)"
+
+
+def test_default_is_one_ack_with_sentinel_else_none() -> None:
+    assert load_config([], {}).min_replica_acks == 0
+    assert load_config(["--redis-url", "redis+sentinel://s1:26379/m"], {}).min_replica_acks == 1
+    config = load_config(["--redis-url", "redis+sentinel://s1:26379/m"],
+                         {"CACHE_MIN_REPLICA_ACKS": "0", "CACHE_REPLICA_ACK_TIMEOUT_MS": "250"})
+    assert (config.min_replica_acks, config.replica_ack_timeout_ms) == (0, 250)
+    assert load_config(["--min-replica-acks", "2"], {}).min_replica_acks == 2
+
+
+@pytest.mark.parametrize("values", [{"min_replica_acks": -1}, {"replica_ack_timeout_ms": 0}])
+def test_bad_replica_ack_settings_are_rejected(values) -> None:
+    with pytest.raises(ConfigError, match="replica-ack"):
+        CacheConfig(**values)
+
+
+async def test_every_write_path_is_refused_without_a_replica(redis_url: str) -> None:
+    async with running_cache_service(redis_url, min_replica_acks=1, replica_ack_timeout_ms=50) as svc:
+        async with grpc.aio.insecure_channel(svc.target) as channel:
+            stub = cache_pb2_grpc.CacheServiceStub(channel)
+            calls = [stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()), timeout=10),
+                     stub.UpsertBot(pb.UpsertBotRequest(bot=BotFactory()), timeout=10),
+                     stub.PublishTicker(pb.PublishTickerRequest(ticker=TickerFactory()), timeout=10)]
+            stream = stub.PublishTickers(timeout=10)
+            for _ in range(3):
+                await stream.write(pb.PublishTickerRequest(ticker=TickerFactory()))
+            await stream.done_writing()
+            for call in [*calls, stream]:
+                error = await rpc_error(call)
+                assert error.code() == grpc.StatusCode.UNAVAILABLE
+                assert REFUSED in (error.details() or "")
+
+
+@pytest.fixture
+def primary_with_replica() -> Iterator[tuple[ProcessRedis, ProcessRedis]]:
+    primary, replica = ProcessRedis(), ProcessRedis()
+    try:
+        client = redis.Redis(port=replica.port, socket_timeout=5)
+        client.execute_command("REPLICAOF", primary.host, primary.port)
+        deadline = time.monotonic() + 30
+        while client.info("replication").get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "replica did not sync"
+            time.sleep(0.05)
+        client.close()
+        yield primary, replica
+    finally:
+        replica.close()
+        primary.close()
+
+
+async def test_writes_confirmed_by_a_replica_are_acknowledged_and_on_it(
+        primary_with_replica: tuple[ProcessRedis, ProcessRedis]) -> None:
+    primary, replica = primary_with_replica
+    async with running_cache_service(primary.url, min_replica_acks=1, replica_ack_timeout_ms=5000) as svc:
+        async with grpc.aio.insecure_channel(svc.target) as channel:
+            stub = cache_pb2_grpc.CacheServiceStub(channel)
+            order = OrderFactory()
+            await stub.UpsertOrder(pb.UpsertOrderRequest(order=order), timeout=10)
+            stream = stub.PublishTickers(timeout=10)
+            tickers = [TickerFactory(symbol=f"S{i}/USDT") for i in range(20)]
+            for ticker in tickers:
+                await stream.write(pb.PublishTickerRequest(ticker=ticker))
+            await stream.done_writing()
+            reply = await asyncio.wait_for(stream, 10)
+            assert reply.accepted == len(tickers)
+    # WAIT returned 1: the replica already had the write when the seq was sent back.
+    on_replica = redis.Redis(port=replica.port, socket_timeout=5)
+    try:
+        assert on_replica.hget("cache:v1:order_owner", order.order_id) == order.user_id.encode()
+        assert on_replica.hlen(f"cache:v1:tickers:{tickers[0].exchange}") == len(tickers)
+    finally:
+        on_replica.close()
