@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -36,6 +36,28 @@ def _code(context: grpc.aio.ServicerContext, error: BaseException | None) -> str
     return "OK" if error is None else "UNKNOWN"
 
 
+_DONE = object()
+
+
+async def _resolve(behavior: Callable[..., Any], request: Any, context: grpc.aio.ServicerContext) -> Any:
+    """Run a non-async-generator handler to completion, whatever it returns."""
+    if inspect.iscoroutinefunction(behavior):
+        result = await behavior(request, context)
+    else:
+        result = await asyncio.to_thread(behavior, request, context)
+        if inspect.isawaitable(result):
+            result = await result
+    if isinstance(result, AsyncIterator):
+        async for response in result:
+            await context.write(response)
+        return None
+    if isinstance(result, Iterator):
+        while (response := await asyncio.to_thread(next, result, _DONE)) is not _DONE:
+            await context.write(response)
+        return None
+    return result
+
+
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
     """Wraps each registered handler so its outcome lands in the metrics."""
 
@@ -47,11 +69,23 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         self.metrics.grpc_requests.labels(method, _code(context, error)).inc()
         self.metrics.grpc_duration.labels(method).observe(time.perf_counter() - start)
 
-    def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    def _wrap(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap any handler shape grpc.aio accepts, keeping streaming handlers streaming.
+
+        Async generators stay async generators (yield). Everything else becomes a coroutine that
+        resolves what the handler returns: a coroutine (``async def`` unary, or a streaming
+        handler that calls ``context.write`` like grpc's own health ``Watch``) is awaited; an
+        async or sync iterator of responses is written with ``context.write``; a plain value
+        (a sync unary handler) is returned. Sync handlers run in a worker thread, as grpc.aio
+        would run them, so a blocking one does not stall the event loop.
+        """
+        if inspect.isasyncgenfunction(behavior):
+            return self._wrap_async_gen(method, behavior)
+
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             start, error = time.perf_counter(), None
             try:
-                return await behavior(request, context)
+                return await _resolve(behavior, request, context)
             except BaseException as exc:
                 error = exc
                 raise
@@ -59,12 +93,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 self._record(method, context, start, error)
         return wrapper
 
-    def _wrap_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
-        """Streaming handlers come as async generators or as coroutines that call
-        ``context.write`` (grpc's own health Watch); keep each in its own shape."""
-        if not inspect.isasyncgenfunction(behavior):
-            return self._wrap_unary(method, behavior)
-
+    def _wrap_async_gen(self, method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             start, error = time.perf_counter(), None
             try:
@@ -89,9 +118,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         codec = {"request_deserializer": handler.request_deserializer,
                  "response_serializer": handler.response_serializer}
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(self._wrap_unary(method, handler.unary_unary), **codec)
+            return grpc.unary_unary_rpc_method_handler(self._wrap(method, handler.unary_unary), **codec)
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(self._wrap_unary(method, handler.stream_unary), **codec)
+            return grpc.stream_unary_rpc_method_handler(self._wrap(method, handler.stream_unary), **codec)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(self._wrap_stream(method, handler.unary_stream), **codec)
-        return grpc.stream_stream_rpc_method_handler(self._wrap_stream(method, handler.stream_stream), **codec)
+            return grpc.unary_stream_rpc_method_handler(self._wrap(method, handler.unary_stream), **codec)
+        return grpc.stream_stream_rpc_method_handler(self._wrap(method, handler.stream_stream), **codec)
