@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "cache.v1.CacheService"
 HEALTH_NAMES = ("", SERVICE_NAME)
+# SERVING for as long as the process runs, whatever Redis does: for a liveness probe, so a
+# Redis outage takes replicas out of rotation (readiness) without restarting them all.
+LIVENESS_NAME = "liveness"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -79,6 +82,10 @@ class RedisMonitor:
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="redis-monitor")
+
+    async def report_alive(self) -> None:
+        """Mark the process alive (``liveness``); only shutdown turns it off."""
+        await self.servicer.set(LIVENESS_NAME, SERVING)
 
     async def stop(self) -> None:
         """Stop probing and report NOT_SERVING (we are going away)."""

@@ -113,6 +113,7 @@ class CacheServer:
             await self.redis.aclose()
             self.redis = None
             raise StartupError(f"cannot listen on {address}: {exc}") from None
+        await self.monitor.report_alive()
         await self.monitor.check()
         await server.start()
         self._server = server

@@ -92,13 +92,17 @@ async def _next_status(watch: Any) -> int:
     return response.status
 
 
-async def test_health_watch_streams_serving_then_not_serving_when_redis_stops(fresh_redis) -> None:
+async def test_health_watch_streams_serving_then_not_serving_when_redis_stops_liveness_stays(fresh_redis) -> None:
     async with running_cache_service(fresh_redis.url, redis_timeout=1.0) as svc:
         async with grpc.aio.insecure_channel(svc.target) as channel:
             watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
             assert await _next_status(watch) == SERVING
             await asyncio.to_thread(fresh_redis.stop)
             assert await _next_status(watch) == NOT_SERVING
+            # Redis down: not ready, but alive (the chart's liveness probe must not restart us)
+            liveness = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="liveness"), timeout=TIMEOUT)
+            assert liveness.status == SERVING
             await asyncio.to_thread(fresh_redis.start)
             assert await _next_status(watch) == SERVING
             watch.cancel()

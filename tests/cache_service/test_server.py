@@ -19,14 +19,14 @@ from cache_service.config import CacheConfig
 from tests.cache_service.certs import make_tls_files
 from tests.cache_service.conftest import rpc_error
 from tests.factories import TickerFactory
-from tests.infra.cache_service_runner import running_cache_service
+from tests.infra.cache_service_runner import health_status, running_cache_service
 from tests.infra.ports import free_port
 
 SPEC_METRICS = ("cache_grpc_requests_total", "cache_grpc_request_duration_seconds", "cache_redis_up",
                 "cache_redis_reconnects_total", "cache_stream_subscribers", "cache_events_published_total")
 
 
-@pytest.mark.parametrize("service", ["", "cache.v1.CacheService"])
+@pytest.mark.parametrize("service", ["", "cache.v1.CacheService", "liveness"])
 async def test_health_serving(channel, service) -> None:
     response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service))
     assert response.status == health_pb2.HealthCheckResponse.SERVING
@@ -90,6 +90,9 @@ async def test_starts_not_serving_when_redis_is_unreachable() -> None:
             assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
             error = await rpc_error(cache_pb2_grpc.CacheServiceStub(channel).ListBots(pb.ListBotsRequest()))
             assert error.code() == grpc.StatusCode.UNAVAILABLE
+            liveness = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="liveness"), timeout=10)
+            assert liveness.status == health_pb2.HealthCheckResponse.SERVING  # alive, just not ready
 
 
 async def _publish(target: str, credentials: grpc.ChannelCredentials) -> str:
@@ -127,3 +130,16 @@ async def test_stop_right_after_start_does_not_hang(redis_url: str, round_: int)
     async with running_cache_service(redis_url) as svc:
         assert svc.running
     assert not svc.running
+
+
+@pytest.mark.parametrize("connect", [False, True])
+async def test_stop_after_a_channel_was_closed_without_a_call(redis_url: str, connect: bool) -> None:
+    # reported: stopping hung at teardown after a channel was opened and closed with no call
+    async with running_cache_service(redis_url) as svc:
+        channel = grpc.aio.insecure_channel(svc.target)
+        if connect:
+            await asyncio.wait_for(channel.channel_ready(), 10)
+        await channel.close()
+        await asyncio.wait_for(svc.stop(), 20)
+        await svc.start()  # and the same port serves again
+        assert await asyncio.to_thread(health_status, svc.target, 5.0) == health_pb2.HealthCheckResponse.SERVING
