@@ -16,7 +16,7 @@ from cache_service.pb.v1 import cache_pb2 as pb
 from cache_service.pb.v1 import cache_pb2_grpc
 from cache_service.server import CacheServer, StartupError
 from cache_service.config import CacheConfig
-from tests.cache_service.certs import make_tls_files
+from tests.infra.certs import make_tls_files
 from tests.cache_service.conftest import rpc_error
 from tests.factories import TickerFactory
 from tests.infra.cache_service_runner import health_status, running_cache_service

@@ -13,7 +13,7 @@ import pytest
 
 from bridge.config import load_config as load_bridge_config
 from cache_service.config import load_config as load_cache_config
-from tests.k8s.certs import make_pki
+from tests.infra.certs import make_pki
 from tests.k8s.chart import BASE, CASES, PUBLIC_KEY, Case, Obj, by_kind, merge, render
 
 pytestmark = pytest.mark.k8s

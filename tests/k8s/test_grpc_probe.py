@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.infra.cache_service_runner import running_cache_service
-from tests.k8s.certs import make_pki
+from tests.infra.certs import make_pki
 from tests.k8s.chart import CHART_DIR
 
 pytestmark = pytest.mark.k8s

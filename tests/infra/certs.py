@@ -1,9 +1,13 @@
-"""A throw-away CA with a server and a client certificate, laid out like cert-manager's
-Secrets (ca.crt, tls.crt, tls.key), for the mTLS tests of the chart's probe and image."""
+"""Throw-away X.509 material for TLS tests: one CA, a server and a client certificate.
+
+``make_pki`` lays them out like cert-manager's Secrets (ca.crt, tls.crt, tls.key), as the chart
+mounts them; ``make_tls_files`` is the same PKI for a server on 127.0.0.1/localhost, named by role.
+"""
 
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +45,14 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
+def _san(name: str) -> x509.GeneralName:
+    """An IP address SAN for a literal address, a DNS name SAN otherwise."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 def make_pki(root: Path, server_names: list[str]) -> tuple[CertDir, CertDir]:
     """(server dir, client dir), both signed by one new CA; the server cert names `server_names`
     and, like the chart asks for, serves both server and client auth (its probe presents it)."""
@@ -61,7 +73,7 @@ def make_pki(root: Path, server_names: list[str]) -> tuple[CertDir, CertDir]:
             x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca_cert.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in sans]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([_san(n) for n in sans]), critical=False)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
@@ -72,3 +84,20 @@ def make_pki(root: Path, server_names: list[str]) -> tuple[CertDir, CertDir]:
         out.key.write_bytes(_pem_key(key))
         dirs.append(out)
     return dirs[0], dirs[1]
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The files of ``make_tls_files``, named by role."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    """A CA, a server pair for localhost/127.0.0.1 and a client pair, under ``directory``."""
+    server, client = make_pki(directory, ["localhost", "127.0.0.1"])
+    return TlsFiles(server.ca, server.cert, server.key, client.cert, client.key)
