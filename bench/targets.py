@@ -72,6 +72,15 @@ def _complete(point: dict[str, Any]) -> bool:
     return bool(expected > 0 and delivered >= 0.99 * expected)
 
 
+def _best(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """The bridge mode to compare: the lowest p99 among those that delivered everything,
+    else the one that delivered the most."""
+    complete = [p for p in points if _complete(p)]
+    if complete:
+        return min(complete, key=_p99)
+    return max(points, key=lambda p: p["delivered_per_s"])
+
+
 def _ahead(bridge: dict[str, Any], base: dict[str, Any]) -> bool:
     """Both complete: lower p99 wins. Otherwise more updates delivered per second wins."""
     if _complete(bridge) and _complete(base):
@@ -89,7 +98,7 @@ def baseline_target(points: list[dict[str, Any]]) -> dict[str, Any]:
         bridge = [p for p in (_point(points, m, rate) for m in ("batch", "plain")) if p]
         if not bridge:
             continue
-        best = max(bridge, key=lambda p: (_complete(p), p["delivered_per_s"], -_p99(p)))
+        best = _best(bridge)
         rows.append(
             {
                 "rate": rate,
