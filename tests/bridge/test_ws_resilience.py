@@ -112,7 +112,9 @@ async def test_catch_up_survives_a_cache_restart_midway(redis_url) -> None:
 
     from tests.bridge.client import Client
 
-    async with running_cache_service(redis_url) as svc, \
+    # 150 writes of 64 KiB each into an fsync-always Redis: on a loaded machine one can take
+    # longer than the default 3 s Redis timeout, which is not what this test is about.
+    async with running_cache_service(redis_url, redis_timeout=10.0) as svc, \
             running_bridge(svc.target, max_backlog=20) as b:
         feed = Feed(svc.target)
         try:
