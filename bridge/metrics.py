@@ -2,11 +2,21 @@
 
 A registry per bridge (not the global one) lets tests run several bridges in one process and
 read each one's numbers. Labels never carry user ids, symbols or other unbounded values.
+The standard ``process_*`` and ``python_info`` series are registered too, so an operator can
+read a deployed bridge's CPU, memory and open file descriptors from the same scrape.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -20,6 +30,8 @@ class BridgeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         self.active_connections = Gauge(
             "bridge_active_connections", "Open WebSocket connections", registry=r)
         self.connections_total = Counter(

@@ -87,6 +87,7 @@ async def test_http_routes(bridge) -> None:
             await asyncio.sleep(0.05)
     status, body, headers = await asyncio.to_thread(http_get, base + "/metrics")
     assert status == 200 and "bridge_active_connections" in body
+    assert "process_resident_memory_bytes" in body and "python_info" in body
     assert headers["Content-Type"].startswith("text/plain")
     status, body, headers = await asyncio.to_thread(http_get, base + "/")
     assert status == 200 and headers["Content-Type"].startswith("text/html") and "<" in body
