@@ -21,7 +21,7 @@ from bench.procstats import MIB, ProcessSampler
 from bench.scrape import scrape
 from bench.stack import Endpoints
 from bench.tokens import client_tokens
-from bench.workers import WorkerPool, crash_report, next_command, run_loop
+from bench.workers import WorkerPool, next_command, run_worker
 from bench.wsclient import open_session, ws_url
 
 CONNECT_CONCURRENCY = 100
@@ -73,10 +73,7 @@ async def _worker_main(job: CapacityJob, ctrl: Any, results: Any) -> None:
 
 def capacity_worker(job: CapacityJob, ctrl: Any, results: Any) -> None:
     """Process entry point."""
-    try:
-        run_loop(_worker_main(job, ctrl, results))
-    except BaseException as exc:  # noqa: BLE001
-        results.put(crash_report(job.worker, exc))
+    run_worker(job.worker, _worker_main(job, ctrl, results), results)
 
 
 def _bridge_rss(sampler: ProcessSampler | None, metrics_url: str | None) -> float | None:

@@ -19,7 +19,7 @@ from bench.latency import LatencyHistogram
 from bench.stack import Endpoints
 from bench.tokens import make_token
 from bench.window import measure
-from bench.workers import WorkerPool, crash_report, run_loop
+from bench.workers import WorkerPool, run_worker
 from bench.wsclient import open_session, ws_url
 
 TOKEN_POOL = 256
@@ -73,10 +73,7 @@ async def _worker_main(job: ChurnJob, results: Any) -> None:
 
 def churn_worker(job: ChurnJob, ctrl: Any, results: Any) -> None:
     """Process entry point (``ctrl`` unused: the run is bounded by its own deadline)."""
-    try:
-        run_loop(_worker_main(job, results))
-    except BaseException as exc:  # noqa: BLE001
-        results.put(crash_report(job.worker, exc))
+    run_worker(job.worker, _worker_main(job, results), results)
 
 
 def run(
@@ -105,10 +102,9 @@ def run(
         reports, usage, profile = measure(endpoints, pool, duration_s, profile_dir, "churn")
     finally:
         pool.close()
-    hist = LatencyHistogram()
+    hist = LatencyHistogram.merged(r["hist"] for r in reports)
     errors: Counter[str] = Counter()
     for r in reports:
-        hist.merge(LatencyHistogram.from_wire(r["hist"]))
         errors.update(r["errors"])
     connects = sum(r["connects"] for r in reports)
     return {

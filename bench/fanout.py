@@ -43,7 +43,7 @@ from bench.sequence import SequenceChecker
 from bench.stack import BASELINE_CHANNEL, Endpoints
 from bench.ticks import symbol_names
 from bench.tokens import client_tokens
-from bench.workers import WorkerPool, crash_report, new_queue, next_command, run_loop, start_process
+from bench.workers import WorkerPool, new_queue, next_command, run_loop, run_worker, start_process
 from bench.wsclient import SessionError, encode, open_session, subscribe_tickers, ws_url
 
 MODES = ("plain", "batch", "baseline", "baseline_batch")
@@ -264,10 +264,7 @@ async def _worker_main(job: FanoutJob, ctrl: Any, results: Any) -> None:
 
 def fanout_worker(job: FanoutJob, ctrl: Any, results: Any) -> None:
     """Process entry point: run the worker, report a crash instead of hanging the coordinator."""
-    try:
-        run_loop(_worker_main(job, ctrl, results))
-    except BaseException as exc:  # noqa: BLE001 - forwarded to the coordinator
-        results.put(crash_report(job.worker, exc))
+    run_worker(job.worker, _worker_main(job, ctrl, results), results)
 
 
 def publisher_process(kind: str, where: str, plan: PublishPlan, out: Any) -> None:
@@ -397,9 +394,7 @@ def _summarise(
     before: dict[str, float],
     after: dict[str, float],
 ) -> dict[str, Any]:
-    hist = LatencyHistogram()
-    for r in results:
-        hist.merge(LatencyHistogram.from_wire(r["hist"]))
+    hist = LatencyHistogram.merged(r["hist"] for r in results)
     connected = sum(r["connected"] for r in ready)
     received = sum(r["received"] for r in results)
     holes = sum(r["holes"] for r in results)

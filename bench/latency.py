@@ -7,6 +7,7 @@ instead of being kept; histograms from several processes are merged by adding co
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 RESOLUTION_S = 0.0001
@@ -82,4 +83,12 @@ class LatencyHistogram:
         hist.overflow = [float(v) for v in overflow]
         hist.total = int(wire["total"])  # type: ignore[arg-type]
         hist.max_s = float(wire["max"])  # type: ignore[arg-type]
+        return hist
+
+    @classmethod
+    def merged(cls, wires: Iterable[dict[str, object]]) -> LatencyHistogram:
+        """One histogram of every worker's :meth:`to_wire` form."""
+        hist = cls()
+        for wire in wires:
+            hist.merge(cls.from_wire(wire))
         return hist

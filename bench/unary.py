@@ -26,7 +26,7 @@ from bench.stack import Endpoints
 from bench.ticks import symbol_names
 from bench.tokens import client_tokens
 from bench.window import measure
-from bench.workers import WorkerPool, crash_report, run_loop
+from bench.workers import WorkerPool, run_loop, run_worker
 from bench.wsclient import encode, open_session, ws_url
 
 SYMBOLS = 50
@@ -114,10 +114,7 @@ async def _worker_main(job: UnaryJob, results: Any) -> None:
 
 def unary_worker(job: UnaryJob, ctrl: Any, results: Any) -> None:
     """Process entry point."""
-    try:
-        run_loop(_worker_main(job, results))
-    except BaseException as exc:  # noqa: BLE001
-        results.put(crash_report(job.worker, exc))
+    run_worker(job.worker, _worker_main(job, results), results)
 
 
 def run(
@@ -145,9 +142,8 @@ def run(
         reports, usage, profile = measure(endpoints, pool, duration_s, profile_dir, "unary")
     finally:
         pool.close()
-    hist, outcome = LatencyHistogram(), Counter[str]()
+    hist, outcome = LatencyHistogram.merged(r["hist"] for r in reports), Counter[str]()
     for r in reports:
-        hist.merge(LatencyHistogram.from_wire(r["hist"]))
         outcome.update(r["outcome"])
     return {
         "duration_s": duration_s,

@@ -105,6 +105,15 @@ def crash_report(worker: int, exc: BaseException) -> dict[str, Any]:
     return {"kind": "crash", "worker": worker, "error": f"{type(exc).__name__}: {exc}"}
 
 
+def run_worker(worker: int, main: Coroutine[Any, Any, Any], results: Any) -> None:
+    """A worker process's body: run ``main``; any failure goes to the coordinator as a crash
+    report (which :meth:`WorkerPool.gather` raises) instead of a silent exit it would wait on."""
+    try:
+        run_loop(main)
+    except BaseException as exc:  # noqa: BLE001 - forwarded to the coordinator
+        results.put(crash_report(worker, exc))
+
+
 def start_process(target: Callable[..., None], *args: Any) -> Any:
     """Spawn one helper process (the publisher) running ``target(*args)``."""
     proc = _CTX.Process(target=target, args=args, daemon=True)
