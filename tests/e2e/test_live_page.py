@@ -117,7 +117,10 @@ async def wait_prices_move(page: Page, timeout: float = 60.0) -> dict[str, str]:
         f"(() => {{ const now = {PRICES}; const before = window.__before;"
         " return Object.keys(now).some(s => before[s] !== undefined && now[s] !== before[s]); })()"
     )
-    await wait_page(page, f"{ROW_COUNT} >= {SYMBOLS_PER_EXCHANGE}", timeout)
+    # Rows can appear a paint before their first price does: wait for the prices too.
+    filled = (f"{ROW_COUNT} >= {SYMBOLS_PER_EXCHANGE} &&"
+              f" Object.values({PRICES}).every(p => p !== '' && p !== '–')")
+    await wait_page(page, filled, timeout)
     before: dict[str, str] = await page.evaluate(f"window.__before = {PRICES}")
     await wait_page(page, changed, timeout)
     return before
