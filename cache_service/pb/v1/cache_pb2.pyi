@@ -121,10 +121,12 @@ class ListTickersResponse(_message.Message):
     def __init__(self, tickers: _Optional[_Iterable[_Union[Ticker, _Mapping]]] = ...) -> None: ...
 
 class PublishTickerRequest(_message.Message):
-    __slots__ = ("ticker",)
+    __slots__ = ("ticker", "tickers")
     TICKER_FIELD_NUMBER: _ClassVar[int]
+    TICKERS_FIELD_NUMBER: _ClassVar[int]
     ticker: Ticker
-    def __init__(self, ticker: _Optional[_Union[Ticker, _Mapping]] = ...) -> None: ...
+    tickers: _containers.RepeatedCompositeFieldContainer[Ticker]
+    def __init__(self, ticker: _Optional[_Union[Ticker, _Mapping]] = ..., tickers: _Optional[_Iterable[_Union[Ticker, _Mapping]]] = ...) -> None: ...
 
 class PublishTickersResponse(_message.Message):
     __slots__ = ("accepted", "last_seq")
@@ -155,6 +157,12 @@ class TickerEvent(_message.Message):
     gap: StreamGap
     live: StreamLive
     def __init__(self, seq: _Optional[str] = ..., ticker: _Optional[_Union[Ticker, _Mapping]] = ..., gap: _Optional[_Union[StreamGap, _Mapping]] = ..., live: _Optional[_Union[StreamLive, _Mapping]] = ...) -> None: ...
+
+class TickerEventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[TickerEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[TickerEvent, _Mapping]]] = ...) -> None: ...
 
 class GetOrderRequest(_message.Message):
     __slots__ = ("order_id",)

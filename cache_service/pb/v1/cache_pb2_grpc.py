@@ -61,6 +61,11 @@ class CacheServiceStub:
                 request_serializer=cache_dot_v1_dot_cache__pb2.StreamTickersRequest.SerializeToString,
                 response_deserializer=cache_dot_v1_dot_cache__pb2.TickerEvent.FromString,
                 _registered_method=True)
+        self.StreamTickerBatches = channel.unary_stream(
+                '/cache.v1.CacheService/StreamTickerBatches',
+                request_serializer=cache_dot_v1_dot_cache__pb2.StreamTickersRequest.SerializeToString,
+                response_deserializer=cache_dot_v1_dot_cache__pb2.TickerEventBatch.FromString,
+                _registered_method=True)
         self.GetOrder = channel.unary_unary(
                 '/cache.v1.CacheService/GetOrder',
                 request_serializer=cache_dot_v1_dot_cache__pb2.GetOrderRequest.SerializeToString,
@@ -134,6 +139,15 @@ class CacheServiceServicer:
 
     def StreamTickers(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamTickerBatches(self, request, context):
+        """The events of StreamTickers, several per message: each message carries every event that
+        is ready when it is sent (never waiting to fill one), so a fast stream costs one message
+        per burst instead of one per event.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -213,6 +227,11 @@ def add_CacheServiceServicer_to_server(servicer, server):
                     servicer.StreamTickers,
                     request_deserializer=cache_dot_v1_dot_cache__pb2.StreamTickersRequest.FromString,
                     response_serializer=cache_dot_v1_dot_cache__pb2.TickerEvent.SerializeToString,
+            ),
+            'StreamTickerBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamTickerBatches,
+                    request_deserializer=cache_dot_v1_dot_cache__pb2.StreamTickersRequest.FromString,
+                    response_serializer=cache_dot_v1_dot_cache__pb2.TickerEventBatch.SerializeToString,
             ),
             'GetOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOrder,
@@ -392,6 +411,33 @@ class CacheService:
             '/cache.v1.CacheService/StreamTickers',
             cache_dot_v1_dot_cache__pb2.StreamTickersRequest.SerializeToString,
             cache_dot_v1_dot_cache__pb2.TickerEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamTickerBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cache.v1.CacheService/StreamTickerBatches',
+            cache_dot_v1_dot_cache__pb2.StreamTickersRequest.SerializeToString,
+            cache_dot_v1_dot_cache__pb2.TickerEventBatch.FromString,
             options,
             channel_credentials,
             insecure,
