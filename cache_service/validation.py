@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from cache_service.errors import InvalidArgument
 from cache_service.pb.v1 import cache_pb2
@@ -59,6 +59,16 @@ def check_ticker(ticker: cache_pb2.Ticker) -> None:
     _finite("ticker", ticker,
             ("price", "bid", "ask", "last", "volume", "change_24h", "time"),
             ("volume", "time"))
+
+
+def first_bad_ticker(tickers: Sequence[cache_pb2.Ticker]) -> tuple[int, InvalidArgument] | None:
+    """The index and error of the first ticker ``check_ticker`` refuses, or None."""
+    for index, ticker in enumerate(tickers):
+        try:
+            check_ticker(ticker)
+        except InvalidArgument as exc:
+            return index, exc
+    return None
 
 
 def check_order(order: cache_pb2.Order) -> None:
