@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from cache_service import validation
+from cache_service import validation, wire
 from cache_service.changefeed import ChangeFeed, Entry, FeedItem, Gap, Live, Match, field_filter
 from cache_service.errors import InvalidArgument, NotFound, ServiceError, Unavailable
 from cache_service.metrics import Metrics
@@ -51,11 +51,11 @@ async def _abort(context: grpc.aio.ServicerContext, error: BaseException) -> NoR
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _ticker_events(items: list[FeedItem]) -> list[cache_pb2.TickerEvent]:
-    """TickerEvents of a change-feed batch (the hot path of ticker streams)."""
-    ticker_event, parse = cache_pb2.TickerEvent, cache_pb2.Ticker.FromString
-    return [ticker_event(seq=item.id, ticker=parse(item.fields[b"d"])) if isinstance(item, Entry)
-            else _event(ticker_event, "ticker", cache_pb2.Ticker, item) for item in items]
+def _ticker_events(items: list[FeedItem]) -> list[bytes]:
+    """Serialized TickerEvents of a change-feed batch (the hot path of both ticker streams)."""
+    return [wire.ticker_event(item.id, item.fields[b"d"]) if isinstance(item, Entry)
+            else _event(cache_pb2.TickerEvent, "ticker", cache_pb2.Ticker, item).SerializeToString()
+            for item in items]
 
 
 def _event(event_type: type[Message], field: str, entity: type[Message], item: Entry | Gap | Live) -> Message:
@@ -258,14 +258,14 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         async with aclosing(self._ticker_batches(request, context)) as batches:
             async for batch in batches:
                 for event in _ticker_events(batch):
-                    yield event
+                    yield cache_pb2.TickerEvent.FromString(event)
 
     async def StreamTickerBatches(self, request: cache_pb2.StreamTickersRequest,
                                   context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.TickerEventBatch]:
         """StreamTickers' events, every ready one in one message (see ChangeFeed.follow_batches)."""
         async with aclosing(self._ticker_batches(request, context)) as batches:
             async for batch in batches:
-                yield cache_pb2.TickerEventBatch(events=_ticker_events(batch))
+                yield wire.ticker_event_batch(_ticker_events(batch))
 
     # ------------------------------------------------------------ orders and bots
 

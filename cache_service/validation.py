@@ -20,6 +20,7 @@ BOT_STATUSES = frozenset({"running", "paused", "stopped", "error"})
 MAX_ID_LENGTH = 256
 LIST_LIMIT_DEFAULT = 100
 LIST_LIMIT_MAX = 1000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SEQ = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
 
 
@@ -29,7 +30,7 @@ def require_id(name: str, value: str) -> str:
         raise InvalidArgument(f"{name} is required")
     if len(value) > MAX_ID_LENGTH:
         raise InvalidArgument(f"{name} is longer than {MAX_ID_LENGTH} characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if _CONTROL.search(value):
         raise InvalidArgument(f"{name} contains control characters")
     return value
 
