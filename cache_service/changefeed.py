@@ -340,9 +340,10 @@ class ChangeFeed:
                              most: int = BATCH_MAX) -> AsyncIterator[list[FeedItem]]:
         """Yield (Gap?) replayed Entries, one Live, then live Entries until cancelled, in lists.
 
-        Each list holds what was ready when it was yielded (a replay page; what the reader
-        delivered since the last list), at most ``most`` entries and never empty; nothing
-        waits to fill a list. Raises Unavailable when Redis cannot be reached to set up the
+        Each list holds what was ready when it was yielded: replayed pages joined up to
+        ``most`` items; the rest of the replay with Live and whatever live entries were already
+        pending; then everything the reader delivered since the last list. At most ``most``
+        items, never empty; nothing live waits to fill a list. Raises Unavailable when Redis cannot be reached to set up the
         subscription (after that, outages are ridden out), ResourceExhausted when the
         subscriber falls behind.
         """
@@ -351,37 +352,42 @@ class ChangeFeed:
         try:
             start_id = await self._start_id(reader, sub)
             last = parse_seq(start_id)
-            head: list[FeedItem] = []
+            ready: list[FeedItem] = []
             if requested is not None:
                 try:
                     gap = await self._gap(key, requested, format_seq(requested))
                     if gap is not None:
-                        head.append(gap)
+                        ready.append(gap)
                     async for page in self._replay(key, format_seq(requested), start_id, match):
-                        for start in range(0, len(page), most):
-                            yield [*head, *page[start:start + most]]
-                            head = []
+                        ready += page
+                        while len(ready) >= most:
+                            yield ready[:most]
+                            ready = ready[most:]
                 except RedisError as exc:
                     raise Unavailable(f"Redis unavailable during replay: {exc}") from None
                 last = max(last, requested)
-            head.append(Live(start_id))
-            yield head
+            ready.append(Live(start_id))
             delivered = start_id
             while True:
-                try:
-                    entries = await sub.take(most)
-                except Overflow:
-                    raise ResourceExhausted(
-                        f"subscriber fell more than {self.queue_limit} events behind; "
-                        f"resume_from {delivered}"
-                    ) from None
-                if entries[0].key <= last:  # already replayed (attached before the replay ended)
+                if not ready:
+                    try:
+                        entries = await sub.take(most)
+                    except Overflow:
+                        raise ResourceExhausted(
+                            f"subscriber fell more than {self.queue_limit} events behind; "
+                            f"resume_from {delivered}"
+                        ) from None
+                else:  # something to send already: add what is pending, without waiting
+                    entries = sub.take_ready(most - len(ready)) if len(ready) < most else []
+                if entries and entries[0].key <= last:  # replayed already (attached before it ended)
                     entries = [e for e in entries if e.key > last]
-                    if not entries:
-                        continue
-                last = entries[-1].key
-                delivered = entries[-1].id
-                yield entries  # type: ignore[misc]
+                if entries:
+                    last = entries[-1].key
+                    delivered = entries[-1].id
+                    ready += entries
+                if ready:
+                    yield ready
+                    ready = []
         finally:
             await self._detach(reader, sub)
 
