@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -33,6 +35,7 @@ from cache_service.validation import format_seq, parse_seq
 log = logging.getLogger(__name__)
 
 READ_COUNT = 1000
+BATCH_MAX = 1000  # entries per batch handed to a subscriber
 READ_BLOCK_MS = 1000
 REPLAY_PAGE = 500
 BACKOFF_START_S = 0.05
@@ -42,9 +45,12 @@ Fields = dict[bytes, bytes]
 Match = Callable[[Fields], bool]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Entry:
-    """One stream entry: its id (the seq), the id as a comparable pair, its fields."""
+    """One stream entry: its id (the seq), the id as a comparable pair, its fields.
+
+    Built for every entry read (hot path): slots and no frozen-dataclass setattr detour.
+    """
 
     id: str
     key: tuple[int, int]
@@ -77,6 +83,16 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _entries(rows: list[tuple[bytes, Fields]]) -> list[Entry]:
+    """Entries from XREAD/XRANGE rows. Redis ids are well-formed: no regex needed here."""
+    entries = []
+    for raw_id, fields in rows:
+        entry_id = raw_id.decode()
+        ms, _, n = entry_id.partition("-")
+        entries.append(Entry(entry_id, (int(ms), int(n)), fields))
+    return entries
+
+
 def match_all(fields: Fields) -> bool:
     """The filter of a subscriber that wants every event."""
     return True
@@ -101,35 +117,61 @@ class Overflow(Exception):
 
 @dataclass(eq=False)
 class Subscription:
-    """One subscriber's place in a reader's fan-out: a filter and a bounded queue."""
+    """One subscriber's place in a reader's fan-out: a filter and a bounded backlog.
+
+    The reader hands over everything one XREAD returned at once, and the subscriber takes
+    everything pending at once: one wake-up per burst, not one per event.
+    """
 
     match: Match
     limit: int
     start_id: str | None = None
-    queue: asyncio.Queue[Entry | None] = field(default_factory=asyncio.Queue)
+    pending: deque[Entry] = field(default_factory=deque)
     error: Exception | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def offer(self, entry: Entry) -> None:
-        """Called by the reader for every entry; never blocks the reader."""
-        if self.error is not None or not self.match(entry.fields):
+    def offer(self, entries: list[Entry]) -> None:
+        """Called by the reader with each batch it read; never blocks the reader.
+
+        More than ``limit`` pending entries ends the subscription (those that fit stay
+        deliverable, so the subscriber can resume right after the last one it got).
+        """
+        if self.error is not None:
             return
-        if self.queue.qsize() >= self.limit:
+        match = self.match
+        wanted = entries if match is match_all else [e for e in entries if match(e.fields)]
+        if not wanted:
+            return
+        room = self.limit - len(self.pending)
+        if len(wanted) > room:
+            self.pending.extend(wanted[:max(0, room)])
             self.fail(Overflow())
             return
-        self.queue.put_nowait(entry)
+        self.pending.extend(wanted)
+        self.wake.set()
 
     def fail(self, error: Exception) -> None:
-        """End this subscription: the next ``get`` raises ``error``."""
+        """End this subscription: once the pending entries are taken, ``take`` raises ``error``."""
         if self.error is None:
             self.error = error
-            self.queue.put_nowait(None)
+            self.wake.set()
 
-    async def get(self) -> Entry:
-        item = await self.queue.get()
-        if item is None:
-            assert self.error is not None
-            raise self.error
-        return item
+    async def take(self, most: int) -> list[Entry]:
+        """Up to ``most`` pending entries, waiting for at least one (or raising the error)."""
+        while not self.pending:
+            if self.error is not None:
+                raise self.error
+            self.wake.clear()
+            await self.wake.wait()
+        return self.take_ready(most)
+
+    def take_ready(self, most: int) -> list[Entry]:
+        """Up to ``most`` pending entries without waiting (maybe none)."""
+        pending = self.pending
+        if len(pending) <= most:
+            self.pending = deque()
+            return list(pending)
+        return [pending.popleft() for _ in range(most)]
 
 
 class Backoff:
@@ -202,13 +244,12 @@ class StreamReader:
             for _stream, entries in response or ():
                 self._fan_out(entries)
 
-    def _fan_out(self, entries: list[tuple[bytes, Fields]]) -> None:
-        for raw_id, fields in entries:
-            entry_id = _text(raw_id)
-            self.last_id = entry_id
-            entry = Entry(entry_id, parse_seq(entry_id), fields)
+    def _fan_out(self, rows: list[tuple[bytes, Fields]]) -> None:
+        entries = _entries(rows)
+        if entries:
+            self.last_id = entries[-1].id
             for sub in tuple(self.subscribers):
-                sub.offer(entry)
+                sub.offer(entries)
 
 
 class ChangeFeed:
@@ -272,14 +313,18 @@ class ChangeFeed:
         before_first = bool(first_id) and requested < parse_seq(first_id)
         return Gap(resume_from, first_id) if trimmed_any and before_first else None
 
-    async def _replay(self, key: str, after: str, until: str, match: Match) -> AsyncIterator[Entry]:
+    async def _replay(self, key: str, after: str, until: str, match: Match) -> AsyncIterator[list[Entry]]:
+        """The retained entries in ``(after, until]`` that match, a page (one XRANGE) at a time."""
         cursor = after
         while parse_seq(cursor) < parse_seq(until):
             rows = await self.redis.xrange(key, min=f"({cursor}", max=until, count=REPLAY_PAGE)
-            for raw_id, fields in rows:
-                cursor = _text(raw_id)
-                if match(fields):
-                    yield Entry(cursor, parse_seq(cursor), fields)
+            if not rows:
+                return
+            page = _entries(rows)
+            cursor = page[-1].id
+            wanted = page if match is match_all else [e for e in page if match(e.fields)]
+            if wanted:
+                yield wanted
             if len(rows) < REPLAY_PAGE:
                 return
 
@@ -291,44 +336,61 @@ class ChangeFeed:
         assert sub.start_id is not None
         return sub.start_id
 
-    async def follow(self, key: str, channel: str, match: Match, resume_from: str = "") -> AsyncIterator[FeedItem]:
-        """Yield (Gap?) replayed Entries, one Live, then live Entries until cancelled.
+    async def follow_batches(self, key: str, channel: str, match: Match, resume_from: str = "",
+                             most: int = BATCH_MAX) -> AsyncIterator[list[FeedItem]]:
+        """Yield (Gap?) replayed Entries, one Live, then live Entries until cancelled, in lists.
 
-        Raises Unavailable when Redis cannot be reached to set up the subscription (after
-        that, outages are ridden out), ResourceExhausted when the subscriber falls behind.
+        Each list holds what was ready when it was yielded (a replay page; what the reader
+        delivered since the last list), at most ``most`` entries and never empty; nothing
+        waits to fill a list. Raises Unavailable when Redis cannot be reached to set up the
+        subscription (after that, outages are ridden out), ResourceExhausted when the
+        subscriber falls behind.
         """
         requested = parse_seq(resume_from) if resume_from else None
         reader, sub = await self._attach(key, channel, match)
         try:
             start_id = await self._start_id(reader, sub)
             last = parse_seq(start_id)
+            head: list[FeedItem] = []
             if requested is not None:
                 try:
                     gap = await self._gap(key, requested, format_seq(requested))
                     if gap is not None:
-                        yield gap
-                    async for entry in self._replay(key, format_seq(requested), start_id, match):
-                        yield entry
+                        head.append(gap)
+                    async for page in self._replay(key, format_seq(requested), start_id, match):
+                        for start in range(0, len(page), most):
+                            yield [*head, *page[start:start + most]]
+                            head = []
                 except RedisError as exc:
                     raise Unavailable(f"Redis unavailable during replay: {exc}") from None
                 last = max(last, requested)
-            yield Live(start_id)
+            head.append(Live(start_id))
+            yield head
             delivered = start_id
             while True:
                 try:
-                    entry = await sub.get()
+                    entries = await sub.take(most)
                 except Overflow:
                     raise ResourceExhausted(
                         f"subscriber fell more than {self.queue_limit} events behind; "
                         f"resume_from {delivered}"
                     ) from None
-                if entry.key <= last:
-                    continue
-                last = entry.key
-                delivered = entry.id
-                yield entry
+                if entries[0].key <= last:  # already replayed (attached before the replay ended)
+                    entries = [e for e in entries if e.key > last]
+                    if not entries:
+                        continue
+                last = entries[-1].key
+                delivered = entries[-1].id
+                yield entries  # type: ignore[misc]
         finally:
             await self._detach(reader, sub)
+
+    async def follow(self, key: str, channel: str, match: Match, resume_from: str = "") -> AsyncIterator[FeedItem]:
+        """``follow_batches``, one item at a time."""
+        async with aclosing(self.follow_batches(key, channel, match, resume_from)) as batches:
+            async for batch in batches:
+                for item in batch:
+                    yield item
 
     async def close(self) -> None:
         """End every subscription (clients reconnect elsewhere) and stop the readers."""

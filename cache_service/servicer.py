@@ -20,18 +20,19 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from cache_service import validation
-from cache_service.changefeed import ChangeFeed, Entry, Gap, Live, Match, field_filter
+from cache_service import validation, wire
+from cache_service.changefeed import ChangeFeed, Entry, FeedItem, Gap, Live, Match, field_filter
 from cache_service.errors import InvalidArgument, NotFound, ServiceError, Unavailable
 from cache_service.metrics import Metrics
 from cache_service.pb.v1 import cache_pb2, cache_pb2_grpc
 from cache_service.scoping import Caller, caller_from_metadata
-from cache_service.store import BOTS, ORDERS, PIPELINE_BATCH, OwnedKind, Store, ticker_stream
+from cache_service.store import BOTS, ORDERS, WRITE_BATCH, OwnedKind, Store, ticker_stream
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 WAIT_SLACK_S = 0.5
+STREAM_BATCH_MAX = 1000  # events per StreamTickerBatches message
 _UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, TryAgainError, OSError)
 
 
@@ -48,6 +49,13 @@ async def _abort(context: grpc.aio.ServicerContext, error: BaseException) -> NoR
     log.exception("unexpected error", exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _ticker_events(items: list[FeedItem]) -> list[bytes]:
+    """Serialized TickerEvents of a change-feed batch (the hot path of both ticker streams)."""
+    return [wire.ticker_event(item.id, item.fields[b"d"]) if isinstance(item, Entry)
+            else _event(cache_pb2.TickerEvent, "ticker", cache_pb2.Ticker, item).SerializeToString()
+            for item in items]
 
 
 def _event(event_type: type[Message], field: str, entity: type[Message], item: Entry | Gap | Live) -> Message:
@@ -77,10 +85,10 @@ class _Ingest:
         self.wake = asyncio.Event()
         self.drained = asyncio.Event()
 
-    async def add(self, ticker: cache_pb2.Ticker) -> bool:
-        """Queue one ticker; wait while the buffer is full. False once the writer failed."""
-        self.pending.append(ticker)
-        self.received += 1
+    async def add(self, tickers: list[cache_pb2.Ticker]) -> bool:
+        """Queue valid tickers; wait while the buffer is full. False once the writer failed."""
+        self.pending += tickers
+        self.received += len(tickers)
         self.wake.set()
         if len(self.pending) >= self.HIGH_WATER:
             self.drained.clear()
@@ -97,8 +105,8 @@ class _Ingest:
                 await self.wake.wait()
                 self.wake.clear()
                 while self.pending:
-                    batch = self.pending[:PIPELINE_BATCH]
-                    del self.pending[:PIPELINE_BATCH]
+                    batch = self.pending[:WRITE_BATCH]
+                    del self.pending[:WRITE_BATCH]
                     seqs = await self.servicer._unary(self.context, self.servicer.store.publish_tickers(batch))
                     self.accepted += len(seqs)
                     self.last_seq = seqs[-1]
@@ -170,6 +178,9 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
     async def PublishTicker(self, request: cache_pb2.PublishTickerRequest,
                             context: grpc.aio.ServicerContext) -> cache_pb2.WriteResult:
         async def op() -> cache_pb2.WriteResult:
+            if request.tickers:
+                raise InvalidArgument("PublishTicker takes one ticker in `ticker`; send `tickers` "
+                                      "(many per message) with PublishTickers")
             validation.check_ticker(request.ticker)
             seq = await self.store.publish_ticker(request.ticker)
             self.metrics.events_published.labels("tickers").inc()
@@ -207,27 +218,54 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
     @staticmethod
     async def _read_tickers(request_iterator: AsyncIterator[cache_pb2.PublishTickerRequest],
                             ingest: _Ingest) -> InvalidArgument | None:
-        """Feed the ingest buffer; stop at the first bad ticker and return its error."""
+        """Feed the ingest buffer; stop at the first bad ticker and return its error.
+
+        A message's tickers are ``ticker`` (when set) then ``tickers``; the good ones before a
+        bad one in the same message are still written. Tickers are numbered over the whole
+        call; a message with no ticker at all adds nothing.
+        """
         async for request in request_iterator:
-            try:
-                validation.check_ticker(request.ticker)
-            except InvalidArgument as exc:
-                return InvalidArgument(f"ticker #{ingest.received + 1}: {exc.message}")
-            if not await ingest.add(request.ticker):
+            tickers = list(request.tickers)
+            if request.HasField("ticker"):
+                tickers.insert(0, request.ticker)
+            bad = validation.first_bad_ticker(tickers)
+            if bad is not None:
+                index, error = bad
+                await ingest.add(tickers[:index])
+                return InvalidArgument(f"ticker #{ingest.received + 1}: {error.message}")
+            if tickers and not await ingest.add(tickers):
                 break
         return None
 
-    async def StreamTickers(self, request: cache_pb2.StreamTickersRequest,
-                            context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.TickerEvent]:
+    async def _ticker_batches(self, request: cache_pb2.StreamTickersRequest,
+                              context: grpc.aio.ServicerContext) -> AsyncIterator[list[FeedItem]]:
+        """The change-feed batches of one ticker subscription (both ticker streams use it)."""
         try:
             validation.require_id("exchange", request.exchange)
         except ServiceError as exc:
             await _abort(context, exc)
         match = field_filter(s=list(request.symbols))
-        make = lambda item: _event(cache_pb2.TickerEvent, "ticker", cache_pb2.Ticker, item)  # noqa: E731
-        async for event in self._stream(context, ticker_stream(request.exchange), "tickers", match,
-                                        request.resume_from, make):
-            yield event
+        try:
+            async with aclosing(self.feed.follow_batches(ticker_stream(request.exchange), "tickers", match,
+                                                         request.resume_from, STREAM_BATCH_MAX)) as batches:
+                async for batch in batches:
+                    yield batch
+        except (ServiceError, RedisError, OSError) as exc:
+            await _abort(context, exc)
+
+    async def StreamTickers(self, request: cache_pb2.StreamTickersRequest,
+                            context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.TickerEvent]:
+        async with aclosing(self._ticker_batches(request, context)) as batches:
+            async for batch in batches:
+                for event in _ticker_events(batch):
+                    yield cache_pb2.TickerEvent.FromString(event)
+
+    async def StreamTickerBatches(self, request: cache_pb2.StreamTickersRequest,
+                                  context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.TickerEventBatch]:
+        """StreamTickers' events, every ready one in one message (see ChangeFeed.follow_batches)."""
+        async with aclosing(self._ticker_batches(request, context)) as batches:
+            async for batch in batches:
+                yield wire.ticker_event_batch(_ticker_events(batch))
 
     # ------------------------------------------------------------ orders and bots
 

@@ -12,7 +12,10 @@ Layout (prefix ``cache:v1:``):
 
 Each write and its XADD run as ONE Lua script, so the latest state and the change feed never
 disagree, and the script returns the new stream id: the ``seq`` the writer gets back is the
-``seq`` every subscriber sees. Streams are capped with ``MAXLEN ~ stream_maxlen``.
+``seq`` every subscriber sees. Streams are capped with ``MAXLEN ~ stream_maxlen``. A batch of
+tickers is one script call (up to ``WRITE_BATCH`` tickers). Scripts run by EVALSHA, loaded
+again only when Redis answers NOSCRIPT (a restarted or failed-over Redis): redis-py's pipelined
+``Script`` would ask ``SCRIPT EXISTS`` before every write, a round trip each time.
 
 Durability (``min_replica_acks`` > 0, the default with Sentinel): every write script (and every
 pipelined batch of them) is followed by ``WAIT N timeout`` on the SAME connection, and a write
@@ -33,19 +36,33 @@ from typing import Generic, TypeVar
 import redis.asyncio as aioredis
 from google.protobuf.message import Message
 from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import NoScriptError, ReadOnlyError
 
 from cache_service.errors import Unavailable
 from cache_service.pb.v1 import cache_pb2
 
 PREFIX = "cache:v1:"
-PIPELINE_BATCH = 500
+WRITE_BATCH = 500
 
-_TICKER_WRITE = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
-return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'd', ARGV[2], 's', ARGV[1])
+# One call writes a whole batch of tickers (one Lua call, not one per ticker: the per-call
+# cost of Redis and of redis-py dwarfs the per-ticker work).
+# KEYS: exchanges set, then (latest hash, stream) of each exchange in the batch
+# ARGV: maxlen, exchange count E, the E exchange names, then (exchange index, symbol, bytes)
+#       per ticker. Returns the stream ids in ticker order.
+_TICKERS_WRITE = """
+local maxlen = ARGV[1]
+local exchanges = tonumber(ARGV[2])
+for i = 1, exchanges do redis.call('SADD', KEYS[1], ARGV[2 + i]) end
+local ids = {}
+for a = 3 + exchanges, #ARGV, 3 do
+  local k = tonumber(ARGV[a]) * 2
+  local symbol, data = ARGV[a + 1], ARGV[a + 2]
+  redis.call('HSET', KEYS[k], symbol, data)
+  ids[#ids + 1] = redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', maxlen, '*', 'd', data, 's', symbol)
+end
+return ids
 """
 
 # KEYS: owner hash, users set, new owner's records hash, stream
@@ -134,7 +151,7 @@ class Store:
         self.stream_maxlen = stream_maxlen
         self.min_replica_acks = min_replica_acks
         self.replica_ack_timeout_ms = replica_ack_timeout_ms
-        self._ticker_write = redis.register_script(_TICKER_WRITE)
+        self._tickers_write = redis.register_script(_TICKERS_WRITE)
         self._owned_write = redis.register_script(_OWNED_WRITE)
         self._owned_read = redis.register_script(_OWNED_READ)
 
@@ -163,33 +180,56 @@ class Store:
                 f"{self.replica_ack_timeout_ms} ms); it may or may not have been applied, retry")
         return list(results[:-1])
 
-    async def _write(self, script: object, keys: list[str], args: list[object]) -> str:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await script(keys=keys, args=args, client=pipe)  # type: ignore[operator]
-            (seq,) = await self._confirmed(pipe)
-        return _text(seq)  # type: ignore[arg-type]
+    async def _write(self, script: AsyncScript, keys: list[str], args: list[object]) -> object:
+        """Run one write script by EVALSHA (then WAIT, when configured) on one connection.
+
+        NOSCRIPT means Redis did not run it (a restarted Redis forgot its scripts): load it
+        and run it again, once.
+        """
+        for attempt in (1, 2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                try:
+                    (result,) = await self._confirmed(pipe)
+                    return result
+                except NoScriptError:
+                    if attempt == 2:
+                        raise
+            await self.redis.script_load(script.script)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------ tickers
 
-    def _ticker_call(self, ticker: cache_pb2.Ticker) -> tuple[list[str], list[object]]:
-        keys = [f"{PREFIX}tickers:{ticker.exchange}", f"{PREFIX}exchanges", ticker_stream(ticker.exchange)]
-        args: list[object] = [ticker.symbol, ticker.SerializeToString(), ticker.exchange, self.stream_maxlen]
-        return keys, args
+    def _tickers_call(self, tickers: Sequence[cache_pb2.Ticker]) -> tuple[list[str], list[object]]:
+        """KEYS and ARGV of _TICKERS_WRITE for a batch."""
+        exchanges: dict[str, int] = {}
+        rows: list[object] = []
+        for ticker in tickers:
+            exchange = ticker.exchange
+            index = exchanges.get(exchange)
+            if index is None:
+                index = exchanges[exchange] = len(exchanges) + 1
+            rows += (index, ticker.symbol, ticker.SerializeToString())
+        keys = [f"{PREFIX}exchanges"]
+        for exchange in exchanges:
+            keys += (f"{PREFIX}tickers:{exchange}", ticker_stream(exchange))
+        return keys, [self.stream_maxlen, len(exchanges), *exchanges, *rows]
 
     async def publish_ticker(self, ticker: cache_pb2.Ticker) -> str:
         """Store the latest ticker and append it to its exchange's feed; return the seq."""
-        keys, args = self._ticker_call(ticker)
-        return await self._write(self._ticker_write, keys, args)
+        (seq,) = await self.publish_tickers([ticker])
+        return seq
 
     async def publish_tickers(self, tickers: Sequence[cache_pb2.Ticker]) -> list[str]:
-        """The same write for many tickers, pipelined (no transaction: each write is atomic)."""
+        """The same write for many tickers, in order: one script call per ``WRITE_BATCH``.
+
+        Each batch is atomic; a failure ends the call after the batches before it were written.
+        """
         seqs: list[str] = []
-        for start in range(0, len(tickers), PIPELINE_BATCH):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for ticker in tickers[start:start + PIPELINE_BATCH]:
-                    keys, args = self._ticker_call(ticker)
-                    await self._ticker_write(keys=keys, args=args, client=pipe)
-                seqs.extend(_text(seq) for seq in await self._confirmed(pipe))  # type: ignore[arg-type]
+        for start in range(0, len(tickers), WRITE_BATCH):
+            keys, args = self._tickers_call(tickers[start:start + WRITE_BATCH])
+            ids = await self._write(self._tickers_write, keys, args)
+            seqs += map(_text, ids)  # type: ignore[call-overload]
         return seqs
 
     async def get_ticker(self, exchange: str, symbol: str) -> cache_pb2.Ticker | None:
@@ -221,7 +261,7 @@ class Store:
         keys = [kind.owner_key, kind.users_key, kind.records_prefix + user_id, kind.stream]
         args = [record_id, user_id, record.SerializeToString(), self.stream_maxlen,
                 kind.records_prefix, *kind.stream_fields(record)]
-        return await self._write(self._owned_write, keys, args)
+        return _text(await self._write(self._owned_write, keys, args))  # type: ignore[arg-type]
 
     async def get(self, kind: OwnedKind[M], record_id: str) -> M | None:
         """The record with this id, whoever owns it (scoping is the caller's job)."""

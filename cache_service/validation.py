@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from cache_service.errors import InvalidArgument
 from cache_service.pb.v1 import cache_pb2
@@ -20,6 +20,7 @@ BOT_STATUSES = frozenset({"running", "paused", "stopped", "error"})
 MAX_ID_LENGTH = 256
 LIST_LIMIT_DEFAULT = 100
 LIST_LIMIT_MAX = 1000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SEQ = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
 
 
@@ -29,7 +30,7 @@ def require_id(name: str, value: str) -> str:
         raise InvalidArgument(f"{name} is required")
     if len(value) > MAX_ID_LENGTH:
         raise InvalidArgument(f"{name} is longer than {MAX_ID_LENGTH} characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if _CONTROL.search(value):
         raise InvalidArgument(f"{name} contains control characters")
     return value
 
@@ -59,6 +60,16 @@ def check_ticker(ticker: cache_pb2.Ticker) -> None:
     _finite("ticker", ticker,
             ("price", "bid", "ask", "last", "volume", "change_24h", "time"),
             ("volume", "time"))
+
+
+def first_bad_ticker(tickers: Sequence[cache_pb2.Ticker]) -> tuple[int, InvalidArgument] | None:
+    """The index and error of the first ticker ``check_ticker`` refuses, or None."""
+    for index, ticker in enumerate(tickers):
+        try:
+            check_ticker(ticker)
+        except InvalidArgument as exc:
+            return index, exc
+    return None
 
 
 def check_order(order: cache_pb2.Order) -> None:
