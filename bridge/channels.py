@@ -32,6 +32,7 @@ class Channel:
     list_method: str
     list_request: Callable[[Subscription], Message]
     list_field: str
+    batch_method: str | None = None                    # many events per message, if offered
 
     def event(self, seq: str, entity: Message) -> Event:
         """Decode and encode an entity once; every subscriber shares the result."""
@@ -79,7 +80,8 @@ def _bot_list(sub: Subscription) -> Message:
 
 CHANNELS: dict[str, Channel] = {
     "tickers": Channel("tickers", "StreamTickers", "ticker", _ticker_stream,
-                       lambda t: (t.symbol, ""), "ListTickers", _ticker_list, "tickers"),
+                       lambda t: (t.symbol, ""), "ListTickers", _ticker_list, "tickers",
+                       batch_method="StreamTickerBatches"),
     "orders": Channel("orders", "StreamOrders", "order", _order_stream,
                       lambda o: (o.symbol, o.bot_id), "ListOrders", _order_list, "orders"),
     "bots": Channel("bots", "StreamBots", "bot", _bot_stream,

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from websockets.exceptions import ConnectionClosed
@@ -241,9 +240,7 @@ class Session:
         frame = sub.frame(event)
         if self.direct and not self.outbound.entries and self.ws.send_now(frame):
             sub.delivered(event)
-            self.app.metrics.sent["update"].inc()
-            self.app.metrics.delivery_latency_seconds.observe(
-                max(0.0, time.time() - event.time_ms / 1000.0))
+            self.app.metrics.record_sent("update", 1, (event.time_ms,))
             return
         result = self.outbound.push_update(frame, event.time_ms, sub.conflation_key(event),
                                            self.loop.time(), bounded)
@@ -255,6 +252,16 @@ class Session:
         elif len(self.outbound) == 1:
             self.wake.set()
         sub.delivered(event)
+
+    def write_shared(self, sub: Subscription, data: bytes, last: Event) -> bool:
+        """Write a lane's frames (:mod:`bridge.lanes`) as they are, if this client keeps up:
+        set up, nothing queued ahead of them (so frame order holds), room in the socket buffer.
+        False sends the lane's events through :meth:`deliver` instead."""
+        if (self.closing is not None or sub.held is not None or len(self.outbound)
+                or not self.ws.write_frames(data)):
+            return False
+        sub.delivered(last)
+        return True
 
     def stream_status(self, sub: Subscription, status: str, recovered: bool) -> None:
         self.send(Reply(stream_status_frame(sub.id, status, recovered), "stream_status"))
@@ -295,12 +302,6 @@ class Session:
             self.space.set()
 
     def _count_sent(self, outgoing: list[Outgoing]) -> None:
-        metrics = self.app.metrics
-        kinds = Counter(out.kind for out in outgoing)
-        for kind, count in kinds.items():
-            metrics.sent[kind].inc(count)
-        now_ms = time.time() * 1000.0
-        observe = metrics.delivery_latency_seconds.observe
+        record = self.app.metrics.record_sent
         for out in outgoing:
-            for event_ms in out.event_ms:
-                observe(max(0.0, now_ms - event_ms) / 1000.0)
+            record(out.kind, 1, out.event_ms)

@@ -1,7 +1,10 @@
 """Shared upstream streams: one gRPC stream per topic per process, fanned out to subscribers.
 
 A topic is opened by its first subscriber and cancelled when the last one leaves. Each event is
-decoded and JSON-encoded once, then handed to every matching subscription. When the upstream
+decoded and JSON-encoded once, then handed to the topic's lanes (:mod:`bridge.lanes`): groups of
+subscriptions whose frames are identical, which frame it once for all of their members. Ticker
+topics read ``StreamTickerBatches`` (many events per gRPC message; ``StreamTickers`` from a
+service that predates it). When the upstream
 stream breaks, the topic tells its subscribers ``interrupted`` at once and re-opens with
 ``resume_from`` = its last seq (with backoff); when the service has replayed what was missed it
 says ``resumed`` (``recovered: false`` when the service reported a gap). Clients stay connected.
@@ -11,15 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing
+from typing import Any, Protocol
 
 import grpc
+from google.protobuf.message import Message
 
 from bridge.auth import Identity
 from bridge.channels import CHANNELS, Channel
 from bridge.errors import UNAVAILABLE, BridgeError, from_grpc
 from bridge.events import Event, seq_key
+from bridge.lanes import Lane, LaneKey, Member, lane_key
 from bridge.metrics import BridgeMetrics
 from bridge.subscriptions import Subscription, TopicKey
 from bridge.upstream import Upstream
@@ -34,10 +40,9 @@ REFUSALS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUN
                       grpc.StatusCode.UNIMPLEMENTED})
 
 
-class Subscriber(Protocol):
+class Subscriber(Member, Protocol):
     """What the fan-out needs from a connection."""
 
-    def deliver(self, sub: Subscription, event: Event) -> None: ...
     def stream_status(self, sub: Subscription, status: str, recovered: bool) -> None: ...
 
 
@@ -65,11 +70,13 @@ def topic_identity(topic: TopicKey, identity: Identity) -> Identity:
 class Topic:
     """One upstream stream and the subscriptions fed from it."""
 
-    def __init__(self, key: TopicKey, identity: Identity) -> None:
+    def __init__(self, key: TopicKey, identity: Identity, metrics: BridgeMetrics) -> None:
         self.key = key
         self.channel: Channel = CHANNELS[key[0]]
         self.identity = identity
+        self.metrics = metrics
         self.members: dict[Subscription, Subscriber] = {}
+        self.lanes: dict[LaneKey, Lane] = {}
         self.last_seq: str | None = None
         self.last_key: tuple[int, int] = (0, 0)
         self.live = asyncio.Event()
@@ -79,16 +86,43 @@ class Topic:
         self.interrupted = False
         self.task: asyncio.Task[None] | None = None
 
+    def join(self, sub: Subscription, member: Subscriber) -> None:
+        self.members[sub] = member
+        key = lane_key(sub, member.batch_ms)
+        lane = self.lanes.get(key)
+        if lane is None:
+            lane = self.lanes[key] = Lane(sub, member.batch_ms, self.metrics)
+        lane.members[sub] = member
+
+    def leave(self, sub: Subscription) -> bool:
+        """Remove a subscription; False when it was not a member."""
+        member = self.members.pop(sub, None)
+        if member is None:
+            return False
+        key = lane_key(sub, member.batch_ms)
+        lane = self.lanes[key]
+        del lane.members[sub]
+        if not lane.members:
+            lane.close()
+            del self.lanes[key]
+        return True
+
     def dispatch(self, seq: str, entity: object) -> None:
-        """Encode one event and hand it to every subscription whose filters match."""
+        """Encode one event and hand it to every lane (each applies its filters)."""
         key = seq_key(seq)
         if key <= self.last_key:
             return   # already delivered before a resume
         event = self.channel.event(seq, entity)  # type: ignore[arg-type]
         self.last_seq, self.last_key = seq, key
-        for sub, member in list(self.members.items()):
-            if sub.matches(event):
-                member.deliver(sub, event)
+        for lane in list(self.lanes.values()):
+            lane.offer(event)
+
+    def flush(self) -> None:
+        """End of an upstream message: plain lanes send what it brought (batched lanes send on
+        their own timers)."""
+        for lane in list(self.lanes.values()):
+            if not lane.batched:
+                lane.flush()
 
     def notify(self, status: str, recovered: bool) -> None:
         for sub, member in list(self.members.items()):
@@ -106,13 +140,14 @@ class Fanout:
         self.backoff_max = backoff_max
         self.ready_timeout = ready_timeout
         self.topics: dict[TopicKey, Topic] = {}
+        self.batching = True   # False once the service said it has no batched streams
 
     async def attach(self, member: Subscriber, sub: Subscription, identity: Identity) -> Topic:
         """Join (or open) the subscription's topic and wait until its stream is live."""
         topic = self.topics.get(sub.topic)
         if topic is None:
             topic = self._open(sub.topic, topic_identity(sub.topic, identity))
-        topic.members[sub] = member
+        topic.join(sub, member)
         if not topic.live.is_set():
             waits = [asyncio.ensure_future(topic.live.wait()),
                      asyncio.ensure_future(topic.failed.wait())]
@@ -129,13 +164,13 @@ class Fanout:
     def detach(self, sub: Subscription) -> None:
         """Leave the topic; the last one out cancels the upstream stream."""
         topic = self.topics.get(sub.topic)
-        if topic is None or topic.members.pop(sub, None) is None:
+        if topic is None or not topic.leave(sub):
             return
         if not topic.members:
             self._close(topic)
 
     def _open(self, key: TopicKey, identity: Identity) -> Topic:
-        topic = Topic(key, identity)
+        topic = Topic(key, identity, self.metrics)
         self.topics[key] = topic
         topic.task = asyncio.create_task(self._run(topic), name=f"topic-{key[0]}-{key[1]}")
         self.metrics.upstream_streams.inc()
@@ -143,6 +178,8 @@ class Fanout:
 
     def _close(self, topic: Topic) -> None:
         del self.topics[topic.key]
+        for lane in topic.lanes.values():
+            lane.close()
         if topic.task is not None:
             topic.task.cancel()
         self.metrics.upstream_streams.dec()
@@ -169,26 +206,56 @@ class Fanout:
     async def _stream_once(self, topic: Topic, resume_from: str) -> tuple[grpc.StatusCode, str]:
         """Read one upstream stream until it ends; returns its status code and details."""
         channel = topic.channel
-        call = self.upstream.stream(channel.stream_method,
-                                    channel.stream_request(topic.key, None, resume_from),
-                                    topic.identity)
+        request = channel.stream_request(topic.key, None, resume_from)
         gap = False
-        code, details = grpc.StatusCode.OK, ""
+        try:
+            async with aclosing(self._messages(channel, request, topic.identity)) as messages:
+                async for events in messages:
+                    for reply in events:
+                        kind = reply.WhichOneof("event")
+                        if kind == channel.entity_field:
+                            topic.dispatch(reply.seq, getattr(reply, kind))
+                        elif kind == "live":
+                            self._went_live(topic, reply.seq, recovered=not gap)
+                        elif kind == "gap":
+                            gap = True
+                    topic.flush()
+        except grpc.aio.AioRpcError as exc:
+            return exc.code(), exc.details() or ""
+        return grpc.StatusCode.OK, ""
+
+    async def _messages(self, channel: Channel, request: Message,
+                        identity: Identity) -> AsyncGenerator[Sequence[Any], None]:
+        """The events of one upstream stream, one gRPC message's worth at a time; counts the call.
+
+        A channel with a batched method (tickers) uses it: one message per burst of events
+        instead of one per event, which is most of the cost of a fast stream on both ends. A
+        service that predates it (UNIMPLEMENTED before any message, e.g. mid rolling upgrade)
+        gets the one-event-per-message method, and this process stops asking it for batches.
+        """
+        batched = channel.batch_method is not None and self.batching
+        method = channel.batch_method if batched and channel.batch_method else channel.stream_method
+        call = self.upstream.stream(method, request, identity)
+        received = False
         try:
             async for reply in call:
-                kind = reply.WhichOneof("event")
-                if kind == channel.entity_field:
-                    topic.dispatch(reply.seq, getattr(reply, kind))
-                elif kind == "live":
-                    self._went_live(topic, reply.seq, recovered=not gap)
-                elif kind == "gap":
-                    gap = True
+                received = True
+                yield reply.events if batched else (reply,)
         except grpc.aio.AioRpcError as exc:
-            code, details = exc.code(), exc.details() or ""
+            self.upstream.count(method, exc.code())
+            if not (batched and not received and exc.code() is grpc.StatusCode.UNIMPLEMENTED):
+                raise
+            log.warning("the cache service has no %s (an older version); using %s", method,
+                        channel.stream_method)
+            self.batching = False
+        else:
+            self.upstream.count(method, grpc.StatusCode.OK)
+            return
         finally:
             call.cancel()
-        self.upstream.count(channel.stream_method, code)
-        return code, details
+        async with aclosing(self._messages(channel, request, identity)) as messages:
+            async for events in messages:
+                yield events
 
     def _went_live(self, topic: Topic, seq: str, recovered: bool) -> None:
         if topic.last_seq is None:
@@ -210,23 +277,20 @@ class Fanout:
         meanwhile) and merges with what the topic held.
         """
         channel = CHANNELS[sub.channel]
-        call = self.upstream.stream(channel.stream_method,
-                                    channel.stream_request(sub.topic, sub, resume_from), identity)
+        request = channel.stream_request(sub.topic, sub, resume_from)
         try:
-            async for reply in call:
-                kind = reply.WhichOneof("event")
-                if kind == channel.entity_field:
-                    yield channel.event(reply.seq, getattr(reply, kind))
-                elif kind == "gap":
-                    yield GAP
-                elif kind == "live":
-                    yield LIVE
+            async with aclosing(self._messages(channel, request, identity)) as messages:
+                async for events in messages:
+                    for reply in events:
+                        kind = reply.WhichOneof("event")
+                        if kind == channel.entity_field:
+                            yield channel.event(reply.seq, getattr(reply, kind))
+                        elif kind == "gap":
+                            yield GAP
+                        elif kind == "live":
+                            yield LIVE
         except grpc.aio.AioRpcError as exc:
-            self.upstream.count(channel.stream_method, exc.code())
             raise from_grpc(exc.code(), exc.details()) from None
-        finally:
-            call.cancel()
-        self.upstream.count(channel.stream_method, grpc.StatusCode.OK)
 
     async def close(self) -> None:
         tasks = [t.task for t in self.topics.values() if t.task is not None]

@@ -8,6 +8,9 @@ read a deployed bridge's CPU, memory and open file descriptors from the same scr
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -59,6 +62,17 @@ class BridgeMetrics:
             ["method", "code"], registry=r)
         self.sent = {kind: self.messages_sent_total.labels(kind) for kind in FRAME_TYPES}
 
+    def record_sent(self, kind: str, frames: int, event_times_ms: Iterable[int],
+                    copies: int = 1) -> None:
+        """Count ``frames`` frames of one type written, whose updates (event times in ms) each
+        reached ``copies`` clients at once: one latency observation per update *per client*,
+        as the histogram means, at the cost of one per update (see :func:`observe_many`)."""
+        self.sent[kind].inc(frames)
+        now_ms = time.time() * 1000.0
+        for event_ms in event_times_ms:
+            observe_many(self.delivery_latency_seconds, max(0.0, now_ms - event_ms) / 1000.0,
+                         copies)
+
     def render(self) -> bytes:
         """The Prometheus text exposition of this bridge's registry."""
         return generate_latest(self.registry)
@@ -67,3 +81,22 @@ class BridgeMetrics:
         """One sample's current value (0 when absent): for tests and the readiness logic."""
         result = self.registry.get_sample_value(name, labels or {})
         return 0.0 if result is None else result
+
+
+def observe_many(histogram: Histogram, amount: float, count: int) -> None:
+    """``histogram.observe(amount)`` ``count`` times, in one step.
+
+    prometheus-client has no weighted observation, and a shared frame reaching 100 clients
+    would otherwise cost 100 observations per update, more than writing the frame. This does
+    what ``Histogram.observe`` does (its sum, then the first bucket that holds the amount) with
+    ``count``; ``tests/bridge/test_core.py`` checks it against ``count`` plain observations so a
+    change in the library's internals cannot go unnoticed.
+    """
+    if count == 1:
+        histogram.observe(amount)
+        return
+    histogram._sum.inc(amount * count)
+    for bucket, bound in zip(histogram._buckets, histogram._upper_bounds):
+        if amount <= bound:
+            bucket.inc(count)
+            break

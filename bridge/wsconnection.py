@@ -6,15 +6,38 @@ largest cost, so a backlog of N frames is encoded by the sans-I/O protocol in on
 to the transport joined: one system call per backlog instead of per frame. Flow control and
 close handling are websockets' own (``send_context``). When nothing is queued at all, a frame
 is written synchronously (:meth:`BatchingConnection.send_now`), sparing a task switch per frame.
+
+Frames shared by many clients (:mod:`bridge.lanes`) are framed once by :func:`text_frames` and
+written as bytes (:meth:`BatchingConnection.write_frames`): the server neither masks nor
+compresses (``compression=None``), so a frame's bytes are the same on every connection.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import InvalidState
 from websockets.protocol import State
+
+_FIN_TEXT = 0x81
+
+
+def text_frames(payloads: Sequence[str]) -> bytes:
+    """Unmasked, uncompressed, final text frames (RFC 6455 §5.2), one per payload, joined."""
+    out: list[bytes] = []
+    for payload in payloads:
+        data = payload.encode()
+        size = len(data)
+        if size < 126:
+            out.append(struct.pack("!BB", _FIN_TEXT, size))
+        elif size < 1 << 16:
+            out.append(struct.pack("!BBH", _FIN_TEXT, 126, size))
+        else:
+            out.append(struct.pack("!BBQ", _FIN_TEXT, 127, size))
+        out.append(data)
+    return b"".join(out)
 
 
 class BatchingConnection(ServerConnection):
@@ -39,6 +62,19 @@ class BatchingConnection(ServerConnection):
             self.send_data()
         except (OSError, InvalidState):  # going away; the reader will see it
             return False
+        return True
+
+    def write_frames(self, data: bytes) -> bool:
+        """Write frames already serialised by :func:`text_frames`, if the connection is open and
+        its write buffer is within its high-water mark; False means "not now" (the caller
+        queues instead). Nothing of websockets' state depends on data frames sent (no
+        fragmentation here, no compression), so writing the bytes directly is safe."""
+        transport = self.transport
+        if (self.protocol.state is not State.OPEN or self.fragmented_send_waiter is not None
+                or transport.is_closing()
+                or transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]):
+            return False
+        transport.write(data)
         return True
 
     def send_data(self) -> None:

@@ -31,6 +31,13 @@ class Feed:
                                               timeout=10)
         return reply.seq
 
+    async def tickers(self, tickers: list[pb.Ticker]) -> str:
+        """Publish many tickers through one bulk ``PublishTickers`` call; the last seq."""
+        reply = await self.stub.PublishTickers(
+            iter([pb.PublishTickerRequest(ticker=t) for t in tickers]), timeout=30)
+        assert reply.accepted == len(tickers)
+        return reply.last_seq
+
     async def order(self, **fields: Any) -> str:
         reply = await self.stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory(**fields)),
                                             timeout=10)

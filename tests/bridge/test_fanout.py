@@ -14,9 +14,14 @@ from bridge.subscriptions import Subscription, SubscriptionBook
 class Recorder:
     """A subscriber that keeps what it is given (a plain object, not a socket stand-in)."""
 
+    batch_ms: int | None = None
+
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.statuses: list[tuple[str, bool]] = []
+
+    def write_shared(self, sub: Subscription, data: bytes, last: Event) -> bool:
+        return False   # take every event through deliver()
 
     def deliver(self, sub: Subscription, event: Event) -> None:
         self.events.append(event)

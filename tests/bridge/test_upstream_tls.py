@@ -9,9 +9,9 @@ import pytest
 from bridge.config import BridgeConfig, ConfigError
 from bridge.server import BridgeApp
 from tests.bridge.client import client
-from tests.infra.certs import make_tls_files
 from tests.infra.bridge_runner import running_bridge
 from tests.infra.cache_service_runner import running_cache_service
+from tests.infra.certs import make_tls_files
 from tests.infra.tokens import TEST_SECRET, make_token
 
 

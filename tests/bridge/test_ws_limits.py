@@ -9,6 +9,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.bridge.client import Client, client, eventually
+from tests.factories import TickerFactory
 from tests.infra.bridge_runner import running_bridge
 from tests.infra.tokens import make_token
 
@@ -153,16 +154,46 @@ async def test_stalled_reader_is_closed_1013_and_freed_without_waiting_for_it(ca
             assert b.app.metrics.value("bridge_upstream_streams") == 0
 
 
-async def test_tickers_conflate_latest_wins(cache, feed) -> None:
-    async with (running_bridge(cache.target) as b,
-                client(b.ws_url(ALICE, batch_ms=1000)) as c):
+async def test_tickers_conflate_latest_wins_for_a_client_that_falls_behind(cache, feed) -> None:
+    """A client that stops reading is not closed for tickers: its backlog keeps the latest per
+    symbol (counted as conflated), and when it reads again it gets the newest prices."""
+    async with running_bridge(cache.target, max_backlog=50) as b:
+        sock = _small_buffer_socket(b.port)
+        async with connect(b.ws_url(ALICE, batch_ms=5), sock=sock, max_queue=1,
+                           max_size=None) as ws:
+            c = Client(ws)
+            assert (await c.recv())["type"] == "connection"
+            await c.subscribe(channel="tickers", exchange="binance", snapshot=False)
+            ws.transport.pause_reading()   # nothing more is read until the backlog conflates
+            price = 0.0
+            for _ in range(200):   # bounded; stops as soon as the bridge conflates
+                if b.app.metrics.value("bridge_conflated_updates_total") > 0:
+                    break
+                burst = []
+                for _ in range(50):
+                    price += 1.0
+                    burst += [TickerFactory(symbol="BTC/USDT", price=price),
+                              TickerFactory(symbol="ETH/USDT", price=-price)]
+                await feed.tickers(burst)
+            assert b.app.metrics.value("bridge_conflated_updates_total") > 0
+            assert b.app.sessions and not any(s.closing for s in b.app.sessions)
+            ws.transport.resume_reading()
+            latest: dict[str, float] = {}
+            async with asyncio.timeout(30):
+                while latest.get("BTC/USDT") != price or latest.get("ETH/USDT") != -price:
+                    for u in await c.updates(1):
+                        latest[u["result"]["symbol"]] = u["result"]["price"]
+
+
+async def test_a_client_that_keeps_up_gets_every_ticker_in_batch_mode(bridge, feed) -> None:
+    """Batching groups updates, it does not drop them: a client reading along sees each one."""
+    async with client(bridge.ws_url(ALICE, batch_ms=50)) as c:
         await c.subscribe(channel="tickers", exchange="binance", snapshot=False)
-        for i in range(30):
-            await feed.ticker(symbol="BTC/USDT", price=1000.0 + i)
-            await feed.ticker(symbol="ETH/USDT", price=2000.0 + i)
-        latest: dict[str, float] = {}
-        async with asyncio.timeout(15):
-            while latest.get("BTC/USDT") != 1029.0 or latest.get("ETH/USDT") != 2029.0:
-                for u in await c.updates(1):
-                    latest[u["result"]["symbol"]] = u["result"]["price"]
-        assert b.app.metrics.value("bridge_conflated_updates_total") > 0
+        burst = [TickerFactory(symbol=s, price=float(i)) for i in range(30)
+                 for s in ("BTC/USDT", "ETH/USDT")]
+        last = await feed.tickers(burst)
+        got = await c.updates(len(burst), timeout=15)
+        assert [(u["result"]["symbol"], u["result"]["price"]) for u in got] == [
+            (t.symbol, t.price) for t in burst]
+        assert got[-1]["seq"] == last
+        assert bridge.app.metrics.value("bridge_conflated_updates_total") == 0

@@ -1,0 +1,163 @@
+"""Lanes (shared frames) and their helpers, without sockets: what each member is given."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram
+from websockets.frames import Frame, Opcode
+
+from bridge.channels import CHANNELS
+from bridge.events import Event
+from bridge.lanes import Lane, lane_key
+from bridge.metrics import LATENCY_BUCKETS, BridgeMetrics, observe_many
+from bridge.protocol import SubscribeParams
+from bridge.subscriptions import Subscription, SubscriptionBook
+from bridge.wsconnection import text_frames
+from tests.factories import TickerFactory
+
+
+class Member:
+    """A plain recording member: takes shared bytes when ``keeping_up``, else events one by one."""
+
+    def __init__(self, batch_ms: int | None = None, keeping_up: bool = True) -> None:
+        self.batch_ms = batch_ms
+        self.keeping_up = keeping_up
+        self.shared: list[bytes] = []
+        self.delivered: list[Event] = []
+        self.flushed = asyncio.Event() if batch_ms else None
+
+    def deliver(self, sub: Subscription, event: Event) -> None:
+        self.delivered.append(event)
+        sub.delivered(event)
+
+    def write_shared(self, sub: Subscription, data: bytes, last: Event) -> bool:
+        if not self.keeping_up:
+            return False
+        self.shared.append(data)
+        sub.delivered(last)
+        if self.flushed is not None:
+            self.flushed.set()
+        return True
+
+
+def ticker_event(seq: str, symbol: str, price: float = 1.0) -> Event:
+    return CHANNELS["tickers"].event(seq, TickerFactory(symbol=symbol, price=price))
+
+
+def subscription(symbols: tuple[str, ...] | None = None) -> Subscription:
+    """A fresh connection's first ticker subscription (id ``tickers-1``), set up."""
+    sub = SubscriptionBook(5).add(SubscribeParams("tickers", exchange="binance", symbols=symbols),
+                                  ("tickers", "binance"))
+    sub.held = None
+    return sub
+
+
+def frames_of(data: bytes) -> list[dict]:
+    """Parse unmasked server text frames back into JSON objects."""
+    out, pos = [], 0
+    while pos < len(data):
+        size, pos = data[pos + 1] & 0x7F, pos + 2
+        if size == 126:
+            size, pos = int.from_bytes(data[pos:pos + 2], "big"), pos + 2
+        elif size == 127:
+            size, pos = int.from_bytes(data[pos:pos + 8], "big"), pos + 8
+        out.append(json.loads(data[pos:pos + size]))
+        pos += size
+    return out
+
+
+def test_identical_subscriptions_of_different_connections_share_a_lane() -> None:
+    a, b = subscription(), subscription()
+    assert a.id == b.id and lane_key(a, None) == lane_key(b, None)
+    assert lane_key(a, None) != lane_key(a, 10)
+    assert lane_key(a, None) != lane_key(subscription(("BTC/USDT",)), None)
+
+
+def test_plain_lane_writes_one_frame_per_update_once_for_every_member_keeping_up() -> None:
+    metrics = BridgeMetrics()
+    subs = [subscription() for _ in range(3)]
+    lane = Lane(subs[0], None, metrics)
+    members = [Member(), Member(), Member(keeping_up=False)]
+    for sub, member in zip(subs, members):
+        lane.members[sub] = member
+    events = [ticker_event("5-0", "BTC/USDT"), ticker_event("5-1", "ETH/USDT")]
+    for event in events:
+        lane.offer(event)
+    lane.flush()
+    assert members[0].shared == members[1].shared and len(members[0].shared) == 1
+    parsed = frames_of(members[0].shared[0])
+    assert [f["seq"] for f in parsed] == ["5-0", "5-1"]
+    assert {f["subscription_id"] for f in parsed} == {subs[0].id}
+    assert members[2].delivered == events   # not keeping up: one by one, through its queue
+    assert subs[0].last_seq == subs[2].last_seq == "5-1"
+    assert metrics.value("bridge_messages_sent_total", {"type": "update"}) == 4
+    assert metrics.value("bridge_delivery_latency_seconds_count") == 4
+    lane.flush()   # nothing pending: nothing sent
+    assert len(members[0].shared) == 1
+
+
+def test_lane_filters_and_skips_what_a_member_already_has() -> None:
+    sub = subscription(("BTC/USDT",))
+    lane = Lane(sub, None, BridgeMetrics())
+    member = Member()
+    lane.members[sub] = member
+    sub.delivered(ticker_event("5-0", "BTC/USDT"))   # e.g. sent by a resume's replay
+    for event in (ticker_event("5-0", "BTC/USDT"), ticker_event("5-1", "ETH/USDT"),
+                  ticker_event("6-0", "BTC/USDT")):
+        lane.offer(event)
+    lane.flush()
+    assert member.shared == [] and [e.seq for e in member.delivered] == ["6-0"]
+
+
+async def test_batched_lane_sends_one_batch_frame_within_batch_ms() -> None:
+    sub = subscription()
+    lane = Lane(sub, 20, BridgeMetrics())
+    member = Member(batch_ms=20)
+    lane.members[sub] = member
+    for i in range(5):
+        lane.offer(ticker_event(f"7-{i}", "BTC/USDT", price=float(i)))
+    assert member.flushed is not None
+    await asyncio.wait_for(member.flushed.wait(), 5)
+    (frame,) = frames_of(member.shared[0])
+    assert frame["type"] == "batch"
+    assert [u["result"]["price"] for u in frame["updates"]] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert lane.timer is None and not lane.pending
+
+
+async def test_closed_lane_drops_its_timer_and_pending_events() -> None:
+    sub = subscription()
+    lane = Lane(sub, 1000, BridgeMetrics())
+    lane.members[sub] = Member(batch_ms=1000)
+    lane.offer(ticker_event("7-0", "BTC/USDT"))
+    assert lane.timer is not None
+    lane.close()
+    assert lane.timer is None and not lane.pending
+
+
+@given(st.lists(st.text(max_size=20) | st.sampled_from(
+    ["", "x" * 125, "x" * 126, "é" * 40000, "x" * 65535, "x" * 65536]), max_size=4))
+def test_text_frames_are_what_websockets_would_write(payloads: list[str]) -> None:
+    expected = b"".join(Frame(Opcode.TEXT, p.encode()).serialize(mask=False) for p in payloads)
+    assert text_frames(payloads) == expected
+
+
+@pytest.mark.parametrize("amount", [0.0, 0.001, 0.003, 0.05, 7.0, 99.0])
+def test_observe_many_equals_that_many_observations(amount: float) -> None:
+    registry = CollectorRegistry()
+    one = Histogram("one", "x", buckets=LATENCY_BUCKETS, registry=registry)
+    many = Histogram("many", "x", buckets=LATENCY_BUCKETS, registry=registry)
+    for _ in range(38):
+        one.observe(amount)
+    observe_many(many, amount, 37)
+    observe_many(many, amount, 1)
+    (metric,) = [m for m in registry.collect() if m.name == "one"]
+    samples = [s for s in metric.samples if not s.name.endswith("_created")]
+    assert len(samples) == len(LATENCY_BUCKETS) + 3   # buckets, +Inf, count, sum
+    for sample in samples:
+        twin = registry.get_sample_value("many" + sample.name[3:], dict(sample.labels))
+        assert twin == pytest.approx(sample.value), sample
