@@ -28,9 +28,9 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc

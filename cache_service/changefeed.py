@@ -21,7 +21,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -337,7 +337,7 @@ class ChangeFeed:
         return sub.start_id
 
     async def follow_batches(self, key: str, channel: str, match: Match, resume_from: str = "",
-                             most: int = BATCH_MAX) -> AsyncIterator[list[FeedItem]]:
+                             most: int = BATCH_MAX) -> AsyncGenerator[list[FeedItem], None]:
         """Yield (Gap?) replayed Entries, one Live, then live Entries until cancelled, in lists.
 
         Each list holds what was ready when it was yielded: replayed pages joined up to
@@ -391,7 +391,7 @@ class ChangeFeed:
         finally:
             await self._detach(reader, sub)
 
-    async def follow(self, key: str, channel: str, match: Match, resume_from: str = "") -> AsyncIterator[FeedItem]:
+    async def follow(self, key: str, channel: str, match: Match, resume_from: str = "") -> AsyncGenerator[FeedItem, None]:
         """``follow_batches``, one item at a time."""
         async with aclosing(self.follow_batches(key, channel, match, resume_from)) as batches:
             async for batch in batches:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, NoReturn, TypeVar
 
@@ -238,7 +238,7 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         return None
 
     async def _ticker_batches(self, request: cache_pb2.StreamTickersRequest,
-                              context: grpc.aio.ServicerContext) -> AsyncIterator[list[FeedItem]]:
+                              context: grpc.aio.ServicerContext) -> AsyncGenerator[list[FeedItem], None]:
         """The change-feed batches of one ticker subscription (both ticker streams use it)."""
         try:
             validation.require_id("exchange", request.exchange)

@@ -18,7 +18,7 @@ from cache_service.metrics import Metrics
 from cache_service.pb.v1 import cache_pb2 as pb
 from cache_service.pb.v1 import cache_pb2_grpc
 from cache_service.store import Store, ticker_stream
-from tests.cache_service.conftest import EVENT_TIMEOUT, read_until_live, rpc_error, seq_key
+from tests.cache_service.conftest import EVENT_TIMEOUT, rpc_error, seq_key
 from tests.factories import OrderFactory, TickerFactory
 from tests.infra.cache_service_runner import running_cache_service
 
