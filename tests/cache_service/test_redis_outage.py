@@ -66,9 +66,10 @@ async def test_new_stream_while_redis_is_down_is_unavailable(fresh_redis) -> Non
         async with grpc.aio.insecure_channel(svc.target) as channel:
             stub = cache_pb2_grpc.CacheServiceStub(channel)
             await asyncio.to_thread(fresh_redis.stop)
-            stream = stub.StreamTickers(pb.StreamTickersRequest(exchange="binance"))
-            error = await rpc_error(stream.read())
-            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            for stream in (stub.StreamTickers(pb.StreamTickersRequest(exchange="binance")),
+                           stub.StreamTickerBatches(pb.StreamTickersRequest(exchange="binance"))):
+                error = await rpc_error(stream.read())
+                assert error.code() == grpc.StatusCode.UNAVAILABLE
             async def one():
                 yield pb.PublishTickerRequest(ticker=TickerFactory())
             error = await rpc_error(stub.PublishTickers(one()))

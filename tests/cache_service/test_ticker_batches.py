@@ -284,18 +284,6 @@ async def test_batch_subscribers_are_counted_and_calls_recorded(svc, stub) -> No
 
 
 @pytest.mark.resilience
-async def test_new_batch_stream_while_redis_is_down_is_unavailable(fresh_redis) -> None:
-    async with running_cache_service(fresh_redis.url, redis_timeout=1.0) as svc:
-        async with grpc.aio.insecure_channel(svc.target) as channel:
-            stub = cache_pb2_grpc.CacheServiceStub(channel)
-            await asyncio.to_thread(fresh_redis.stop)
-            error = await rpc_error(stub.StreamTickerBatches(pb.StreamTickersRequest(exchange="binance")).read())
-            assert error.code() == grpc.StatusCode.UNAVAILABLE
-            assert svc.server.feed.reader_count == 0
-            await asyncio.to_thread(fresh_redis.start)
-
-
-@pytest.mark.resilience
 async def test_batch_stream_rides_out_a_redis_restart(fresh_redis) -> None:
     async with running_cache_service(fresh_redis.url, redis_timeout=1.0) as svc:
         async with grpc.aio.insecure_channel(svc.target) as channel:
