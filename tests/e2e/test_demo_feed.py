@@ -28,6 +28,7 @@ from scripts.demo_feed import (
     parse_config,
 )
 from tests.infra.cache_service_runner import CacheServiceProcess, running_cache_service
+from tests.infra.certs import make_tls_files
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDER_PATHS = {  # every status an order may move to from each status
@@ -192,6 +193,21 @@ async def test_feed_fills_the_cache_with_tickers_orders_and_bots(redis_url: str)
 
         await wait_until(moved)
     assert feed.published > 20  # the last window's ticks were accepted as the feed stopped
+
+
+async def test_feed_publishes_over_mtls(redis_url: str, tmp_path: Path) -> None:
+    """``--tls-ca-file``/``--tls-cert-file``/``--tls-key-file``: the feed reaches a cache service
+    that requires client certificates (as the chart's mTLS setting does)."""
+    files = make_tls_files(tmp_path)
+    async with (
+        running_cache_service(redis_url, tls_cert_file=str(files.server_cert),
+                              tls_key_file=str(files.server_key),
+                              tls_client_ca_file=str(files.ca)) as cache,
+        running_feed(f"localhost:{cache.port}", tls_ca_file=str(files.ca),
+                     tls_cert_file=str(files.client_cert),
+                     tls_key_file=str(files.client_key)) as feed,
+    ):
+        await wait_until(lambda: _published_over(feed, 20))
 
 
 async def test_feed_survives_a_cache_service_restart(redis_url: str) -> None:
