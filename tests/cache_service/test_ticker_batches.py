@@ -110,6 +110,16 @@ async def test_bulk_tickers_of_several_exchanges_go_to_their_own_streams(stub) -
         for t in tickers}
 
 
+async def test_bulk_symbols_of_any_length_and_script_round_trip(stub) -> None:
+    symbols = ["BTC/USDT", "ÄPFEL/€", "X" * 256, "日本/円"]
+    tickers = [TickerFactory(symbol=symbol, price=float(i)) for i, symbol in enumerate(symbols)]
+    result = await stub.PublishTickers(_messages(bulk(tickers)))
+    assert result.accepted == 4
+    assert [e.ticker for e in await stream_seqs(stub)] == tickers
+    for ticker in tickers:
+        assert await stub.GetTicker(pb.GetTickerRequest(exchange="binance", symbol=ticker.symbol)) == ticker
+
+
 async def test_empty_messages_add_nothing(stub) -> None:
     result = await stub.PublishTickers(_messages(pb.PublishTickerRequest(), pb.PublishTickerRequest()))
     assert result.accepted == 0 and result.last_seq == ""
