@@ -313,7 +313,8 @@ class ChangeFeed:
         before_first = bool(first_id) and requested < parse_seq(first_id)
         return Gap(resume_from, first_id) if trimmed_any and before_first else None
 
-    async def _replay(self, key: str, after: str, until: str, match: Match) -> AsyncIterator[list[Entry]]:
+    async def _replay(self, key: str, after: str, until: str,
+                      match: Match) -> AsyncIterator[list[Entry]]:
         """The retained entries in ``(after, until]`` that match, a page (one XRANGE) at a time."""
         cursor = after
         while parse_seq(cursor) < parse_seq(until):
@@ -343,9 +344,10 @@ class ChangeFeed:
         Each list holds what was ready when it was yielded: replayed pages joined up to
         ``most`` items; the rest of the replay with Live and whatever live entries were already
         pending; then everything the reader delivered since the last list. At most ``most``
-        items, never empty; nothing live waits to fill a list. Raises Unavailable when Redis cannot be reached to set up the
-        subscription (after that, outages are ridden out), ResourceExhausted when the
-        subscriber falls behind.
+        items, never empty; nothing live waits to fill a list.
+
+        Raises Unavailable when Redis cannot be reached to set up the subscription (after
+        that, outages are ridden out), ResourceExhausted when the subscriber falls behind.
         """
         requested = parse_seq(resume_from) if resume_from else None
         reader, sub = await self._attach(key, channel, match)
@@ -391,7 +393,8 @@ class ChangeFeed:
         finally:
             await self._detach(reader, sub)
 
-    async def follow(self, key: str, channel: str, match: Match, resume_from: str = "") -> AsyncGenerator[FeedItem, None]:
+    async def follow(self, key: str, channel: str, match: Match,
+                     resume_from: str = "") -> AsyncGenerator[FeedItem, None]:
         """``follow_batches``, one item at a time."""
         async with aclosing(self.follow_batches(key, channel, match, resume_from)) as batches:
             async for batch in batches:
