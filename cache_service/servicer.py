@@ -133,12 +133,15 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
 
     async def _unary(self, context: grpc.aio.ServicerContext, op: Awaitable[T]) -> T:
         # The Redis client's socket timeout (``timeout``) normally ends a stuck call first and
-        # cleanly; wait_for is the backstop, and the client's own deadline when it is shorter.
+        # cleanly; the timeout here is the backstop, and the client's own deadline when it is
+        # shorter. ``asyncio.timeout`` runs ``op`` in this task (``wait_for`` would start a task
+        # for it: two more event-loop turns per call, measurable in every unary call's latency).
         remaining = context.time_remaining()
         cap = self.timeout + WAIT_SLACK_S
         budget = cap if remaining is None else max(0.0, min(cap, remaining))
         try:
-            return await asyncio.wait_for(op, budget)
+            async with asyncio.timeout(budget):
+                return await op
         except TimeoutError:
             if remaining is not None and remaining <= cap:
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded waiting for Redis")
