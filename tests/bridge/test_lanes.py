@@ -14,7 +14,7 @@ from websockets.frames import Frame, Opcode
 from bridge.channels import CHANNELS
 from bridge.events import Event
 from bridge.lanes import Lane, lane_key
-from bridge.metrics import LATENCY_BUCKETS, BridgeMetrics, observe_many
+from bridge.metrics import LATENCY_BUCKETS, BridgeMetrics, observe_all
 from bridge.protocol import SubscribeParams
 from bridge.subscriptions import Subscription, SubscriptionBook
 from bridge.wsconnection import text_frames
@@ -146,15 +146,16 @@ def test_text_frames_are_what_websockets_would_write(payloads: list[str]) -> Non
     assert text_frames(payloads) == expected
 
 
-@pytest.mark.parametrize("amount", [0.0, 0.001, 0.003, 0.05, 7.0, 99.0])
-def test_observe_many_equals_that_many_observations(amount: float) -> None:
+@given(st.lists(st.floats(min_value=-1.0, max_value=100.0) | st.sampled_from(LATENCY_BUCKETS),
+                max_size=30), st.integers(min_value=1, max_value=200))
+def test_observe_all_equals_that_many_observations(amounts: list[float], copies: int) -> None:
     registry = CollectorRegistry()
     one = Histogram("one", "x", buckets=LATENCY_BUCKETS, registry=registry)
     many = Histogram("many", "x", buckets=LATENCY_BUCKETS, registry=registry)
-    for _ in range(38):
-        one.observe(amount)
-    observe_many(many, amount, 37)
-    observe_many(many, amount, 1)
+    for amount in amounts:
+        for _ in range(copies):
+            one.observe(max(0.0, amount))
+    observe_all(many, amounts, copies)
     (metric,) = [m for m in registry.collect() if m.name == "one"]
     samples = [s for s in metric.samples if not s.name.endswith("_created")]
     assert len(samples) == len(LATENCY_BUCKETS) + 3   # buckets, +Inf, count, sum
