@@ -202,28 +202,28 @@ async def test_a_client_that_keeps_up_gets_every_ticker_in_batch_mode(bridge, fe
 async def test_a_stalled_client_leaves_its_lane_and_the_others_keep_every_update(cache, feed) -> None:
     """Two clients with the same subscription share frames; when one stops reading it falls
     back to its own queue (conflated), while the other still gets every update, in order."""
-    async with running_bridge(cache.target, max_backlog=50) as b:
-        async with client(b.ws_url(ALICE, batch_ms=5)) as reader:
-            sock = _small_buffer_socket(b.port)
-            async with connect(b.ws_url(ALICE, batch_ms=5), sock=sock, max_queue=1,
-                               max_size=None) as ws:
-                stalled = Client(ws)
-                assert (await stalled.recv())["type"] == "connection"
-                for c in (reader, stalled):
-                    await c.subscribe(channel="tickers", exchange="binance", snapshot=False)
-                assert len(b.app.fanout.topics[("tickers", "binance")].lanes) == 1   # shared
-                ws.transport.pause_reading()
-                published: list[str] = []
-                received: list[str] = []
-                for _ in range(200):   # bounded; stops once the stalled client conflates
-                    if b.app.metrics.value("bridge_conflated_updates_total") > 0:
-                        break
-                    burst = [TickerFactory(symbol=s, price=float(len(published) + i))
-                             for i, s in enumerate(["BTC/USDT", "ETH/USDT"] * 50)]
-                    await feed.tickers(burst)
-                    published += [f"{t.symbol}@{t.price}" for t in burst]
-                    received += [f"{u['result']['symbol']}@{u['result']['price']}"
-                                 for u in await reader.updates(len(burst), timeout=15)]
-                assert b.app.metrics.value("bridge_conflated_updates_total") > 0
-                assert received == published   # every update, in order, none conflated
-                ws.transport.resume_reading()
+    async with running_bridge(cache.target, max_backlog=50) as b, \
+            client(b.ws_url(ALICE, batch_ms=5)) as reader:
+        sock = _small_buffer_socket(b.port)
+        async with connect(b.ws_url(ALICE, batch_ms=5), sock=sock, max_queue=1,
+                           max_size=None) as ws:
+            stalled = Client(ws)
+            assert (await stalled.recv())["type"] == "connection"
+            for c in (reader, stalled):
+                await c.subscribe(channel="tickers", exchange="binance", snapshot=False)
+            assert len(b.app.fanout.topics[("tickers", "binance")].lanes) == 1   # shared
+            ws.transport.pause_reading()
+            published: list[str] = []
+            received: list[str] = []
+            for _ in range(200):   # bounded; stops once the stalled client conflates
+                if b.app.metrics.value("bridge_conflated_updates_total") > 0:
+                    break
+                burst = [TickerFactory(symbol=s, price=float(len(published) + i))
+                         for i, s in enumerate(["BTC/USDT", "ETH/USDT"] * 50)]
+                await feed.tickers(burst)
+                published += [f"{t.symbol}@{t.price}" for t in burst]
+                received += [f"{u['result']['symbol']}@{u['result']['price']}"
+                             for u in await reader.updates(len(burst), timeout=15)]
+            assert b.app.metrics.value("bridge_conflated_updates_total") > 0
+            assert received == published   # every update, in order, none conflated
+            ws.transport.resume_reading()
