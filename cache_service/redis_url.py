@@ -97,7 +97,7 @@ def parse_redis_url(url: str) -> RedisTarget:
         return _parse_sentinel(url)
     parts = urlsplit(url)
     try:
-        parts.port
+        _ = parts.port   # raises ValueError for a bad port
     except ValueError as exc:
         raise RedisUrlError(f"bad port in Redis URL {url!r}: {exc}") from None
     if not parts.hostname and not parts.path.startswith("/"):

@@ -22,7 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cache_service import validation, wire
 from cache_service.changefeed import ChangeFeed, Entry, FeedItem, Gap, Live, Match, field_filter
-from cache_service.errors import InvalidArgument, NotFound, ServiceError, Unavailable
+from cache_service.errors import InvalidArgument, NotFound, ServiceError
 from cache_service.metrics import Metrics
 from cache_service.pb.v1 import cache_pb2, cache_pb2_grpc
 from cache_service.scoping import Caller, caller_from_metadata
@@ -329,7 +329,7 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
 
     async def StreamOrders(self, request: cache_pb2.StreamOrdersRequest,
                            context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.OrderEvent]:
-        make = lambda item: _event(cache_pb2.OrderEvent, "order", cache_pb2.Order, item)  # noqa: E731
+        make = lambda item: _event(cache_pb2.OrderEvent, "order", cache_pb2.Order, item)
         async for event in self._stream_owned(ORDERS, context, request.user_id, request.resume_from, make,
                                               s=list(request.symbols), b=list(request.bot_ids)):
             yield event
@@ -353,7 +353,7 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
 
     async def StreamBots(self, request: cache_pb2.StreamBotsRequest,
                          context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.BotEvent]:
-        make = lambda item: _event(cache_pb2.BotEvent, "bot", cache_pb2.Bot, item)  # noqa: E731
+        make = lambda item: _event(cache_pb2.BotEvent, "bot", cache_pb2.Bot, item)
         async for event in self._stream_owned(BOTS, context, request.user_id, request.resume_from, make,
                                               b=list(request.bot_ids)):
             yield event

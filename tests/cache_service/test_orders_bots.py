@@ -9,7 +9,15 @@ import pytest
 
 from cache_service.pb.v1 import cache_pb2 as pb
 from tests.cache_service.conftest import (
-    ADMIN, ALICE, BOB, as_user, ids, read_events, read_until_live, rpc_error, seq_key,
+    ADMIN,
+    ALICE,
+    BOB,
+    as_user,
+    ids,
+    read_events,
+    read_until_live,
+    rpc_error,
+    seq_key,
 )
 from tests.factories import BotFactory, OrderFactory
 

@@ -11,15 +11,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from cache_service.config import CacheConfig
 from cache_service.interceptor import method_label
 from cache_service.pb.v1 import cache_pb2 as pb
 from cache_service.pb.v1 import cache_pb2_grpc
 from cache_service.server import CacheServer, StartupError
-from cache_service.config import CacheConfig
-from tests.infra.certs import make_tls_files
 from tests.cache_service.conftest import rpc_error
 from tests.factories import TickerFactory
 from tests.infra.cache_service_runner import health_status, running_cache_service
+from tests.infra.certs import make_tls_files
 from tests.infra.ports import free_port
 
 SPEC_METRICS = ("cache_grpc_requests_total", "cache_grpc_request_duration_seconds", "cache_redis_up",
