@@ -19,6 +19,11 @@ STYLES = {
 }
 
 
+def _rate_axes(ax: Any, ylabel: str, title: str) -> None:
+    """A log-log panel against the published rate (latency, throughput, cost)."""
+    ax.set(xscale="log", yscale="log", xlabel="published ticks/s", ylabel=ylabel, title=title)
+
+
 def _label(mode: str, points: list[dict[str, Any]]) -> str:
     if mode == "batch" and points:
         return f"bridge batch_ms={points[0]['batch_ms']}"
@@ -72,21 +77,9 @@ def render(document: dict[str, Any], path: Path) -> None:
             linestyle=":",
             label=f"ideal (rate x {clients} clients)",
         )
-    lat_ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="published ticks/s",
-        ylabel="publish-to-receive latency (ms)",
-        title="Fan-out latency",
-    )
+    _rate_axes(lat_ax, "publish-to-receive latency (ms)", "Fan-out latency")
     lat_ax.axhline(50, color="black", linewidth=0.8, linestyle="-.", label="target p99 50 ms")
-    thr_ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="published ticks/s",
-        ylabel="updates delivered/s (all clients)",
-        title="Fan-out throughput",
-    )
+    _rate_axes(thr_ax, "updates delivered/s (all clients)", "Fan-out throughput")
     capacity = document.get("capacity") or {}
     steps = [s for s in capacity.get("steps", []) if s.get("bridge_rss_mib") is not None]
     if steps:
@@ -101,13 +94,8 @@ def render(document: dict[str, Any], path: Path) -> None:
     cap_ax.set(
         xlabel="idle connections", ylabel="bridge RSS (MiB)", title="Idle connection capacity"
     )
-    cost_ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="published ticks/s",
-        ylabel="server CPU per delivered update (us)",
-        title="Fan-out cost (bridge or baseline process)",
-    )
+    _rate_axes(cost_ax, "server CPU per delivered update (us)",
+               "Fan-out cost (bridge or baseline process)")
     for ax in (lat_ax, thr_ax, cost_ax, cap_ax):
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import grpc
 from google.protobuf.message import Message
@@ -75,8 +75,8 @@ class Topic:
         self.channel: Channel = CHANNELS[key[0]]
         self.identity = identity
         self.metrics = metrics
-        self.members: dict[Subscription, Subscriber] = {}
         self.lanes: dict[LaneKey, Lane] = {}
+        self.lane_of: dict[Subscription, Lane] = {}   # every member's lane
         self.last_seq: str | None = None
         self.last_key: tuple[int, int] = (0, 0)
         self.live = asyncio.Event()
@@ -87,24 +87,22 @@ class Topic:
         self.task: asyncio.Task[None] | None = None
 
     def join(self, sub: Subscription, member: Subscriber) -> None:
-        self.members[sub] = member
         key = lane_key(sub, member.batch_ms)
         lane = self.lanes.get(key)
         if lane is None:
             lane = self.lanes[key] = Lane(sub, member.batch_ms, self.metrics)
         lane.members[sub] = member
+        self.lane_of[sub] = lane
 
     def leave(self, sub: Subscription) -> bool:
         """Remove a subscription; False when it was not a member."""
-        member = self.members.pop(sub, None)
-        if member is None:
+        lane = self.lane_of.pop(sub, None)
+        if lane is None:
             return False
-        key = lane_key(sub, member.batch_ms)
-        lane = self.lanes[key]
         del lane.members[sub]
         if not lane.members:
             lane.close()
-            del self.lanes[key]
+            del self.lanes[lane.key]
         return True
 
     def dispatch(self, seq: str, entity: object) -> None:
@@ -125,9 +123,9 @@ class Topic:
                 lane.flush()
 
     def notify(self, status: str, recovered: bool) -> None:
-        for sub, member in list(self.members.items()):
+        for sub, lane in list(self.lane_of.items()):
             if sub.held is None:
-                member.stream_status(sub, status, recovered)
+                cast(Subscriber, lane.members[sub]).stream_status(sub, status, recovered)
 
 
 class Fanout:
@@ -166,7 +164,7 @@ class Fanout:
         topic = self.topics.get(sub.topic)
         if topic is None or not topic.leave(sub):
             return
-        if not topic.members:
+        if not topic.lane_of:
             self._close(topic)
 
     def _open(self, key: TopicKey, identity: Identity) -> Topic:

@@ -50,6 +50,7 @@ class Lane:
     """Members whose frames are identical, and the events waiting for the next flush."""
 
     def __init__(self, sub: Subscription, batch_ms: int | None, metrics: BridgeMetrics) -> None:
+        self.key = lane_key(sub, batch_ms)
         self.prefix = sub.prefix
         self.symbols = sub.symbols
         self.bot_ids = sub.bot_ids

@@ -14,30 +14,19 @@ compresses (``compression=None``), so a frame's bytes are the same on every conn
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import InvalidState
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
-
-_FIN_TEXT = 0x81
 
 
 def text_frames(payloads: Sequence[str]) -> bytes:
-    """Unmasked, uncompressed, final text frames (RFC 6455 §5.2), one per payload, joined."""
-    out: list[bytes] = []
-    for payload in payloads:
-        data = payload.encode()
-        size = len(data)
-        if size < 126:
-            out.append(struct.pack("!BB", _FIN_TEXT, size))
-        elif size < 1 << 16:
-            out.append(struct.pack("!BBH", _FIN_TEXT, 126, size))
-        else:
-            out.append(struct.pack("!BBQ", _FIN_TEXT, 127, size))
-        out.append(data)
-    return b"".join(out)
+    """Final text frames as a server writes them (unmasked, no extensions), one per payload,
+    joined: websockets' own framing, done once for every connection that shares them."""
+    return b"".join(Frame(Opcode.TEXT, payload.encode()).serialize(mask=False)
+                    for payload in payloads)
 
 
 class BatchingConnection(ServerConnection):

@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 WAIT_SLACK_S = 0.5
-STREAM_BATCH_MAX = 1000  # events per StreamTickerBatches message
 _UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, TryAgainError, OSError)
 
 
@@ -250,7 +249,7 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         match = field_filter(s=list(request.symbols))
         try:
             async with aclosing(self.feed.follow_batches(ticker_stream(request.exchange), "tickers", match,
-                                                         request.resume_from, STREAM_BATCH_MAX)) as batches:
+                                                         request.resume_from)) as batches:
                 async for batch in batches:
                     yield batch
         except (ServiceError, RedisError, OSError) as exc:

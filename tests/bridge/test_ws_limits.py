@@ -106,6 +106,15 @@ def _small_buffer_socket(port: int) -> socket.socket:
     return sock
 
 
+async def _flood_bots_until_the_bridge_closes_someone(b, feed) -> None:  # type: ignore[no-untyped-def]
+    """Upsert 64 KiB bots for alice (bounded) until the bridge starts closing a session."""
+    big = "x" * 65536
+    for i in range(3000):
+        if any(s.closing for s in b.app.sessions):
+            return
+        await feed.bot(bot_id=f"bot-{i % 5}", user_id="alice", message=big)
+
+
 async def test_slow_consumer_of_orders_is_closed_1013(cache, feed) -> None:
     async with (running_bridge(cache.target, max_backlog=5) as b,
                 client(b.ws_url(ALICE)) as bystander):
@@ -115,11 +124,7 @@ async def test_slow_consumer_of_orders_is_closed_1013(cache, feed) -> None:
             slow = Client(ws)
             assert (await slow.recv())["type"] == "connection"
             await slow.subscribe(channel="bots", snapshot=False)
-            big = "x" * 65536
-            for i in range(3000):   # stop as soon as the bridge gives up on the client
-                if any(s.closing for s in b.app.sessions):
-                    break
-                await feed.bot(bot_id=f"bot-{i % 5}", user_id="alice", message=big)
+            await _flood_bots_until_the_bridge_closes_someone(b, feed)
             assert any(s.closing == (1013, "slow consumer") for s in b.app.sessions)
             code, reason = await slow.closed(timeout=30)
             assert (code, reason) == (1013, "slow consumer")
@@ -140,11 +145,7 @@ async def test_stalled_reader_is_closed_1013_and_freed_without_waiting_for_it(ca
             assert (await stalled.recv())["type"] == "connection"
             await stalled.subscribe(channel="bots", snapshot=False)
             ws.transport.pause_reading()   # from now on nothing is read from the socket
-            big = "x" * 65536
-            for i in range(3000):   # stop as soon as the bridge gives up on the client
-                if any(s.closing for s in b.app.sessions):
-                    break
-                await feed.bot(bot_id=f"bot-{i % 5}", user_id="alice", message=big)
+            await _flood_bots_until_the_bridge_closes_someone(b, feed)
             assert any(s.closing == (1013, "slow consumer") for s in b.app.sessions)
             # Without the forced close (2 s) only websockets' keepalive (ping every 20 s, 20 s
             # to answer) would end it: 15 s tells them apart with a wide margin either way.
