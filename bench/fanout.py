@@ -292,8 +292,11 @@ def _jobs(settings: FanoutSettings, endpoints: Endpoints, exchange: str) -> list
     urls = [
         ws_url(base, t, batch) for t in client_tokens(secret, f"fan-{exchange}", settings.clients)
     ]
-    probes = [i % settings.probe_every == 0 for i in range(settings.clients)]
     count = max(1, min(settings.workers, settings.clients))
+    # clients are dealt round-robin (client i to worker i % count), so the first ones are one
+    # per worker: making them the probes spreads the decoding evenly over the workers
+    probe_count = -(-settings.clients // settings.probe_every)
+    probes = [i < probe_count for i in range(settings.clients)]
     return [
         FanoutJob(
             worker=i,
