@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 from urllib.parse import parse_qs, urlsplit
@@ -107,6 +108,7 @@ async def run(redis_url: str, host: str, port: int, channel: str, batch_ms: int 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with serve(relay.handler, host, port, compression=None, max_size=65536):
+        gc.freeze()  # as the bridge and the cache service do after startup: the same footing
         await stop.wait()
     pump.cancel()
     await asyncio.gather(pump, return_exceptions=True)

@@ -35,7 +35,6 @@ from typing import Generic, TypeVar
 
 import redis.asyncio as aioredis
 from google.protobuf.message import Message
-from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ReadOnlyError
@@ -157,46 +156,45 @@ class Store:
 
     # ------------------------------------------------------------ durable writes
 
-    async def _confirmed(self, pipe: Pipeline) -> list[object]:
-        """Run the queued write scripts, then WAIT for replicas on the same connection.
+    async def _write(self, script: AsyncScript, keys: list[str], args: list[object]) -> object:
+        """Run one write script by EVALSHA (then WAIT, when configured) and return its result.
 
-        Returns the scripts' results; raises Unavailable when fewer than ``min_replica_acks``
-        replicas confirmed them (the writes may still exist: the caller must not report a seq).
+        NOSCRIPT means Redis did not run it (a restarted Redis forgot its scripts): load it
+        and run it again, once. READONLY or a broken connection may mean a demoted primary:
+        idle connections to it must not serve the next call, so they are all dropped.
         """
-        if self.min_replica_acks:
-            pipe.execute_command("WAIT", self.min_replica_acks, self.replica_ack_timeout_ms)
-        try:
-            results = await pipe.execute()
-        except (ReadOnlyError, RedisConnectionError):
-            # Maybe a demoted primary: idle connections to it must not serve the next call.
-            await self.redis.connection_pool.disconnect(inuse_connections=False)
-            raise
+        for attempt in (1, 2):
+            try:
+                return await self._evalsha(script.sha, keys, args)
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+            except (ReadOnlyError, RedisConnectionError):
+                await self.redis.connection_pool.disconnect(inuse_connections=False)
+                raise
+            await self.redis.script_load(script.script)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _evalsha(self, sha: str, keys: list[str], args: list[object]) -> object:
+        """EVALSHA alone, or pipelined with ``WAIT`` on the same connection when replicas
+        must confirm; raises Unavailable when fewer than ``min_replica_acks`` did (the write
+        may still exist: the caller must not report a seq).
+
+        Alone it is a plain command, not a one-command pipeline: the pipeline's bookkeeping
+        cost more than the round trip itself on the ingest path (``bench.cache_ingest``).
+        """
+        command = ("EVALSHA", sha, len(keys), *keys, *args)
         if not self.min_replica_acks:
-            return list(results)
-        confirmed = int(results[-1])
-        if confirmed < self.min_replica_acks:
+            return await self.redis.execute_command(*command)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.execute_command(*command)
+            pipe.execute_command("WAIT", self.min_replica_acks, self.replica_ack_timeout_ms)
+            result, confirmed = await pipe.execute()
+        if int(confirmed) < self.min_replica_acks:
             raise Unavailable(
                 f"write not confirmed by replicas ({confirmed} of {self.min_replica_acks} within "
                 f"{self.replica_ack_timeout_ms} ms); it may or may not have been applied, retry")
-        return list(results[:-1])
-
-    async def _write(self, script: AsyncScript, keys: list[str], args: list[object]) -> object:
-        """Run one write script by EVALSHA (then WAIT, when configured) on one connection.
-
-        NOSCRIPT means Redis did not run it (a restarted Redis forgot its scripts): load it
-        and run it again, once.
-        """
-        for attempt in (1, 2):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                try:
-                    (result,) = await self._confirmed(pipe)
-                    return result
-                except NoScriptError:
-                    if attempt == 2:
-                        raise
-            await self.redis.script_load(script.script)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return result
 
     # ------------------------------------------------------------ tickers
 

@@ -146,7 +146,12 @@ def test_targets_judge_a_run() -> None:
         }
 
     document = {
-        "fanout": [point("batch", 10000.0, 30.0, 600, 400), point("baseline", 10000.0, 900.0, 300)],
+        "fanout": [
+            point("batch", 10000.0, 30.0, 600, 400),
+            point("baseline", 10000.0, 900.0, 300),
+            point("plain", 500.0, 9.0, 1000),
+            point("baseline", 500.0, 4.0, 1000),
+        ],
         "capacity": {
             "steps": [
                 {
@@ -161,5 +166,11 @@ def test_targets_judge_a_run() -> None:
     verdicts = evaluate(document)
     assert verdicts["fanout_10k_batch"]["met"] is True
     assert verdicts["idle_10k"]["met"] is True
-    assert verdicts["ahead_of_baseline"]["met"] is True
+    ahead = verdicts["ahead_of_baseline"]
+    assert ahead["met"] is True
+    # below the sweep the relay wins on latency: reported, not judged
+    assert [r["rate"] for r in ahead["rates"]] == [10000.0]
+    assert [(r["rate"], r["ahead"]) for r in ahead["below_sweep"]] == [(500.0, False)]
+    only_below = evaluate({"fanout": document["fanout"][2:], "capacity": None})
+    assert only_below["ahead_of_baseline"]["met"] is None
     assert evaluate({"fanout": [], "capacity": None})["fanout_10k_batch"]["met"] is None
