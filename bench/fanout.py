@@ -293,23 +293,35 @@ def _jobs(settings: FanoutSettings, endpoints: Endpoints, exchange: str) -> list
         ws_url(base, t, batch) for t in client_tokens(secret, f"fan-{exchange}", settings.clients)
     ]
     count = max(1, min(settings.workers, settings.clients))
-    # clients are dealt round-robin (client i to worker i % count), so the first ones are one
-    # per worker: making them the probes spreads the decoding evenly over the workers
-    probe_count = -(-settings.clients // settings.probe_every)
-    probes = [i < probe_count for i in range(settings.clients)]
+    shares = [urls[i::count] for i in range(count)]
+    probes = probe_layout([len(share) for share in shares], -(-settings.clients // settings.probe_every))
     return [
         FanoutJob(
             worker=i,
-            urls=urls[i::count],
+            urls=shares[i],
             welcome=not baseline,
             exchange=exchange,
             symbols=symbol_names(settings.symbols),
             timeout_s=settings.connect_timeout_s,
             compression=settings.compression,
-            probes=probes[i::count],
+            probes=probes[i],
         )
         for i in range(count)
     ]
+
+
+def probe_layout(sizes: list[int], probe_count: int) -> list[list[bool]]:
+    """Which clients of each worker are probes: as even a share per worker as possible (the
+    decoding load is spread over the workers), and spread through each worker's connection
+    order. A server writes a shared frame to its clients one after another, so probes that
+    all connected first (or last) would time the front (or back) of every write round."""
+    workers = len(sizes)
+    layout = []
+    for worker, size in enumerate(sizes):
+        mine = min(size, probe_count // workers + (worker < probe_count % workers))
+        at = {((2 * k + 1) * size) // (2 * mine) for k in range(mine)}
+        layout.append([position in at for position in range(size)])
+    return layout
 
 
 def run_point(settings: FanoutSettings, endpoints: Endpoints) -> dict[str, Any]:

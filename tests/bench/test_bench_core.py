@@ -6,6 +6,7 @@ import pytest
 
 from bench.config import ConfigError, parse
 from bench.counting_client import FrameCounter, client_frame, handshake_request
+from bench.fanout import probe_layout
 from bench.frames import decode, ticker_updates
 from bench.latency import LatencyHistogram
 from bench.pacing import Pacer
@@ -174,3 +175,11 @@ def test_targets_judge_a_run() -> None:
     only_below = evaluate({"fanout": document["fanout"][2:], "capacity": None})
     assert only_below["ahead_of_baseline"]["met"] is None
     assert evaluate({"fanout": [], "capacity": None})["fanout_10k_batch"]["met"] is None
+
+
+def test_probes_are_spread_over_workers_and_through_each_connection_order() -> None:
+    layout = probe_layout([25, 25, 25, 25], 10)
+    assert [sum(worker) for worker in layout] == [3, 3, 2, 2]
+    assert [i for i, probe in enumerate(layout[0]) if probe] == [4, 12, 20]
+    assert probe_layout([3, 2], 5) == [[True] * 3, [True] * 2]
+    assert probe_layout([2, 2, 1], 1) == [[False, True], [False, False], [False]]
