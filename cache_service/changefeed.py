@@ -24,12 +24,14 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from cache_service.errors import ResourceExhausted, Unavailable
 from cache_service.metrics import Metrics
+from cache_service.pinned import PinnedConnection
 from cache_service.validation import format_seq, parse_seq
 
 log = logging.getLogger(__name__)
@@ -224,12 +226,19 @@ class StreamReader:
         self.ready.set()
 
     async def _run(self) -> None:
+        """XREAD BLOCK in a loop on a held connection (see cache_service.pinned), from the
+        last id, through any outage."""
+        async with PinnedConnection(self.redis) as conn:
+            await self._read_forever(conn)
+
+    async def _read_forever(self, conn: PinnedConnection) -> None:
         backoff = Backoff()
         while True:
             try:
                 if self.last_id is None:
                     await self._position()
-                response = await self.redis.xread({self.key: self.last_id}, count=READ_COUNT, block=READ_BLOCK_MS)
+                (response,) = await conn.execute(
+                    ("XREAD", "COUNT", READ_COUNT, "BLOCK", READ_BLOCK_MS, "STREAMS", self.key, self.last_id))
             except (RedisError, OSError) as exc:
                 delay = backoff.next()
                 if self.connected:
@@ -241,11 +250,12 @@ class StreamReader:
                 log.info("stream reader %s reading from %s", self.key, self.last_id)
             self.connected = True
             backoff.reset()
-            for _stream, entries in response or ():
-                self._fan_out(entries)
+            for _stream, rows in response or ():
+                self._fan_out(rows)
 
-    def _fan_out(self, rows: list[tuple[bytes, Fields]]) -> None:
-        entries = _entries(rows)
+    def _fan_out(self, rows: list[list[Any]]) -> None:
+        """Hand one XREAD reply's entries (raw: ``[id, [field, value, ...]]``) to everyone."""
+        entries = _entries([(raw_id, dict(zip(flat[::2], flat[1::2], strict=True))) for raw_id, flat in rows])
         if entries:
             self.last_id = entries[-1].id
             for sub in tuple(self.subscribers):

@@ -41,6 +41,7 @@ from redis.exceptions import NoScriptError, ReadOnlyError
 
 from cache_service.errors import Unavailable
 from cache_service.pb.v1 import cache_pb2
+from cache_service.pinned import PinnedConnection
 
 PREFIX = "cache:v1:"
 WRITE_BATCH = 500
@@ -156,40 +157,44 @@ class Store:
 
     # ------------------------------------------------------------ durable writes
 
-    async def _write(self, script: AsyncScript, keys: list[str], args: list[object]) -> object:
-        """Run one write script by EVALSHA (then WAIT, when configured) and return its result.
+    def connection(self) -> PinnedConnection:
+        """A connection to hold for many writes in a row (bulk ingest): see cache_service.pinned."""
+        return PinnedConnection(self.redis)
+
+    async def _write(self, script: AsyncScript, keys: list[str], args: list[object],
+                     conn: PinnedConnection | None = None) -> object:
+        """Run one write script by EVALSHA (then WAIT, when configured) and return its result,
+        on ``conn`` when the caller holds one, else on a connection held for this call.
 
         NOSCRIPT means Redis did not run it (a restarted Redis forgot its scripts): load it
         and run it again, once. READONLY or a broken connection may mean a demoted primary:
         idle connections to it must not serve the next call, so they are all dropped.
         """
+        if conn is None:
+            async with self.connection() as own:
+                return await self._write(script, keys, args, own)
         for attempt in (1, 2):
             try:
-                return await self._evalsha(script.sha, keys, args)
+                return await self._evalsha(conn, script.sha, keys, args)
             except NoScriptError:
                 if attempt == 2:
                     raise
             except (ReadOnlyError, RedisConnectionError):
                 await self.redis.connection_pool.disconnect(inuse_connections=False)
                 raise
-            await self.redis.script_load(script.script)
+            await conn.execute(("SCRIPT", "LOAD", script.script))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _evalsha(self, sha: str, keys: list[str], args: list[object]) -> object:
-        """EVALSHA alone, or pipelined with ``WAIT`` on the same connection when replicas
-        must confirm; raises Unavailable when fewer than ``min_replica_acks`` did (the write
-        may still exist: the caller must not report a seq).
-
-        Alone it is a plain command, not a one-command pipeline: the pipeline's bookkeeping
-        cost more than the round trip itself on the ingest path (``bench.cache_ingest``).
-        """
+    async def _evalsha(self, conn: PinnedConnection, sha: str, keys: list[str], args: list[object]) -> object:
+        """EVALSHA alone, or pipelined with ``WAIT`` when replicas must confirm; raises
+        Unavailable when fewer than ``min_replica_acks`` did (the write may still exist: the
+        caller must not report a seq)."""
         command = ("EVALSHA", sha, len(keys), *keys, *args)
         if not self.min_replica_acks:
-            return await self.redis.execute_command(*command)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.execute_command(*command)
-            pipe.execute_command("WAIT", self.min_replica_acks, self.replica_ack_timeout_ms)
-            result, confirmed = await pipe.execute()
+            (result,) = await conn.execute(command)
+            return result
+        result, confirmed = await conn.execute(
+            command, ("WAIT", self.min_replica_acks, self.replica_ack_timeout_ms))
         if int(confirmed) < self.min_replica_acks:
             raise Unavailable(
                 f"write not confirmed by replicas ({confirmed} of {self.min_replica_acks} within "
@@ -218,15 +223,17 @@ class Store:
         (seq,) = await self.publish_tickers([ticker])
         return seq
 
-    async def publish_tickers(self, tickers: Sequence[cache_pb2.Ticker]) -> list[str]:
-        """The same write for many tickers, in order: one script call per ``WRITE_BATCH``.
+    async def publish_tickers(self, tickers: Sequence[cache_pb2.Ticker],
+                              conn: PinnedConnection | None = None) -> list[str]:
+        """The same write for many tickers, in order: one script call per ``WRITE_BATCH``
+        (on ``conn`` when the caller holds one, as bulk ingest does).
 
         Each batch is atomic; a failure ends the call after the batches before it were written.
         """
         seqs: list[str] = []
         for start in range(0, len(tickers), WRITE_BATCH):
             keys, args = self._tickers_call(tickers[start:start + WRITE_BATCH])
-            ids = await self._write(self._tickers_write, keys, args)
+            ids = await self._write(self._tickers_write, keys, args, conn)
             seqs += map(_text, ids)  # type: ignore[call-overload]
         return seqs
 
