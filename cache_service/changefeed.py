@@ -21,7 +21,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,7 +85,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _entries(rows: list[tuple[bytes, Fields]]) -> list[Entry]:
+def _entries(rows: Iterable[tuple[bytes, Fields]]) -> list[Entry]:
     """Entries from XREAD/XRANGE rows. Redis ids are well-formed: no regex needed here."""
     entries = []
     for raw_id, fields in rows:
@@ -93,6 +93,12 @@ def _entries(rows: list[tuple[bytes, Fields]]) -> list[Entry]:
         ms, _, n = entry_id.partition("-")
         entries.append(Entry(entry_id, (int(ms), int(n)), fields))
     return entries
+
+
+def _pairs(flat: list[bytes]) -> Fields:
+    """``[field, value, field, value, ...]`` (a raw XREAD entry) as a dict, without slicing."""
+    values = iter(flat)
+    return dict(zip(values, values))
 
 
 def match_all(fields: Fields) -> bool:
@@ -255,7 +261,7 @@ class StreamReader:
 
     def _fan_out(self, rows: list[list[Any]]) -> None:
         """Hand one XREAD reply's entries (raw: ``[id, [field, value, ...]]``) to everyone."""
-        entries = _entries([(raw_id, dict(zip(flat[::2], flat[1::2], strict=True))) for raw_id, flat in rows])
+        entries = _entries((raw_id, _pairs(flat)) for raw_id, flat in rows)
         if entries:
             self.last_id = entries[-1].id
             for sub in tuple(self.subscribers):

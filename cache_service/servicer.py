@@ -156,14 +156,21 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
             await _abort(context, exc)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _stream(self, context: grpc.aio.ServicerContext, key: str, channel: str, match: Match,
-                      resume_from: str, make: Callable[[Entry | Gap | Live], Message]) -> AsyncIterator[Any]:
+    @staticmethod
+    async def _guarded(context: grpc.aio.ServicerContext, feed: AsyncGenerator[T, None]) -> AsyncIterator[T]:
+        """Yield from a change-feed generator; a failure ends the call with the status a
+        client should see (every stream RPC goes through here)."""
         try:
-            async with aclosing(self.feed.follow(key, channel, match, resume_from)) as items:
+            async with aclosing(feed) as items:
                 async for item in items:
-                    yield make(item)
+                    yield item
         except (ServiceError, RedisError, OSError) as exc:
             await _abort(context, exc)
+
+    async def _stream(self, context: grpc.aio.ServicerContext, key: str, channel: str, match: Match,
+                      resume_from: str, make: Callable[[Entry | Gap | Live], Message]) -> AsyncIterator[Any]:
+        async for item in self._guarded(context, self.feed.follow(key, channel, match, resume_from)):
+            yield make(item)
 
     # ------------------------------------------------------------ tickers
 
@@ -254,13 +261,9 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         except ServiceError as exc:
             await _abort(context, exc)
         match = field_filter(s=list(request.symbols))
-        try:
-            async with aclosing(self.feed.follow_batches(ticker_stream(request.exchange), "tickers", match,
-                                                         request.resume_from)) as batches:
-                async for batch in batches:
-                    yield batch
-        except (ServiceError, RedisError, OSError) as exc:
-            await _abort(context, exc)
+        batches = self.feed.follow_batches(ticker_stream(request.exchange), "tickers", match, request.resume_from)
+        async for batch in self._guarded(context, batches):
+            yield batch
 
     async def StreamTickers(self, request: cache_pb2.StreamTickersRequest,
                             context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.TickerEvent]:
