@@ -166,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else LocalStack(
             StackOptions(
                 bridge_loop=config.bridge_loop,
+                cache_loop=config.cache_loop,
                 orjson=config.bridge_orjson,
                 batch_ms=config.batch_ms,
             )

@@ -34,6 +34,7 @@ class BenchConfig:
     grpc_target: str | None = None
     jwt_secret: str | None = None
     bridge_loop: str = "asyncio"
+    cache_loop: str = "asyncio"
     bridge_orjson: bool = True
     compression: str | None = None
     # (a) fan-out
@@ -143,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jwt-secret", help="HS256 secret to mint client tokens (omit for --auth none)")
     p.add_argument(
         "--bridge-loop", choices=("asyncio", "uvloop"), help="event loop of the local bridge"
+    )
+    p.add_argument(
+        "--cache-loop", choices=("asyncio", "uvloop"), help="event loop of the local cache service"
     )
     p.add_argument(
         "--bridge-no-orjson",

@@ -17,6 +17,11 @@ much CPU as the bridge spends sending them, on the same two cores. So one client
 checks every update (sequence per symbol, latency); the others only count the updates in
 each frame (a byte search, no decoding) and their holes are ``sent - received``. All clients
 receive the same stream, so the probes' latency is the clients' latency.
+
+Both kinds speak WebSocket through bench/lean_connection.py (an asyncio Protocol over the
+sans-I/O reader of bench/rawws.py), so the load generator spends its CPU on checking updates,
+not on client machinery: the measurement takes as little as it can of the two cores the
+servers it measures run on.
 """
 
 from __future__ import annotations
@@ -25,26 +30,24 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
-
-from bench.counting_client import CountingConnection
 from bench.frames import decode, ticker_updates
 from bench.latency import LatencyHistogram
+from bench.lean_connection import LeanConnection, TextInbox
 from bench.procstats import ProcessSampler, wait_until_idle
 from bench.profiling import Profiler
 from bench.publisher import PublishPlan, PublishResult, publish_grpc, publish_pubsub
+from bench.rawws import OP_TEXT
 from bench.scrape import delta, histogram_quantiles, scrape
 from bench.sequence import SequenceChecker
 from bench.stack import BASELINE_CHANNEL, Endpoints
 from bench.ticks import symbol_names
 from bench.tokens import client_tokens
 from bench.workers import WorkerPool, new_queue, next_command, run_loop, run_worker, start_process
-from bench.wsclient import SessionError, encode, open_session, subscribe_tickers, ws_url
+from bench.wsclient import SessionError, encode, ws_url
 
 MODES = ("plain", "batch", "baseline", "baseline_batch")
 BATCHED = ("batch", "baseline_batch")
@@ -94,18 +97,75 @@ UPDATE_MARK = b'"ticker_update"'
 QUIET_S = 1.0
 
 
-@dataclass
-class ProbeClient:
-    """A ``websockets`` client that decodes every frame and checks every ticker update."""
+class _LeanClient:
+    """What probes and counters share: a lean connection (bench/lean_connection.py), the
+    welcome and subscribe exchange, and the tally of frames that carried no update."""
 
-    ws: ClientConnection
-    exchange: str
-    checker: SequenceChecker = field(default_factory=SequenceChecker)
-    foreign: int = 0
-    last_frame: float = 0.0
-    close_code: int | None = None
-    other_frames: Counter[str] = field(default_factory=Counter)
+    probe: bool
+
+    def __init__(self) -> None:
+        self.conn: LeanConnection | None = None
+        self.inbox = TextInbox()
+        self.set_up = False  # until then, texts without updates are the welcome and replies
+        self.other_frames: Counter[str] = Counter()
+
+    @property
+    def last_frame(self) -> float:
+        return self.conn.last_data if self.conn else 0.0
+
+    @property
+    def close_code(self) -> int | None:
+        return self.conn.close_code if self.conn else None
+
+    def _other(self, opcode: int, buf: bytes | bytearray, start: int, stop: int) -> None:
+        """A message that carried no update: the set-up exchange, else tallied by type."""
+        if opcode != OP_TEXT:
+            self.other_frames["binary"] += 1
+        elif not self.set_up:
+            self.inbox.put(buf, start, stop)
+        else:
+            self.other_frames[str(decode(bytes(buf[start:stop])).get("type"))] += 1
+
+    def on_message(self, opcode: int, buf: bytes | bytearray, start: int, stop: int) -> None:
+        raise NotImplementedError
+
+    async def open(self, job: FanoutJob, url: str) -> None:
+        """Connect, read the welcome and subscribe (the relay sends neither welcome nor reply)."""
+        self.conn = await LeanConnection.open(
+            url, self.on_message, job.timeout_s, deflate=job.compression == "deflate"
+        )
+        if job.welcome:
+            welcome = await self.inbox.next(job.timeout_s)
+            if welcome.get("type") != "connection" or welcome.get("status") != "connected":
+                raise SessionError(f"unexpected first frame: {welcome}")
+            params = {
+                "channel": "tickers",
+                "exchange": job.exchange,
+                "symbols": job.symbols,
+                "snapshot": False,
+            }
+            self.conn.send_text(encode({"action": "subscribe", "request_id": 1, "params": params}))
+            reply = await self.inbox.next(job.timeout_s)
+            if not reply.get("success"):
+                raise SessionError(f"subscribe refused: {reply.get('error')}")
+        self.set_up = True
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+
+
+class ProbeClient(_LeanClient):
+    """Decodes every message and checks every ticker update: sequence and latency."""
+
     probe = True
+
+    def __init__(self, exchange: str, hist: LatencyHistogram) -> None:
+        super().__init__()
+        self.exchange = exchange
+        self.hist = hist
+        self.checker = SequenceChecker()
+        self.foreign = 0
 
     @property
     def received(self) -> int:
@@ -117,51 +177,30 @@ class ProbeClient:
     def finished(self, final: dict[str, int], _now: float) -> bool:
         return self.close_code is not None or self.checker.caught_up(final)
 
-    async def run(self, hist: LatencyHistogram) -> None:
-        """Read until the connection closes, checking and timing every update."""
-        checker, record = self.checker, hist.record
-        try:
-            while True:
-                raw = await self.ws.recv(decode=False)
-                now = time.time()
-                self.last_frame = now
-                frame = decode(raw)
-                updates = ticker_updates(frame)
-                if not updates:
-                    self.other_frames[str(frame.get("type"))] += 1
-                    continue
-                for ticker in updates:
-                    if ticker["exchange"] != self.exchange:  # another point's straggler
-                        self.foreign += 1
-                        continue
-                    checker.observe(ticker["symbol"], int(ticker["volume"]))
-                    record(now - ticker["time"])
-        except ConnectionClosed as exc:
-            self.close_code = exc.rcvd.code if exc.rcvd else 1006
-
-    async def close(self) -> None:
-        await self.ws.close()
+    def on_message(self, opcode: int, buf: bytes | bytearray, start: int, stop: int) -> None:
+        """Time every update against the moment its message is read, then check its sequence."""
+        now, exchange = time.time(), self.exchange
+        updates = ticker_updates(decode(bytes(buf[start:stop]))) if opcode == OP_TEXT else []
+        if not updates:
+            self._other(opcode, buf, start, stop)
+            return
+        observe, record = self.checker.observe, self.hist.record
+        for ticker in updates:
+            if ticker["exchange"] != exchange:  # another point's straggler
+                self.foreign += 1
+                continue
+            observe(ticker["symbol"], int(ticker["volume"]))
+            record(now - ticker["time"])
 
 
-@dataclass
-class CounterClient:
-    """A lean client (bench/counting_client.py) that only counts the updates it receives."""
+class CounterClient(_LeanClient):
+    """Only counts the updates in each message: a byte search, no decoding."""
 
-    conn: CountingConnection
     probe = False
-    other_frames: Counter[str] = field(default_factory=Counter)
 
-    @property
-    def received(self) -> int:
-        return self.conn.counter.counted
-
-    @property
-    def last_frame(self) -> float:
-        return self.conn.last_frame
-
-    @property
-    def close_code(self) -> int | None:
-        return self.conn.counter.close_code
+    def __init__(self) -> None:
+        super().__init__()
+        self.received = 0
 
     def holes(self, final: dict[str, int]) -> int:
         return max(0, sum(final.values()) - self.received)
@@ -172,53 +211,36 @@ class CounterClient:
             return True
         return now - self.last_frame > QUIET_S
 
-    async def run(self, _hist: LatencyHistogram) -> None:
-        await self.conn.run()
-
-    async def close(self) -> None:
-        await self.conn.close()
+    def on_message(self, opcode: int, buf: bytes | bytearray, start: int, stop: int) -> None:
+        found = buf.count(UPDATE_MARK, start, stop)
+        if found:
+            self.received += found
+        else:
+            self._other(opcode, buf, start, stop)
 
 
 Client = ProbeClient | CounterClient
 
 
-async def _open_counter(job: FanoutJob, url: str) -> CounterClient:
-    conn = await CountingConnection.open(url, UPDATE_MARK, job.timeout_s)
-    client = CounterClient(conn)
-    client.task = asyncio.create_task(conn.run())  # type: ignore[attr-defined]
-    if job.welcome:
-        welcome = await conn.text(job.timeout_s)
-        if welcome.get("type") != "connection":
-            raise SessionError(f"unexpected first frame: {welcome}")
-        params = {
-            "channel": "tickers",
-            "exchange": job.exchange,
-            "symbols": job.symbols,
-            "snapshot": False,
-        }
-        conn.send_text(encode({"action": "subscribe", "request_id": 1, "params": params}))
-        reply = await conn.text(job.timeout_s)
-        if not reply.get("success"):
-            raise SessionError(f"subscribe refused: {reply.get('error')}")
-    return client
-
-
-async def _connect(job: FanoutJob, url: str, probe: bool, gate: asyncio.Semaphore) -> Client:
+async def _connect(
+    job: FanoutJob, url: str, probe: bool, hist: LatencyHistogram, gate: asyncio.Semaphore
+) -> Client:
+    client: Client = ProbeClient(job.exchange, hist) if probe else CounterClient()
     async with gate:
-        if not probe:
-            return await _open_counter(job, url)
-        ws = await open_session(
-            url, job.timeout_s, welcome=job.welcome, compression=job.compression
-        )
-        if job.welcome:
-            await subscribe_tickers(ws, job.exchange, job.symbols, job.timeout_s)
-        return ProbeClient(ws, job.exchange)
+        try:
+            await client.open(job, url)
+        except BaseException:
+            if client.conn is not None and client.conn.transport is not None:
+                client.conn.transport.abort()
+            raise
+    return client
 
 
 async def _worker_main(job: FanoutJob, ctrl: Any, results: Any) -> None:
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    hist = LatencyHistogram()
     attempts = await asyncio.gather(
-        *(_connect(job, u, p, gate) for u, p in zip(job.urls, job.probes, strict=True)),
+        *(_connect(job, u, p, hist, gate) for u, p in zip(job.urls, job.probes, strict=True)),
         return_exceptions=True,
     )
     clients: list[Client] = [a for a in attempts if isinstance(a, (ProbeClient, CounterClient))]
@@ -228,8 +250,7 @@ async def _worker_main(job: FanoutJob, ctrl: Any, results: Any) -> None:
     results.put(
         {"kind": "ready", "worker": job.worker, "connected": len(clients), "errors": dict(errors)}
     )
-    hist = LatencyHistogram()
-    readers = [getattr(c, "task", None) or asyncio.create_task(c.run(hist)) for c in clients]
+    cpu_at_ready = time.process_time()
     command = await next_command(ctrl, timeout=job.timeout_s + 600)
     final: dict[str, int] = command["final"] if command else {}
     drain_until = time.monotonic() + (command["drain_s"] if command else 0)
@@ -239,7 +260,6 @@ async def _worker_main(job: FanoutJob, ctrl: Any, results: Any) -> None:
         await asyncio.sleep(0.05)
     closed_early = Counter(str(c.close_code) for c in clients if c.close_code not in (None, 1000))
     await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
-    await asyncio.gather(*readers, return_exceptions=True)
     probes = [c for c in clients if isinstance(c, ProbeClient)]
     results.put(
         {
@@ -247,7 +267,10 @@ async def _worker_main(job: FanoutJob, ctrl: Any, results: Any) -> None:
             "worker": job.worker,
             "hist": hist.to_wire(),
             "last_seen": max((c.last_frame for c in clients), default=0.0),
-            "cpu_s": time.process_time(),
+            "cpu_s": time.process_time() - cpu_at_ready,  # reading and checking only
+            "setup_cpu_s": cpu_at_ready,  # starting Python, importing, connecting
+            "reads": sum(c.conn.reads for c in clients if c.conn),
+            "frames": sum(c.conn.reader.frames for c in clients if c.conn and c.conn.reader),
             "probes": len(probes),
             "received": sum(c.received for c in clients),
             "holes": sum(c.holes(final) for c in clients),
@@ -463,7 +486,11 @@ def _summarise(
         "load_generator_cpu_s": {
             "publisher": round(published.cpu_s, 2),
             "clients": round(sum(r["cpu_s"] for r in results), 2),
+            "clients_setup": round(sum(r["setup_cpu_s"] for r in results), 2),
         },
+        "client_reads_per_frame": round(
+            sum(r["reads"] for r in results) / max(1, sum(r["frames"] for r in results)), 2
+        ),
     }
 
 

@@ -58,6 +58,7 @@ class StackOptions:
 
     jwt_secret: str = "bench-only-secret-not-for-production-use"
     bridge_loop: str = "asyncio"  # or "uvloop": the bridge runs under uvloop's event loop
+    cache_loop: str = "asyncio"  # or "uvloop": the same for the cache service
     orjson: bool = True  # False: the bridge runs with orjson hidden (stdlib json)
     max_connections: int = 12_000
     with_baseline: bool = True
@@ -188,9 +189,7 @@ class LocalStack:
         cache = self._spawn(
             "cache_service",
             [
-                sys.executable,
-                "-m",
-                "cache_service",
+                *_launcher("cache_service", uvloop=self.options.cache_loop == "uvloop"),
                 "--redis-url",
                 redis_server.url,
                 "--host",
@@ -207,7 +206,11 @@ class LocalStack:
         bridge = self._spawn(
             "bridge",
             [
-                *self._bridge_launcher(),
+                *_launcher(
+                    "bridge",
+                    uvloop=self.options.bridge_loop == "uvloop",
+                    orjson=self.options.orjson,
+                ),
                 "--grpc-target",
                 target,
                 "--host",
@@ -257,19 +260,6 @@ class LocalStack:
             pids["baseline"] = baseline.pid
         return endpoints
 
-    def _bridge_launcher(self) -> list[str]:
-        flags = [
-            flag
-            for flag, on in (
-                ("--uvloop", self.options.bridge_loop == "uvloop"),
-                ("--no-orjson", not self.options.orjson),
-            )
-            if on
-        ]
-        if flags:
-            return [sys.executable, "-m", "bench.launch", *flags, "bridge"]
-        return [sys.executable, "-m", "bridge"]
-
     def _bridge_flags(self) -> list[str]:
         big = "1000000"
         return [
@@ -298,3 +288,11 @@ class LocalStack:
         self._stack.close()
         if not os.environ.get("BENCH_KEEP_LOGS"):
             shutil.rmtree(self.log_dir, ignore_errors=True)
+
+
+def _launcher(module: str, uvloop: bool = False, orjson: bool = True) -> list[str]:
+    """The command that runs a server module, through bench.launch when a runtime flag is set."""
+    flags = [flag for flag, on in (("--uvloop", uvloop), ("--no-orjson", not orjson)) if on]
+    if flags:
+        return [sys.executable, "-m", "bench.launch", *flags, module]
+    return [sys.executable, "-m", module]

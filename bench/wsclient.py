@@ -1,4 +1,5 @@
-"""The WebSocket side of a load client: connect, read the welcome, make requests (SPEC §4).
+"""The ``websockets`` client of the capacity, churn and unary scenarios: connect, read the
+welcome (SPEC §4). The fan-out clients use the leaner bench/lean_connection.py.
 
 Clients do not offer permessage-deflate unless asked (``compression="deflate"``): trading
 clients usually do not, and the bridge's cost per connection is what is being measured.
@@ -7,7 +8,6 @@ clients usually do not, and the bridge's cost per connection is what is being me
 from __future__ import annotations
 
 import asyncio
-import itertools
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,8 +23,9 @@ except ImportError:  # pragma: no cover
 
 from bench.frames import decode
 
+__all__ = ["MAX_FRAME", "SessionError", "encode", "open_session", "ws_url"]
+
 MAX_FRAME = 64 * 1024 * 1024
-_request_ids = itertools.count(1)
 
 
 class SessionError(RuntimeError):
@@ -65,31 +66,3 @@ async def open_session(
             await ws.close()
             raise SessionError(f"unexpected first frame: {frame}")
     return ws
-
-
-async def request(
-    ws: ClientConnection, action: str, params: dict[str, Any] | None, timeout: float
-) -> dict[str, Any]:
-    """Send one action and return its response frame (frames before it are skipped)."""
-    request_id = next(_request_ids)
-    await ws.send(encode({"action": action, "request_id": request_id, "params": params or {}}))
-    async with asyncio.timeout(timeout):
-        while True:
-            frame = decode(await ws.recv(decode=False))
-            if frame.get("request_id") == request_id:
-                return frame
-
-
-async def subscribe_tickers(
-    ws: ClientConnection, exchange: str, symbols: list[str], timeout: float
-) -> str:
-    """Subscribe to ``symbols`` of ``exchange`` without a snapshot; returns the subscription id."""
-    frame = await request(
-        ws,
-        "subscribe",
-        {"channel": "tickers", "exchange": exchange, "symbols": symbols, "snapshot": False},
-        timeout,
-    )
-    if not frame.get("success"):
-        raise SessionError(f"subscribe refused: {frame.get('error')}")
-    return str(frame["result"]["subscription_id"])

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 
 from bench.config import ConfigError, parse
-from bench.counting_client import FrameCounter, client_frame, handshake_request
 from bench.fanout import probe_layout
 from bench.frames import decode, ticker_updates
 from bench.latency import LatencyHistogram
 from bench.pacing import Pacer
 from bench.publisher import PublishPlan
+from bench.rawws import FrameReader, accepted_deflate, client_frame, handshake_request
 from bench.sequence import SequenceChecker
 from bench.targets import evaluate
 from bench.ticks import SequenceCounter, baseline_frame, symbol_names, ticker_fields
@@ -96,30 +98,71 @@ def test_config_quick_defaults_and_clear_errors() -> None:
 def _server_frame(opcode: int, payload: bytes) -> bytes:
     if len(payload) < 126:
         return bytes([0x80 | opcode, len(payload)]) + payload
-    return bytes([0x80 | opcode, 126]) + len(payload).to_bytes(2, "big") + payload
+    if len(payload) < 1 << 16:
+        return bytes([0x80 | opcode, 126]) + len(payload).to_bytes(2, "big") + payload
+    return bytes([0x80 | opcode, 127]) + len(payload).to_bytes(8, "big") + payload
 
 
-def test_frame_counter_counts_markers_across_chunk_boundaries() -> None:
+class _Messages:
+    """Collects what a FrameReader hands over, copied out of the reader's buffer."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, bytes]] = []
+
+    def __call__(self, opcode: int, buf: bytes | bytearray, start: int, stop: int) -> None:
+        self.seen.append((opcode, bytes(buf[start:stop])))
+
+
+def test_frame_reader_hands_over_whole_messages_however_the_bytes_arrive() -> None:
     update = b'{"type":"update","action":"ticker_update","result":{}}'
-    batch = b'{"type":"batch","updates":[' + b",".join([update] * 3) + b"]}"
+    big = b'{"type":"batch","updates":[' + b",".join([update] * 2000) + b"]}"  # 64-bit length
     stream = (
         _server_frame(0x1, b'{"type":"connection"}')
         + _server_frame(0x1, update)
-        + _server_frame(0x1, batch * 2)
+        + _server_frame(0x1, big)
         + _server_frame(0x9, b"hi")
         + _server_frame(0x8, (1001).to_bytes(2, "big") + b"bye")
     )
-    counter = FrameCounter(b'"ticker_update"')
-    for start in range(0, len(stream), 7):  # every frame arrives split
-        counter.feed(stream[start : start + 7])
-    assert counter.counted == 7
-    assert counter.frames == 5
-    assert counter.texts == [b'{"type":"connection"}']
-    assert counter.close_code == 1001
-    assert counter.replies == [
-        client_frame(0xA, b"hi"),
-        client_frame(0x8, (1001).to_bytes(2, "big")),
-    ]
+    expected = [(0x1, b'{"type":"connection"}'), (0x1, update), (0x1, big)]
+    for chunk in (7, 4096, len(stream)):  # split everywhere, mostly whole, all at once
+        messages = _Messages()
+        reader = FrameReader(messages)
+        for start in range(0, len(stream), chunk):
+            reader.feed(stream[start : start + chunk])
+        assert messages.seen == expected
+        assert reader.frames == 5
+        assert not reader.buffer
+        assert reader.close_code == 1001
+        assert reader.replies == [
+            client_frame(0xA, b"hi"),
+            client_frame(0x8, (1001).to_bytes(2, "big")),
+        ]
+
+
+def test_frame_reader_assembles_fragments_and_inflates_deflated_messages() -> None:
+    messages = _Messages()
+    reader = FrameReader(messages, deflate=True)
+    fragments = bytes([0x01, 3]) + b"abc" + bytes([0x00, 3]) + b"def" + bytes([0x80, 1]) + b"g"
+    reader.feed(fragments + _server_frame(0x9, b""))  # a ping may come between fragments
+    deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    for text in (b'{"a":1}', b'{"a":1}'):  # the second message reuses the first one's window
+        body = deflater.compress(text) + deflater.flush(zlib.Z_SYNC_FLUSH)
+        assert body.endswith(b"\x00\x00\xff\xff")
+        reader.feed(bytes([0xC1, len(body) - 4]) + body[:-4])
+    assert messages.seen == [(0x1, b"abcdefg"), (0x1, b'{"a":1}'), (0x1, b'{"a":1}')]
+    assert reader.replies == [client_frame(0xA, b"")]
+    plain = FrameReader(_Messages())
+    with pytest.raises(ValueError, match="did not agree to deflate"):
+        plain.feed(bytes([0xC1, 2]) + b"xx")
+
+
+def test_deflate_is_read_from_the_handshake_response() -> None:
+    head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+    assert accepted_deflate(head) == (False, False)
+    agreed = head + b"Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover"
+    assert accepted_deflate(agreed) == (True, True)
+    assert b"permessage-deflate" in handshake_request("ws://h:1/ws", deflate=True)
+    assert b"Extensions" not in handshake_request("ws://h:1/ws")
 
 
 def test_client_frames_are_masked_with_a_zero_key() -> None:
