@@ -45,7 +45,7 @@ class BenchConfig:
     duration: float = 10.0
     batch_ms: int = 10
     workers: int = 4
-    publisher_streams: int = 2
+    publisher_streams: int | None = None  # one per 10,000 ticks/s (bench/publisher.py)
     drain: float = 10.0
     probe_every: int = 10
     profile: bool = False
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("duration", float, "seconds of publishing per fanout point"),
         ("batch-ms", int, "batch_ms of the batch mode"),
         ("workers", int, "client processes"),
-        ("publisher-streams", int, "parallel PublishTickers streams"),
+        ("publisher-streams", int, "parallel PublishTickers streams (default: one per 10,000 ticks/s)"),
         ("drain", float, "seconds to wait for stragglers after publishing"),
         ("probe-every", int, "one client in N checks every update; the rest count them"),
         ("churn-duration", float, "seconds of connect churn"),
@@ -224,7 +224,6 @@ def validate(config: BenchConfig) -> None:
         "clients",
         "symbols",
         "workers",
-        "publisher_streams",
         "churn_concurrency",
         "probe_every",
         "unary_connections",
@@ -235,6 +234,8 @@ def validate(config: BenchConfig) -> None:
     ):
         if getattr(config, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0")
+    if config.publisher_streams is not None and config.publisher_streams <= 0:
+        raise ConfigError("--publisher-streams must be > 0")
     if not config.rates or min(config.rates) <= 0:
         raise ConfigError("--rates must list positive rates")
     if not config.capacity_steps or min(config.capacity_steps) <= 0:

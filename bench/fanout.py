@@ -71,7 +71,7 @@ class FanoutSettings:
     duration_s: float
     batch_ms: int
     workers: int
-    publisher_streams: int = 1
+    publisher_streams: int | None = None
     connect_timeout_s: float = 30.0
     drain_s: float = 10.0
     compression: str | None = None

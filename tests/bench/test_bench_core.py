@@ -62,6 +62,11 @@ def test_publish_plan_gives_every_symbol_the_same_count() -> None:
     assert plan.total == 99
     assert plan.final() == {"S000/USDT": 33, "S001/USDT": 33, "S002/USDT": 33}
     assert plan.partitions() == [["S000/USDT", "S002/USDT"], ["S001/USDT"]]
+    by_rate = [
+        PublishPlan(exchange="x", symbols=symbol_names(50), rate=rate, duration_s=1.0)
+        for rate in (500, 10_000, 10_001, 20_000)
+    ]
+    assert [plan.stream_count for plan in by_rate] == [1, 1, 2, 2]  # one per 10,000 ticks/s
     counter = SequenceCounter(["a", "b"])
     assert [counter.next() for _ in range(3)] == [("a", 1), ("b", 1), ("a", 2)]
     assert counter.final() == {"a": 2, "b": 1}
@@ -83,6 +88,7 @@ def test_config_quick_defaults_and_clear_errors() -> None:
     assert config.quick and config.scenarios == ("fanout",) and config.rates == (100.0, 200.0)
     assert config.json_path.name == "quick.json"
     assert parse([]).clients == 100
+    assert parse([]).publisher_streams is None  # one per 10,000 ticks/s
     for argv, message in (
         (["nope"], "unknown scenario"),
         (["--batch-ms", "0"], "--batch-ms"),
@@ -90,6 +96,7 @@ def test_config_quick_defaults_and_clear_errors() -> None:
         (["--bridge-url", "ws://x/ws"], "--grpc-target"),
         (["--modes", "fast"], "unknown mode"),
         (["--clients", "0"], "--clients"),
+        (["--publisher-streams", "0"], "--publisher-streams"),
     ):
         with pytest.raises(ConfigError, match=message):
             parse(argv)
