@@ -3,7 +3,8 @@
 One channel per process (HTTP/2 multiplexes every call and stream over it); ``dns:///`` targets
 resolve to every address of a headless Service and calls are spread round-robin. Unary calls are
 fail-fast with a deadline (SPEC §7: during an outage they fail with UNAVAILABLE at once, they
-never hang). A health poller keeps :attr:`Upstream.serving` current for ``/readyz``.
+never hang); identical concurrent reads of public data share one call (bridge/single_flight.py).
+A health poller keeps :attr:`Upstream.serving` current for ``/readyz``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from bridge.auth import Identity
 from bridge.config import BridgeConfig, ConfigError
 from bridge.errors import from_grpc
 from bridge.metrics import BridgeMetrics
+from bridge.single_flight import SingleFlight
 from cache_service.pb.v1 import cache_pb2_grpc
 
 log = logging.getLogger("bridge.upstream")
@@ -38,6 +40,9 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 ]
 HEALTH_INTERVAL_S = 1.0
 HEALTH_RETRY_S = 0.25
+# Calls whose answer is the same whoever asks (tickers are public): concurrent identical ones
+# share one upstream call. Orders and bots are scoped to the caller and are never shared.
+SHARED_READS = frozenset({"GetTicker", "ListTickers"})
 HEALTH_FAILURES = 3   # consecutive failed checks (about 3 s) before /readyz goes 503
 
 
@@ -105,13 +110,22 @@ class Upstream:
         self.channel = make_channel(config)
         self.stub = cache_pb2_grpc.CacheServiceStub(self.channel)
         self.health = HealthTracker()
+        self.shared_reads: SingleFlight[Any] = SingleFlight()
         self._health_task: asyncio.Task[None] | None = None
 
     def count(self, method: str, code: grpc.StatusCode) -> None:
         self.metrics.grpc_requests_total.labels(method, code.name).inc()
 
     async def unary(self, method: str, request: Any, identity: Identity | None) -> Any:
-        """Call ``method``; failures raise :class:`bridge.errors.BridgeError` with the SPEC code."""
+        """Call ``method``; failures raise :class:`bridge.errors.BridgeError` with the SPEC code.
+        A public read joins an identical one in flight; the answer is shared, not copied, so
+        callers must not modify it."""
+        if method in SHARED_READS:
+            key = (method, request.SerializeToString(deterministic=True))
+            return await self.shared_reads.run(key, lambda: self._call(method, request, identity))
+        return await self._call(method, request, identity)
+
+    async def _call(self, method: str, request: Any, identity: Identity | None) -> Any:
         try:
             response = await getattr(self.stub, method)(
                 request, timeout=self.deadline, metadata=metadata_for(identity))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from tests.bridge.client import client
 from tests.infra.tokens import make_token
 
@@ -22,6 +25,29 @@ async def test_ticker_actions(bridge, feed) -> None:
         assert [t["price"] for t in some["result"]] == [7.0]
         everything = await c.request("list_tickers")
         assert len(everything["result"]) == 3
+
+
+async def test_concurrent_ticker_reads_all_get_the_answer(bridge, feed) -> None:
+    """Identical get_ticker requests in flight together may share one upstream call; every
+    request is answered either way, and each answer is a call's or a shared one."""
+    await feed.ticker(exchange="binance", symbol="BTC/USDT", price=101.0)
+    upstream, metrics = bridge.app.upstream, bridge.app.metrics
+    calls = {"method": "GetTicker", "code": "OK"}
+    before = (metrics.value("bridge_grpc_requests_total", calls), upstream.shared_reads.shared)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(client(bridge.ws_url(make_token(f"user{i}"))))
+            for i in range(8)
+        ]
+        replies = await asyncio.gather(*(
+            c.request("get_ticker", {"exchange": "binance", "symbol": "BTC/USDT"})
+            for c in clients
+        ))
+    assert [r["result"]["price"] for r in replies] == [101.0] * 8
+    made = metrics.value("bridge_grpc_requests_total", calls) - before[0]
+    shared = upstream.shared_reads.shared - before[1]
+    assert made >= 1 and made + shared == 8
+    assert len(upstream.shared_reads) == 0
 
 
 async def test_orders_are_private(bridge, feed) -> None:
