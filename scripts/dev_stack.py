@@ -288,17 +288,25 @@ class Child:
     """One supervised process: started, its output relayed, probed until ready, stopped."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], ready: Callable[[], Awaitable[bool]], out: Output
+        self,
+        name: str,
+        argv: Sequence[str],
+        ready: Callable[[], Awaitable[bool]],
+        out: Output,
+        secret_env: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
+        # Secrets go in the environment, not argv: other users can read a command line (ps),
+        # and argparse takes a value that starts with "-" for an option.
+        self.secret_env = dict(secret_env or {})
         self.ready = ready
         self.out = out
         self.proc: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.secret_env}
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv,
             cwd=ROOT,
@@ -315,12 +323,8 @@ class Child:
         self._pump = asyncio.create_task(self._relay())
 
     def _shown_argv(self) -> list[str]:
-        """The command line with the secret masked."""
-        shown = [os.path.basename(a) if a == sys.executable else a for a in self.argv]
-        for index, arg in enumerate(shown[:-1]):
-            if arg == "--jwt-secret":
-                shown[index + 1] = "***"
-        return shown
+        """The command line, with the interpreter's path shortened."""
+        return [os.path.basename(a) if a == sys.executable else a for a in self.argv]
 
     async def _relay(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -458,8 +462,6 @@ class Stack:
                     c.host,
                     "--port",
                     str(c.port),
-                    "--jwt-secret",
-                    c.jwt_secret,
                     "--shutdown-grace",
                     "3",
                     "--log-level",
@@ -467,6 +469,7 @@ class Stack:
                 ],
                 lambda: http_ok(f"http://{c.public_host}:{c.port}/readyz"),
                 self.out,
+                secret_env={"BRIDGE_JWT_SECRET": c.jwt_secret},
             )
         )
         if c.feed:

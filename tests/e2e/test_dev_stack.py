@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from scripts.dev_stack import StackConfig, StackError, dev_token, parse_config
+from scripts.dev_stack import Output, Stack, StackConfig, StackError, dev_token, parse_config
 from tests.infra.bridge_runner import http_get
 from tests.infra.ports import free_port
 
@@ -257,6 +257,17 @@ def test_environment_sets_flags_and_flags_win() -> None:
     )
     assert parse_config([], {}).jwt_secret != parse_config([], {}).jwt_secret  # random per run
     assert StackConfig(host="0.0.0.0").public_host == "127.0.0.1"
+
+
+def test_the_bridge_secret_travels_in_its_environment_not_its_command_line() -> None:
+    """A random secret may start with "-" (argparse then reads it as an option), and a
+    command line is visible to every user of the machine (ps)."""
+    secret = "-leading-dash-secret-0123456789abcdef"
+    plan = Stack(StackConfig(jwt_secret=secret, redis_url="redis://127.0.0.1:1/0"), Output(),
+                 "/tmp").plan()
+    bridge = next(child for child in plan if child.name == "bridge")
+    assert all(secret not in arg for child in plan for arg in child.argv)
+    assert bridge.secret_env == {"BRIDGE_JWT_SECRET": secret}
 
 
 def test_dev_token_is_a_24h_hs256_token_for_the_user() -> None:
