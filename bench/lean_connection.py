@@ -125,8 +125,11 @@ class LeanConnection(asyncio.Protocol):
     async def close(self) -> None:
         """Start the closing handshake (1000) and give the server a moment to end it."""
         assert self.transport is not None
-        if self.close_code is None and not self.transport.is_closing():
+        if self.reader is None:  # still in the HTTP handshake: nothing to close politely
+            self.transport.close()
+        elif self.close_code is None and not self.transport.is_closing():
             self.transport.write(client_frame(OP_CLOSE, struct.pack("!H", 1000)))
+            self.reader.close_sent = True
         try:
             async with asyncio.timeout(2):
                 await asyncio.shield(self.closed)

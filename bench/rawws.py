@@ -83,11 +83,12 @@ class FrameReader:
         self.buffer = bytearray()
         self.frames = 0
         self.close_code: int | None = None
+        self.close_sent = False  # set by the owner once it sent a close: the server's is a reply
         self.replies: list[bytes] = []  # pongs, the close echo
         self._fragments: list[bytes] = []
         self._fragment_opcode = 0
         self._fragment_deflated = False
-        self._deflate, self._fresh_window = deflate, fresh_window
+        self.deflate, self._fresh_window = deflate, fresh_window  # as agreed in the handshake
         self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if deflate else None
 
     def feed(self, data: bytes) -> None:
@@ -136,7 +137,9 @@ class FrameReader:
         elif opcode == OP_CLOSE:
             payload = bytes(buf[start:stop])
             self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-            self.replies.append(client_frame(OP_CLOSE, payload[:2]))
+            if not self.close_sent:  # echo the server's close; never send a second one
+                self.replies.append(client_frame(OP_CLOSE, payload[:2]))
+                self.close_sent = True
 
     def _data_frame(
         self, b0: int, opcode: int, buf: bytes | bytearray, start: int, stop: int
