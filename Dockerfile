@@ -20,11 +20,11 @@ ENV PIP_NO_CACHE_DIR=1 \
 SHELL ["/bin/sh", "-eu", "-c"]
 RUN python3 -m venv /opt/marketbridge
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY bridge ./bridge
 COPY cache_service ./cache_service
 # setuptools/wheel for the build backend come from the same index as the dependencies.
-RUN /opt/marketbridge/bin/pip install "setuptools>=68" wheel \
+RUN /opt/marketbridge/bin/pip install "setuptools>=77" wheel \
  && /opt/marketbridge/bin/pip install --no-build-isolation . \
  && /opt/marketbridge/bin/pip uninstall -y setuptools wheel pip \
  && /opt/marketbridge/bin/python -m compileall -q /opt/marketbridge/lib

@@ -66,7 +66,7 @@ def wheel_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     wheels = tmp_path_factory.mktemp("wheelhouse")
     # async-timeout: redis needs it on Debian's Python 3.11.2 (< 3.11.3), not on newer ones.
     run([sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(wheels), ".",
-         "setuptools>=68", "wheel", "async-timeout>=4.0.3"], timeout=600)
+         "setuptools>=77", "wheel", "async-timeout>=4.0.3"], timeout=600)
     for built in wheels.glob("marketbridge-*.whl"):
         built.unlink()
     handler = functools.partial(QuietHandler, directory=str(wheels))
