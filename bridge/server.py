@@ -26,6 +26,11 @@ from bridge.wsconnection import BatchingConnection
 log = logging.getLogger("bridge")
 
 CLOSE_TIMEOUT_S = 5.0
+# Connections the kernel may hold completed but not yet accepted. asyncio's default is 100: a
+# reconnect storm (every client of a restarted pod at once, or 10,000 connects from a load
+# test) overflows it, the kernel drops the SYNs, and clients wait 1, 3, 7 s for their
+# retransmissions. The kernel caps this at net.core.somaxconn (4096 on current kernels).
+LISTEN_BACKLOG = 4096
 
 
 def close_code_of(ws: ServerConnection) -> int:
@@ -74,6 +79,7 @@ class BridgeApp:
             process_request=lambda conn, req: process_request(self, conn, req),
             max_size=self.config.max_frame_bytes, close_timeout=CLOSE_TIMEOUT_S,
             compression=None, server_header="marketbridge", create_connection=BatchingConnection,
+            backlog=LISTEN_BACKLOG,
         )
         log.info("bridge listening on %s:%s (upstream %s, auth %s)", self.config.host, self.port,
                  self.config.grpc_target, self.config.auth)

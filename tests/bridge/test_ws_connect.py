@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import selectors
+import socket
+import time
+from pathlib import Path
 
 from websockets.asyncio.client import connect
 
@@ -12,6 +16,42 @@ from tests.bridge.client import client, eventually
 from tests.infra.bridge_runner import http_get, running_bridge
 from tests.infra.cache_service_runner import running_cache_service
 from tests.infra.tokens import make_token
+
+
+def _somaxconn() -> int:
+    """The kernel's cap on a listen backlog."""
+    try:
+        return int(Path("/proc/sys/net/core/somaxconn").read_text())
+    except OSError:  # pragma: no cover - not Linux
+        return 128
+
+
+async def test_a_connect_storm_waits_in_the_listen_queue_instead_of_being_dropped(bridge) -> None:
+    """While the event loop is too busy to accept, the kernel completes the handshakes of a
+    storm of connects up to the listen backlog. With asyncio's default (100) it dropped the
+    SYNs beyond that, and those clients waited 1 s or more for their retransmission."""
+    storm = min(400, _somaxconn() - 1)
+    sockets: list[socket.socket] = []
+    selector = selectors.DefaultSelector()
+    try:
+        # Nothing below awaits: the bridge (in this event loop) accepts none of these meanwhile.
+        for _ in range(storm):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", bridge.port))
+            sockets.append(sock)
+            selector.register(sock, selectors.EVENT_WRITE)
+        connected, deadline = 0, time.monotonic() + 0.8  # well under the 1 s SYN retransmission
+        while connected < storm and time.monotonic() < deadline:
+            for key, _ in selector.select(timeout=0.05):
+                selector.unregister(key.fileobj)
+                assert key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+                connected += 1
+        assert connected == storm
+    finally:
+        selector.close()
+        for sock in sockets:
+            sock.close()
 
 
 async def test_welcome_has_session_protocol_and_limits(bridge) -> None:
