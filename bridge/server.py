@@ -16,6 +16,7 @@ from bridge.auth import Authenticator, AuthError, extract_token, query_params
 from bridge.config import BridgeConfig
 from bridge.connection import Session
 from bridge.fanout import Fanout
+from bridge.handshake_log import server_logger
 from bridge.limits import SHUTDOWN_REASON, ConnectionRegistry
 from bridge.metrics import BridgeMetrics
 from bridge.protocol import parse_batch_ms
@@ -79,7 +80,7 @@ class BridgeApp:
             process_request=lambda conn, req: process_request(self, conn, req),
             max_size=self.config.max_frame_bytes, close_timeout=CLOSE_TIMEOUT_S,
             compression=None, server_header="marketbridge", create_connection=BatchingConnection,
-            backlog=LISTEN_BACKLOG,
+            backlog=LISTEN_BACKLOG, logger=server_logger(),
         )
         log.info("bridge listening on %s:%s (upstream %s, auth %s)", self.config.host, self.port,
                  self.config.grpc_target, self.config.auth)

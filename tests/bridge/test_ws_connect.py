@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import selectors
 import socket
 import time
@@ -52,6 +53,31 @@ async def test_a_connect_storm_waits_in_the_listen_queue_instead_of_being_droppe
         selector.close()
         for sock in sockets:
             sock.close()
+
+
+async def test_a_client_that_fails_the_handshake_is_one_line_not_an_error(bridge, caplog) -> None:
+    """A TCP health check (connect, close) and a non-HTTP request are the client's doing: one
+    line at DEBUG / INFO, no traceback; a real client still connects afterwards."""
+    caplog.set_level(logging.DEBUG, logger="bridge.ws")
+    for payload in (b"", b"GARBAGE\r\n\r\n"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", bridge.port)
+        writer.write(payload)
+        await writer.drain()
+        if payload:
+            await reader.read()  # the server answers 400 and closes
+        writer.close()
+        await writer.wait_closed()
+    def failed_handshakes() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "opening handshake" in r.getMessage()]
+
+    await eventually(lambda: len(failed_handshakes()) == 2)
+    failed = failed_handshakes()
+    assert [r.levelname for r in failed] == ["DEBUG", "INFO"]
+    assert all(r.exc_info is None and r.name == "bridge.ws" for r in failed)
+    assert "EOFError" in failed[0].getMessage() or "connection closed" in failed[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    async with client(bridge.ws_url(make_token("alice"))) as c:
+        assert c.welcome is not None and c.welcome["type"] == "connection"
 
 
 async def test_welcome_has_session_protocol_and_limits(bridge) -> None:
