@@ -224,6 +224,7 @@ def validate(config: BenchConfig) -> None:
         "clients",
         "symbols",
         "workers",
+        "publisher_streams",
         "churn_concurrency",
         "probe_every",
         "unary_connections",
@@ -232,10 +233,9 @@ def validate(config: BenchConfig) -> None:
         "churn_duration",
         "unary_duration",
     ):
-        if getattr(config, name) <= 0:
+        value = getattr(config, name)
+        if value is not None and value <= 0:  # None: not given, the default applies
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0")
-    if config.publisher_streams is not None and config.publisher_streams <= 0:
-        raise ConfigError("--publisher-streams must be > 0")
     if not config.rates or min(config.rates) <= 0:
         raise ConfigError("--rates must list positive rates")
     if not config.capacity_steps or min(config.capacity_steps) <= 0:

@@ -117,14 +117,15 @@ class _LeanClient:
     def close_code(self) -> int | None:
         return self.conn.close_code if self.conn else None
 
-    def _other(self, opcode: int, buf: bytes | bytearray, start: int, stop: int) -> None:
-        """A message that carried no update: the set-up exchange, else tallied by type."""
-        if opcode != OP_TEXT:
+    def _other(self, frame: dict[str, Any] | None) -> None:
+        """A message that carried no update (``None``: a binary one): the set-up exchange,
+        else tallied by type."""
+        if frame is None:
             self.other_frames["binary"] += 1
         elif not self.set_up:
-            self.inbox.put(buf, start, stop)
+            self.inbox.put(frame)
         else:
-            self.other_frames[str(decode(bytes(buf[start:stop])).get("type"))] += 1
+            self.other_frames[str(frame.get("type"))] += 1
 
     def on_message(self, opcode: int, buf: bytes | bytearray, start: int, stop: int) -> None:
         raise NotImplementedError
@@ -180,9 +181,10 @@ class ProbeClient(_LeanClient):
     def on_message(self, opcode: int, buf: bytes | bytearray, start: int, stop: int) -> None:
         """Time every update against the moment its message is read, then check its sequence."""
         now, exchange = time.time(), self.exchange
-        updates = ticker_updates(decode(bytes(buf[start:stop]))) if opcode == OP_TEXT else []
+        frame = decode(bytes(buf[start:stop])) if opcode == OP_TEXT else None
+        updates = ticker_updates(frame) if frame is not None else []
         if not updates:
-            self._other(opcode, buf, start, stop)
+            self._other(frame)  # parsed once, here
             return
         observe, record = self.checker.observe, self.hist.record
         for ticker in updates:
@@ -216,7 +218,7 @@ class CounterClient(_LeanClient):
         if found:
             self.received += found
         else:
-            self._other(opcode, buf, start, stop)
+            self._other(decode(bytes(buf[start:stop])) if opcode == OP_TEXT else None)
 
 
 Client = ProbeClient | CounterClient
@@ -230,8 +232,8 @@ async def _connect(
         try:
             await client.open(job, url)
         except BaseException:
-            if client.conn is not None and client.conn.transport is not None:
-                client.conn.transport.abort()
+            if client.conn is not None:
+                client.conn.abort()
             raise
     return client
 

@@ -10,7 +10,6 @@ frames are the exception, queued for ``text()`` while the session is being set u
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
 import time
 from typing import Any, cast
@@ -122,6 +121,11 @@ class LeanConnection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(client_frame(OP_TEXT, text.encode()))
 
+    def abort(self) -> None:
+        """Drop the connection at once (a session that failed to set up)."""
+        if self.transport is not None:
+            self.transport.abort()
+
     async def close(self) -> None:
         """Start the closing handshake (1000) and give the server a moment to end it."""
         assert self.transport is not None
@@ -138,18 +142,16 @@ class LeanConnection(asyncio.Protocol):
 
 
 class TextInbox:
-    """Queues the text messages a handler did not consume (welcome, replies) for ``next()``."""
+    """Queues the frames a handler did not consume (welcome, replies) for ``next()``; the
+    handler has parsed them already (``bench.frames.decode``)."""
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
-    def put(self, buf: bytes | bytearray, start: int, stop: int) -> None:
-        self._queue.put_nowait(bytes(buf[start:stop]))
+    def put(self, frame: dict[str, Any]) -> None:
+        self._queue.put_nowait(frame)
 
     async def next(self, timeout: float) -> dict[str, Any]:
-        """The next queued text, parsed as a JSON object."""
+        """The next queued frame."""
         async with asyncio.timeout(timeout):
-            value = json.loads(await self._queue.get())
-        if not isinstance(value, dict):
-            raise TypeError(f"frame is not a JSON object: {value!r}")
-        return value
+            return await self._queue.get()

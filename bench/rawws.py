@@ -88,8 +88,13 @@ class FrameReader:
         self._fragments: list[bytes] = []
         self._fragment_opcode = 0
         self._fragment_deflated = False
-        self.deflate, self._fresh_window = deflate, fresh_window  # as agreed in the handshake
+        self._fresh_window = fresh_window  # as agreed in the handshake
         self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if deflate else None
+
+    @property
+    def deflate(self) -> bool:
+        """Whether the handshake agreed to permessage-deflate."""
+        return self._inflater is not None
 
     def feed(self, data: bytes) -> None:
         """Consume whole frames; a partial frame waits in the buffer for the rest. The buffer
@@ -145,11 +150,8 @@ class FrameReader:
         self, b0: int, opcode: int, buf: bytes | bytearray, start: int, stop: int
     ) -> None:
         final, deflated = bool(b0 & 0x80), bool(b0 & 0x40)
-        if opcode != OP_CONT and final:
-            if deflated:
-                self._inflated(opcode, bytes(buf[start:stop]))
-            else:
-                self.on_message(opcode, buf, start, stop)
+        if opcode != OP_CONT and final:  # a whole message in one frame: the usual case
+            self._message(opcode, deflated, buf, start, stop)
             return
         if opcode != OP_CONT:  # the first fragment of a message
             self._fragment_opcode, self._fragment_deflated = opcode, deflated
@@ -157,16 +159,19 @@ class FrameReader:
         if final:
             payload = b"".join(self._fragments)
             self._fragments.clear()
-            if self._fragment_deflated:
-                self._inflated(self._fragment_opcode, payload)
-            else:
-                self.on_message(self._fragment_opcode, payload, 0, len(payload))
+            self._message(self._fragment_opcode, self._fragment_deflated, payload, 0, len(payload))
 
-    def _inflated(self, opcode: int, payload: bytes) -> None:
-        """A permessage-deflate message (RFC 7692 §7.2.2): inflate with the empty block's tail."""
+    def _message(
+        self, opcode: int, deflated: bool, buf: bytes | bytearray, start: int, stop: int
+    ) -> None:
+        """Hand a whole message over: as it arrived, or inflated (RFC 7692 §7.2.2: with the
+        empty block's tail) when it was compressed."""
+        if not deflated:
+            self.on_message(opcode, buf, start, stop)
+            return
         if self._inflater is None:
             raise ValueError("compressed frame on a connection that did not agree to deflate")
         if self._fresh_window:
             self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        data = self._inflater.decompress(payload + DEFLATE_TAIL)
+        data = self._inflater.decompress(bytes(buf[start:stop]) + DEFLATE_TAIL)
         self.on_message(opcode, data, 0, len(data))

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
+from bench.frames import decode
 from bench.lean_connection import LeanConnection, TextInbox
 from bench.rawws import OP_TEXT, HandshakeError
 
@@ -26,7 +27,7 @@ class Received:
 
     def __call__(self, opcode: int, buf: bytes | bytearray, start: int, stop: int) -> None:
         if opcode == OP_TEXT:
-            self.inbox.put(buf, start, stop)
+            self.inbox.put(decode(bytes(buf[start:stop])))
         else:
             self.binary.append(bytes(buf[start:stop]))
 

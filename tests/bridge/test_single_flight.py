@@ -44,6 +44,15 @@ async def _let_callers_arrive() -> None:
         await asyncio.sleep(0)
 
 
+async def _a_call_in_flight() -> tuple[SingleFlight[str], GatedCall, asyncio.Task[str]]:
+    """Flights with one "btc" call started by its first caller and held at its gate."""
+    flights: SingleFlight[str] = SingleFlight()
+    call = GatedCall("btc")
+    leader = asyncio.create_task(flights.run("btc", call))
+    await call.started.wait()
+    return flights, call, leader
+
+
 async def test_concurrent_callers_with_one_key_share_one_call() -> None:
     flights: SingleFlight[str] = SingleFlight()
     call, other = GatedCall("btc"), GatedCall("eth")
@@ -75,10 +84,7 @@ async def test_an_error_reaches_every_caller_of_the_flight() -> None:
 
 
 async def test_when_the_caller_making_the_call_is_cancelled_a_waiter_calls_again() -> None:
-    flights: SingleFlight[str] = SingleFlight()
-    call = GatedCall("btc")
-    leader = asyncio.create_task(flights.run("btc", call))
-    await call.started.wait()
+    flights, call, leader = await _a_call_in_flight()
     waiters = [asyncio.create_task(flights.run("btc", call)) for _ in range(2)]
     await _let_callers_arrive()
     call.started.clear()
@@ -91,10 +97,7 @@ async def test_when_the_caller_making_the_call_is_cancelled_a_waiter_calls_again
 
 
 async def test_a_cancelled_waiter_leaves_the_call_to_the_others() -> None:
-    flights: SingleFlight[str] = SingleFlight()
-    call = GatedCall("btc")
-    leader = asyncio.create_task(flights.run("btc", call))
-    await call.started.wait()
+    flights, call, leader = await _a_call_in_flight()
     quitter = asyncio.create_task(flights.run("btc", call))
     stayer = asyncio.create_task(flights.run("btc", call))
     await _let_callers_arrive()
