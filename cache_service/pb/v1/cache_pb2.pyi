@@ -92,6 +92,12 @@ class StreamLive(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class StreamHeartbeat(_message.Message):
+    __slots__ = ("server_time",)
+    SERVER_TIME_FIELD_NUMBER: _ClassVar[int]
+    server_time: float
+    def __init__(self, server_time: _Optional[float] = ...) -> None: ...
+
 class WriteResult(_message.Message):
     __slots__ = ("seq",)
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -147,16 +153,18 @@ class StreamTickersRequest(_message.Message):
     def __init__(self, exchange: _Optional[str] = ..., symbols: _Optional[_Iterable[str]] = ..., resume_from: _Optional[str] = ...) -> None: ...
 
 class TickerEvent(_message.Message):
-    __slots__ = ("seq", "ticker", "gap", "live")
+    __slots__ = ("seq", "ticker", "gap", "live", "heartbeat")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TICKER_FIELD_NUMBER: _ClassVar[int]
     GAP_FIELD_NUMBER: _ClassVar[int]
     LIVE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     seq: str
     ticker: Ticker
     gap: StreamGap
     live: StreamLive
-    def __init__(self, seq: _Optional[str] = ..., ticker: _Optional[_Union[Ticker, _Mapping]] = ..., gap: _Optional[_Union[StreamGap, _Mapping]] = ..., live: _Optional[_Union[StreamLive, _Mapping]] = ...) -> None: ...
+    heartbeat: StreamHeartbeat
+    def __init__(self, seq: _Optional[str] = ..., ticker: _Optional[_Union[Ticker, _Mapping]] = ..., gap: _Optional[_Union[StreamGap, _Mapping]] = ..., live: _Optional[_Union[StreamLive, _Mapping]] = ..., heartbeat: _Optional[_Union[StreamHeartbeat, _Mapping]] = ...) -> None: ...
 
 class TickerEventBatch(_message.Message):
     __slots__ = ("events",)
@@ -209,16 +217,18 @@ class StreamOrdersRequest(_message.Message):
     def __init__(self, symbols: _Optional[_Iterable[str]] = ..., bot_ids: _Optional[_Iterable[str]] = ..., resume_from: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class OrderEvent(_message.Message):
-    __slots__ = ("seq", "order", "gap", "live")
+    __slots__ = ("seq", "order", "gap", "live", "heartbeat")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ORDER_FIELD_NUMBER: _ClassVar[int]
     GAP_FIELD_NUMBER: _ClassVar[int]
     LIVE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     seq: str
     order: Order
     gap: StreamGap
     live: StreamLive
-    def __init__(self, seq: _Optional[str] = ..., order: _Optional[_Union[Order, _Mapping]] = ..., gap: _Optional[_Union[StreamGap, _Mapping]] = ..., live: _Optional[_Union[StreamLive, _Mapping]] = ...) -> None: ...
+    heartbeat: StreamHeartbeat
+    def __init__(self, seq: _Optional[str] = ..., order: _Optional[_Union[Order, _Mapping]] = ..., gap: _Optional[_Union[StreamGap, _Mapping]] = ..., live: _Optional[_Union[StreamLive, _Mapping]] = ..., heartbeat: _Optional[_Union[StreamHeartbeat, _Mapping]] = ...) -> None: ...
 
 class GetBotRequest(_message.Message):
     __slots__ = ("bot_id",)
@@ -255,13 +265,15 @@ class StreamBotsRequest(_message.Message):
     def __init__(self, bot_ids: _Optional[_Iterable[str]] = ..., resume_from: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class BotEvent(_message.Message):
-    __slots__ = ("seq", "bot", "gap", "live")
+    __slots__ = ("seq", "bot", "gap", "live", "heartbeat")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     BOT_FIELD_NUMBER: _ClassVar[int]
     GAP_FIELD_NUMBER: _ClassVar[int]
     LIVE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     seq: str
     bot: Bot
     gap: StreamGap
     live: StreamLive
-    def __init__(self, seq: _Optional[str] = ..., bot: _Optional[_Union[Bot, _Mapping]] = ..., gap: _Optional[_Union[StreamGap, _Mapping]] = ..., live: _Optional[_Union[StreamLive, _Mapping]] = ...) -> None: ...
+    heartbeat: StreamHeartbeat
+    def __init__(self, seq: _Optional[str] = ..., bot: _Optional[_Union[Bot, _Mapping]] = ..., gap: _Optional[_Union[StreamGap, _Mapping]] = ..., live: _Optional[_Union[StreamLive, _Mapping]] = ..., heartbeat: _Optional[_Union[StreamHeartbeat, _Mapping]] = ...) -> None: ...
