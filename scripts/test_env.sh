@@ -13,7 +13,8 @@ log() { echo "test-env: $*" >&2; }
 need_pkgs=()
 command -v redis-server >/dev/null || need_pkgs+=(redis-server)
 command -v redis-sentinel >/dev/null || need_pkgs+=(redis-sentinel)
-command -v dockerd >/dev/null || command -v docker >/dev/null || need_pkgs+=(docker.io)
+# The engine, not the client: a machine may have a `docker` client binary and no engine at all.
+command -v dockerd >/dev/null || need_pkgs+=(docker.io)
 command -v chromium >/dev/null || need_pkgs+=(chromium)   # headless browser checks of the live page
 if [ ${#need_pkgs[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   log "installing ${need_pkgs[*]}"
@@ -56,8 +57,15 @@ if [ "${REDIS_BACKEND:-}" != "process" ]; then
   fi
 fi
 if [ "$REDIS_BACKEND" = process ]; then
-  log "no Docker engine reachable: the same tests run against redis-server processes"
+  why="no Docker engine could be reached or started"
+  [ -s /tmp/marketbridge-dockerd.log ] && why="$why (dockerd said: $(tail -1 /tmp/marketbridge-dockerd.log))"
+  export REDIS_BACKEND_NOTE="FALLBACK: redis-server processes, not testcontainers: $why"
+  log "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+  log "!!! $REDIS_BACKEND_NOTE"
+  log "!!! the same tests run against redis-server processes; the chart's Sentinel-pod test is skipped"
+  log "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
 else
+  export REDIS_BACKEND_NOTE="testcontainers on Docker $(docker version --format '{{.Server.Version}}' 2>/dev/null), image $REDIS_IMAGE"
   log "Docker engine reachable: Redis from image $REDIS_IMAGE via testcontainers"
 fi
 "$@"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -10,8 +12,20 @@ import redis
 from tests.infra.redis_servers import RedisServer, backend, start_redis
 
 
+def backend_line() -> str:
+    """Which Redis the run used, as scripts/test_env.sh decided it (a fallback says why)."""
+    note = os.environ.get("REDIS_BACKEND_NOTE", "REDIS_BACKEND_NOTE not set: not run through scripts/test_env.sh")
+    return f"redis backend: {backend()} ({note})"
+
+
 def pytest_report_header() -> str:
-    return f"redis backend: {backend()} (set by scripts/test_env.sh; REDIS_BACKEND=process forces processes)"
+    return backend_line()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Repeat the backend at the end of the run, loudly when it is the process fallback."""
+    terminalreporter.section("redis backend", yellow=backend() == "process", bold=True)
+    terminalreporter.write_line(backend_line())
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,10 @@
 """``--min-replica-acks``: a write is acknowledged (gets its seq) only once enough replicas have
 it (``WAIT`` on the write's own connection); otherwise UNAVAILABLE. The failover itself is in
-tests/resilience/test_failover_durability.py; here: real primary + real replica processes."""
+tests/resilience/test_failover_durability.py; here: a real primary and a real replica (containers, or processes on the fallback)."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -18,7 +17,8 @@ from cache_service.pb.v1 import cache_pb2_grpc
 from tests.cache_service.conftest import rpc_error
 from tests.factories import BotFactory, OrderFactory, TickerFactory
 from tests.infra.cache_service_runner import running_cache_service
-from tests.infra.redis_servers import ProcessRedis
+from tests.infra.redis_servers import RedisServer, start_redis
+from tests.infra.sentinel import replicate_and_wait
 
 REFUSED = "write not confirmed by replicas (0 of 1 within 50 ms)"
 
@@ -56,24 +56,22 @@ async def test_every_write_path_is_refused_without_a_replica(redis_url: str) -> 
 
 
 @pytest.fixture
-def primary_with_replica() -> Iterator[tuple[ProcessRedis, ProcessRedis]]:
-    primary, replica = ProcessRedis(), ProcessRedis()
+def primary_with_replica() -> Iterator[tuple[RedisServer, RedisServer]]:
+    """A primary and its replica on the backend in force (containers under testcontainers)."""
+    primary = start_redis()
     try:
-        client = redis.Redis(port=replica.port, socket_timeout=5)
-        client.execute_command("REPLICAOF", primary.host, primary.port)
-        deadline = time.monotonic() + 30
-        while client.info("replication").get("master_link_status") != "up":
-            assert time.monotonic() < deadline, "replica did not sync"
-            time.sleep(0.05)
-        client.close()
-        yield primary, replica
+        replica = start_redis()
+        try:
+            replicate_and_wait(replica, primary)
+            yield primary, replica
+        finally:
+            replica.close()
     finally:
-        replica.close()
         primary.close()
 
 
 async def test_writes_confirmed_by_a_replica_are_acknowledged_and_on_it(
-        primary_with_replica: tuple[ProcessRedis, ProcessRedis]) -> None:
+        primary_with_replica: tuple[RedisServer, RedisServer]) -> None:
     primary, replica = primary_with_replica
     async with running_cache_service(primary.url, min_replica_acks=1, replica_ack_timeout_ms=5000) as svc:
         async with grpc.aio.insecure_channel(svc.target) as channel:

@@ -1,15 +1,10 @@
-"""The service through a real Redis Sentinel (``redis+sentinel://``): one sentinel process
-watching the test Redis. Failover itself is covered by the resilience suite."""
+"""The service through a real Redis Sentinel (``redis+sentinel://``): one sentinel watching the
+test Redis (both in containers under testcontainers). Failover itself is covered by the
+resilience suite."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -20,44 +15,22 @@ from cache_service.pb.v1 import cache_pb2_grpc
 from tests.cache_service.conftest import read_events, read_until_live
 from tests.factories import OrderFactory
 from tests.infra.cache_service_runner import running_cache_service
-from tests.infra.ports import free_port
-
-MASTER = "cachemaster"
+from tests.infra.redis_servers import RedisServer
+from tests.infra.sentinel import MASTER_NAME, start_lone_sentinel
 
 
 @pytest.fixture
-def sentinel_port(redis_url: str) -> Iterator[int]:
-    binary = shutil.which("redis-sentinel") or shutil.which("redis-server")
-    assert binary, "redis-sentinel not installed (scripts/test_env.sh installs it)"
-    parts = urlsplit(redis_url)
-    port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="sentinel-test-"))
-    conf = workdir / "sentinel.conf"
-    conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
-                    f"sentinel monitor {MASTER} {parts.hostname} {parts.port} 1\n")
-    args = [binary, str(conf)] + ([] if binary.endswith("sentinel") else ["--sentinel"])
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def sentinel_port(redis_server: RedisServer, redis_url: str) -> Iterator[int]:
+    """A sentinel (container, or process on the fallback) watching the session's Redis."""
+    sentinel = start_lone_sentinel(redis_server.peer_address)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client = redis.Redis(port=port, socket_timeout=1)
-                if client.execute_command("SENTINEL", "get-master-addr-by-name", MASTER):
-                    client.close()
-                    break
-            except redis.RedisError:
-                pass
-            assert time.monotonic() < deadline, "sentinel did not start"
-            time.sleep(0.05)
-        yield port
+        yield sentinel.address[1]
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
+        sentinel.close()
 
 
 async def test_reads_writes_and_streams_through_sentinel(redis_url: str, sentinel_port: int) -> None:
-    url = f"redis+sentinel://127.0.0.1:{sentinel_port}/{MASTER}/0"
+    url = f"redis+sentinel://127.0.0.1:{sentinel_port}/{MASTER_NAME}/0"
     async with running_cache_service(url, min_replica_acks=0) as svc:  # this Redis has no replica
         async with grpc.aio.insecure_channel(svc.target) as channel:
             stub = cache_pb2_grpc.CacheServiceStub(channel)
@@ -77,7 +50,7 @@ async def test_reads_writes_and_streams_through_sentinel(redis_url: str, sentine
 async def test_sentinel_default_refuses_writes_no_replica_confirmed(redis_url: str, sentinel_port: int) -> None:
     """With Sentinel a write must reach a replica before it is acknowledged (default
     ``--min-replica-acks 1``): this Redis has none, so the write is refused, not acked."""
-    url = f"redis+sentinel://127.0.0.1:{sentinel_port}/{MASTER}/0"
+    url = f"redis+sentinel://127.0.0.1:{sentinel_port}/{MASTER_NAME}/0"
     async with running_cache_service(url, replica_ack_timeout_ms=50) as svc:
         async with grpc.aio.insecure_channel(svc.target) as channel:
             stub = cache_pb2_grpc.CacheServiceStub(channel)

@@ -40,6 +40,8 @@ class RedisServer(Protocol):
 
     @property
     def url(self) -> str: ...
+    @property
+    def peer_address(self) -> tuple[str, int]: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def kill(self) -> None: ...
@@ -90,6 +92,11 @@ class ProcessRedis:
     @property
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def peer_address(self) -> tuple[str, int]:
+        """Where other Redis nodes (a replica, a sentinel) reach this one: loopback."""
+        return (self.host, self.port)
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
@@ -147,6 +154,14 @@ class ContainerRedis:
     @property
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def peer_address(self) -> tuple[str, int]:
+        """Where other Redis containers (a replica, a sentinel) reach this one: its address on
+        Docker's bridge network (reachable from the host too), read anew since a restart may
+        change it. The host-mapped port is no use to them: their 127.0.0.1 is their own."""
+        self._docker.reload()
+        return (self._docker.attrs["NetworkSettings"]["IPAddress"], 6379)
 
     @property
     def _docker(self):  # type: ignore[no-untyped-def]

@@ -33,9 +33,11 @@ from typing import Protocol
 import redis
 from docker.errors import DockerException
 
+from tests.infra.ports import free_port
 from tests.infra.redis_servers import (
     DEFAULT_IMAGE,
     ProcessRedis,
+    RedisServer,
     backend,
     redis_args,
     wait_until_ready,
@@ -472,6 +474,51 @@ def _start_container_topology() -> SentinelTopology:
         network.close()
         raise
     return SentinelTopology(nodes[:2], sentinels, network)
+
+
+class PublishedSentinel:
+    """A sentinel container whose port is published on the host's loopback (no topology
+    network): for tests that need the address resolution, not a failover."""
+
+    def __init__(self, conf: str) -> None:
+        from testcontainers.core.container import DockerContainer
+
+        port = free_port()
+        image = os.environ.get("REDIS_IMAGE", DEFAULT_IMAGE)
+        self.container = DockerContainer(image).with_bind_ports(26379, port).with_command(
+            container_sentinel_command(conf))
+        self.container.start()
+        self.address: Address = ("127.0.0.1", port)
+        _wait_ping(self.address)
+
+    def close(self) -> None:
+        self.container.stop()
+
+
+def start_lone_sentinel(primary: Address) -> PublishedSentinel | ProcessNode:
+    """One sentinel watching ``primary`` (a RedisServer's ``peer_address``) on the backend in
+    force; its ``address`` is reachable from the host. One sentinel never reaches the quorum
+    of two, so it resolves the primary and never fails over."""
+    conf = sentinel_config(primary, 26379)
+    if backend() == "process":
+        return ProcessNode(sentinel_conf=conf)
+    return PublishedSentinel(conf)
+
+
+def replicate_and_wait(replica: RedisServer, primary: RedisServer, timeout: float = 30.0) -> None:
+    """Make ``replica`` replicate ``primary`` and wait until its link is up (either backend)."""
+    _replicate((replica.host, replica.port), primary.peer_address)
+
+    def linked() -> bool:
+        client = redis.Redis(replica.host, replica.port, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            return client.info("replication").get("master_link_status") == "up"
+        except (redis.RedisError, OSError):
+            return False
+        finally:
+            client.close()
+
+    _wait(linked, timeout, "the replica's link to its primary")
 
 
 def start_sentinel_topology(timeout: float = WAIT_S) -> SentinelTopology:
