@@ -41,6 +41,7 @@ log = logging.getLogger("bridge.fanout")
 
 INITIAL_BACKOFF_S = 0.1
 DEFAULT_STALL_S = 3.0   # --upstream-stall-s
+FANOUT_FAILURE = grpc.StatusCode.INTERNAL   # what an error of our own ends a stream with
 REPLAY_ALL = "0-0"   # resume point of a topic that went live on an empty stream
 # Codes that will not change by retrying: subscribers waiting for the topic get the error.
 REFUSALS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
@@ -225,7 +226,7 @@ class Fanout:
         exc = task.exception()
         log.error("topic %s: its task ended (%r); restarting it", topic.key, exc, exc_info=exc)
         self.metrics.topic_failures_total.labels(topic.channel.name, "task").inc()
-        self._broke(topic, grpc.StatusCode.INTERNAL)
+        self._broke(topic, FANOUT_FAILURE)
         self._start(topic, pause=self.backoff_max)
 
     def _close(self, topic: Topic) -> None:
@@ -243,7 +244,10 @@ class Fanout:
         delay = INITIAL_BACKOFF_S
         while True:
             code, details = await self._stream_contained(topic)
-            if code is grpc.StatusCode.OK or topic.live.is_set():
+            # A stream that went live starts the backoff again; a fan-out failure does not, so
+            # a defect that fails every message is retried (and logged) at most every
+            # ``backoff_max`` seconds, not ten times a second.
+            if code is not FANOUT_FAILURE and (code is grpc.StatusCode.OK or topic.live.is_set()):
                 delay = INITIAL_BACKOFF_S
             if topic.last_seq is None and code in REFUSALS:
                 topic.failure = from_grpc(code, details)
@@ -275,7 +279,7 @@ class Fanout:
                           topic.last_seq)
             self.metrics.topic_failures_total.labels(topic.channel.name, "stream").inc()
             topic.lost = True
-            return grpc.StatusCode.INTERNAL, "fan-out failure"
+            return FANOUT_FAILURE, "fan-out failure"
 
     async def _stream_once(self, topic: Topic, resume_from: str) -> tuple[grpc.StatusCode, str]:
         """Read one upstream stream until it ends; returns its status code and details.
@@ -402,11 +406,13 @@ class Fanout:
         ``yield`` while its consumer works, and a guard spanning that would cancel the consumer.
         An unwatched stream (an older service's, once it answered) reads with no timer at all.
         """
-        delay = (watch.due_in(now) or 0.0) if watch.watching else None
+        deadline = asyncio.timeout((watch.due_in(now) or 0.0) if watch.watching else None)
         try:
-            async with asyncio.timeout(delay):
+            async with deadline:
                 return await anext(messages, None)
         except TimeoutError:
+            if not deadline.expired():
+                raise
             raise StreamStalled.of(watch) from None
 
     async def close(self) -> None:
