@@ -49,6 +49,9 @@ class BridgeConfig:
     max_backlog: int = 1000
     shutdown_grace: float = 20.0
     grpc_deadline: float = 5.0
+    # A subscribed topic that hears nothing (no event, no heartbeat) for this long is stalled:
+    # its subscribers are told ``interrupted`` and the stream is re-opened (bridge/stall.py).
+    upstream_stall_s: float = 3.0
     grpc_tls_ca_file: str | None = None
     grpc_tls_cert_file: str | None = None
     grpc_tls_key_file: str | None = None
@@ -83,7 +86,8 @@ def validate(config: BridgeConfig) -> None:
     """Reject settings that cannot work; each message names the flag to fix."""
     for name in ("max_connections", "max_connections_per_user", "max_subscriptions",
                  "idle_timeout", "rate_limit", "rate_burst", "max_frame_bytes", "batch_max_ms",
-                 "max_backlog", "grpc_deadline", "rate_limit_close_after", "upstream_backoff_max"):
+                 "max_backlog", "grpc_deadline", "upstream_stall_s", "rate_limit_close_after",
+                 "upstream_backoff_max"):
         _positive(name, getattr(config, name))
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"--port must be from 0 to 65535, got {config.port}")

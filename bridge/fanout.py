@@ -8,13 +8,19 @@ service that predates it). When the upstream
 stream breaks, the topic tells its subscribers ``interrupted`` at once and re-opens with
 ``resume_from`` = its last seq (with backoff); when the service has replayed what was missed it
 says ``resumed`` (``recovered: false`` when the service reported a gap). Clients stay connected.
+
+A stream that stays open but silent for ``--upstream-stall-s`` (no event, no heartbeat: a hung
+service, a network that stopped forwarding) counts as broken too (:mod:`bridge.stall`). So does
+an unexpected error while fanning a message out (a bug in building an event, a lane, a
+subscriber): it is logged with its traceback, counted in ``bridge_topic_failures_total``, and the
+topic resumes after the event it was handling, so one bad event cannot stop a topic for good.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, Protocol, cast
 
@@ -27,12 +33,15 @@ from bridge.errors import UNAVAILABLE, BridgeError, from_grpc
 from bridge.events import Event, seq_key
 from bridge.lanes import Lane, LaneKey, Member, lane_key
 from bridge.metrics import BridgeMetrics
+from bridge.stall import StallWatch, StreamStalled, stall_guard
 from bridge.subscriptions import Subscription, TopicKey
 from bridge.upstream import Upstream
 
 log = logging.getLogger("bridge.fanout")
 
 INITIAL_BACKOFF_S = 0.1
+DEFAULT_STALL_S = 3.0   # --upstream-stall-s
+FANOUT_FAILURE = grpc.StatusCode.INTERNAL   # what an error of our own ends a stream with
 REPLAY_ALL = "0-0"   # resume point of a topic that went live on an empty stream
 # Codes that will not change by retrying: subscribers waiting for the topic get the error.
 REFUSALS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
@@ -70,9 +79,10 @@ def topic_identity(topic: TopicKey, identity: Identity) -> Identity:
 class Topic:
     """One upstream stream and the subscriptions fed from it."""
 
-    def __init__(self, key: TopicKey, identity: Identity, metrics: BridgeMetrics) -> None:
+    def __init__(self, key: TopicKey, identity: Identity, metrics: BridgeMetrics,
+                 channel: Channel) -> None:
         self.key = key
-        self.channel: Channel = CHANNELS[key[0]]
+        self.channel = channel
         self.identity = identity
         self.metrics = metrics
         self.lanes: dict[LaneKey, Lane] = {}
@@ -84,6 +94,9 @@ class Topic:
         self.failed = asyncio.Event()
         self.failure: BridgeError | None = None
         self.interrupted = False
+        # An event may have missed some subscribers (a fan-out failure): the next resume is
+        # not ``recovered`` even if the service replays everything after it.
+        self.lost = False
         self.task: asyncio.Task[None] | None = None
 
     def join(self, sub: Subscription, member: Subscriber) -> None:
@@ -106,12 +119,16 @@ class Topic:
         return True
 
     def dispatch(self, seq: str, entity: object) -> None:
-        """Encode one event and hand it to every lane (each applies its filters)."""
+        """Encode one event and hand it to every lane (each applies its filters).
+
+        The event counts as taken before it is encoded: if encoding or a lane fails on it, the
+        topic resumes after it rather than replaying it into the same failure forever.
+        """
         key = seq_key(seq)
         if key <= self.last_key:
             return   # already delivered before a resume
-        event = self.channel.event(seq, entity)  # type: ignore[arg-type]
         self.last_seq, self.last_key = seq, key
+        event = self.channel.event(seq, entity)  # type: ignore[arg-type]
         for lane in list(self.lanes.values()):
             lane.offer(event)
 
@@ -123,20 +140,39 @@ class Topic:
                 lane.flush()
 
     def notify(self, status: str, recovered: bool) -> None:
+        """Tell every set-up subscription; one member that fails cannot keep it from the rest."""
         for sub, lane in list(self.lane_of.items()):
             if sub.held is None:
-                cast(Subscriber, lane.members[sub]).stream_status(sub, status, recovered)
+                member = cast(Subscriber, lane.members[sub])
+                try:
+                    member.stream_status(sub, status, recovered)
+                except Exception as exc:
+                    self._member_failed(sub, member, exc)
+
+    def _member_failed(self, sub: Subscription, member: Subscriber, exc: Exception) -> None:
+        """Log and count a member's failure, and let it close itself (``fail``) if it can."""
+        log.error("topic %s: stream_status to %s failed", self.key, sub.id, exc_info=exc)
+        self.metrics.topic_failures_total.labels(self.channel.name, "subscriber").inc()
+        fail = getattr(member, "fail", None)
+        if fail is None:
+            return
+        try:
+            fail(exc)
+        except Exception:
+            log.exception("topic %s: failing %s failed too", self.key, sub.id)
 
 
 class Fanout:
     """The topics of one bridge process."""
 
     def __init__(self, upstream: Upstream, metrics: BridgeMetrics, backoff_max: float,
-                 ready_timeout: float) -> None:
+                 ready_timeout: float, stall_s: float = DEFAULT_STALL_S) -> None:
         self.upstream = upstream
         self.metrics = metrics
         self.backoff_max = backoff_max
         self.ready_timeout = ready_timeout
+        self.stall_s = stall_s
+        self.channels: Mapping[str, Channel] = CHANNELS   # the table of bridge/channels.py
         self.topics: dict[TopicKey, Topic] = {}
         self.batching = True   # False once the service said it has no batched streams
 
@@ -168,11 +204,30 @@ class Fanout:
             self._close(topic)
 
     def _open(self, key: TopicKey, identity: Identity) -> Topic:
-        topic = Topic(key, identity, self.metrics)
+        topic = Topic(key, identity, self.metrics, self.channels[key[0]])
         self.topics[key] = topic
-        topic.task = asyncio.create_task(self._run(topic), name=f"topic-{key[0]}-{key[1]}")
+        self._start(topic, pause=0.0)
         self.metrics.upstream_streams.inc()
         return topic
+
+    def _start(self, topic: Topic, pause: float) -> None:
+        task = asyncio.create_task(self._run(topic, pause),
+                                   name=f"topic-{topic.key[0]}-{topic.key[1]}")
+        task.add_done_callback(lambda done: self._ended(topic, done))
+        topic.task = task
+
+    def _ended(self, topic: Topic, task: asyncio.Task[None]) -> None:
+        """A topic's task only ends by being cancelled (its topic closed). If it ended any
+        other way while its topic is still registered, its subscribers would silently get
+        nothing more: say so, count it, and start it again (after a pause, so a task that
+        keeps dying cannot spin)."""
+        if task.cancelled() or self.topics.get(topic.key) is not topic:
+            return
+        exc = task.exception()
+        log.error("topic %s: its task ended (%r); restarting it", topic.key, exc, exc_info=exc)
+        self.metrics.topic_failures_total.labels(topic.channel.name, "task").inc()
+        self._broke(topic, FANOUT_FAILURE)
+        self._start(topic, pause=self.backoff_max)
 
     def _close(self, topic: Topic) -> None:
         del self.topics[topic.key]
@@ -182,32 +237,64 @@ class Fanout:
             topic.task.cancel()
         self.metrics.upstream_streams.dec()
 
-    async def _run(self, topic: Topic) -> None:
+    async def _run(self, topic: Topic, pause: float) -> None:
         """Keep the topic's stream open for as long as the topic exists."""
+        if pause:
+            await asyncio.sleep(pause)
         delay = INITIAL_BACKOFF_S
         while True:
-            code, details = await self._stream_once(topic, topic.last_seq or "")
-            if code is grpc.StatusCode.OK or topic.live.is_set():
+            code, details = await self._stream_contained(topic)
+            # A stream that went live starts the backoff again; a fan-out failure does not, so
+            # a defect that fails every message is retried (and logged) at most every
+            # ``backoff_max`` seconds, not ten times a second.
+            if code is not FANOUT_FAILURE and (code is grpc.StatusCode.OK or topic.live.is_set()):
                 delay = INITIAL_BACKOFF_S
-            topic.live.clear()
             if topic.last_seq is None and code in REFUSALS:
                 topic.failure = from_grpc(code, details)
                 topic.failed.set()
-            if not topic.interrupted and topic.last_seq is not None:
-                topic.interrupted = True
-                log.warning("topic %s interrupted (%s); resuming after %s", topic.key, code.name,
-                            topic.last_seq)
-                topic.notify("interrupted", False)
+            self._broke(topic, code)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.backoff_max)
 
+    def _broke(self, topic: Topic, code: grpc.StatusCode) -> None:
+        """The topic's stream ended: tell its subscribers once, until it is live again."""
+        topic.live.clear()
+        if not topic.interrupted and topic.last_seq is not None:
+            topic.interrupted = True
+            log.warning("topic %s interrupted (%s); resuming after %s", topic.key, code.name,
+                        topic.last_seq)
+            topic.notify("interrupted", False)
+
+    async def _stream_contained(self, topic: Topic) -> tuple[grpc.StatusCode, str]:
+        """:meth:`_stream_once`, with a stall or any unexpected error turned into a status."""
+        try:
+            return await self._stream_once(topic, topic.last_seq or "")
+        except StreamStalled as exc:
+            log.warning("topic %s: %s; re-opening its stream", topic.key, exc)
+            self.metrics.upstream_stalls_total.labels(topic.channel.name).inc()
+            return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
+        except Exception:
+            # A bug in fan-out code: the event being handled may have missed some subscribers.
+            log.exception("topic %s: fanning out failed; resuming after %s", topic.key,
+                          topic.last_seq)
+            self.metrics.topic_failures_total.labels(topic.channel.name, "stream").inc()
+            topic.lost = True
+            return FANOUT_FAILURE, "fan-out failure"
+
     async def _stream_once(self, topic: Topic, resume_from: str) -> tuple[grpc.StatusCode, str]:
-        """Read one upstream stream until it ends; returns its status code and details."""
+        """Read one upstream stream until it ends; returns its status code and details.
+
+        Raises :class:`StreamStalled` when it went silent for ``stall_s`` (see
+        :mod:`bridge.stall`); the only per-message cost of watching is storing a timestamp.
+        """
         channel = topic.channel
         request = channel.stream_request(topic.key, None, resume_from)
         gap = False
+        clock = asyncio.get_running_loop().time
+        watch = StallWatch(self.stall_s, clock())
         try:
-            async with aclosing(self._messages(channel, request, topic.identity)) as messages:
+            async with stall_guard(watch), \
+                    aclosing(self._messages(channel, request, topic.identity)) as messages:
                 async for events in messages:
                     for reply in events:
                         kind = reply.WhichOneof("event")
@@ -217,7 +304,10 @@ class Fanout:
                             self._went_live(topic, reply.seq, recovered=not gap)
                         elif kind == "gap":
                             gap = True
+                        elif kind == "heartbeat":
+                            watch.beating = True
                     topic.flush()
+                    watch.last = clock()
         except grpc.aio.AioRpcError as exc:
             return exc.code(), exc.details() or ""
         return grpc.StatusCode.OK, ""
@@ -260,8 +350,11 @@ class Fanout:
             topic.last_seq = seq or REPLAY_ALL
             topic.last_key = seq_key(topic.last_seq)
         topic.live.set()
+        recovered = recovered and not topic.lost
+        topic.lost = False
         if topic.interrupted:
             topic.interrupted = False
+            topic.flush()   # what was replayed goes out before ``resumed``
             log.info("topic %s resumed (recovered=%s)", topic.key, recovered)
             topic.notify("resumed", recovered)
 
@@ -273,12 +366,19 @@ class Fanout:
         the service's live point and carries on with live events, so the caller decides where
         to stop (usually at LIVE, later if it had to discard events held from the shared topic
         meanwhile) and merges with what the topic held.
+
+        Heartbeats are skipped (they carry no seq). A stream that goes silent for ``stall_s``
+        (watched as a topic's stream is, :mod:`bridge.stall`) raises UNAVAILABLE like a broken
+        one, so the caller's retry re-opens it; only the wait for the service counts, not the
+        time the caller spends on what was yielded.
         """
-        channel = CHANNELS[sub.channel]
+        channel = self.channels[sub.channel]
         request = channel.stream_request(sub.topic, sub, resume_from)
+        clock = asyncio.get_running_loop().time
+        watch = StallWatch(self.stall_s, clock())
         try:
             async with aclosing(self._messages(channel, request, identity)) as messages:
-                async for events in messages:
+                while (events := await self._next_message(messages, watch, clock())) is not None:
                     for reply in events:
                         kind = reply.WhichOneof("event")
                         if kind == channel.entity_field:
@@ -287,8 +387,33 @@ class Fanout:
                             yield GAP
                         elif kind == "live":
                             yield LIVE
+                        elif kind == "heartbeat":
+                            watch.beating = True
+                    watch.last = clock()
         except grpc.aio.AioRpcError as exc:
             raise from_grpc(exc.code(), exc.details()) from None
+        except StreamStalled as exc:
+            log.warning("catch-up stream of %s: %s", sub.id, exc)
+            self.metrics.upstream_stalls_total.labels(channel.name).inc()
+            raise from_grpc(grpc.StatusCode.UNAVAILABLE, None) from None
+
+    @staticmethod
+    async def _next_message(messages: AsyncGenerator[Sequence[Any], None], watch: StallWatch,
+                            now: float) -> Sequence[Any] | None:
+        """The next message of a catch-up stream (None at its end), within the watch's bound.
+
+        A timeout per read rather than :func:`stall_guard`: the generator is suspended at each
+        ``yield`` while its consumer works, and a guard spanning that would cancel the consumer.
+        An unwatched stream (an older service's, once it answered) reads with no timer at all.
+        """
+        deadline = asyncio.timeout((watch.due_in(now) or 0.0) if watch.watching else None)
+        try:
+            async with deadline:
+                return await anext(messages, None)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise StreamStalled.of(watch) from None
 
     async def close(self) -> None:
         tasks = [t.task for t in self.topics.values() if t.task is not None]

@@ -65,6 +65,15 @@ class BridgeMetrics:
             "bridge_grpc_requests_total", "Upstream gRPC calls by method and status",
             ["method", "code"], registry=r)
         self.sent = {kind: self.messages_sent_total.labels(kind) for kind in FRAME_TYPES}
+        self.upstream_stalls_total = Counter(
+            "bridge_upstream_stalls_total",
+            "Upstream streams given up after --upstream-stall-s without a message, by channel",
+            ["channel"], registry=r)
+        self.topic_failures_total = Counter(
+            "bridge_topic_failures_total",
+            "Unexpected errors fanning a topic out, by channel and part (stream: the topic "
+            "re-opened its stream; subscriber: one member's status call; task: the topic's "
+            "task ended and was restarted)", ["channel", "part"], registry=r)
 
     def record_sent(self, kind: str, frames: int, event_times_ms: Iterable[int],
                     copies: int = 1) -> None:

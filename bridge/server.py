@@ -53,7 +53,8 @@ class BridgeApp:
         self.metrics = BridgeMetrics()
         self.upstream = Upstream(config, self.metrics)
         self.fanout = Fanout(self.upstream, self.metrics, config.upstream_backoff_max,
-                             ready_timeout=config.grpc_deadline)
+                             ready_timeout=config.grpc_deadline,
+                             stall_s=config.upstream_stall_s)
         self.registry = ConnectionRegistry(config.max_connections, config.max_connections_per_user)
         self.authenticator = Authenticator(config)
         self.sessions: set[Session] = set()
