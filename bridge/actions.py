@@ -21,6 +21,7 @@ from bridge.codec import entity_to_dict
 from bridge.errors import NOT_FOUND, BridgeError
 from bridge.events import Event
 from bridge.fanout import GAP, GapMarker, LiveMarker
+from bridge.lanes import contain
 from bridge.protocol import (
     CHANNEL_ALIASES,
     MAX_LIST_LIMIT,
@@ -162,15 +163,21 @@ async def subscribe(session: Session, request: Request) -> Reply | None:
     session.send(ok(request, {"subscription_id": sub.id, "channel": sub.channel,
                               "snapshot": snapshot, "recovered": first is not GAP,
                               "seq": start}))
-    if replay is not None:
-        await replay_into(session, sub, first, replay, params.resume_from or "")
-    session.release(sub)
+    try:
+        if replay is not None:
+            await replay_into(session, sub, first, replay, params.resume_from or "")
+        session.release(sub)
+    except Exception:   # a delivery bug after the response went out: this client, 1011
+        contain(session.app.metrics, session, sub, "replay")
     return None
 
 
 async def replay_into(session: Session, sub: Subscription, first: ReplayItem | None,
                       replay: AsyncIterator[ReplayItem], resume_from: str) -> None:
     """Deliver catch-up events, pacing on the client's backlog so a long replay cannot overflow.
+
+    Replayed events are never conflated (SPEC §9.3): they queue behind the ``subscribe``
+    response, and a client resuming after 4 missed updates of 2 symbols gets all 4.
 
     The replay ends at the service's live point, or later when live events held meanwhile had
     to be discarded (more than ``--max-backlog``): the catch-up stream reads the same Redis
@@ -197,7 +204,7 @@ async def replay_into(session: Session, sub: Subscription, first: ReplayItem | N
                         lost = True
                     elif sub.matches(item):
                         await session.writable()
-                        session.deliver_now(sub, item)
+                        session.deliver_now(sub, item, conflate=False)
                     if live and sub.caught_up():
                         break
                 break

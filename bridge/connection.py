@@ -22,6 +22,7 @@ from bridge.errors import INTERNAL, RATE_LIMITED, BridgeError
 from bridge.events import Event
 from bridge.limits import (
     IDLE_REASON,
+    INTERNAL_ERROR_REASON,
     RATE_LIMIT_REASON,
     SLOW_CONSUMER_REASON,
     RateLimiter,
@@ -214,27 +215,43 @@ class Session:
         sub.held = None
 
     def release(self, sub: Subscription) -> None:
-        """End setup: send what the topic held meanwhile (minus what a replay sent), go live."""
+        """End setup: send what the topic held meanwhile (minus what a replay sent), go live.
+
+        Held events are never conflated: the client has not fallen behind, the setup made them
+        wait (and they are due at once: a batched lane already held them for its batch)."""
         held, sub.held = sub.held, None
         if held is None or self.book.get(sub.id) is not sub:
             return
         for event in held:
             if event.key > sub.last_key:
-                self.deliver_now(sub, event, bounded=False)
+                self.deliver_now(sub, event, bounded=False, conflate=False, due=True)
+
+    def fail(self, sub: Subscription) -> None:
+        """Delivering ``sub``'s events to this client raised (a bug; the caller logged and
+        counted it, :func:`bridge.lanes.contain`): detach the subscription at once, so its lane
+        and topic stop calling into it, and close the client 1011 ``internal error`` (it
+        reconnects and resumes from the last seq it got). Every other client carries on."""
+        self.forget_subscription(sub)
+        self.close_soon(1011, INTERNAL_ERROR_REASON)
 
     # ------------------------------------------------------------ writing
 
     def deliver(self, sub: Subscription, event: Event) -> None:
-        """Called by the fan-out for every matching event of a subscription's topic."""
+        """Called by a lane's flush for each event a member not keeping up gets one by one.
+        The lane already waited for its batch, so in batch mode the event is due at once (it
+        must not wait for this queue's batch timer too: up to 2 x ``batch_ms``)."""
         if sub.held is not None:
             if not sub.hold(event, self.app.config.max_backlog):
                 self.close_soon(1013, SLOW_CONSUMER_REASON)
             return
-        self.deliver_now(sub, event)
+        self.deliver_now(sub, event, due=True)
 
-    def deliver_now(self, sub: Subscription, event: Event, bounded: bool = True) -> None:
-        """Write or queue one update; ``bounded=False`` (held events released at the end of a
-        setup, at most ``--max-backlog`` of them) may take the queue past its limit."""
+    def deliver_now(self, sub: Subscription, event: Event, bounded: bool = True,
+                    conflate: bool = True, due: bool = False) -> None:
+        """Write or queue one update. ``bounded=False`` (held events released at the end of a
+        setup, at most ``--max-backlog`` of them) may take the queue past its limit;
+        ``conflate=False`` (a replay, released events) keeps a ticker update from replacing a
+        queued one; ``due`` (see :meth:`deliver`) flushes the pending batch with it."""
         if self.closing is not None:
             return
         frame = sub.frame(event)
@@ -242,8 +259,9 @@ class Session:
             sub.delivered(event)
             self.app.metrics.record_sent("update", 1, (event.time_ms,))
             return
-        result = self.outbound.push_update(frame, event.time_ms, sub.conflation_key(event),
-                                           self.loop.time(), bounded)
+        key = sub.conflation_key(event) if conflate else None
+        result = self.outbound.push_update(frame, event.time_ms, key, self.loop.time(), bounded,
+                                           due)
         if result is Push.OVERFLOW:
             self.close_soon(1013, SLOW_CONSUMER_REASON)
             return
@@ -281,7 +299,20 @@ class Session:
             await self.space.wait()
 
     async def _write_loop(self) -> None:
-        """Drain the outbound queue: everything due goes out in one socket write."""
+        """Drain the outbound queue; a writer that raises (a bug, e.g. a frame that cannot be
+        encoded) is logged, counted and closes this client 1011 instead of dying silently and
+        leaving it connected with nothing more ever written."""
+        try:
+            await self._drain_forever()
+        except ConnectionClosed:
+            raise
+        except Exception:
+            log.exception("session %s: writing to the client failed; closing it 1011", self.id)
+            self.app.metrics.fanout_failures_total.inc()
+            self.close_soon(1011, INTERNAL_ERROR_REASON)
+
+    async def _drain_forever(self) -> None:
+        """Everything due goes out in one socket write."""
         while True:
             wait = self.outbound.wait_time(self.loop.time())
             if wait is None:

@@ -33,7 +33,11 @@ _STATUS_MAP: dict[grpc.StatusCode, tuple[str, bool]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: (TIMEOUT, False),
     grpc.StatusCode.PERMISSION_DENIED: (FORBIDDEN, False),
 }
+# What a client is told when a code carries no details it may see (or none at all): each
+# code its own message (a refused argument must not read "Not found").
 _GENERIC_MESSAGES = {
+    NOT_FOUND: "Not found",
+    INVALID_PARAMS: "Invalid parameters",
     UNAVAILABLE: "Upstream service unavailable, try again",
     TIMEOUT: "Upstream service did not answer in time",
     FORBIDDEN: "Not allowed",
@@ -44,5 +48,5 @@ _GENERIC_MESSAGES = {
 def from_grpc(code: grpc.StatusCode | None, details: str | None) -> BridgeError:
     """Translate a failed gRPC call; internal details are never passed to clients."""
     mapped, show_details = _STATUS_MAP.get(code, (INTERNAL, False)) if code else (INTERNAL, False)
-    message = details if show_details and details else _GENERIC_MESSAGES.get(mapped, "Not found")
+    message = details if show_details and details else _GENERIC_MESSAGES[mapped]
     return BridgeError(mapped, message)

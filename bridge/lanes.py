@@ -14,12 +14,21 @@ own queue instead, where conflation and the slow-consumer rule apply exactly as 
 changes what a client costs, never what it receives.
 
 A plain lane (no ``batch_ms``) flushes after each upstream message; a batched one ``batch_ms``
-after the first event it holds (SPEC: at most N ms after the first update in a batch).
+after the first event it holds (SPEC: at most N ms after the first update in a batch). Events a
+batched lane hands to a member one by one are due at once in that member's queue: they have
+waited for their batch already.
+
+A member whose delivery raises (a bug in one connection's state) must not take the lane, the
+topic or the other members down with it: :func:`contain` logs it with its traceback, counts it
+in ``bridge_fanout_failures_total`` and fails that member alone (:meth:`Member.fail`: its
+subscription is detached and its client closed 1011). One ``try`` per member per flush, nothing
+per event, so the shared path costs what it did.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Protocol
 
 from bridge.codec import batch_frame
@@ -27,6 +36,8 @@ from bridge.events import Event
 from bridge.metrics import BridgeMetrics
 from bridge.subscriptions import Subscription
 from bridge.wsconnection import text_frames
+
+log = logging.getLogger("bridge.lanes")
 
 LaneKey = tuple[str, frozenset[str] | None, frozenset[str] | None, int | None]
 
@@ -38,6 +49,19 @@ class Member(Protocol):
 
     def deliver(self, sub: Subscription, event: Event) -> None: ...
     def write_shared(self, sub: Subscription, data: bytes, last: Event) -> bool: ...
+    def fail(self, sub: Subscription) -> None: ...
+
+
+def contain(metrics: BridgeMetrics, member: Member, sub: Subscription, where: str) -> None:
+    """Call from an ``except`` block around a call into one member: log the failure with its
+    traceback, count it, and fail that member alone, so whoever called it carries on."""
+    log.exception("fan-out: %s for subscription %s raised; closing that client 1011", where,
+                  sub.id)
+    metrics.fanout_failures_total.inc()
+    try:
+        member.fail(sub)
+    except Exception:
+        log.exception("fan-out: failing subscription %s raised too", sub.id)
 
 
 def lane_key(sub: Subscription, batch_ms: int | None) -> LaneKey:
@@ -75,24 +99,42 @@ class Lane:
             self.timer = asyncio.get_running_loop().call_later(self.batch_s, self.flush)
 
     def flush(self) -> None:
-        """Send what is pending: shared bytes to members keeping up, one by one to the rest."""
+        """Send what is pending: shared bytes to members keeping up, one by one to the rest.
+
+        A member that raises is contained (:func:`contain`); one whose shared frames cannot be
+        built (logged and counted too) makes every member take the events one by one, so only
+        the members that fail on them are closed."""
         self.timer = None
         events, self.pending = self.pending, []
         if not events or not self.members:
             return
-        data = self.encode(events)
+        data = self._shared_bytes(events)
         first, last = events[0].key, events[-1]
         shared = 0
         for sub, member in list(self.members.items()):
-            if sub.last_key < first and member.write_shared(sub, data, last):
-                shared += 1
-                continue
-            for event in events:
-                if event.key > sub.last_key:   # a resume's replay may have sent it already
-                    member.deliver(sub, event)
+            try:
+                if data is not None and sub.last_key < first and member.write_shared(sub, data,
+                                                                                      last):
+                    shared += 1
+                    continue
+                for event in events:
+                    if event.key > sub.last_key:   # a resume's replay may have sent it already
+                        member.deliver(sub, event)
+            except Exception:
+                contain(self.metrics, member, sub, "lane flush")
         if shared:
             kind, frames = ("batch", 1) if self.batched else ("update", len(events))
             self.metrics.record_sent(kind, frames * shared, [e.time_ms for e in events], shared)
+
+    def _shared_bytes(self, events: list[Event]) -> bytes | None:
+        """:meth:`encode`, or None (logged, counted) when that raises."""
+        try:
+            return self.encode(events)
+        except Exception:
+            log.exception("fan-out: a lane of %s could not frame %d events (%s..%s)",
+                          self.prefix, len(events), events[0].seq, events[-1].seq)
+            self.metrics.fanout_failures_total.inc()
+            return None
 
     def encode(self, events: list[Event]) -> bytes:
         """The WebSocket bytes of one flush: one batch frame, or one update frame per event."""

@@ -15,6 +15,7 @@ MAX_PER_USER_REASON = "max connections per user reached"
 SLOW_CONSUMER_REASON = "slow consumer"
 IDLE_REASON = "idle timeout"
 SHUTDOWN_REASON = "server shutting down"
+INTERNAL_ERROR_REASON = "internal error"   # 1011: delivering to this client raised (a bug)
 
 # Rejections closer together than this count as one uninterrupted stretch of excess.
 EXCESS_GAP_S = 1.0

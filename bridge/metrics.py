@@ -61,6 +61,9 @@ class BridgeMetrics:
             buckets=LATENCY_BUCKETS, registry=r)
         self.conflated_updates_total = Counter(
             "bridge_conflated_updates_total", "Ticker updates replaced in a backlog", registry=r)
+        self.fanout_failures_total = Counter(
+            "bridge_fanout_failures_total", "Deliveries to one client that raised (a bug); that "
+            "client was closed 1011 and the others carried on", registry=r)
         self.grpc_requests_total = Counter(
             "bridge_grpc_requests_total", "Upstream gRPC calls by method and status",
             ["method", "code"], registry=r)

@@ -1,16 +1,25 @@
 """Bounded per-client outbound queue: what to write next, what to conflate, when to give up.
 
-Ticker updates are state, not history: under backlog the latest per (subscription, symbol)
-replaces the queued one (counted as conflated). The newer update goes to the back of the queue
-and the older entry is dropped, not overwritten in place: overwriting would put a newer seq
-ahead of older updates of other symbols, and a client resuming from the last seq it saw could
-then skip or repeat updates. Per subscription, seqs leave the queue in increasing order. Order and bot updates are history and
-are never dropped: a client whose backlog is full is closed 1013 ``slow consumer`` and resumes
-with ``resume_from``. Replies and status frames count toward the backlog like order updates.
+Ticker updates are state, not history, but SPEC §9.3 lets them be conflated only for a client
+that is *behind*: one whose backlog holds at least ``conflate_above`` frames (by default
+:data:`CONFLATE_FRACTION` of ``--max-backlog``). Below that bound every update is queued, so a
+client that keeps up sees a burst of ten updates of one symbol as ten, even when they queue
+behind a reply for a moment. Above it the latest per (subscription, symbol) replaces the queued
+one (counted as conflated). The newer update goes to the back of the queue and the older entry
+is dropped, not overwritten in place: overwriting would put a newer seq ahead of older updates
+of other symbols, and a client resuming from the last seq it saw could then skip or repeat
+updates. Per subscription, seqs leave the queue in increasing order. An update pushed without a
+key (orders, bots, a ``resume_from`` replay, events released after a setup) is never conflated.
+
+Order and bot updates are history and are never dropped: a client whose backlog is full is
+closed 1013 ``slow consumer`` and resumes with ``resume_from``. Replies and status frames count
+toward the backlog like order updates.
 
 In batch mode (``?batch_ms=N``) updates are grouped into ``batch`` frames written at most N ms
 after the first update in them; a reply or status frame flushes what is queued before it, so
-frame order is kept.
+frame order is kept. An update that already waited for a batch elsewhere (handed over by a
+lane's flush, :mod:`bridge.lanes`) is pushed ``due``: it goes out with the next write instead
+of waiting for a second batch timer.
 """
 
 from __future__ import annotations
@@ -21,6 +30,19 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from bridge.codec import batch_frame
+
+# A client is "behind" (its tickers may be conflated) once its queue holds this fraction of
+# ``--max-backlog``. Half: it is the point where the session already paces a replay
+# (``Session.writable``), a reader that keeps up never gets near it (its writer takes the whole
+# queue every event-loop turn; a burst of one upstream message is far below 500 frames), and
+# the other half stays free for order/bot updates and replies before a 1013, since queued
+# tickers count toward the backlog too. Meant to become the ``--conflate-backlog`` flag.
+CONFLATE_FRACTION = 0.5
+
+
+def conflation_bound(max_backlog: int, fraction: float = CONFLATE_FRACTION) -> int:
+    """Backlog (frames queued) from which ticker updates conflate; at least 1."""
+    return max(1, int(max_backlog * fraction))
 
 
 class Push(enum.Enum):
@@ -50,8 +72,11 @@ class Outgoing:
 class Outbound:
     """The queue between fan-out/request handling and one client's socket writer."""
 
-    def __init__(self, max_backlog: int, batch_ms: int | None = None) -> None:
+    def __init__(self, max_backlog: int, batch_ms: int | None = None,
+                 conflate_above: int | None = None) -> None:
         self.max_backlog = max_backlog
+        self.conflate_above = (conflation_bound(max_backlog) if conflate_above is None
+                               else conflate_above)
         self.batch_s = batch_ms / 1000.0 if batch_ms else None
         self.entries: deque[Entry] = deque()
         self.keyed: dict[Hashable, Entry] = {}
@@ -62,14 +87,25 @@ class Outbound:
     def __len__(self) -> int:
         return len(self.entries) - self.dropped
 
+    @property
+    def behind(self) -> bool:
+        """Whether the client is behind: its backlog is over the conflation bound."""
+        return len(self) >= self.conflate_above
+
     def push_update(self, frame: str, event_ms: int, key: Hashable | None, now: float,
-                    bounded: bool = True) -> Push:
-        """Queue an update; with a ``key``, a queued update of the same key is dropped and this
-        one goes to the back (so per-subscription seq order holds)."""
+                    bounded: bool = True, due: bool = False) -> Push:
+        """Queue an update.
+
+        With a ``key`` (a live ticker update) it is never refused; when the client is
+        :attr:`behind`, the queued update of the same key is dropped and this one goes to the
+        back (so per-subscription seq order holds). Without a key it is never conflated and,
+        when ``bounded``, refused (OVERFLOW) once the backlog is full. ``due``: the update
+        already waited for a batch (a lane's flush), so the pending batch is due now.
+        """
         result = Push.QUEUED
         if key is not None:
             queued = self.keyed.get(key)
-            if queued is not None:
+            if queued is not None and self.behind:
                 self._drop(queued)
                 result = Push.CONFLATED
         elif bounded and len(self) >= self.max_backlog:
@@ -78,9 +114,14 @@ class Outbound:
         self.entries.append(entry)
         if key is not None:
             self.keyed[key] = entry
-        if self.batch_s is not None and self.batch_deadline is None:
-            self.batch_deadline = now + self.batch_s
+        if self.batch_s is not None:
+            self._schedule(now if due else now + self.batch_s)
         return result
+
+    def _schedule(self, deadline: float) -> None:
+        """The pending batch is written at the earliest deadline of the updates in it."""
+        if self.batch_deadline is None or deadline < self.batch_deadline:
+            self.batch_deadline = deadline
 
     def _drop(self, entry: Entry) -> None:
         """Mark a replaced entry dropped (O(1)); compact once dropped ones outnumber live ones,

@@ -101,12 +101,14 @@ def test_tickers_conflate_and_orders_overflow() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["BTC", "ETH", "SOL"]),
-                          st.booleans()), max_size=60))
-def test_conflation_keeps_per_subscription_seq_order(pushes: list[tuple[int, str, bool]]) -> None:
-    """Whatever mix of symbols, subscriptions and writer takes, each subscription's seqs leave
-    the queue strictly increasing, and the latest update of every (subscription, symbol) is
-    the last one delivered for it (a client resuming from the last seq it saw loses nothing)."""
-    ob = Outbound(max_backlog=1000)
+                          st.booleans()), max_size=60), st.sampled_from([1, 3, 10, 1000]))
+def test_conflation_keeps_per_subscription_seq_order(pushes: list[tuple[int, str, bool]],
+                                                     conflate_above: int) -> None:
+    """Whatever mix of symbols, subscriptions, writer takes and conflation bound, each
+    subscription's seqs leave the queue strictly increasing, and the latest update of every
+    (subscription, symbol) is the last one delivered for it (a client resuming from the last
+    seq it saw loses nothing)."""
+    ob = Outbound(max_backlog=1000, conflate_above=conflate_above)
     sent: list[tuple[int, str, int]] = []
     latest: dict[tuple[int, str], int] = {}
     for seq, (sub, symbol, take_now) in enumerate(pushes, start=1):
@@ -226,8 +228,36 @@ def test_topics() -> None:
 def test_grpc_status_mapping(status: grpc.StatusCode | None, code: str) -> None:
     err = errors.from_grpc(status, "secret detail")
     assert err.code == code
-    if code not in (errors.NOT_FOUND, errors.INVALID_PARAMS):
+    if code in (errors.NOT_FOUND, errors.INVALID_PARAMS):
+        assert err.message == "secret detail"   # the service's own words about the request
+    else:
         assert "secret" not in err.message
+
+
+GENERIC = {
+    errors.NOT_FOUND: "Not found",
+    errors.INVALID_PARAMS: "Invalid parameters",
+    errors.UNAVAILABLE: "Upstream service unavailable, try again",
+    errors.TIMEOUT: "Upstream service did not answer in time",
+    errors.FORBIDDEN: "Not allowed",
+    errors.INTERNAL: "Internal error",
+}
+
+
+@pytest.mark.parametrize("status", [*errors._STATUS_MAP, grpc.StatusCode.INTERNAL,
+                                    grpc.StatusCode.UNKNOWN, None])
+@pytest.mark.parametrize("details", [None, ""])
+def test_grpc_status_without_details_gets_its_own_generic_message(
+        status: grpc.StatusCode | None, details: str | None) -> None:
+    """An INVALID_ARGUMENT without details used to read "Not found"; each code has its own."""
+    err = errors.from_grpc(status, details)
+    assert err.message == GENERIC[err.code]
+
+
+def test_every_mapped_code_has_a_generic_message() -> None:
+    assert {mapped for mapped, _ in errors._STATUS_MAP.values()} | {errors.INTERNAL} <= set(
+        errors._GENERIC_MESSAGES)
+    assert len(set(errors._GENERIC_MESSAGES.values())) == len(errors._GENERIC_MESSAGES)
 
 
 # ------------------------------------------------------------------ auth

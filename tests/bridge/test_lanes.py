@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import logging
 
 import pytest
 from hypothesis import given
@@ -13,7 +15,7 @@ from websockets.frames import Frame, Opcode
 
 from bridge.channels import CHANNELS
 from bridge.events import Event
-from bridge.lanes import Lane, lane_key
+from bridge.lanes import Lane, contain, lane_key
 from bridge.metrics import LATENCY_BUCKETS, BridgeMetrics, observe_all
 from bridge.protocol import SubscribeParams
 from bridge.subscriptions import Subscription, SubscriptionBook
@@ -30,6 +32,7 @@ class Member:
         self.shared: list[bytes] = []
         self.delivered: list[Event] = []
         self.flushed = asyncio.Event() if batch_ms else None
+        self.failed: list[Subscription] = []
 
     def deliver(self, sub: Subscription, event: Event) -> None:
         self.delivered.append(event)
@@ -43,6 +46,35 @@ class Member:
         if self.flushed is not None:
             self.flushed.set()
         return True
+
+    def fail(self, sub: Subscription) -> None:
+        self.failed.append(sub)
+
+
+class FaultyMember(Member):
+    """A member with a real defect: its bookkeeping raises once it reaches a marked symbol."""
+
+    def __init__(self, mark: str, keeping_up: bool = True, fail_raises: bool = False) -> None:
+        super().__init__(keeping_up=keeping_up)
+        self.mark = mark
+        self.fail_raises = fail_raises
+
+    def _check(self, events: list[Event]) -> None:
+        if any(e.symbol == self.mark for e in events):
+            raise RuntimeError(f"defect on {self.mark}")
+
+    def deliver(self, sub: Subscription, event: Event) -> None:
+        self._check([event])
+        super().deliver(sub, event)
+
+    def write_shared(self, sub: Subscription, data: bytes, last: Event) -> bool:
+        self._check([ticker_event(f["seq"], f["result"]["symbol"]) for f in frames_of(data)])
+        return super().write_shared(sub, data, last)
+
+    def fail(self, sub: Subscription) -> None:
+        super().fail(sub)
+        if self.fail_raises:
+            raise RuntimeError("fail() broke too")
 
 
 def ticker_event(seq: str, symbol: str, price: float = 1.0) -> Event:
@@ -162,3 +194,61 @@ def test_observe_all_equals_that_many_observations(amounts: list[float], copies:
     for sample in samples:
         twin = registry.get_sample_value("many" + sample.name[3:], dict(sample.labels))
         assert twin == pytest.approx(sample.value), sample
+
+
+@pytest.mark.parametrize("keeping_up", [True, False])
+def test_a_member_that_raises_is_contained_and_the_others_get_everything(
+        keeping_up: bool, caplog: pytest.LogCaptureFixture) -> None:
+    metrics = BridgeMetrics()
+    subs = [subscription() for _ in range(3)]
+    lane = Lane(subs[0], None, metrics)
+    faulty = FaultyMember("BAD/USDT", keeping_up=keeping_up)
+    members = [Member(), faulty, Member(keeping_up=False)]
+    for sub, member in zip(subs, members):
+        lane.members[sub] = member
+    events = [ticker_event("5-0", "BTC/USDT"), ticker_event("5-1", "BAD/USDT"),
+              ticker_event("5-2", "ETH/USDT")]
+    for event in events:
+        lane.offer(event)
+    with caplog.at_level(logging.ERROR, logger="bridge.lanes"):
+        lane.flush()
+    assert [f["seq"] for f in frames_of(members[0].shared[0])] == ["5-0", "5-1", "5-2"]
+    assert members[2].delivered == events
+    assert faulty.failed == [subs[1]]
+    assert metrics.value("bridge_fanout_failures_total") == 1
+    (record,) = [r for r in caplog.records if r.name == "bridge.lanes"]
+    assert record.exc_info is not None and "defect on BAD/USDT" in caplog.text
+    assert subs[1].id in record.getMessage()
+
+
+def test_contain_survives_a_member_whose_fail_raises_too(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = BridgeMetrics()
+    sub = subscription()
+    member = FaultyMember("X", fail_raises=True)
+    with caplog.at_level(logging.ERROR, logger="bridge.lanes"):
+        try:
+            raise ValueError("delivery broke")
+        except ValueError:
+            contain(metrics, member, sub, "stream_status")
+    assert member.failed == [sub] and metrics.value("bridge_fanout_failures_total") == 1
+    assert "delivery broke" in caplog.text and "fail() broke too" in caplog.text
+
+
+def test_events_a_lane_cannot_frame_go_one_by_one(caplog: pytest.LogCaptureFixture) -> None:
+    """Shared framing that raises (here: text that is not valid UTF-8, a lone surrogate) is
+    logged and counted; members then take the events one by one, each contained on its own."""
+    metrics = BridgeMetrics()
+    subs = [subscription(), subscription()]
+    lane = Lane(subs[0], None, metrics)
+    members = [Member(), Member()]
+    for sub, member in zip(subs, members):
+        lane.members[sub] = member
+    good = ticker_event("5-0", "BTC/USDT")
+    bad = dataclasses.replace(ticker_event("5-1", "ETH/USDT"), tail='"5-1","result":"\ud800"}')
+    lane.offer(good)
+    lane.offer(bad)
+    with caplog.at_level(logging.ERROR, logger="bridge.lanes"):
+        lane.flush()
+    assert all(m.shared == [] and m.delivered == [good, bad] for m in members)
+    assert metrics.value("bridge_fanout_failures_total") == 1
+    assert "could not frame 2 events (5-0..5-1)" in caplog.text

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
+
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -155,12 +157,16 @@ async def test_stalled_reader_is_closed_1013_and_freed_without_waiting_for_it(ca
             assert b.app.metrics.value("bridge_upstream_streams") == 0
 
 
-async def test_tickers_conflate_latest_wins_for_a_client_that_falls_behind(cache, feed) -> None:
-    """A client that stops reading is not closed for tickers: its backlog keeps the latest per
-    symbol (counted as conflated), and when it reads again it gets the newest prices."""
+@pytest.mark.parametrize("batch_ms", [None, 5])
+async def test_tickers_conflate_latest_wins_for_a_client_that_falls_behind(
+        cache, feed, batch_ms: int | None) -> None:
+    """A client that stops reading is not closed for tickers: once its backlog is over the
+    conflation bound (half of --max-backlog) it keeps the latest per symbol (counted as
+    conflated), and when it reads again it gets the newest prices."""
+    query = {"batch_ms": batch_ms} if batch_ms else {}
     async with running_bridge(cache.target, max_backlog=50) as b:
         sock = _small_buffer_socket(b.port)
-        async with connect(b.ws_url(ALICE, batch_ms=5), sock=sock, max_queue=1,
+        async with connect(b.ws_url(ALICE, **query), sock=sock, max_queue=1,
                            max_size=None) as ws:
             c = Client(ws)
             assert (await c.recv())["type"] == "connection"
