@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import grpc
 import pytest
+import redis
 
 from cache_service.pb.v1 import cache_pb2_grpc
 from tests.infra.cache_service_runner import InProcessCacheService, running_cache_service
+from tests.infra.redis_servers import ProcessRedis
 
 EVENT_TIMEOUT = 30.0
 
@@ -45,19 +48,36 @@ BOB = as_user("bob")
 ADMIN = as_user("root", "read admin")
 
 
+def is_heartbeat(message: Any) -> bool:
+    """A heartbeat event, or a TickerEventBatch that carries only heartbeats."""
+    if hasattr(message, "events"):
+        return bool(message.events) and all(is_heartbeat(e) for e in message.events)
+    return message is not grpc.aio.EOF and message.WhichOneof("event") == "heartbeat"
+
+
+async def next_message(call: Any, timeout: float = EVENT_TIMEOUT) -> Any:
+    """The next message of a server stream that is not a heartbeat, failing instead of hanging
+    (an idle stream carries heartbeats; tests that are about them read ``call.read()``)."""
+    while True:
+        message = await asyncio.wait_for(call.read(), timeout)
+        if not is_heartbeat(message):
+            return message
+
+
 async def read_events(call: Any, count: int, timeout: float = EVENT_TIMEOUT) -> list[Any]:
-    """The next ``count`` messages of a server stream, failing instead of hanging."""
-    return [await asyncio.wait_for(call.read(), timeout) for _ in range(count)]
+    """The next ``count`` messages of a server stream (heartbeats skipped)."""
+    return [await next_message(call, timeout) for _ in range(count)]
 
 
 async def read_until_live(call: Any, timeout: float = EVENT_TIMEOUT) -> list[Any]:
     """Every event up to and including the `live` marker."""
     events = []
     while True:
-        event = await asyncio.wait_for(call.read(), timeout)
+        event = await next_message(call, timeout)
         assert event is not grpc.aio.EOF, "stream ended before live"
         events.append(event)
-        if event.WhichOneof("event") == "live":
+        last = event.events[-1] if hasattr(event, "events") else event   # a TickerEventBatch
+        if last.WhichOneof("event") == "live":
             return events
 
 
@@ -75,3 +95,20 @@ def seq_key(seq: str) -> tuple[int, int]:
 
 def ids(messages: Sequence[Any], field: str) -> list[str]:
     return [getattr(m, field) for m in messages]
+
+
+@pytest.fixture
+def primary_with_replica() -> Iterator[tuple[ProcessRedis, ProcessRedis]]:
+    primary, replica = ProcessRedis(), ProcessRedis()
+    try:
+        client = redis.Redis(port=replica.port, socket_timeout=5)
+        client.execute_command("REPLICAOF", primary.host, primary.port)
+        deadline = time.monotonic() + 30
+        while client.info("replication").get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "replica did not sync"
+            time.sleep(0.05)
+        client.close()
+        yield primary, replica
+    finally:
+        replica.close()
+        primary.close()

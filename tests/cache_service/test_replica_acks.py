@@ -5,9 +5,6 @@ tests/resilience/test_failover_durability.py; here: real primary + real replica 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Iterator
-
 import grpc
 import pytest
 import redis
@@ -53,23 +50,6 @@ async def test_every_write_path_is_refused_without_a_replica(redis_url: str) -> 
                 error = await rpc_error(call)
                 assert error.code() == grpc.StatusCode.UNAVAILABLE
                 assert REFUSED in (error.details() or "")
-
-
-@pytest.fixture
-def primary_with_replica() -> Iterator[tuple[ProcessRedis, ProcessRedis]]:
-    primary, replica = ProcessRedis(), ProcessRedis()
-    try:
-        client = redis.Redis(port=replica.port, socket_timeout=5)
-        client.execute_command("REPLICAOF", primary.host, primary.port)
-        deadline = time.monotonic() + 30
-        while client.info("replication").get("master_link_status") != "up":
-            assert time.monotonic() < deadline, "replica did not sync"
-            time.sleep(0.05)
-        client.close()
-        yield primary, replica
-    finally:
-        replica.close()
-        primary.close()
 
 
 async def test_writes_confirmed_by_a_replica_are_acknowledged_and_on_it(
