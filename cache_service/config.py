@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from cache_service.feed_health import FeedPolicy
 from cache_service.redis_url import RedisTarget, RedisUrlError, parse_redis_url
 
 ENV_PREFIX = "CACHE_"
@@ -44,6 +45,10 @@ class CacheConfig:
     # acknowledged, so a failover keeps them), else 0; resolved in __post_init__.
     min_replica_acks: int | None = None
     replica_ack_timeout_ms: int = 500
+    # A change-feed reader that cannot read Redis for this long ends its streams UNAVAILABLE
+    # (at once on a lost connection); idle live streams carry a heartbeat this often.
+    feed_stall_s: float = 2.0
+    stream_heartbeat_s: float = 1.0
 
     def __post_init__(self) -> None:
         validate(self)
@@ -53,6 +58,13 @@ class CacheConfig:
     @property
     def redis_target(self) -> RedisTarget:
         return parse_redis_url(self.redis_url)
+
+    @property
+    def feed_policy(self) -> FeedPolicy:
+        """The change feed's settings (cache_service.feed_health)."""
+        return FeedPolicy(stall_s=self.feed_stall_s, heartbeat_s=self.stream_heartbeat_s,
+                          min_acks=self.min_replica_acks or 0, ack_timeout_ms=self.replica_ack_timeout_ms,
+                          socket_timeout_s=self.redis_timeout)
 
     @property
     def tls_enabled(self) -> bool:
@@ -81,7 +93,7 @@ def validate(config: CacheConfig) -> None:
         raise ConfigError(f"--stream-maxlen: must be > 0, got {config.stream_maxlen}")
     if config.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"--log-level: {config.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
-    for name in ("redis_timeout", "shutdown_grace"):
+    for name in ("redis_timeout", "shutdown_grace", "feed_stall_s", "stream_heartbeat_s"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')}: must be > 0")
     if config.subscriber_queue <= 0:

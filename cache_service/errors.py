@@ -47,3 +47,9 @@ class ResourceExhausted(ServiceError):
     """A subscriber fell too far behind; it should resume from its last seq."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Internal(ServiceError):
+    """A bug or an unexpected failure (logged with its traceback); the message says which part."""
+
+    code = grpc.StatusCode.INTERNAL

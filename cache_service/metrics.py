@@ -12,7 +12,10 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from cache_service.feed_health import CAUSES
+
 CHANNELS = ("tickers", "orders", "bots")
+FEED_STAGES = ("reader", "subscriber", "stream")
 
 
 class Metrics:
@@ -37,6 +40,17 @@ class Metrics:
         self.events_published = Counter(
             "cache_events_published", "Changes appended to the change feed, by channel",
             ["channel"], registry=self.registry)
+        self.feed_failures = Counter(
+            "cache_feed_failures", "Unexpected failures in the change feed (logged with traceback), "
+            "by stage: reader (its loop crashed), subscriber (a filter failed), stream (encoding)",
+            ["stage"], registry=self.registry)
+        self.feed_interruptions = Counter(
+            "cache_feed_interruptions", "Change-feed readers that ended their streams UNAVAILABLE, "
+            "by cause: connection, stalled, unconfirmed, internal", ["cause"], registry=self.registry)
+        for stage in FEED_STAGES:
+            self.feed_failures.labels(stage)
+        for cause in CAUSES:
+            self.feed_interruptions.labels(cause)
         for channel in CHANNELS:
             self.stream_subscribers.labels(channel)
             self.events_published.labels(channel)

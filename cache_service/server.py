@@ -91,7 +91,8 @@ class CacheServer:
         self.redis = connect(config.redis_target, config.redis_timeout)
         store = Store(self.redis, config.stream_maxlen, config.min_replica_acks or 0,
                       config.replica_ack_timeout_ms)
-        self.feed = ChangeFeed(self.redis, self.metrics, config.subscriber_queue, config.redis_timeout)
+        self.feed = ChangeFeed(self.redis, self.metrics, config.subscriber_queue, config.redis_timeout,
+                               config.feed_policy)
         health_servicer = health.aio.HealthServicer()
         self._monitor_redis = connect(config.redis_target, MONITOR_TIMEOUT_S)
         self.monitor = RedisMonitor(self._monitor_redis, health_servicer, self.metrics, timeout=MONITOR_TIMEOUT_S)

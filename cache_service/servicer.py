@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Any, NoReturn, TypeVar
 
@@ -21,7 +21,7 @@ from redis.exceptions import ReadOnlyError, RedisError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cache_service import validation, wire
-from cache_service.changefeed import ChangeFeed, Entry, FeedItem, Gap, Live, Match, field_filter
+from cache_service.changefeed import ChangeFeed, Entry, FeedItem, Gap, Heartbeat, Match, field_filter
 from cache_service.errors import InvalidArgument, NotFound, ServiceError
 from cache_service.metrics import Metrics
 from cache_service.pb.v1 import cache_pb2, cache_pb2_grpc
@@ -51,21 +51,33 @@ async def _abort(context: grpc.aio.ServicerContext, error: BaseException) -> NoR
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _ticker_events(items: list[FeedItem]) -> list[bytes]:
+def _ticker_events(items: Sequence[FeedItem]) -> list[bytes]:
     """Serialized TickerEvents of a change-feed batch (the hot path of both ticker streams)."""
     return [wire.ticker_event(item.id, item.fields[b"d"]) if isinstance(item, Entry)
             else _event(cache_pb2.TickerEvent, "ticker", cache_pb2.Ticker, item).SerializeToString()
             for item in items]
 
 
-def _event(event_type: type[Message], field: str, entity: type[Message], item: Entry | Gap | Live) -> Message:
+def _event(event_type: type[Message], field: str, entity: type[Message], item: FeedItem) -> Message:
     """A stream event (TickerEvent, OrderEvent, BotEvent) from a change-feed item."""
     if isinstance(item, Entry):
         return event_type(seq=item.id, **{field: entity.FromString(item.data)})
     if isinstance(item, Gap):
         gap = cache_pb2.StreamGap(requested=item.requested, first_retained=item.first_retained)
         return event_type(seq=item.requested, gap=gap)
+    if isinstance(item, Heartbeat):
+        return event_type(seq="", heartbeat=cache_pb2.StreamHeartbeat(server_time=item.server_time))
     return event_type(seq=item.seq, live=cache_pb2.StreamLive())
+
+
+def _first_bad(items: Sequence[FeedItem], encode: Callable[[Sequence[FeedItem]], Any]) -> FeedItem:
+    """The first item ``encode`` fails on (a failed batch was seen already: the rare path)."""
+    for item in items:
+        try:
+            encode([item])
+        except Exception:  # noqa: BLE001 - looking for the one that fails
+            return item
+    return items[0]
 
 
 class _Ingest:
@@ -156,21 +168,40 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
             await _abort(context, exc)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    @staticmethod
-    async def _guarded(context: grpc.aio.ServicerContext, feed: AsyncGenerator[T, None]) -> AsyncIterator[T]:
+    async def _guarded(self, context: grpc.aio.ServicerContext, feed: AsyncGenerator[T, None]) -> AsyncIterator[T]:
         """Yield from a change-feed generator; a failure ends the call with the status a
-        client should see (every stream RPC goes through here)."""
+        client should see (every stream RPC goes through here). An unexpected one is logged
+        with its traceback, counted (``cache_feed_failures{stage="stream"}``) and INTERNAL."""
         try:
             async with aclosing(feed) as items:
                 async for item in items:
                     yield item
         except (ServiceError, RedisError, OSError) as exc:
             await _abort(context, exc)
+        except Exception as exc:
+            self.metrics.feed_failures.labels("stream").inc()
+            await _abort(context, exc)
+
+    async def _encoding_failed(self, context: grpc.aio.ServicerContext, item: FeedItem,
+                               exc: Exception) -> NoReturn:
+        """An entry that cannot become an event (not written by this service?): end this
+        stream INTERNAL, naming its seq so the client can resume past it; logged and counted."""
+        seq = item.id if isinstance(item, Entry) else ""
+        log.error("change-feed event %s cannot be encoded; ending the stream", seq, exc_info=exc)
+        self.metrics.feed_failures.labels("stream").inc()
+        await context.abort(grpc.StatusCode.INTERNAL,
+                            f"change-feed event {seq} cannot be encoded ({type(exc).__name__}); "
+                            f"resume_from {seq} skips it")
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _stream(self, context: grpc.aio.ServicerContext, key: str, channel: str, match: Match,
-                      resume_from: str, make: Callable[[Entry | Gap | Live], Message]) -> AsyncIterator[Any]:
+                      resume_from: str, make: Callable[[FeedItem], Message]) -> AsyncIterator[Any]:
         async for item in self._guarded(context, self.feed.follow(key, channel, match, resume_from)):
-            yield make(item)
+            try:
+                event = make(item)
+            except Exception as exc:
+                await self._encoding_failed(context, item, exc)
+            yield event
 
     # ------------------------------------------------------------ tickers
 
@@ -269,15 +300,21 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
                             context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.TickerEvent]:
         async with aclosing(self._ticker_batches(request, context)) as batches:
             async for batch in batches:
-                for event in _ticker_events(batch):
+                for event in await self._encoded_tickers(context, batch):
                     yield cache_pb2.TickerEvent.FromString(event)
+
+    async def _encoded_tickers(self, context: grpc.aio.ServicerContext, batch: list[FeedItem]) -> list[bytes]:
+        try:
+            return _ticker_events(batch)
+        except Exception as exc:
+            await self._encoding_failed(context, _first_bad(batch, _ticker_events), exc)
 
     async def StreamTickerBatches(self, request: cache_pb2.StreamTickersRequest,
                                   context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.TickerEventBatch]:
         """StreamTickers' events, every ready one in one message (see ChangeFeed.follow_batches)."""
         async with aclosing(self._ticker_batches(request, context)) as batches:
             async for batch in batches:
-                yield wire.ticker_event_batch(_ticker_events(batch))
+                yield wire.ticker_event_batch(await self._encoded_tickers(context, batch))
 
     # ------------------------------------------------------------ orders and bots
 
@@ -302,7 +339,7 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         return await self._unary(context, op())
 
     async def _stream_owned(self, kind: OwnedKind[Any], context: grpc.aio.ServicerContext, user_id: str,
-                            resume_from: str, make: Callable[[Entry | Gap | Live], Message],
+                            resume_from: str, make: Callable[[FeedItem], Message],
                             **filters: list[str]) -> AsyncIterator[Any]:
         try:
             user = _caller(context).user_filter(user_id)

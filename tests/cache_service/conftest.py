@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -11,6 +11,8 @@ import pytest
 
 from cache_service.pb.v1 import cache_pb2_grpc
 from tests.infra.cache_service_runner import InProcessCacheService, running_cache_service
+from tests.infra.redis_servers import RedisServer, start_redis
+from tests.infra.sentinel import replicate_and_wait
 
 EVENT_TIMEOUT = 30.0
 
@@ -45,19 +47,36 @@ BOB = as_user("bob")
 ADMIN = as_user("root", "read admin")
 
 
+def is_heartbeat(message: Any) -> bool:
+    """A heartbeat event, or a TickerEventBatch that carries only heartbeats."""
+    if hasattr(message, "events"):
+        return bool(message.events) and all(is_heartbeat(e) for e in message.events)
+    return message is not grpc.aio.EOF and message.WhichOneof("event") == "heartbeat"
+
+
+async def next_message(call: Any, timeout: float = EVENT_TIMEOUT) -> Any:
+    """The next message of a server stream that is not a heartbeat, failing instead of hanging
+    (an idle stream carries heartbeats; tests that are about them read ``call.read()``)."""
+    while True:
+        message = await asyncio.wait_for(call.read(), timeout)
+        if not is_heartbeat(message):
+            return message
+
+
 async def read_events(call: Any, count: int, timeout: float = EVENT_TIMEOUT) -> list[Any]:
-    """The next ``count`` messages of a server stream, failing instead of hanging."""
-    return [await asyncio.wait_for(call.read(), timeout) for _ in range(count)]
+    """The next ``count`` messages of a server stream (heartbeats skipped)."""
+    return [await next_message(call, timeout) for _ in range(count)]
 
 
 async def read_until_live(call: Any, timeout: float = EVENT_TIMEOUT) -> list[Any]:
     """Every event up to and including the `live` marker."""
     events = []
     while True:
-        event = await asyncio.wait_for(call.read(), timeout)
+        event = await next_message(call, timeout)
         assert event is not grpc.aio.EOF, "stream ended before live"
         events.append(event)
-        if event.WhichOneof("event") == "live":
+        last = event.events[-1] if hasattr(event, "events") else event   # a TickerEventBatch
+        if last.WhichOneof("event") == "live":
             return events
 
 
@@ -75,3 +94,18 @@ def seq_key(seq: str) -> tuple[int, int]:
 
 def ids(messages: Sequence[Any], field: str) -> list[str]:
     return [getattr(m, field) for m in messages]
+
+
+@pytest.fixture
+def primary_with_replica() -> Iterator[tuple[RedisServer, RedisServer]]:
+    """A primary and its replica on the backend in force (containers under testcontainers)."""
+    primary = start_redis()
+    try:
+        replica = start_redis()
+        try:
+            replicate_and_wait(replica, primary)
+            yield primary, replica
+        finally:
+            replica.close()
+    finally:
+        primary.close()

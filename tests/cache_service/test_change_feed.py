@@ -15,7 +15,7 @@ from cache_service.metrics import Metrics
 from cache_service.pb.v1 import cache_pb2 as pb
 from cache_service.pb.v1 import cache_pb2_grpc
 from cache_service.store import ORDERS, Store
-from tests.cache_service.conftest import ALICE, read_events, read_until_live, rpc_error, seq_key
+from tests.cache_service.conftest import ALICE, next_message, read_events, read_until_live, rpc_error, seq_key
 from tests.factories import BotFactory, OrderFactory, TickerFactory
 from tests.infra.cache_service_runner import running_cache_service
 
@@ -44,7 +44,7 @@ async def test_resume_while_writes_continue_has_no_gap_and_no_duplicate(svc, stu
     expected = first[10:] + written
     received: list[str] = []
     while len(received) < len(expected):
-        event = await asyncio.wait_for(stream.read(), 15)
+        event = await next_message(stream, 15)
         if event.WhichOneof("event") == "ticker":
             received.append(event.seq)
     stream.cancel()
@@ -192,7 +192,7 @@ async def test_slow_grpc_subscriber_gets_resource_exhausted(redis_url: str) -> N
             seen = 0
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 while True:
-                    event = await asyncio.wait_for(stream.read(), 15)
+                    event = await next_message(stream, 15)
                     assert event is not grpc.aio.EOF
                     seen += 1
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -5,8 +5,6 @@ tests/resilience/test_failover_durability.py; here: a real primary and a real re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-
 import grpc
 import pytest
 import redis
@@ -17,8 +15,7 @@ from cache_service.pb.v1 import cache_pb2_grpc
 from tests.cache_service.conftest import rpc_error
 from tests.factories import BotFactory, OrderFactory, TickerFactory
 from tests.infra.cache_service_runner import running_cache_service
-from tests.infra.redis_servers import RedisServer, start_redis
-from tests.infra.sentinel import replicate_and_wait
+from tests.infra.redis_servers import RedisServer
 
 REFUSED = "write not confirmed by replicas (0 of 1 within 50 ms)"
 
@@ -53,21 +50,6 @@ async def test_every_write_path_is_refused_without_a_replica(redis_url: str) -> 
                 error = await rpc_error(call)
                 assert error.code() == grpc.StatusCode.UNAVAILABLE
                 assert REFUSED in (error.details() or "")
-
-
-@pytest.fixture
-def primary_with_replica() -> Iterator[tuple[RedisServer, RedisServer]]:
-    """A primary and its replica on the backend in force (containers under testcontainers)."""
-    primary = start_redis()
-    try:
-        replica = start_redis()
-        try:
-            replicate_and_wait(replica, primary)
-            yield primary, replica
-        finally:
-            replica.close()
-    finally:
-        primary.close()
 
 
 async def test_writes_confirmed_by_a_replica_are_acknowledged_and_on_it(

@@ -18,7 +18,7 @@ from cache_service.metrics import Metrics
 from cache_service.pb.v1 import cache_pb2 as pb
 from cache_service.pb.v1 import cache_pb2_grpc
 from cache_service.store import Store, ticker_stream
-from tests.cache_service.conftest import EVENT_TIMEOUT, rpc_error, seq_key
+from tests.cache_service.conftest import EVENT_TIMEOUT, next_message, rpc_error, seq_key
 from tests.factories import OrderFactory, TickerFactory
 from tests.infra.cache_service_runner import running_cache_service
 
@@ -36,7 +36,7 @@ async def batches_until_live(call: Any, timeout: float = EVENT_TIMEOUT) -> tuple
     """Messages read and their events, up to and including the message with `live`."""
     messages, events = 0, []
     while True:
-        batch = await asyncio.wait_for(call.read(), timeout)
+        batch = await next_message(call, timeout)
         assert batch is not grpc.aio.EOF, "stream ended before live"
         assert len(batch.events) > 0, "an empty batch was sent"
         messages += 1
@@ -49,7 +49,7 @@ async def ticker_events(call: Any, count: int, timeout: float = EVENT_TIMEOUT) -
     """Messages read and their events until ``count`` ticker events arrived."""
     messages, events = 0, []
     while len(events) < count:
-        batch = await asyncio.wait_for(call.read(), timeout)
+        batch = await next_message(call, timeout)
         assert batch is not grpc.aio.EOF, f"stream ended after {len(events)} events"
         messages += 1
         events.extend(batch.events)
@@ -260,7 +260,7 @@ async def test_a_subscriber_that_falls_behind_gets_resource_exhausted(redis_url:
             seen = []
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 while True:
-                    batch = await asyncio.wait_for(call.read(), EVENT_TIMEOUT)
+                    batch = await next_message(call, EVENT_TIMEOUT)
                     assert batch is not grpc.aio.EOF
                     seen.extend(batch.events)
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -294,13 +294,17 @@ async def test_batch_subscribers_are_counted_and_calls_recorded(svc, stub) -> No
 
 
 @pytest.mark.resilience
-async def test_batch_stream_rides_out_a_redis_restart(fresh_redis) -> None:
+async def test_batch_stream_ends_unavailable_on_a_redis_restart_and_resumes(fresh_redis) -> None:
     async with running_cache_service(fresh_redis.url, redis_timeout=1.0) as svc:
         async with grpc.aio.insecure_channel(svc.target) as channel:
             stub = cache_pb2_grpc.CacheServiceStub(channel)
             call = stub.StreamTickerBatches(pb.StreamTickersRequest(exchange="binance"))
-            await batches_until_live(call)
+            _messages_read, events = await batches_until_live(call)
+            live_seq = events[-1].seq
             await asyncio.to_thread(fresh_redis.restart)
+            error = await rpc_error(ticker_events(call, 1))
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            assert "change feed interrupted" in (error.details() or "")
             async with asyncio.timeout(30):
                 while True:  # the service's Redis client reconnects on the next call
                     try:
@@ -309,9 +313,17 @@ async def test_batch_stream_rides_out_a_redis_restart(fresh_redis) -> None:
                     except grpc.aio.AioRpcError as exc:
                         assert exc.code() == grpc.StatusCode.UNAVAILABLE
                         await asyncio.sleep(0.1)
-            _read, events = await ticker_events(call, 3)
+                while True:  # resume from the live point, retrying while the feed refuses
+                    call = stub.StreamTickerBatches(pb.StreamTickersRequest(exchange="binance", resume_from=live_seq))
+                    try:
+                        _messages_read, events = await batches_until_live(call)
+                        break
+                    except grpc.aio.AioRpcError as exc:
+                        assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                        await asyncio.sleep(0.1)
             call.cancel()
-            assert events[-1].seq == result.last_seq
+            assert [e.WhichOneof("event") for e in events] == ["ticker"] * 3 + ["live"]
+            assert events[2].seq == result.last_seq
 
 
 # ------------------------------------------------------------------ wire framing
