@@ -31,7 +31,7 @@ from bridge.auth import Identity
 from bridge.channels import CHANNELS, Channel
 from bridge.errors import UNAVAILABLE, BridgeError, from_grpc
 from bridge.events import Event, seq_key
-from bridge.lanes import Lane, LaneKey, Member, lane_key
+from bridge.lanes import Lane, LaneKey, Member, contain, lane_key
 from bridge.metrics import BridgeMetrics
 from bridge.stall import StallWatch, StreamStalled, stall_guard
 from bridge.subscriptions import Subscription, TopicKey
@@ -146,20 +146,8 @@ class Topic:
                 member = cast(Subscriber, lane.members[sub])
                 try:
                     member.stream_status(sub, status, recovered)
-                except Exception as exc:
-                    self._member_failed(sub, member, exc)
-
-    def _member_failed(self, sub: Subscription, member: Subscriber, exc: Exception) -> None:
-        """Log and count a member's failure, and let it close itself (``fail``) if it can."""
-        log.error("topic %s: stream_status to %s failed", self.key, sub.id, exc_info=exc)
-        self.metrics.topic_failures_total.labels(self.channel.name, "subscriber").inc()
-        fail = getattr(member, "fail", None)
-        if fail is None:
-            return
-        try:
-            fail(exc)
-        except Exception:
-            log.exception("topic %s: failing %s failed too", self.key, sub.id)
+                except Exception:
+                    contain(self.metrics, member, sub, "stream_status")
 
 
 class Fanout:
