@@ -1,4 +1,4 @@
-"""Scenario 6: an upstream that cannot deliver is told to every subscriber, within a bound.
+"""Scenario 9: an upstream that cannot deliver is told to every subscriber, within a bound.
 
 SPEC §7 promises ``interrupted`` then ``resumed``. Each fault below is held for 15 s, as a
 real outage would be, with clients subscribed on every channel (plain and batched, user and
@@ -97,13 +97,13 @@ async def run_outage(stack: Stack, fault: Callable[[], Awaitable[None]],
 async def test_redis_killed_and_left_down(fresh_redis: RedisServer, report: Report) -> None:
     async with running_stack(fresh_redis.url) as stack:
         await run_outage(stack, lambda: asyncio.to_thread(fresh_redis.kill),
-                         lambda: asyncio.to_thread(fresh_redis.start), "6a redis down 15 s", report)
+                         lambda: asyncio.to_thread(fresh_redis.start), "9a redis down 15 s", report)
 
 
 async def test_redis_hung(fresh_redis: RedisServer, report: Report) -> None:
     async with running_stack(fresh_redis.url) as stack:
         await run_outage(stack, lambda: asyncio.to_thread(fresh_redis.pause),
-                         lambda: asyncio.to_thread(fresh_redis.unpause), "6b redis hung 15 s", report)
+                         lambda: asyncio.to_thread(fresh_redis.unpause), "9b redis hung 15 s", report)
 
 
 async def test_sentinel_with_every_redis_node_down(sentinel_topology: SentinelTopology,
@@ -123,7 +123,7 @@ async def test_sentinel_with_every_redis_node_down(sentinel_topology: SentinelTo
 
     async with running_stack(topology.sentinel_url, primary=topology.primary) as stack:
         await run_outage(stack, lambda: asyncio.to_thread(kill_all),
-                         lambda: asyncio.to_thread(start_all), "6c sentinel, every node down 15 s",
+                         lambda: asyncio.to_thread(start_all), "9c sentinel, every node down 15 s",
                          report)
 
 
@@ -131,4 +131,4 @@ async def test_cache_service_down(fresh_redis: RedisServer, report: Report) -> N
     async with running_stack(fresh_redis.url) as stack:
         cache = stack.caches[0]
         await run_outage(stack, lambda: asyncio.to_thread(cache.kill),
-                         lambda: asyncio.to_thread(cache.start), "6d cache service down 15 s", report)
+                         lambda: asyncio.to_thread(cache.start), "9d cache service down 15 s", report)
