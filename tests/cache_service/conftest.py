@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -32,6 +33,15 @@ async def channel(svc: InProcessCacheService) -> AsyncIterator[grpc.aio.Channel]
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> cache_pb2_grpc.CacheServiceStub:
     return cache_pb2_grpc.CacheServiceStub(channel)
+
+
+@asynccontextmanager
+async def serving(redis_url: str, **settings: Any) -> AsyncIterator[
+        tuple[InProcessCacheService, cache_pb2_grpc.CacheServiceStub]]:
+    """A cache service of the test's own (``settings`` are CacheConfig fields) and a stub on it."""
+    async with running_cache_service(redis_url, **settings) as service:
+        async with grpc.aio.insecure_channel(service.target) as open_channel:
+            yield service, cache_pb2_grpc.CacheServiceStub(open_channel)
 
 
 def as_user(user_id: str, *scopes: str) -> list[tuple[str, str]]:

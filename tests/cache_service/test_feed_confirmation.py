@@ -13,11 +13,9 @@ import grpc
 import redis.asyncio as aioredis
 
 from cache_service.pb.v1 import cache_pb2 as pb
-from cache_service.pb.v1 import cache_pb2_grpc
 from cache_service.store import ORDERS
-from tests.cache_service.conftest import read_until_live, rpc_error
+from tests.cache_service.conftest import serving, read_until_live, rpc_error
 from tests.factories import OrderFactory
-from tests.infra.cache_service_runner import running_cache_service
 from tests.infra.redis_servers import RedisServer
 
 TIMEOUT = 20.0
@@ -69,69 +67,61 @@ async def wait_until(predicate: Any, timeout: float = TIMEOUT) -> None:
 async def test_an_unconfirmed_write_is_delivered_only_once_a_replica_has_it(
         primary_with_replica: tuple[RedisServer, RedisServer]) -> None:
     primary, replica = primary_with_replica
-    async with running_cache_service(primary.url, min_replica_acks=1, replica_ack_timeout_ms=200,
-                                     feed_stall_s=60) as svc:
-        async with grpc.aio.insecure_channel(svc.target) as channel:
-            stub = cache_pb2_grpc.CacheServiceStub(channel)
-            confirmed = (await stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()), timeout=10)).seq
-            call = stub.StreamOrders(pb.StreamOrdersRequest(resume_from="0"))
-            assert [e.seq for e in await read_until_live(call)][:-1] == [confirmed]
-            stream = Collector(call)
-            reader = svc.server.feed.readers[ORDERS.stream]
-            await asyncio.to_thread(replica.pause)
-            try:
-                error = await rpc_error(stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()), timeout=10))
-                assert "not confirmed by replicas" in (error.details() or "")
-                held = await newest_id(primary.url)       # the primary applied it all the same
-                await wait_until(lambda: reader.cursor == held)   # the reader has read it...
-                assert reader.last_id == confirmed and [e.id for e in reader.unconfirmed] == [held]
-                assert stream.orders == []                 # ...and shows it to nobody
-                late = stub.StreamOrders(pb.StreamOrdersRequest(resume_from="0"))
-                refused = await rpc_error(read_until_live(late))   # nor to a replay
-                assert refused.code() is grpc.StatusCode.UNAVAILABLE
-                assert "awaiting confirmation" in (refused.details() or "")
-            finally:
-                await asyncio.to_thread(replica.unpause)
-            await stream.until(lambda: stream.orders == [held])   # a replica has it now
-            assert stream.error is None
-            call.cancel()
+    async with serving(primary.url, min_replica_acks=1, replica_ack_timeout_ms=200, feed_stall_s=60) as (svc, stub):
+        confirmed = (await stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()), timeout=10)).seq
+        call = stub.StreamOrders(pb.StreamOrdersRequest(resume_from="0"))
+        assert [e.seq for e in await read_until_live(call)][:-1] == [confirmed]
+        stream = Collector(call)
+        reader = svc.server.feed.readers[ORDERS.stream]
+        await asyncio.to_thread(replica.pause)
+        try:
+            error = await rpc_error(stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()), timeout=10))
+            assert "not confirmed by replicas" in (error.details() or "")
+            held = await newest_id(primary.url)       # the primary applied it all the same
+            await wait_until(lambda: reader.cursor == held)   # the reader has read it...
+            assert reader.last_id == confirmed and [e.id for e in reader.unconfirmed] == [held]
+            assert stream.orders == []                 # ...and shows it to nobody
+            late = stub.StreamOrders(pb.StreamOrdersRequest(resume_from="0"))
+            refused = await rpc_error(read_until_live(late))   # nor to a replay
+            assert refused.code() is grpc.StatusCode.UNAVAILABLE
+            assert "awaiting confirmation" in (refused.details() or "")
+        finally:
+            await asyncio.to_thread(replica.unpause)
+        await stream.until(lambda: stream.orders == [held])   # a replica has it now
+        assert stream.error is None
+        call.cancel()
 
 
 async def test_replicas_that_do_not_confirm_for_the_stall_bound_end_the_stream(
         primary_with_replica: tuple[RedisServer, RedisServer]) -> None:
     primary, replica = primary_with_replica
-    async with running_cache_service(primary.url, min_replica_acks=1, replica_ack_timeout_ms=200,
-                                     feed_stall_s=1.0) as svc:
-        async with grpc.aio.insecure_channel(svc.target) as channel:
-            stub = cache_pb2_grpc.CacheServiceStub(channel)
-            call = stub.StreamOrders(pb.StreamOrdersRequest())
-            await read_until_live(call)
-            stream = Collector(call)
-            await asyncio.to_thread(replica.pause)
-            try:
-                await rpc_error(stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()), timeout=10))
-                written = time.monotonic()
-                await stream.until(lambda: stream.error is not None)
-                assert time.monotonic() - written < 1.0 + 3.0
-            finally:
-                await asyncio.to_thread(replica.unpause)
-            assert stream.error is not None and stream.error.code() is grpc.StatusCode.UNAVAILABLE
-            assert "not confirmed by 1 replica(s)" in (stream.error.details() or "")
-            assert stream.orders == []
-            assert svc.server.metrics.feed_interruptions.labels("unconfirmed")._value.get() == 1
+    async with serving(primary.url, min_replica_acks=1, replica_ack_timeout_ms=200, feed_stall_s=1.0) as (svc, stub):
+        call = stub.StreamOrders(pb.StreamOrdersRequest())
+        await read_until_live(call)
+        stream = Collector(call)
+        await asyncio.to_thread(replica.pause)
+        try:
+            await rpc_error(stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()), timeout=10))
+            written = time.monotonic()
+            await stream.until(lambda: stream.error is not None)
+            assert time.monotonic() - written < 1.0 + 3.0
+        finally:
+            await asyncio.to_thread(replica.unpause)
+        assert stream.error is not None and stream.error.code() is grpc.StatusCode.UNAVAILABLE
+        assert "not confirmed by 1 replica(s)" in (stream.error.details() or "")
+        assert stream.orders == []
+        assert svc.server.metrics.feed_interruptions.labels("unconfirmed")._value.get() == 1
 
 
 async def test_confirmed_events_flow_in_order_under_writes(
         primary_with_replica: tuple[RedisServer, RedisServer]) -> None:
     primary, _replica = primary_with_replica
-    async with running_cache_service(primary.url, min_replica_acks=1, replica_ack_timeout_ms=2000) as svc:
-        async with grpc.aio.insecure_channel(svc.target) as channel:
-            stub = cache_pb2_grpc.CacheServiceStub(channel)
-            call = stub.StreamOrders(pb.StreamOrdersRequest())
-            await read_until_live(call)
-            stream = Collector(call)
-            seqs = [(await stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()), timeout=10)).seq
-                    for _ in range(50)]
-            await stream.until(lambda: len(stream.orders) >= 50)
-            assert stream.orders == seqs
-            call.cancel()
+    async with serving(primary.url, min_replica_acks=1, replica_ack_timeout_ms=2000) as (svc, stub):
+        call = stub.StreamOrders(pb.StreamOrdersRequest())
+        await read_until_live(call)
+        stream = Collector(call)
+        seqs = [(await stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()), timeout=10)).seq
+                for _ in range(50)]
+        await stream.until(lambda: len(stream.orders) >= 50)
+        assert stream.orders == seqs
+        call.cancel()

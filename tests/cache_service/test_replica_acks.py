@@ -1,6 +1,7 @@
 """``--min-replica-acks``: a write is acknowledged (gets its seq) only once enough replicas have
 it (``WAIT`` on the write's own connection); otherwise UNAVAILABLE. The failover itself is in
-tests/resilience/test_failover_durability.py; here: a real primary and a real replica (containers, or processes on the fallback)."""
+tests/resilience/test_failover_durability.py; here: a real primary and a real replica
+(containers, or processes on the fallback)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,8 @@ import redis
 
 from cache_service.config import CacheConfig, ConfigError, load_config
 from cache_service.pb.v1 import cache_pb2 as pb
-from cache_service.pb.v1 import cache_pb2_grpc
-from tests.cache_service.conftest import rpc_error
+from tests.cache_service.conftest import serving, rpc_error
 from tests.factories import BotFactory, OrderFactory, TickerFactory
-from tests.infra.cache_service_runner import running_cache_service
 from tests.infra.redis_servers import RedisServer
 
 REFUSED = "write not confirmed by replicas (0 of 1 within 50 ms)"
@@ -36,37 +35,33 @@ def test_bad_replica_ack_settings_are_rejected(values) -> None:
 
 
 async def test_every_write_path_is_refused_without_a_replica(redis_url: str) -> None:
-    async with running_cache_service(redis_url, min_replica_acks=1, replica_ack_timeout_ms=50) as svc:
-        async with grpc.aio.insecure_channel(svc.target) as channel:
-            stub = cache_pb2_grpc.CacheServiceStub(channel)
-            calls = [stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()), timeout=10),
-                     stub.UpsertBot(pb.UpsertBotRequest(bot=BotFactory()), timeout=10),
-                     stub.PublishTicker(pb.PublishTickerRequest(ticker=TickerFactory()), timeout=10)]
-            stream = stub.PublishTickers(timeout=10)
-            for _ in range(3):
-                await stream.write(pb.PublishTickerRequest(ticker=TickerFactory()))
-            await stream.done_writing()
-            for call in [*calls, stream]:
-                error = await rpc_error(call)
-                assert error.code() == grpc.StatusCode.UNAVAILABLE
-                assert REFUSED in (error.details() or "")
+    async with serving(redis_url, min_replica_acks=1, replica_ack_timeout_ms=50) as (svc, stub):
+        calls = [stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()), timeout=10),
+                 stub.UpsertBot(pb.UpsertBotRequest(bot=BotFactory()), timeout=10),
+                 stub.PublishTicker(pb.PublishTickerRequest(ticker=TickerFactory()), timeout=10)]
+        stream = stub.PublishTickers(timeout=10)
+        for _ in range(3):
+            await stream.write(pb.PublishTickerRequest(ticker=TickerFactory()))
+        await stream.done_writing()
+        for call in [*calls, stream]:
+            error = await rpc_error(call)
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            assert REFUSED in (error.details() or "")
 
 
 async def test_writes_confirmed_by_a_replica_are_acknowledged_and_on_it(
         primary_with_replica: tuple[RedisServer, RedisServer]) -> None:
     primary, replica = primary_with_replica
-    async with running_cache_service(primary.url, min_replica_acks=1, replica_ack_timeout_ms=5000) as svc:
-        async with grpc.aio.insecure_channel(svc.target) as channel:
-            stub = cache_pb2_grpc.CacheServiceStub(channel)
-            order = OrderFactory()
-            await stub.UpsertOrder(pb.UpsertOrderRequest(order=order), timeout=10)
-            stream = stub.PublishTickers(timeout=10)
-            tickers = [TickerFactory(symbol=f"S{i}/USDT") for i in range(20)]
-            for ticker in tickers:
-                await stream.write(pb.PublishTickerRequest(ticker=ticker))
-            await stream.done_writing()
-            reply = await asyncio.wait_for(stream, 10)
-            assert reply.accepted == len(tickers)
+    async with serving(primary.url, min_replica_acks=1, replica_ack_timeout_ms=5000) as (svc, stub):
+        order = OrderFactory()
+        await stub.UpsertOrder(pb.UpsertOrderRequest(order=order), timeout=10)
+        stream = stub.PublishTickers(timeout=10)
+        tickers = [TickerFactory(symbol=f"S{i}/USDT") for i in range(20)]
+        for ticker in tickers:
+            await stream.write(pb.PublishTickerRequest(ticker=ticker))
+        await stream.done_writing()
+        reply = await asyncio.wait_for(stream, 10)
+        assert reply.accepted == len(tickers)
     # WAIT returned 1: the replica already had the write when the seq was sent back.
     on_replica = redis.Redis(port=replica.port, socket_timeout=5)
     try:
