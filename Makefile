@@ -1,5 +1,12 @@
 # marketbridge: `make up` runs the whole system locally; `make test` runs every test.
-PYTHON ?= python3
+# Everything installs into a project virtualenv (.venv, made on first use), never into the
+# system's Python: Debian's and Ubuntu's own python3 refuse pip installs (PEP 668). Its bin/
+# comes first on PATH, so the scripts' `python` and the tests' subprocesses use it too.
+BOOTSTRAP_PYTHON ?= python3
+VENV := .venv
+PYTHON := $(CURDIR)/$(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 PYTEST_ARGS ?=
 
 .PHONY: help install up test proto bench lint clean image-test
@@ -11,7 +18,15 @@ help:
 	@echo "make bench   run the benchmarks (bench/), results under docs/"
 	@echo "make image-test  build the Docker image (Debian base, no registry) and run both services from it"
 
-install:
+$(PYTHON):
+	@$(BOOTSTRAP_PYTHON) -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV); \
+	  [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo "make: installing python3-venv" && \
+	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
+	  $(BOOTSTRAP_PYTHON) -m venv $(VENV); } || \
+	  { echo "make: cannot create $(VENV) with $(BOOTSTRAP_PYTHON): install python3-venv" >&2; exit 1; }
+	$(PYTHON) -m pip install -q --upgrade pip
+
+install: $(PYTHON)
 	$(PYTHON) -m pip install -q -e '.[test]'
 
 proto:
