@@ -75,8 +75,8 @@ class BridgeMetrics:
         self.topic_failures_total = Counter(
             "bridge_topic_failures_total",
             "Unexpected errors fanning a topic out, by channel and part (stream: the topic "
-            "re-opened its stream; subscriber: one member's status call; task: the topic's "
-            "task ended and was restarted)", ["channel", "part"], registry=r)
+            "re-opened its stream; task: the topic's task ended and was restarted); one "
+            "client's failures are bridge_fanout_failures_total", ["channel", "part"], registry=r)
 
     def record_sent(self, kind: str, frames: int, event_times_ms: Iterable[int],
                     copies: int = 1) -> None:
