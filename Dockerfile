@@ -23,6 +23,7 @@ WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY bridge ./bridge
 COPY cache_service ./cache_service
+COPY marketbridge ./marketbridge
 # setuptools/wheel for the build backend come from the same index as the dependencies.
 RUN /opt/marketbridge/bin/pip install "setuptools>=77" wheel \
  && /opt/marketbridge/bin/pip install --no-build-isolation . \

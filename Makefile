@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make up      run Redis, cache service, bridge, demo feed and the live page locally"
 	@echo "make test    install test deps, get Docker + a Redis image, run the suite with coverage"
-	@echo "make proto   regenerate cache_service/pb/v1 from proto/cache/v1/cache.proto"
+	@echo "make proto   regenerate marketbridge/api/v1 from proto/cache/v1/cache.proto"
 	@echo "make bench   run the benchmarks (bench/), results under docs/"
 	@echo "make image-test  build the Docker image (Debian base, no registry) and run both services from it"
 

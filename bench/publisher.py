@@ -113,7 +113,7 @@ async def publish_grpc(target: str, plan: PublishPlan, deadline_s: float) -> Pub
     """Publish the plan through ``PublishTickers`` client streams, one per symbol partition."""
     import grpc
 
-    from cache_service.pb.v1 import cache_pb2, cache_pb2_grpc
+    from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
 
     cpu_start = time.process_time()
     result = PublishResult(started_at=time.time())

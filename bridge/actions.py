@@ -38,7 +38,7 @@ from bridge.protocol import (
     subscribe_params,
 )
 from bridge.subscriptions import Subscription, topic_for
-from cache_service.pb.v1 import cache_pb2 as pb
+from marketbridge.api.v1 import cache_pb2 as pb
 
 if TYPE_CHECKING:
     from bridge.connection import Session

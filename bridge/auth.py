@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 
 from bridge.config import BridgeConfig
+from marketbridge.metadata import ADMIN_SCOPE
 
 AUTH_REQUIRED = "Authentication required"
 INVALID_TOKEN = "Invalid token"
@@ -37,7 +38,7 @@ class Identity:
 
     @property
     def is_admin(self) -> bool:
-        return "admin" in self.scopes
+        return ADMIN_SCOPE in self.scopes
 
     @property
     def scope_header(self) -> str:

@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 from bridge.codec import entity_json, update_tail
 from bridge.events import Event, seq_key
 from bridge.subscriptions import Subscription, TopicKey
-from cache_service.pb.v1 import cache_pb2 as pb
+from marketbridge.api.v1 import cache_pb2 as pb
 
 SNAPSHOT_LIMIT = 1000
 

@@ -36,6 +36,7 @@ from bridge.metrics import BridgeMetrics
 from bridge.stall import StallWatch, StreamStalled, stall_guard
 from bridge.subscriptions import Subscription, TopicKey
 from bridge.upstream import Upstream
+from marketbridge.metadata import heartbeat_interval
 
 log = logging.getLogger("bridge.fanout")
 
@@ -163,6 +164,7 @@ class Fanout:
         self.channels: Mapping[str, Channel] = CHANNELS   # the table of bridge/channels.py
         self.topics: dict[TopicKey, Topic] = {}
         self.batching = True   # False once the service said it has no batched streams
+        self.warned_rare_heartbeats = False
 
     async def attach(self, member: Subscriber, sub: Subscription, identity: Identity) -> Topic:
         """Join (or open) the subscription's topic and wait until its stream is live."""
@@ -282,7 +284,7 @@ class Fanout:
         watch = StallWatch(self.stall_s, clock())
         try:
             async with stall_guard(watch), \
-                    aclosing(self._messages(channel, request, topic.identity)) as messages:
+                    aclosing(self._messages(channel, request, topic.identity, watch)) as messages:
                 async for events in messages:
                     for reply in events:
                         kind = reply.WhichOneof("event")
@@ -300,14 +302,17 @@ class Fanout:
             return exc.code(), exc.details() or ""
         return grpc.StatusCode.OK, ""
 
-    async def _messages(self, channel: Channel, request: Message,
-                        identity: Identity) -> AsyncGenerator[Sequence[Any], None]:
+    async def _messages(self, channel: Channel, request: Message, identity: Identity,
+                        watch: StallWatch) -> AsyncGenerator[Sequence[Any], None]:
         """The events of one upstream stream, one gRPC message's worth at a time; counts the call.
 
         A channel with a batched method (tickers) uses it: one message per burst of events
         instead of one per event, which is most of the cost of a fast stream on both ends. A
         service that predates it (UNIMPLEMENTED before any message, e.g. mid rolling upgrade)
         gets the one-event-per-message method, and this process stops asking it for batches.
+
+        A stream whose headers say it carries heartbeats is watched from its first message on
+        (``watch.beating``), not only from its first heartbeat: see :mod:`bridge.stall`.
         """
         batched = channel.batch_method is not None and self.batching
         method = channel.batch_method if batched and channel.batch_method else channel.stream_method
@@ -315,7 +320,9 @@ class Fanout:
         received = False
         try:
             async for reply in call:
-                received = True
+                if not received:
+                    received = True
+                    self._arm(watch, heartbeat_interval(await call.initial_metadata()))
                 yield reply.events if batched else (reply,)
         except grpc.aio.AioRpcError as exc:
             self.upstream.count(method, exc.code())
@@ -329,9 +336,21 @@ class Fanout:
             return
         finally:
             call.cancel()
-        async with aclosing(self._messages(channel, request, identity)) as messages:
+        async with aclosing(self._messages(channel, request, identity, watch)) as messages:
             async for events in messages:
                 yield events
+
+    def _arm(self, watch: StallWatch, heartbeat_s: float | None) -> None:
+        """Watch a stream whose headers announce heartbeats; warn (once) when they are announced
+        too rarely for ``--upstream-stall-s``: its idle streams would then be torn down."""
+        if heartbeat_s is None:
+            return
+        watch.beating = True
+        if heartbeat_s >= self.stall_s and not self.warned_rare_heartbeats:
+            self.warned_rare_heartbeats = True
+            log.warning("the cache service sends heartbeats every %g s, not within "
+                        "--upstream-stall-s (%g s): idle streams will be re-opened; lower its "
+                        "--stream-heartbeat-s or raise --upstream-stall-s", heartbeat_s, self.stall_s)
 
     def _went_live(self, topic: Topic, seq: str, recovered: bool) -> None:
         if topic.last_seq is None:
@@ -365,7 +384,7 @@ class Fanout:
         clock = asyncio.get_running_loop().time
         watch = StallWatch(self.stall_s, clock())
         try:
-            async with aclosing(self._messages(channel, request, identity)) as messages:
+            async with aclosing(self._messages(channel, request, identity, watch)) as messages:
                 while (events := await self._next_message(messages, watch, clock())) is not None:
                     for reply in events:
                         kind = reply.WhichOneof("event")

@@ -12,8 +12,10 @@ Which streams are watched (:attr:`StallWatch.watching`):
 - from the moment a stream is opened until its first message: any version of the service
   answers a stream request at once (replayed events, or ``live``), so a stream that cannot even
   say that is stuck whatever the version;
-- after that, only a stream that has carried a heartbeat. A cache service that predates
-  heartbeats never sends any, and its idle streams are healthy: tearing them down every few
+- after that, only a stream that carries heartbeats: one whose headers announce them
+  (``marketbridge-heartbeat-s``, :mod:`marketbridge.metadata`), so it is watched before its
+  first heartbeat could come, or one that has carried a heartbeat. A cache service that
+  predates heartbeats never sends any, and its idle streams are healthy: tearing them down every few
   seconds would flood clients with ``interrupted``/``resumed``. The choice is per stream, not
   per process, so a rolling upgrade (or a rollback) with old and new replicas behind one
   ``dns:///`` target never misjudges a stream of the older kind. An unwatched stream that gets
@@ -44,7 +46,7 @@ class StallWatch:
 
     Times are the caller's monotonic clock (the event loop's). The reader stores the time of
     each message it finished handling in :attr:`last` (a plain attribute store, the only cost
-    per message) and sets :attr:`beating` on a heartbeat.
+    per message) and sets :attr:`beating` when the stream's headers announce heartbeats or one comes.
     """
 
     __slots__ = ("stall_s", "opened", "last", "beating")
@@ -53,7 +55,7 @@ class StallWatch:
         self.stall_s = stall_s
         self.opened = opened
         self.last: float | None = None   # when the latest message was handled; None: none yet
-        self.beating = False             # a heartbeat came on this stream: the service sends them
+        self.beating = False             # this stream carries heartbeats (announced, or one came)
 
     @property
     def watching(self) -> bool:

@@ -22,7 +22,8 @@ from bridge.config import BridgeConfig, ConfigError
 from bridge.errors import from_grpc
 from bridge.metrics import BridgeMetrics
 from bridge.single_flight import SingleFlight
-from cache_service.pb.v1 import cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2_grpc
+from marketbridge.metadata import SCOPE_HEADER, USER_HEADER
 
 log = logging.getLogger("bridge.upstream")
 
@@ -50,7 +51,7 @@ def metadata_for(identity: Identity | None) -> tuple[tuple[str, str], ...]:
     """Caller identity in metadata (SPEC §3); None is an internal caller and sees everything."""
     if identity is None:
         return ()
-    return (("x-user-id", identity.user_id), ("x-user-scope", identity.scope_header))
+    return ((USER_HEADER, identity.user_id), (SCOPE_HEADER, identity.scope_header))
 
 
 def _read(path: str | None, flag: str) -> bytes | None:

@@ -11,10 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cache_service.errors import PermissionDenied
-
-USER_HEADER = "x-user-id"
-SCOPE_HEADER = "x-user-scope"
-ADMIN_SCOPE = "admin"
+from marketbridge.metadata import ADMIN_SCOPE, SCOPE_HEADER, USER_HEADER
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from cache_service.config import CacheConfig
 from cache_service.health import SERVICE_NAME, RedisMonitor
 from cache_service.interceptor import MetricsInterceptor
 from cache_service.metrics import Metrics
-from cache_service.pb.v1 import cache_pb2, cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
 from cache_service.redis_url import connect
 from cache_service.servicer import CacheServicer
 from cache_service.store import Store

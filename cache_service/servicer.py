@@ -24,10 +24,11 @@ from cache_service import validation, wire
 from cache_service.changefeed import ChangeFeed, Entry, FeedItem, Gap, Heartbeat, Match, field_filter
 from cache_service.errors import InvalidArgument, NotFound, ServiceError
 from cache_service.metrics import Metrics
-from cache_service.pb.v1 import cache_pb2, cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
 from cache_service.pinned import PinnedConnection
 from cache_service.scoping import Caller, caller_from_metadata
 from cache_service.store import BOTS, ORDERS, WRITE_BATCH, OwnedKind, Store, ticker_stream
+from marketbridge.metadata import HEARTBEAT_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,13 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
     async def _guarded(self, context: grpc.aio.ServicerContext, feed: AsyncGenerator[T, None]) -> AsyncIterator[T]:
         """Yield from a change-feed generator; a failure ends the call with the status a
         client should see (every stream RPC goes through here). An unexpected one is logged
-        with its traceback, counted (``cache_feed_failures{stage="stream"}``) and INTERNAL."""
+        with its traceback, counted (``cache_feed_failures{stage="stream"}``) and INTERNAL.
+
+        The stream's headers go out at once and say it carries heartbeats
+        (``marketbridge.metadata.HEARTBEAT_HEADER``), so a subscriber can watch it before the first one comes.
+        """
+        await context.send_initial_metadata(
+            ((HEARTBEAT_HEADER, f"{self.feed.policy.heartbeat_s:g}"),))
         try:
             async with aclosing(feed) as items:
                 async for item in items:

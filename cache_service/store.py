@@ -40,7 +40,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ReadOnlyError
 
 from cache_service.errors import Unavailable
-from cache_service.pb.v1 import cache_pb2
+from marketbridge.api.v1 import cache_pb2
 from cache_service.pinned import PinnedConnection
 
 PREFIX = "cache:v1:"

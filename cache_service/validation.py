@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from cache_service.errors import InvalidArgument
-from cache_service.pb.v1 import cache_pb2
+from marketbridge.api.v1 import cache_pb2
 
 ORDER_SIDES = frozenset({"buy", "sell"})
 ORDER_TYPES = frozenset({"limit", "market", "stop", "stop_limit"})

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from cache_service.pb.v1 import cache_pb2
+from marketbridge.api.v1 import cache_pb2
 
 _SEQ_KEY = b"\x0a"  # TickerEvent.seq: field 1, length-delimited
 _TICKER_KEY = b"\x12"  # TickerEvent.ticker: field 2, length-delimited

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from cache_service.pb.v1 import cache_pb2, cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
 
 log = logging.getLogger("demo_feed")
 

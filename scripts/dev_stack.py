@@ -44,7 +44,7 @@ import jwt
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cache_service.pb.v1 import cache_pb2, cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
 
 ENV_PREFIX = "DEV_"
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Regenerate the Python gRPC code for proto/cache/v1/cache.proto into cache_service/pb/v1.
+# Regenerate the Python gRPC code for proto/cache/v1/cache.proto into marketbridge/api/v1.
 # The generated gRPC module imports its messages absolutely ("from cache.v1 import ..."); we
-# rewrite that one import to a relative one so the code lives inside the cache_service package.
+# rewrite that one import to a relative one so the code lives inside the shared marketbridge package (both services import it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=cache_service/pb/v1
+out=marketbridge/api/v1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python -m grpc_tools.protoc -Iproto \

@@ -20,7 +20,7 @@ if [ $# -eq 0 ] && [ "${REDIS_BACKEND:-docker}" = docker ]; then
   image_pid=$!
   main_args=(--ignore=tests/k8s/test_image.py)
 fi
-python -m pytest -p no:cacheprovider -rs --cov=bridge --cov=cache_service \
+python -m pytest -p no:cacheprovider -rs --cov=bridge --cov=cache_service --cov=marketbridge \
   --cov-report=term-missing:skip-covered --cov-fail-under=90 "${main_args[@]}"
 status=$?
 image_line="image test: not run (arguments given, or no Docker engine)"

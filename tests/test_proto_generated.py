@@ -8,7 +8,7 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 
-from cache_service.pb.v1 import cache_pb2, cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +25,7 @@ def test_checked_in_descriptor_matches_proto(tmp_path: Path) -> None:
         for field in message.field:
             field.ClearField("json_name")
     checked_in = descriptor_pb2.FileDescriptorProto.FromString(cache_pb2.DESCRIPTOR.serialized_pb)
-    assert fresh == checked_in, "cache_service/pb/v1 is stale: run `make proto`"
+    assert fresh == checked_in, "marketbridge/api/v1 is stale: run `make proto`"
 
 
 def test_every_spec_method_is_in_the_service() -> None:

@@ -8,8 +8,8 @@ from typing import Any
 import grpc
 import pytest
 
-from cache_service.pb.v1 import cache_pb2 as pb
-from cache_service.pb.v1 import cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2 as pb
+from marketbridge.api.v1 import cache_pb2_grpc
 from tests.factories import BotFactory, OrderFactory, TickerFactory
 from tests.infra.bridge_runner import RunningBridge, running_bridge
 from tests.infra.cache_service_runner import (

@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 import pytest
 
-from cache_service.pb.v1 import cache_pb2 as pb
-from cache_service.pb.v1 import cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2 as pb
+from marketbridge.api.v1 import cache_pb2_grpc
 from tests.bridge.client import client
 from tests.infra.bridge_runner import running_bridge
 from tests.infra.tokens import make_token

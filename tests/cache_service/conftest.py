@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
-from cache_service.pb.v1 import cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2_grpc
 from tests.infra.cache_service_runner import InProcessCacheService, running_cache_service
 from tests.infra.redis_servers import RedisServer, start_redis
 from tests.infra.sentinel import replicate_and_wait

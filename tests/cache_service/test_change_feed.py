@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 from cache_service.changefeed import ChangeFeed, Entry, Live, field_filter
 from cache_service.errors import ResourceExhausted, Unavailable
 from cache_service.metrics import Metrics
-from cache_service.pb.v1 import cache_pb2 as pb
-from cache_service.pb.v1 import cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2 as pb
+from marketbridge.api.v1 import cache_pb2_grpc
 from cache_service.store import ORDERS, Store
 from tests.cache_service.conftest import ALICE, next_message, read_events, read_until_live, rpc_error, seq_key
 from tests.factories import BotFactory, OrderFactory, TickerFactory

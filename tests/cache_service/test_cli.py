@@ -10,8 +10,8 @@ import grpc
 import pytest
 
 from cache_service.__main__ import main
-from cache_service.pb.v1 import cache_pb2 as pb
-from cache_service.pb.v1 import cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2 as pb
+from marketbridge.api.v1 import cache_pb2_grpc
 from tests.factories import TickerFactory
 from tests.infra.cache_service_runner import CacheServiceProcess
 

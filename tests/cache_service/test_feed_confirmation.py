@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import redis.asyncio as aioredis
 
-from cache_service.pb.v1 import cache_pb2 as pb
+from marketbridge.api.v1 import cache_pb2 as pb
 from cache_service.store import ORDERS
 from tests.cache_service.conftest import serving, read_until_live, rpc_error
 from tests.factories import OrderFactory

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from cache_service.changefeed import ChangeFeed, Entry, Fields, Live, StreamReader, match_all
 from cache_service.errors import Internal, Unavailable
 from cache_service.metrics import Metrics
-from cache_service.pb.v1 import cache_pb2 as pb
+from marketbridge.api.v1 import cache_pb2 as pb
 from cache_service.store import ORDERS, PREFIX, Store, ticker_stream
 from tests.cache_service.conftest import ALICE, BOB, read_events, read_until_live, rpc_error
 from tests.factories import OrderFactory

@@ -13,8 +13,8 @@ import grpc
 import pytest
 
 from cache_service.config import CacheConfig, ConfigError, load_config
-from cache_service.pb.v1 import cache_pb2 as pb
-from cache_service.pb.v1 import cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2 as pb
+from marketbridge.api.v1 import cache_pb2_grpc
 from tests.cache_service.conftest import read_events, read_until_live, rpc_error
 from tests.factories import OrderFactory, TickerFactory
 from tests.infra.cache_service_runner import running_cache_service

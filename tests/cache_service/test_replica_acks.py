@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from cache_service.config import CacheConfig, ConfigError, load_config
-from cache_service.pb.v1 import cache_pb2 as pb
+from marketbridge.api.v1 import cache_pb2 as pb
 from tests.cache_service.conftest import serving, rpc_error
 from tests.factories import BotFactory, OrderFactory, TickerFactory
 from tests.infra.redis_servers import RedisServer

@@ -10,8 +10,8 @@ import grpc
 import pytest
 import redis
 
-from cache_service.pb.v1 import cache_pb2 as pb
-from cache_service.pb.v1 import cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2 as pb
+from marketbridge.api.v1 import cache_pb2_grpc
 from tests.cache_service.conftest import read_events, read_until_live
 from tests.factories import OrderFactory
 from tests.infra.cache_service_runner import running_cache_service

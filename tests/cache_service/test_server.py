@@ -13,8 +13,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cache_service.config import CacheConfig
 from cache_service.interceptor import method_label
-from cache_service.pb.v1 import cache_pb2 as pb
-from cache_service.pb.v1 import cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2 as pb
+from marketbridge.api.v1 import cache_pb2_grpc
 from cache_service.server import CacheServer, StartupError
 from tests.cache_service.conftest import rpc_error
 from tests.factories import TickerFactory

@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 from cache_service import wire
 from cache_service.changefeed import ChangeFeed, Entry, Live, Overflow, Subscription, field_filter
 from cache_service.metrics import Metrics
-from cache_service.pb.v1 import cache_pb2 as pb
-from cache_service.pb.v1 import cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2 as pb
+from marketbridge.api.v1 import cache_pb2_grpc
 from cache_service.store import Store, ticker_stream
 from tests.cache_service.conftest import EVENT_TIMEOUT, next_message, rpc_error, seq_key
 from tests.factories import OrderFactory, TickerFactory

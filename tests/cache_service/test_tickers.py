@@ -7,7 +7,7 @@ import math
 import grpc
 import pytest
 
-from cache_service.pb.v1 import cache_pb2 as pb
+from marketbridge.api.v1 import cache_pb2 as pb
 from tests.cache_service.conftest import read_events, read_until_live, rpc_error, seq_key
 from tests.factories import TickerFactory
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cache_service.pb.v1 import cache_pb2, cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
 from scripts.demo_feed import (
     BASE_PRICES,
     EXCHANGES,

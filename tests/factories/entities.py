@@ -10,7 +10,7 @@ import time
 
 import factory
 
-from cache_service.pb.v1 import cache_pb2
+from marketbridge.api.v1 import cache_pb2
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "ADA/USDT", "DOGE/USDT"]
 

@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 import pytest
 
-from cache_service.pb.v1 import cache_pb2, cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
 from tests.factories import TickerFactory
 from tests.infra.ports import free_port
 from tests.infra.tokens import make_token

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from cache_service.pb.v1 import cache_pb2 as pb
-from cache_service.pb.v1 import cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2 as pb
+from marketbridge.api.v1 import cache_pb2_grpc
 from tests.factories import BotFactory, OrderFactory, TickerFactory
 from tests.infra.ledger import Ledger
 

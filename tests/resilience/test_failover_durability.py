@@ -33,8 +33,8 @@ import grpc
 import pytest
 import redis
 
-from cache_service.pb.v1 import cache_pb2 as pb
-from cache_service.pb.v1 import cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2 as pb
+from marketbridge.api.v1 import cache_pb2_grpc
 from tests.factories import OrderFactory
 from tests.infra.ledger import seq_key
 from tests.infra.sentinel import MASTER_NAME, SentinelTopology

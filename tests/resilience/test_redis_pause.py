@@ -15,8 +15,8 @@ from typing import Any
 import grpc
 import pytest
 
-from cache_service.pb.v1 import cache_pb2 as pb
-from cache_service.pb.v1 import cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2 as pb
+from marketbridge.api.v1 import cache_pb2_grpc
 from tests.infra.redis_servers import RedisServer
 from tests.resilience.publisher import EXCHANGE
 from tests.resilience.stack import running_stack, wait_for
