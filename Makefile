@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 PYTEST_ARGS ?=
 
-.PHONY: help install up test proto bench lint clean image-test
+.PHONY: help install up test proto bench clean image-test
 
 help:
 	@echo "make up      run Redis, cache service, bridge, demo feed and the live page locally"
