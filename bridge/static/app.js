@@ -46,15 +46,49 @@
     }
   }
 
-  /** What to do after a close (SPEC §4 close codes): retry later, or wait for a new token. */
+  const GET_A_TOKEN = 'Paste a new token or open the URL `make up` printed.';
+
+  /**
+   * What to do after a close (SPEC §4 close codes): retry later, or wait for a new token.
+   * `dropToken`: the token itself was refused (`make up` signs with a new secret on every run),
+   * so keeping it would only refuse the next reload too.
+   */
   function closeAdvice(code, reason) {
     const text = reason ? `${code} ${reason}` : `${code}`;
     if (code === 1008 && /auth|token/i.test(reason || '')) {
-      return { retry: false, message: `${reason}: paste a valid token`, needToken: true };
+      const advice = { retry: false, message: `${reason}: paste a valid token`, needToken: true, dropToken: false };
+      if (reason === 'Invalid token') {
+        return Object.assign(advice, { dropToken: true, help: `Invalid token: this token is not valid for this server (was it restarted?). ${GET_A_TOKEN}` });
+      }
+      if (reason === 'Token expired') return Object.assign(advice, { dropToken: true, help: `Token expired. ${GET_A_TOKEN}` });
+      return Object.assign(advice, { help: `${reason}: this server needs a token. ${GET_A_TOKEN}` });
     }
     if (code === 1001) return { retry: true, message: 'server restarting', fast: true };
     if (code === 1000 && /idle/i.test(reason || '')) return { retry: true, message: 'idle timeout' };
     return { retry: true, message: code === 1006 ? 'connection lost' : `closed (${text})` };
+  }
+
+  /**
+   * What each panel can be trusted for: `loading` until its subscription's snapshot is in,
+   * `live` while its stream flows, `stale` while the stream is interrupted or the socket is
+   * down (the data stays, marked old), `failed` when the subscription was refused. The LIVE
+   * badge summarises them with the socket: a page that only looks connected is not live.
+   */
+  class PanelStates {
+    constructor(keys) { this.states = new Map(keys.map((key) => [key, 'loading'])); this.connected = false; }
+    get(key) { return this.states.get(key); }
+    set(key, state) { if (this.states.has(key)) this.states.set(key, state); }
+    /** The socket closed: what was live is now old, what was loading still is. */
+    disconnected() {
+      this.connected = false;
+      for (const [key, state] of this.states) if (state === 'live') this.states.set(key, 'stale');
+    }
+    badge() {
+      const states = Array.from(this.states.values());
+      if (!this.connected) return 'offline';
+      if (states.every((state) => state === 'live')) return 'live';
+      return states.includes('loading') && !states.includes('stale') ? 'loading' : 'stale';
+    }
   }
 
   /** The JWT's claims, for display only (the bridge verifies the signature, not the page). */
@@ -221,6 +255,15 @@
       } catch (_) { /* the close handler reports it */ }
     }
 
+    /**
+     * Re-snapshot `key` after events were lost (`recovered: false`, SPEC §4): unsubscribe and
+     * subscribe again without `resume_from`, so the reply carries the current state.
+     */
+    refresh(key) {
+      const sub = this.subs.get(key);
+      if (sub) this.subscribe(key, sub.params, sub.handler);
+    }
+
     /** Register (or replace) the subscription under `key`; it follows every reconnect. */
     subscribe(key, params, handler) {
       const previous = this.subs.get(key);
@@ -276,7 +319,10 @@
   const bots = new Map();
   const meter = new RateMeter();
   let bannerTimer = null;
-  const interrupted = new Set();
+  const interrupted = new Set();   // keys whose upstream stream is interrupted now
+  const missed = new Set();        // keys that lost events in the current outage
+  const panels = new PanelStates(['tickers', 'orders', 'bots']);
+  const failures = new Map();      // key -> why its subscription was refused
   const resumed = { recovered: [], gaps: [] };  // outcome of the resubscriptions after a reconnect
 
   function wsUrl() {
@@ -303,6 +349,46 @@
     const claims = token ? jwtClaims(token) : null;
     $('user').textContent = claims && claims.sub ? claims.sub : (token ? '?' : 'anonymous');
     if (claims && claims.exp && claims.exp * 1000 < Date.now()) banner('error', 'This token has expired: paste a new one.');
+  }
+
+  // ---- panel states (loading / live / stale / failed) and the LIVE badge
+
+  const PANELS = {
+    tickers: { card: 'tickers-card', empty: 'tickers-empty', size: () => rows.size, none: () => `No tickers on ${exchange} yet.` },
+    orders: { card: 'orders-card', empty: 'orders-empty', size: () => orders.size, none: () => 'No orders for this user.' },
+    bots: { card: 'bots-card', empty: 'bots-empty', size: () => bots.size, none: () => 'No bots for this user.' },
+  };
+
+  /** A panel's frame and its empty line: "no orders" is only said once the snapshot said so. */
+  function renderPanel(key) {
+    const panel = PANELS[key];
+    const state = panels.get(key);
+    $(panel.card).dataset.state = state;
+    const empty = $(panel.empty);
+    empty.hidden = state !== 'failed' && panel.size() > 0;
+    empty.textContent = state === 'loading' ? `Loading ${key}…` : state === 'failed' ? failures.get(key) : panel.none();
+  }
+
+  function renderBadge() {
+    const state = panels.badge();
+    $('live-badge').dataset.state = state;
+    $('live-badge').textContent = state;
+  }
+
+  function setPanel(key, state) {
+    panels.set(key, state);
+    renderPanel(key);
+    renderBadge();
+  }
+
+  function failPanel(key, message) {
+    failures.set(key, message);
+    setPanel(key, 'failed');
+  }
+
+  function showInterruption() {
+    const what = interrupted.has('tickers') ? 'prices' : 'this data';
+    banner('warn', `Data interrupted (${Array.from(interrupted).join(', ')}): ${what} may be stale; reconnecting to the feed…`);
   }
 
   // ---- tickers
@@ -381,7 +467,7 @@
       const now = Date.now();
       for (const row of dirty) renderRow(row, now);
       dirty.clear();
-      $('tickers-empty').hidden = rows.size > 0;
+      renderPanel('tickers');
       $('count').textContent = `${rows.size} symbol${rows.size === 1 ? '' : 's'}`;
     });
   }
@@ -390,8 +476,7 @@
     rows.clear();
     dirty.clear();
     $('tickers').querySelector('tbody').replaceChildren();
-    $('tickers-empty').hidden = false;
-    $('tickers-empty').textContent = 'Waiting for tickers…';
+    setPanel('tickers', 'loading');
     scheduleRender();
   }
 
@@ -420,16 +505,15 @@
     localStorage.setItem(EXCHANGE_KEY, name);
     renderExchanges();
     resetTickers();
+    // The new exchange is another stream: an interruption of the old one no longer applies.
+    if (interrupted.delete('tickers')) { if (interrupted.size) showInterruption(); else banner(null, null); }
     subscribeTickers();
   }
 
   const tickerHandler = {
-    snapshot(list) { for (const ticker of list) applyTicker(ticker); },
+    snapshot(list) { for (const ticker of list) applyTicker(ticker); setPanel('tickers', 'live'); },
     update(ticker) { applyTicker(ticker); },
-    failed(error) {
-      $('tickers-empty').hidden = false;
-      $('tickers-empty').textContent = `Could not subscribe to ${exchange}: ${error.message}`;
-    },
+    failed(error) { failPanel('tickers', `Could not subscribe to ${exchange}: ${error.message}`); },
   };
 
   function subscribeTickers() {
@@ -475,7 +559,7 @@
       statusCell.firstChild.classList.add(o.status);
       return tr;
     }));
-    $('orders-empty').hidden = orders.size > 0;
+    renderPanel('orders');
     $('orders-count').textContent = orders.size ? `${orders.size} total` : '';
   }
 
@@ -493,15 +577,15 @@
       status.firstChild.classList.add(b.status);
       return li;
     }));
-    $('bots-empty').hidden = bots.size > 0;
+    renderPanel('bots');
     $('bots-count').textContent = bots.size ? `${bots.size} total` : '';
   }
 
-  function recordHandler(store, idField, render, emptyId) {
+  function recordHandler(store, idField, render, key) {
     return {
-      snapshot(list) { for (const item of list) store.set(item[idField], item); render(); },
+      snapshot(list) { for (const item of list) store.set(item[idField], item); panels.set(key, 'live'); render(); renderBadge(); },
       update(item) { if (item && item[idField]) { store.set(item[idField], item); render(); } },
-      failed(error) { $(emptyId).textContent = `Not available: ${error.message}`; $(emptyId).hidden = false; },
+      failed(error) { failPanel(key, `Not available: ${error.message}`); },
     };
   }
 
@@ -511,6 +595,8 @@
     state(state, text) {
       $('conn').dataset.state = state;
       $('conn-text').textContent = text;
+      panels.connected = state === 'open';
+      renderBadge();
     },
     welcome(frame) {
       $('session').textContent = String(frame.session_id || '–').slice(0, 12);
@@ -528,8 +614,12 @@
     closed(code, reason, advice) {
       $('latency').textContent = '–';
       interrupted.clear();  // stream statuses belong to the subscriptions of the closed socket
+      missed.clear();
+      panels.disconnected();
+      for (const key of Object.keys(PANELS)) renderPanel(key);
       if (advice.needToken) {
-        banner('error', `${reason}. Paste a valid token to connect.`);
+        if (advice.dropToken) { token = ''; localStorage.removeItem(TOKEN_KEY); }
+        banner('error', advice.help);
         openTokenPanel(true);
       } else {
         banner('warn', `Connection ${advice.message}: reconnecting, subscriptions resume where they left off.`);
@@ -541,6 +631,7 @@
     },
     resubscribed(key, recovered) {
       (recovered ? resumed.recovered : resumed.gaps).push(key);
+      if (!recovered) client.refresh(key);
       if (interrupted.size) return;
       const text = [
         resumed.recovered.length ? `${resumed.recovered.join(', ')} resumed where they left off` : '',
@@ -550,32 +641,26 @@
     },
     latency(ms) { $('latency').textContent = `${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms`; },
     streamStatus(frame, key) {
-      const what = key || 'stream';
       document.body.dataset.stream = frame.status;  // the last upstream status, for tools and tests
+      if (!key) return;  // a subscription this page has already replaced
       if (frame.status === 'interrupted') {
-        interrupted.add(what);
-        banner('warn', `Upstream ${what} stream interrupted: the bridge is reconnecting to the cache service…`);
+        interrupted.add(key);
+        if (panels.get(key) === 'live') setPanel(key, 'stale');
+        showInterruption();
         return;
       }
-      interrupted.delete(what);
-      if (frame.recovered) {
-        banner('ok', `Upstream ${what} stream resumed: no updates were lost.`, 4000);
-      } else {
-        banner('ok', `Upstream ${what} stream resumed: some updates were missed, refreshed from a snapshot.`, 6000);
-        resnapshot(what);
-      }
+      interrupted.delete(key);
+      if (panels.get(key) === 'stale') setPanel(key, 'live');
+      if (!frame.recovered) { missed.add(key); client.refresh(key); }
+      if (interrupted.size) { showInterruption(); return; }
+      const lost = Array.from(missed);
+      missed.clear();
+      banner('ok', lost.length
+        ? `Feed back: updates were missed during the outage, so ${lost.join(', ')} reloaded from a fresh snapshot.`
+        : 'Feed back: no updates were lost.', 5000);
     },
     error(error) { banner('error', `Server: ${error.message || error.code || 'error'}`, 5000); },
   });
-
-  /** After a resume that lost events: fetch current state rather than trust the stale rows. */
-  async function resnapshot(key) {
-    try {
-      if (key === 'tickers') (await client.request('list_tickers', { exchange })).forEach(applyTicker);
-      if (key === 'orders') { (await client.request('list_orders', { limit: 100 })).forEach((o) => orders.set(o.order_id, o)); renderOrders(); }
-      if (key === 'bots') { (await client.request('list_bots', {})).forEach((b) => bots.set(b.bot_id, b)); renderBots(); }
-    } catch (_) { /* the next update repairs the row */ }
-  }
 
   // ---- token panel
 
@@ -593,7 +678,9 @@
     openTokenPanel(false);
     banner(null, null);
     showUser();
-    orders.clear(); bots.clear(); renderOrders(); renderBots();
+    orders.clear(); bots.clear();
+    panels.set('orders', 'loading'); panels.set('bots', 'loading');
+    renderOrders(); renderBots();
     resetTickers();
     subscribeAll();
     client.start();
@@ -608,8 +695,8 @@
 
   function subscribeAll() {
     subscribeTickers();
-    client.subscribe('orders', { channel: 'orders' }, recordHandler(orders, 'order_id', renderOrders, 'orders-empty'));
-    client.subscribe('bots', { channel: 'bots' }, recordHandler(bots, 'bot_id', renderBots, 'bots-empty'));
+    client.subscribe('orders', { channel: 'orders' }, recordHandler(orders, 'order_id', renderOrders, 'orders'));
+    client.subscribe('bots', { channel: 'bots' }, recordHandler(bots, 'bot_id', renderBots, 'bots'));
   }
 
   // Ages and the rate counter tick once a second, updates or not.
@@ -620,13 +707,14 @@
   }, 1000);
 
   // The pure helpers, for the browser console and the page's tests.
-  window.marketbridge = Object.freeze({ updatesOf, Backoff, RateMeter, closeAdvice, jwtClaims, fmtPrice, fmtChange, fmtAge, client });
+  window.marketbridge = Object.freeze({ updatesOf, Backoff, RateMeter, closeAdvice, PanelStates, jwtClaims, fmtPrice, fmtChange, fmtAge, client });
 
   if (batchMs > 0) { $('batch-stat').hidden = false; $('batch').textContent = `${batchMs} ms`; }
   showUser();
   renderExchanges();
   renderOrders();
   renderBots();
+  renderBadge();
   subscribeAll();
   client.start();
 })();
