@@ -120,7 +120,9 @@ async def test_panels_say_loading_until_their_snapshot_is_in(redis_url: str) -> 
         try:
             await page.send("Page.addScriptToEvaluateOnNewDocument", source=RECORDER)
             await page.send("Page.navigate", url=stack.page_url(user="carol"))
-            await wait_page(page, f"{BADGE} === 'live'", timeout=60)
+            # Page.navigate returns before about:blank is replaced: wait on the page's own badge.
+            badge = "document.getElementById('live-badge')?.dataset.state"
+            await wait_page(page, f"{badge} === 'live'", timeout=60)
             await wait_page(page, f"{text_of('orders-empty')} === 'No orders for this user.'")
             frames = await page.evaluate("window.__frames")
             texts = await page.evaluate("window.__texts")
