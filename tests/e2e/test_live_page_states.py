@@ -181,3 +181,27 @@ async def test_a_refused_token_says_what_to_do_and_is_forgotten(
         )
         assert says not in await page.evaluate(text_of("banner"))
         assert page.console_errors == []
+
+
+async def test_panel_states_and_token_advice_helpers(redis_url: str) -> None:
+    """The pure rules behind the badge and the token message, in the page's own JavaScript."""
+    async with live_stack(redis_url) as stack, browser_page(stack.page_url()) as page:
+        await wait_page(page, "window.marketbridge !== undefined")
+        badges = await page.evaluate(
+            "(() => { const p = new window.marketbridge.PanelStates(['a', 'b']); const seen = [];"
+            " const note = () => seen.push(p.badge());"
+            " note(); p.connected = true; note(); p.set('a', 'live'); note();"
+            " p.set('b', 'live'); note();"
+            " p.set('b', 'stale'); note(); p.set('b', 'live'); p.disconnected(); note();"
+            " p.connected = true; note(); return [seen, p.get('a')]; })()"
+        )
+        assert badges == [
+            ["offline", "loading", "loading", "live", "stale", "offline", "stale"],
+            "stale",  # what was live before the socket closed is stale until it resubscribes
+        ]
+        dropped = await page.evaluate(
+            "[[1008, 'Invalid token'], [1008, 'Token expired'], [1008, 'Authentication required'],"
+            " [1006, '']].map(([c, r]) => !!window.marketbridge.closeAdvice(c, r).dropToken)"
+        )
+        assert dropped == [True, True, False, False]
+        assert page.console_errors == []
