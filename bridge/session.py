@@ -44,7 +44,7 @@ from bridge.protocol import (
     welcome_frame,
 )
 from bridge.subscribe import Subscriptions
-from bridge.subscriptions import Subscription
+from bridge.subscriptions import Subscription, SubscriptionBook
 from bridge.wsconnection import BatchingConnection
 
 if TYPE_CHECKING:
@@ -69,8 +69,8 @@ class Session:
         self.id = uuid.uuid4().hex
         self.loop = asyncio.get_running_loop()
         self.outbound = Outbound(config.max_backlog, batch_ms)
-        self.subscriptions = Subscriptions(self, app.fanout, app.metrics,
-                                           config.max_subscriptions)
+        self.subscriptions = Subscriptions(self, SubscriptionBook(config.max_subscriptions),
+                                           app.fanout, app.metrics)
         self.limiter = RateLimiter(config.rate_limit, config.rate_burst,
                                    config.rate_limit_close_after, time.monotonic())
         self.wake = asyncio.Event()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from google.protobuf.message import Message
@@ -46,15 +47,14 @@ class Client(Subscriber, Protocol):
     async def writable(self) -> None: ...
 
 
+@dataclass(eq=False)
 class Subscriptions:
     """One session's subscriptions: its book, their topics, their set-up and release."""
 
-    def __init__(self, client: Client, fanout: Fanout, metrics: BridgeMetrics,
-                 max_subscriptions: int) -> None:
-        self.client = client
-        self.fanout = fanout
-        self.metrics = metrics
-        self.book = SubscriptionBook(max_subscriptions)
+    client: Client
+    book: SubscriptionBook
+    fanout: Fanout          # the topics they join
+    metrics: BridgeMetrics
 
     def add(self, params: SubscribeParams, channel: Channel, topic: TopicKey) -> Subscription:
         sub = self.book.add(params, channel, topic)
@@ -101,8 +101,6 @@ class Subscriptions:
         params = subscribe_params(request.params, alias.name if alias is not None else None)
         client, channel = self.client, CHANNELS[params.channel]
         sub = self.add(params, channel, channel.topic(params, client.identity))
-        assert sub.setup is not None
-        sub.setup.catching_up = params.resume_from is not None
         replay: AsyncIterator[ReplayItem] | None = None
         first: ReplayItem | None = None
         try:

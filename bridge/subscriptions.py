@@ -79,6 +79,8 @@ class SubscriptionBook:
             symbols=frozenset(params.symbols) if params.symbols is not None else None,
             bot_ids=frozenset(params.bot_ids) if params.bot_ids is not None else None,
             prefix=update_prefix(channel.update_action, sub_id), conflates=channel.conflates,
+            # A resume's catch-up stream will replay what holding has to discard.
+            setup=Setup(catching_up=params.resume_from is not None),
         )
         self._by_id[sub_id] = sub
         return sub

@@ -34,3 +34,13 @@ def test_subscription_book_filters_ids_and_limit() -> None:
         book.remove(t.id)
     assert info.value.code == errors.NOT_FOUND
     assert json.loads(o.frame(_event(seq="7-0")))["action"] == "order_update"
+
+
+def test_a_resume_is_set_up_catching_up() -> None:
+    """Only a subscription with a catch-up stream may discard held events (bridge.setup)."""
+    book = SubscriptionBook(max_subscriptions=2)
+    fresh = book.add(SubscribeParams("bots"), CHANNELS["bots"], ("bots", "u"))
+    resuming = book.add(SubscribeParams("bots", resume_from="5-0"), CHANNELS["bots"],
+                        ("bots", "u"))
+    assert fresh.setup is not None and not fresh.setup.catching_up
+    assert resuming.setup is not None and resuming.setup.catching_up
