@@ -1,8 +1,7 @@
 """One client connection: the read loop, the write loop, closing, and delivery between them.
 
-The reader rate-limits and parses frames and runs actions from the table of
-:mod:`bridge.actions` (in tasks of their own, so a slow upstream call never stops ``ping`` or
-``unsubscribe``); the fan-out and the subscription set-up (:mod:`bridge.subscribe`) push
+The reader hands each frame to the session's :class:`bridge.dispatch.Dispatcher` (rate limit,
+parse, run the action in a task of its own); the fan-out and the subscription set-up (:mod:`bridge.subscribe`) push
 updates into the :class:`bridge.outbound.Outbound` queue; the writer drains it to the socket.
 Everything that can go wrong with one client (bad frames, floods, a slow reader) stays with
 that client.
@@ -18,31 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from websockets.exceptions import ConnectionClosed
 
-from bridge.actions import ACTIONS, Handler
 from bridge.auth import Identity
-from bridge.errors import INTERNAL, RATE_LIMITED, BridgeError
+from bridge.dispatch import Dispatcher
 from bridge.events import Event
 from bridge.limits import (
     IDLE_REASON,
     INTERNAL_ERROR_REASON,
-    RATE_LIMIT_REASON,
     SLOW_CONSUMER_REASON,
     RateLimiter,
-    Verdict,
 )
 from bridge.outbound import Outbound, Outgoing, Push
-from bridge.protocol import (
-    ProtocolError,
-    Reply,
-    Request,
-    error_frame,
-    error_response_frame,
-    parse_request,
-    protocol_error_frame,
-    stream_status_frame,
-    unknown_action_error,
-    welcome_frame,
-)
+from bridge.protocol import Reply, stream_status_frame, welcome_frame
 from bridge.subscribe import Subscriptions
 from bridge.subscriptions import Subscription, SubscriptionBook
 from bridge.wsconnection import BatchingConnection
@@ -71,11 +56,11 @@ class Session:
         self.outbound = Outbound(config.max_backlog, batch_ms)
         self.subscriptions = Subscriptions(self, SubscriptionBook(config.max_subscriptions),
                                            app.fanout, app.metrics)
-        self.limiter = RateLimiter(config.rate_limit, config.rate_burst,
-                                   config.rate_limit_close_after, time.monotonic())
+        limiter = RateLimiter(config.rate_limit, config.rate_burst,
+                              config.rate_limit_close_after, time.monotonic())
+        self.requests = Dispatcher(self, limiter, config.rate_limit, app.metrics)
         self.wake = asyncio.Event()
         self.space = asyncio.Event()
-        self.tasks: set[asyncio.Task[None]] = set()
         self.closing: tuple[int, str] | None = None
         self.close_task: asyncio.Task[None] | None = None
         self.batch_ms = batch_ms
@@ -101,9 +86,7 @@ class Session:
             pass
         finally:
             writer.cancel()
-            for task in list(self.tasks):
-                task.cancel()
-            await asyncio.gather(writer, *self.tasks, return_exceptions=True)
+            await asyncio.gather(writer, *self.requests.cancel(), return_exceptions=True)
             self.subscriptions.close()
             if self.close_task is not None:
                 await asyncio.gather(self.close_task, return_exceptions=True)
@@ -145,55 +128,7 @@ class Session:
             except TimeoutError:
                 await self.ws.close(1000, IDLE_REASON)
                 return
-            self.handle_frame(frame)
-
-    def handle_frame(self, frame: str | bytes) -> None:
-        verdict = self.limiter.check(time.monotonic())
-        try:
-            request = parse_request(frame)
-        except ProtocolError as exc:
-            label = exc.action if exc.action in ACTIONS else ("unknown" if exc.action else "invalid")
-            self.app.metrics.messages_received_total.labels(label).inc()
-            if verdict is Verdict.ALLOW:
-                self.send(Reply(protocol_error_frame(exc), "error"))
-            return self._over_limit(verdict, None)
-        handler = ACTIONS.get(request.action)
-        self.app.metrics.messages_received_total.labels(
-            request.action if handler is not None else "unknown").inc()
-        if verdict is not Verdict.ALLOW:
-            return self._over_limit(verdict, request)
-        if handler is None:
-            return self.send(Reply(protocol_error_frame(unknown_action_error(request)), "response"))
-        task = asyncio.create_task(self._handle(handler, request))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def _over_limit(self, verdict: Verdict, request: Request | None) -> None:
-        if verdict is Verdict.CLOSE:
-            self.close_soon(1008, RATE_LIMIT_REASON)
-        elif verdict is Verdict.REJECT:
-            message = f"more than {self.app.config.rate_limit:g} messages per second, slow down"
-            if request is None:
-                self.send(Reply(error_frame(RATE_LIMITED, message), "error"))
-            else:
-                self.send(Reply(error_response_frame(request.action, request.request_id,
-                                                     RATE_LIMITED, message)))
-
-    async def _handle(self, handler: Handler, request: Request) -> None:
-        started = time.perf_counter()
-        try:
-            reply = await handler(self, request)
-        except BridgeError as exc:
-            reply = Reply(error_response_frame(request.action, request.request_id, exc.code,
-                                               exc.message))
-        except Exception:  # a bug must cost one request, not the connection
-            log.exception("action %s failed", request.action)
-            reply = Reply(error_response_frame(request.action, request.request_id, INTERNAL,
-                                               "Internal error"))
-        if reply is not None:
-            self.send(reply)
-        self.app.metrics.request_duration_seconds.labels(request.action).observe(
-            time.perf_counter() - started)
+            self.requests.handle(frame)
 
     async def call(self, method: str, request: Any) -> Any:
         """A unary upstream call as this client."""
