@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from bridge.config import BridgeConfig, ConfigError, load_config
-from bridge.server import BridgeApp
+from bridge.app import BridgeApp
 
 
 async def serve_until_signalled(config: BridgeConfig) -> None:

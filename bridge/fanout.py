@@ -68,15 +68,6 @@ GAP = GapMarker()
 LIVE = LiveMarker()
 
 
-def topic_identity(topic: TopicKey, identity: Identity) -> Identity:
-    """Who the topic's stream runs as: the user, or an admin for the all-users topic."""
-    if topic[0] == "tickers":
-        return identity
-    if topic[1] == "*":
-        return Identity(identity.user_id, frozenset({"admin"}))
-    return Identity(topic[1])
-
-
 class Topic:
     """One upstream stream and the subscriptions fed from it."""
 
@@ -143,7 +134,7 @@ class Topic:
     def notify(self, status: str, recovered: bool) -> None:
         """Tell every set-up subscription; one member that fails cannot keep it from the rest."""
         for sub, lane in list(self.lane_of.items()):
-            if sub.held is None:
+            if sub.setup is None:
                 member = cast(Subscriber, lane.members[sub])
                 try:
                     member.stream_status(sub, status, recovered)
@@ -161,7 +152,7 @@ class Fanout:
         self.backoff_max = backoff_max
         self.ready_timeout = ready_timeout
         self.stall_s = stall_s
-        self.channels: Mapping[str, Channel] = CHANNELS   # the table of bridge/channels.py
+        self.channels: Mapping[str, Channel] = CHANNELS   # the table of bridge/channels/
         self.topics: dict[TopicKey, Topic] = {}
         self.batching = True   # False once the service said it has no batched streams
         self.warned_rare_heartbeats = False
@@ -170,7 +161,8 @@ class Fanout:
         """Join (or open) the subscription's topic and wait until its stream is live."""
         topic = self.topics.get(sub.topic)
         if topic is None:
-            topic = self._open(sub.topic, topic_identity(sub.topic, identity))
+            channel = self.channels[sub.topic[0]]
+            topic = self._open(sub.topic, channel.stream_identity(sub.topic, identity))
         topic.join(sub, member)
         if not topic.live.is_set():
             waits = [asyncio.ensure_future(topic.live.wait()),

@@ -11,13 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.channels import CHANNELS
 from bridge.codec import dumps, loads
 from bridge.errors import INVALID_MESSAGE, INVALID_PARAMS, UNKNOWN_ACTION, BridgeError
 
 PROTOCOL_VERSION = 1
-CHANNELS = ("tickers", "orders", "bots")
 ORDER_STATUSES = ("new", "open", "partially_filled", "filled", "canceled", "rejected")
-CHANNEL_ALIASES = {"stream_tickers": "tickers", "stream_orders": "orders", "stream_bots": "bots"}
 SEQ_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
 MAX_FILTER_ITEMS = 1000
 MAX_STRING = 256
@@ -184,25 +183,25 @@ class SubscribeParams:
 
 
 def subscribe_params(params: Mapping[str, Any], implied: str | None = None) -> SubscribeParams:
-    """Validate ``subscribe`` (or an alias, whose channel is ``implied``).
+    """Validate ``subscribe`` (or an alias, whose channel is ``implied``); which filters a
+    channel takes is its own (:attr:`bridge.channels.base.Channel.filters`).
 
     ``snapshot`` defaults to true, except with ``resume_from``: a resuming client already holds
     the state and asked for the missed events, so the snapshot is only sent when asked for.
     """
-    channel = implied or opt_choice(params, "channel", CHANNELS)
-    if channel is None:
-        raise bad_params(f"'channel' is required (one of {', '.join(CHANNELS)})")
+    names = tuple(CHANNELS)
+    name = implied or opt_choice(params, "channel", names)
+    if name is None:
+        raise bad_params(f"'channel' is required (one of {', '.join(names)})")
     if implied and params.get("channel", implied) != implied:
         raise bad_params(f"'channel' must be {implied!r} for this action")
-    allowed = {"tickers": ("channel", "exchange", "symbols", "resume_from", "snapshot"),
-               "orders": ("channel", "symbols", "bot_ids", "resume_from", "snapshot"),
-               "bots": ("channel", "bot_ids", "resume_from", "snapshot")}[channel]
-    check_known(params, allowed)
-    exchange = req_str(params, "exchange") if channel == "tickers" else None
+    channel = CHANNELS[name]
+    check_known(params, ("channel", *channel.filters, "resume_from", "snapshot"))
+    exchange = req_str(params, "exchange") if channel.requires_exchange else None
     resume_from = opt_seq(params, "resume_from")
     snapshot = opt_bool(params, "snapshot")
     return SubscribeParams(
-        channel=channel, exchange=exchange, symbols=opt_str_list(params, "symbols"),
+        channel=name, exchange=exchange, symbols=opt_str_list(params, "symbols"),
         bot_ids=opt_str_list(params, "bot_ids"), resume_from=resume_from,
         snapshot=(resume_from is None) if snapshot is None else snapshot,
     )
@@ -218,6 +217,19 @@ def parse_batch_ms(value: str | None, limit: int) -> int | None:
 
 
 # ------------------------------------------------------------------ frames
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A frame to send back and its type (for ``bridge_messages_sent_total``)."""
+
+    frame: str
+    kind: str = "response"
+
+
+def ok(request: Request, result: Any) -> Reply:
+    """The successful response to ``request``."""
+    return Reply(response_frame(request.action, request.request_id, result))
 
 
 def welcome_frame(session_id: str, limits: Mapping[str, Any]) -> str:

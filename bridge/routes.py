@@ -1,23 +1,23 @@
 """Plain HTTP on the WebSocket port: probes, metrics and the live page.
 
-websockets calls :func:`process_request` before every handshake; returning a response answers
-the request as HTTP, returning None lets ``/ws`` and ``/ws/<label>`` upgrade.
+websockets calls a :class:`Routes`' :meth:`Routes.process_request` before every handshake;
+returning a response answers the request as HTTP, returning None lets ``/ws`` and
+``/ws/<label>`` upgrade. The routes are given the two things they read (why the process is not
+ready, the metrics page) rather than the application, so they know nothing of its wiring.
 """
 
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from bridge.metrics import CONTENT_TYPE
-
-if TYPE_CHECKING:
-    from bridge.server import BridgeApp
 
 STATIC_DIR = Path(__file__).parent / "static"
 PLACEHOLDER = (b"<!doctype html><title>marketbridge</title><h1>marketbridge bridge</h1>"
@@ -56,20 +56,27 @@ def static_file(name: str, static_dir: Path = STATIC_DIR) -> tuple[bytes, str] |
     return candidate.read_bytes(), content_type
 
 
-def process_request(app: BridgeApp, connection: ServerConnection, request: Request) -> Response | None:
-    path = unquote(urlsplit(request.path).path)
-    if is_websocket_path(path):
-        return None
-    if path == "/healthz":
-        return text(connection, 200, "ok")
-    if path == "/readyz":
-        problem = app.not_ready_reason()
-        return text(connection, 503, problem) if problem else text(connection, 200, "ready")
-    if path == "/metrics":
-        return respond(connection, 200, app.metrics.render(), CONTENT_TYPE)
-    found = static_file("index.html" if path == "/" else path.lstrip("/"))
-    if found is not None:
-        return respond(connection, 200, *found)
-    if path in ("/", "/index.html"):
-        return respond(connection, 200, PLACEHOLDER, "text/html; charset=utf-8")
-    return text(connection, 404, "not found")
+@dataclass(frozen=True)
+class Routes:
+    """The HTTP answers of one bridge process."""
+
+    not_ready_reason: Callable[[], str | None]   # None when ready (``/readyz`` says 200)
+    render_metrics: Callable[[], bytes]          # the ``/metrics`` page
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = unquote(urlsplit(request.path).path)
+        if is_websocket_path(path):
+            return None
+        if path == "/healthz":
+            return text(connection, 200, "ok")
+        if path == "/readyz":
+            problem = self.not_ready_reason()
+            return text(connection, 503, problem) if problem else text(connection, 200, "ready")
+        if path == "/metrics":
+            return respond(connection, 200, self.render_metrics(), CONTENT_TYPE)
+        found = static_file("index.html" if path == "/" else path.lstrip("/"))
+        if found is not None:
+            return respond(connection, 200, *found)
+        if path in ("/", "/index.html"):
+            return respond(connection, 200, PLACEHOLDER, "text/html; charset=utf-8")
+        return text(connection, 404, "not found")

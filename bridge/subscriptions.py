@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bridge.codec import update_prefix
 from bridge.errors import NOT_FOUND, SUBSCRIPTION_LIMIT, BridgeError
 from bridge.events import Event
 from bridge.protocol import SubscribeParams
+from bridge.setup import Setup
 
-UPDATE_ACTIONS = {"tickers": "ticker_update", "orders": "order_update", "bots": "bot_update"}
+if TYPE_CHECKING:
+    from bridge.channels.base import Channel
+
 TopicKey = tuple[str, str]
 
 
@@ -18,9 +22,9 @@ TopicKey = tuple[str, str]
 class Subscription:
     """One subscription of one connection.
 
-    ``held`` buffers matching events while the subscription is being set up (snapshot or
-    catch-up in flight) so nothing is lost and nothing reaches the client before its
-    ``subscribe`` response; it is None once events flow straight to the client.
+    ``setup`` holds matching events while the subscription is being set up (snapshot or
+    catch-up in flight, :mod:`bridge.setup`) so nothing is lost and nothing reaches the client
+    before its ``subscribe`` response; it is None once events flow straight to the client.
     """
 
     id: str
@@ -29,14 +33,10 @@ class Subscription:
     symbols: frozenset[str] | None
     bot_ids: frozenset[str] | None
     prefix: str
+    conflates: bool   # its channel's rule (:attr:`bridge.channels.base.Channel.conflates`)
     last_seq: str | None = None
     last_key: tuple[int, int] = (0, 0)
-    held: list[Event] | None = field(default_factory=list)
-    # Resuming: the catch-up stream reads the same events as the topic, so when ``held`` would
-    # overflow it is emptied and the catch-up stream keeps going past its live point until it
-    # has delivered ``dropped_key`` (the newest discarded event) itself.
-    catching_up: bool = False
-    dropped_key: tuple[int, int] = (0, 0)
+    setup: Setup | None = field(default_factory=Setup)
 
     def matches(self, event: Event) -> bool:
         """Whether the client's filters let this event through."""
@@ -48,40 +48,16 @@ class Subscription:
         return self.bot_ids is None or bot_id in self.bot_ids
 
     def conflation_key(self, event: Event) -> tuple[str, str] | None:
-        """Ticker updates of one symbol replace each other in a backlog; others never do."""
-        return (self.id, event.symbol) if self.channel == "tickers" else None
+        """In a conflating channel (tickers), updates of one symbol replace each other in a
+        backlog; in the others they never do."""
+        return (self.id, event.symbol) if self.conflates else None
 
     def frame(self, event: Event) -> str:
         return self.prefix + event.tail
 
-    def hold(self, event: Event, limit: int) -> bool:
-        """Hold an event during setup; False when ``limit`` is reached and nothing can make up
-        for a discarded event (no catch-up stream), i.e. the client must be closed."""
-        assert self.held is not None
-        if len(self.held) < limit:
-            self.held.append(event)
-            return True
-        if not self.catching_up:
-            return False
-        self.held.clear()
-        self.dropped_key = event.key
-        return True
-
-    def caught_up(self) -> bool:
-        """Whether every event discarded from ``held`` has been delivered by the catch-up."""
-        return self.last_key >= self.dropped_key
-
     def delivered(self, event: Event) -> None:
         self.last_seq = event.seq
         self.last_key = event.key
-
-
-def topic_for(params: SubscribeParams, user_id: str, is_admin: bool) -> TopicKey:
-    """Tickers share a topic per exchange; orders/bots per user, or one for all admins ("*")."""
-    if params.channel == "tickers":
-        assert params.exchange is not None
-        return ("tickers", params.exchange)
-    return (params.channel, "*" if is_admin else user_id)
 
 
 class SubscriptionBook:
@@ -92,7 +68,7 @@ class SubscriptionBook:
         self._by_id: dict[str, Subscription] = {}
         self._counter = 0
 
-    def add(self, params: SubscribeParams, topic: TopicKey) -> Subscription:
+    def add(self, params: SubscribeParams, channel: Channel, topic: TopicKey) -> Subscription:
         if len(self._by_id) >= self.max_subscriptions:
             raise BridgeError(SUBSCRIPTION_LIMIT,
                               f"at most {self.max_subscriptions} subscriptions per connection")
@@ -102,7 +78,9 @@ class SubscriptionBook:
             id=sub_id, channel=params.channel, topic=topic,
             symbols=frozenset(params.symbols) if params.symbols is not None else None,
             bot_ids=frozenset(params.bot_ids) if params.bot_ids is not None else None,
-            prefix=update_prefix(UPDATE_ACTIONS[params.channel], sub_id),
+            prefix=update_prefix(channel.update_action, sub_id), conflates=channel.conflates,
+            # A resume's catch-up stream will replay what holding has to discard.
+            setup=Setup(catching_up=params.resume_from is not None),
         )
         self._by_id[sub_id] = sub
         return sub

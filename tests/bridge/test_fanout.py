@@ -45,7 +45,8 @@ class Recorder:
 async def test_refused_stream_fails_subscribers_at_once(bridge) -> None:
     """A stream the service refuses for good (bad argument) is not retried until a timeout."""
     exchange = "bad\x01exchange"   # the protocol layer refuses this; the service does too
-    sub = SubscriptionBook(5).add(SubscribeParams("tickers", exchange=exchange), ("tickers", exchange))
+    sub = SubscriptionBook(5).add(SubscribeParams("tickers", exchange=exchange),
+                                  CHANNELS["tickers"], ("tickers", exchange))
     fanout = bridge.app.fanout
     with pytest.raises(BridgeError) as info:
         await fanout.attach(Recorder(), sub, Identity("alice"))
@@ -57,9 +58,10 @@ async def test_refused_stream_fails_subscribers_at_once(bridge) -> None:
 async def test_topic_delivers_each_event_once_to_matching_members(bridge, feed) -> None:
     book = SubscriptionBook(5)
     btc = book.add(SubscribeParams("tickers", exchange="binance", symbols=("BTC/USDT",)),
-                   ("tickers", "binance"))
-    every = book.add(SubscribeParams("tickers", exchange="binance"), ("tickers", "binance"))
-    btc.held = every.held = None
+                   CHANNELS["tickers"], ("tickers", "binance"))
+    every = book.add(SubscribeParams("tickers", exchange="binance"), CHANNELS["tickers"],
+                     ("tickers", "binance"))
+    btc.setup = every.setup = None
     a, b = Recorder(), Recorder()
     fanout = bridge.app.fanout
     await fanout.attach(a, btc, Identity("alice"))
@@ -175,8 +177,9 @@ async def attach_all(fanout: Fanout, members: list[Recorder]) -> list[Subscripti
     book = SubscriptionBook(len(members))
     subs = []
     for member in members:
-        sub = book.add(SubscribeParams("tickers", exchange="binance"), ("tickers", "binance"))
-        sub.held = None
+        sub = book.add(SubscribeParams("tickers", exchange="binance"), CHANNELS["tickers"],
+                       ("tickers", "binance"))
+        sub.setup = None
         await fanout.attach(member, sub, Identity("alice"))
         subs.append(sub)
     return subs

@@ -84,8 +84,8 @@ def ticker_event(seq: str, symbol: str, price: float = 1.0) -> Event:
 def subscription(symbols: tuple[str, ...] | None = None) -> Subscription:
     """A fresh connection's first ticker subscription (id ``tickers-1``), set up."""
     sub = SubscriptionBook(5).add(SubscribeParams("tickers", exchange="binance", symbols=symbols),
-                                  ("tickers", "binance"))
-    sub.held = None
+                                  CHANNELS["tickers"], ("tickers", "binance"))
+    sub.setup = None
     return sub
 
 

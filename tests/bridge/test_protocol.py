@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge import protocol as p
+from bridge.channels import CHANNELS
 from bridge.errors import INVALID_MESSAGE, INVALID_PARAMS, UNKNOWN_ACTION, BridgeError
 
 
@@ -96,7 +97,7 @@ def test_random_subscribe_params(params: dict) -> None:
     except BridgeError as exc:
         assert exc.code == INVALID_PARAMS and exc.message
     else:
-        assert sp.channel in p.CHANNELS
+        assert sp.channel in CHANNELS
         assert (sp.exchange is not None) == (sp.channel == "tickers")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import BridgeConfig, ConfigError
-from bridge.server import BridgeApp
+from bridge.app import BridgeApp
 from tests.bridge.client import client
 from tests.infra.bridge_runner import running_bridge
 from tests.infra.cache_service_runner import running_cache_service

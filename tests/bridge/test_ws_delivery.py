@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from bridge.actions import Reply
+from bridge.protocol import Reply
 from bridge.channels import CHANNELS
-from bridge.connection import Session
+from bridge.session import Session
 from bridge.events import Event
 from bridge.protocol import pong_frame
 from bridge.subscriptions import Subscription
@@ -90,7 +90,7 @@ async def test_a_burst_queued_behind_a_reply_reaches_a_reader_as_every_update(
     async with client(bridge.ws_url(ALICE, **query)) as c:
         res = await c.subscribe(channel="tickers", exchange="binance", snapshot=False)
         session = session_of(bridge, c)
-        sub = session.book.get(res["subscription_id"])
+        sub = session.subscriptions.book.get(res["subscription_id"])
         assert isinstance(sub, Subscription)
         lane = bridge.app.fanout.topics[("tickers", "binance")].lane_of[sub]
         for event in ticker_events("BTC/USDT", 10):
@@ -112,7 +112,7 @@ async def test_events_handed_over_by_a_batched_lane_wait_for_one_batch_timer(bri
     async with client(bridge.ws_url(ALICE, batch_ms=batch_ms)) as c:
         res = await c.subscribe(channel="tickers", exchange="binance", snapshot=False)
         session = session_of(bridge, c)
-        sub = session.book.get(res["subscription_id"])
+        sub = session.subscriptions.book.get(res["subscription_id"])
         assert isinstance(sub, Subscription)
         (event,) = ticker_events("BTC/USDT", 1)
         loop = asyncio.get_running_loop()

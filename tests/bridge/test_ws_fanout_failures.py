@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from bridge.actions import Reply
+from bridge.protocol import Reply
+from bridge.channels import Channel
 from bridge.events import Event
 from bridge.protocol import SubscribeParams
 from bridge.subscriptions import Subscription, SubscriptionBook, TopicKey
@@ -33,8 +34,8 @@ class FaultySubscription(Subscription):
 class FaultyBook(SubscriptionBook):
     """Hands out :class:`FaultySubscription`s (otherwise the connection's own book)."""
 
-    def add(self, params: SubscribeParams, topic: TopicKey) -> Subscription:
-        sub = SubscriptionBook.add(self, params, topic)
+    def add(self, params: SubscribeParams, channel: Channel, topic: TopicKey) -> Subscription:
+        sub = SubscriptionBook.add(self, params, channel, topic)
         faulty = FaultySubscription(**{f.name: getattr(sub, f.name)
                                        for f in dataclasses.fields(Subscription)})
         self._by_id[sub.id] = faulty
@@ -55,7 +56,7 @@ async def test_a_subscriber_whose_delivery_raises_is_closed_1011_and_the_others_
                 client(bridge.ws_url(ALICE, batch_ms=20)) as batched,
                 client(bridge.ws_url(ALICE)) as faulty):
         session = session_of(bridge, faulty)
-        session.book = FaultyBook(session.book.max_subscriptions)
+        session.subscriptions.book = FaultyBook(session.subscriptions.book.max_subscriptions)
         for c in (same_lane, batched, faulty):
             await c.subscribe(channel="tickers", exchange="binance", snapshot=False)
         topic = bridge.app.fanout.topics[("tickers", "binance")]

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from bridge.config import BridgeConfig
-from bridge.server import BridgeApp
+from bridge.app import BridgeApp
 from tests.infra.ports import free_port
 from tests.infra.tokens import TEST_SECRET
 

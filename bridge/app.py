@@ -2,7 +2,7 @@
 
 Authentication happens after the upgrade (SPEC §4: the client sees a 1008 close with a reason,
 which a browser can read, rather than an HTTP 401 it cannot), then the connection caps, then
-the :class:`bridge.connection.Session` takes over.
+the :class:`bridge.session.Session` takes over.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from bridge.auth import Authenticator, AuthError, extract_token, query_params
 from bridge.config import BridgeConfig
-from bridge.connection import Session
+from bridge.session import Session
 from bridge.fanout import Fanout
 from bridge.handshake_log import server_logger
 from bridge.limits import SHUTDOWN_REASON, ConnectionRegistry
 from bridge.metrics import BridgeMetrics
 from bridge.protocol import parse_batch_ms
-from bridge.routes import process_request
+from bridge.routes import Routes
 from bridge.upstream import Upstream
 from bridge.wsconnection import BatchingConnection
 
@@ -78,7 +78,7 @@ class BridgeApp:
         self.upstream.start()
         self.server = await serve(
             self.handle, self.config.host, self.config.port,
-            process_request=lambda conn, req: process_request(self, conn, req),
+            process_request=Routes(self.not_ready_reason, self.metrics.render).process_request,
             max_size=self.config.max_frame_bytes, close_timeout=CLOSE_TIMEOUT_S,
             compression=None, server_header="marketbridge", create_connection=BatchingConnection,
             backlog=LISTEN_BACKLOG, logger=server_logger(),

@@ -1,9 +1,10 @@
-"""One client connection: the read loop, the write loop, and the state between them.
+"""One client connection: the read loop, the write loop, closing, and delivery between them.
 
-The reader parses frames and runs actions (those that call upstream in tasks of their own, so
-a slow call never stops ``ping`` or ``unsubscribe``); the fan-out pushes updates into the
-:class:`bridge.outbound.Outbound` queue; the writer drains it to the socket. Everything that
-can go wrong with one client (bad frames, floods, a slow reader) stays with that client.
+The reader hands each frame to the session's :class:`bridge.dispatch.Dispatcher` (rate limit,
+parse, run the action in a task of its own); the fan-out and the subscription set-up (:mod:`bridge.subscribe`) push
+updates into the :class:`bridge.outbound.Outbound` queue; the writer drains it to the socket.
+Everything that can go wrong with one client (bad frames, floods, a slow reader) stays with
+that client.
 """
 
 from __future__ import annotations
@@ -16,32 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 from websockets.exceptions import ConnectionClosed
 
-from bridge.actions import ACTIONS, Reply
 from bridge.auth import Identity
-from bridge.errors import INTERNAL, RATE_LIMITED, BridgeError
+from bridge.dispatch import Dispatcher
 from bridge.events import Event
 from bridge.limits import (
     IDLE_REASON,
     INTERNAL_ERROR_REASON,
-    RATE_LIMIT_REASON,
     SLOW_CONSUMER_REASON,
     RateLimiter,
-    Verdict,
 )
 from bridge.outbound import Outbound, Outgoing, Push
-from bridge.protocol import (
-    ProtocolError,
-    Request,
-    SubscribeParams,
-    error_frame,
-    error_response_frame,
-    parse_request,
-    protocol_error_frame,
-    stream_status_frame,
-    unknown_action_error,
-    welcome_frame,
-)
-from bridge.subscriptions import Subscription, SubscriptionBook, TopicKey
+from bridge.protocol import Reply, stream_status_frame, welcome_frame
+from bridge.subscribe import Subscriptions
+from bridge.subscriptions import Subscription, SubscriptionBook
 from bridge.wsconnection import BatchingConnection
 
 if TYPE_CHECKING:
@@ -66,12 +54,13 @@ class Session:
         self.id = uuid.uuid4().hex
         self.loop = asyncio.get_running_loop()
         self.outbound = Outbound(config.max_backlog, batch_ms)
-        self.book = SubscriptionBook(config.max_subscriptions)
-        self.limiter = RateLimiter(config.rate_limit, config.rate_burst,
-                                   config.rate_limit_close_after, time.monotonic())
+        self.subscriptions = Subscriptions(self, SubscriptionBook(config.max_subscriptions),
+                                           app.fanout, app.metrics)
+        limiter = RateLimiter(config.rate_limit, config.rate_burst,
+                              config.rate_limit_close_after, time.monotonic())
+        self.requests = Dispatcher(self, limiter, config.rate_limit, app.metrics)
         self.wake = asyncio.Event()
         self.space = asyncio.Event()
-        self.tasks: set[asyncio.Task[None]] = set()
         self.closing: tuple[int, str] | None = None
         self.close_task: asyncio.Task[None] | None = None
         self.batch_ms = batch_ms
@@ -97,11 +86,8 @@ class Session:
             pass
         finally:
             writer.cancel()
-            for task in list(self.tasks):
-                task.cancel()
-            await asyncio.gather(writer, *self.tasks, return_exceptions=True)
-            for sub in self.book.clear():
-                self.drop_subscription(sub)
+            await asyncio.gather(writer, *self.requests.cancel(), return_exceptions=True)
+            self.subscriptions.close()
             if self.close_task is not None:
                 await asyncio.gather(self.close_task, return_exceptions=True)
 
@@ -142,106 +128,28 @@ class Session:
             except TimeoutError:
                 await self.ws.close(1000, IDLE_REASON)
                 return
-            self.handle_frame(frame)
-
-    def handle_frame(self, frame: str | bytes) -> None:
-        verdict = self.limiter.check(time.monotonic())
-        try:
-            request = parse_request(frame)
-        except ProtocolError as exc:
-            label = exc.action if exc.action in ACTIONS else ("unknown" if exc.action else "invalid")
-            self.app.metrics.messages_received_total.labels(label).inc()
-            if verdict is Verdict.ALLOW:
-                self.send(Reply(protocol_error_frame(exc), "error"))
-            return self._over_limit(verdict, None)
-        handler = ACTIONS.get(request.action)
-        self.app.metrics.messages_received_total.labels(
-            request.action if handler is not None else "unknown").inc()
-        if verdict is not Verdict.ALLOW:
-            return self._over_limit(verdict, request)
-        if handler is None:
-            return self.send(Reply(protocol_error_frame(unknown_action_error(request)), "response"))
-        task = asyncio.create_task(self._handle(handler, request))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def _over_limit(self, verdict: Verdict, request: Request | None) -> None:
-        if verdict is Verdict.CLOSE:
-            self.close_soon(1008, RATE_LIMIT_REASON)
-        elif verdict is Verdict.REJECT:
-            message = f"more than {self.app.config.rate_limit:g} messages per second, slow down"
-            if request is None:
-                self.send(Reply(error_frame(RATE_LIMITED, message), "error"))
-            else:
-                self.send(Reply(error_response_frame(request.action, request.request_id,
-                                                     RATE_LIMITED, message)))
-
-    async def _handle(self, handler: Any, request: Request) -> None:
-        started = time.perf_counter()
-        try:
-            reply = await handler(self, request)
-        except BridgeError as exc:
-            reply = Reply(error_response_frame(request.action, request.request_id, exc.code,
-                                               exc.message))
-        except Exception:  # a bug must cost one request, not the connection
-            log.exception("action %s failed", request.action)
-            reply = Reply(error_response_frame(request.action, request.request_id, INTERNAL,
-                                               "Internal error"))
-        if reply is not None:
-            self.send(reply)
-        self.app.metrics.request_duration_seconds.labels(request.action).observe(
-            time.perf_counter() - started)
+            self.requests.handle(frame)
 
     async def call(self, method: str, request: Any) -> Any:
         """A unary upstream call as this client."""
         return await self.app.upstream.unary(method, request, self.identity)
 
-    # ------------------------------------------------------------ subscriptions
-
-    def add_subscription(self, params: SubscribeParams, topic: TopicKey) -> Subscription:
-        sub = self.book.add(params, topic)
-        self.app.metrics.subscriptions.inc()
-        return sub
-
-    def forget_subscription(self, sub: Subscription) -> None:
-        """Undo :meth:`add_subscription` when setting the subscription up failed."""
-        if self.book.get(sub.id) is sub:
-            self.book.remove(sub.id)
-            self.drop_subscription(sub)
-
-    def drop_subscription(self, sub: Subscription) -> None:
-        self.app.fanout.detach(sub)
-        self.app.metrics.subscriptions.dec()
-        sub.held = None
-
-    def release(self, sub: Subscription) -> None:
-        """End setup: send what the topic held meanwhile (minus what a replay sent), go live.
-
-        Held events are never conflated: the client has not fallen behind, the setup made them
-        wait (and they are due at once: a batched lane already held them for its batch)."""
-        held, sub.held = sub.held, None
-        if held is None or self.book.get(sub.id) is not sub:
-            return
-        for event in held:
-            if event.key > sub.last_key:
-                self.deliver_now(sub, event, bounded=False, conflate=False, due=True)
+    # ------------------------------------------------------------ delivery
 
     def fail(self, sub: Subscription) -> None:
         """Delivering ``sub``'s events to this client raised (a bug; the caller logged and
         counted it, :func:`bridge.lanes.contain`): detach the subscription at once, so its lane
         and topic stop calling into it, and close the client 1011 ``internal error`` (it
         reconnects and resumes from the last seq it got). Every other client carries on."""
-        self.forget_subscription(sub)
+        self.subscriptions.forget(sub)
         self.close_soon(1011, INTERNAL_ERROR_REASON)
-
-    # ------------------------------------------------------------ writing
 
     def deliver(self, sub: Subscription, event: Event) -> None:
         """Called by a lane's flush for each event a member not keeping up gets one by one.
         The lane already waited for its batch, so in batch mode the event is due at once (it
         must not wait for this queue's batch timer too: up to 2 x ``batch_ms``)."""
-        if sub.held is not None:
-            if not sub.hold(event, self.app.config.max_backlog):
+        if sub.setup is not None:
+            if not sub.setup.hold(event, self.app.config.max_backlog):
                 self.close_soon(1013, SLOW_CONSUMER_REASON)
             return
         self.deliver_now(sub, event, due=True)
@@ -249,7 +157,7 @@ class Session:
     def deliver_now(self, sub: Subscription, event: Event, bounded: bool = True,
                     conflate: bool = True, due: bool = False) -> None:
         """Write or queue one update. ``bounded=False`` (held events released at the end of a
-        setup, at most ``--max-backlog`` of them) may take the queue past its limit;
+        set-up, at most ``--max-backlog`` of them) may take the queue past its limit;
         ``conflate=False`` (a replay, released events) keeps a ticker update from replacing a
         queued one; ``due`` (see :meth:`deliver`) flushes the pending batch with it."""
         if self.closing is not None:
@@ -275,7 +183,7 @@ class Session:
         """Write a lane's frames (:mod:`bridge.lanes`) as they are, if this client keeps up:
         set up, nothing queued ahead of them (so frame order holds), room in the socket buffer.
         False sends the lane's events through :meth:`deliver` instead."""
-        if (self.closing is not None or sub.held is not None or len(self.outbound)
+        if (self.closing is not None or sub.setup is not None or len(self.outbound)
                 or not self.ws.write_frames(data)):
             return False
         sub.delivered(last)
