@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
+from marketbridge.settings import ConfigError, add_flags, gather
 
 log = logging.getLogger("demo_feed")
 
@@ -62,10 +63,6 @@ BOT_MESSAGES = (
 
 
 # ---------------------------------------------------------------------------- configuration
-
-
-class ConfigError(ValueError):
-    """A bad flag or variable; the message is the one line printed before exiting."""
 
 
 @dataclass(frozen=True)
@@ -103,51 +100,39 @@ class FeedConfig:
             )
 
 
+FLAG_HELP: dict[str, str | None] = {
+    "target": "cache service HOST:PORT",
+    "rate": "ticks per second, all symbols together",
+    "trade_interval": "seconds between order/bot updates",
+    "window": "seconds per PublishTickers call (each ends with an accepted count)",
+    "seed": "random seed, for a repeatable market",
+    "tls_ca_file": None,
+    "tls_cert_file": None,
+    "tls_key_file": None,
+    "log_level": None,
+}
+
+
 def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> FeedConfig:
     """Flags win over ``FEED_<FLAG>`` variables, which win over the defaults."""
     defaults = FeedConfig()
-
-    def env(name: str, default: object) -> object:
-        return environ.get(ENV_PREFIX + name.upper(), default)
-
     parser = argparse.ArgumentParser(
         prog="python -m scripts.demo_feed", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument(
-        "--target", default=env("target", defaults.target), help="cache service HOST:PORT"
-    )
-    parser.add_argument(
-        "--rate", default=env("rate", defaults.rate), help="ticks per second, all symbols together"
-    )
-    parser.add_argument(
-        "--trade-interval",
-        default=env("trade_interval", defaults.trade_interval),
-        help="seconds between order/bot updates",
-    )
-    parser.add_argument(
-        "--window",
-        default=env("window", defaults.window),
-        help="seconds per PublishTickers call (each ends with an accepted count)",
-    )
-    parser.add_argument(
-        "--seed", default=env("seed", None), help="random seed, for a repeatable market"
-    )
-    parser.add_argument("--tls-ca-file", default=env("tls_ca_file", None))
-    parser.add_argument("--tls-cert-file", default=env("tls_cert_file", None))
-    parser.add_argument("--tls-key-file", default=env("tls_key_file", None))
-    parser.add_argument("--log-level", default=env("log_level", defaults.log_level))
-    args = parser.parse_args(list(argv))
+    add_flags(parser, FLAG_HELP, FLAG_HELP.get)
+    args = vars(parser.parse_args(list(argv)))
+    given = {name: raw.text for name, raw in gather(args, FLAG_HELP, environ, ENV_PREFIX).items()}
     try:
         return FeedConfig(
-            target=args.target,
-            rate=float(args.rate),
-            trade_interval=float(args.trade_interval),
-            window=float(args.window),
-            seed=None if args.seed in (None, "") else int(args.seed),
-            tls_ca_file=args.tls_ca_file or None,
-            tls_cert_file=args.tls_cert_file or None,
-            tls_key_file=args.tls_key_file or None,
-            log_level=str(args.log_level).upper(),
+            target=given.get("target", defaults.target),
+            rate=float(given.get("rate", defaults.rate)),
+            trade_interval=float(given.get("trade_interval", defaults.trade_interval)),
+            window=float(given.get("window", defaults.window)),
+            seed=None if given.get("seed", "") == "" else int(given["seed"]),
+            tls_ca_file=given.get("tls_ca_file") or None,
+            tls_cert_file=given.get("tls_cert_file") or None,
+            tls_key_file=given.get("tls_key_file") or None,
+            log_level=given.get("log_level", defaults.log_level).upper(),
         )
     except ValueError as exc:
         if isinstance(exc, ConfigError):
