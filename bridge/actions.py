@@ -39,6 +39,7 @@ from bridge.protocol import (
 )
 from bridge.subscriptions import Subscription, topic_for
 from marketbridge.api.v1 import cache_pb2 as pb
+from marketbridge.backoff import Backoff
 
 if TYPE_CHECKING:
     from bridge.connection import Session
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 ReplayItem = Event | GapMarker | LiveMarker
 CATCH_UP_ATTEMPTS = 5
 CATCH_UP_BACKOFF_S = 0.1
+CATCH_UP_BACKOFF_MAX_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,7 @@ async def replay_into(session: Session, sub: Subscription, first: ReplayItem | N
     ``recovered: false`` (``interrupted`` then ``resumed``) before going live.
     """
     lost = False
+    backoff = Backoff(CATCH_UP_BACKOFF_S, CATCH_UP_BACKOFF_MAX_S)
     try:
         for attempt in range(CATCH_UP_ATTEMPTS + 1):
             try:
@@ -213,7 +216,7 @@ async def replay_into(session: Session, sub: Subscription, first: ReplayItem | N
                     lost = True
                     break
             await replay.aclose()  # type: ignore[attr-defined]
-            await asyncio.sleep(min(CATCH_UP_BACKOFF_S * 2 ** attempt, 2.0))
+            await asyncio.sleep(backoff.delay())
             replay = session.app.fanout.catch_up(sub, session.identity, sub.last_seq or resume_from)
             first = None
     finally:

@@ -13,10 +13,10 @@ from typing import Any
 
 from bridge.codec import dumps, loads
 from bridge.errors import INVALID_MESSAGE, INVALID_PARAMS, UNKNOWN_ACTION, BridgeError
+from marketbridge.vocabulary import ORDER_STATUSES
 
 PROTOCOL_VERSION = 1
 CHANNELS = ("tickers", "orders", "bots")
-ORDER_STATUSES = ("new", "open", "partially_filled", "filled", "canceled", "rejected")
 CHANNEL_ALIASES = {"stream_tickers": "tickers", "stream_orders": "orders", "stream_bots": "bots"}
 SEQ_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
 MAX_FILTER_ITEMS = 1000

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 import grpc
 
 from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
+from marketbridge.backoff import Backoff
+from marketbridge.channel import open_channel as open_grpc_channel
 from marketbridge.settings import ConfigError, add_flags, gather
 
 log = logging.getLogger("demo_feed")
@@ -352,41 +354,25 @@ CHANNEL_OPTIONS = (
     ("grpc.keepalive_time_ms", 20000),
 )
 CALL_TIMEOUT_S = 5.0
+RECONNECT_FIRST_S = 0.25
+RECONNECT_JITTER = (0.8, 1.2)
 
 
 def open_channel(config: FeedConfig) -> grpc.aio.Channel:
     """A plaintext channel, or TLS (with a client certificate for mTLS) when files are given."""
-    if not (config.tls_ca_file or config.tls_cert_file):
-        return grpc.aio.insecure_channel(config.target, options=CHANNEL_OPTIONS)
-
     def read(path: str | None) -> bytes | None:
         if not path:
             return None
         with open(path, "rb") as handle:
             return handle.read()
 
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=read(config.tls_ca_file),
-        private_key=read(config.tls_key_file),
-        certificate_chain=read(config.tls_cert_file),
+    return open_grpc_channel(
+        config.target,
+        CHANNEL_OPTIONS,
+        ca=read(config.tls_ca_file),
+        cert=read(config.tls_cert_file),
+        key=read(config.tls_key_file),
     )
-    return grpc.aio.secure_channel(config.target, credentials, options=CHANNEL_OPTIONS)
-
-
-class Backoff:
-    """Capped exponential backoff with jitter; :meth:`reset` after a good connection."""
-
-    def __init__(self, rng: random.Random, first: float = 0.25, cap: float = 10.0) -> None:
-        self._rng, self._first, self._cap = rng, first, cap
-        self._next = first
-
-    def reset(self) -> None:
-        self._next = self._first
-
-    def delay(self) -> float:
-        delay = self._next * self._rng.uniform(0.8, 1.2)
-        self._next = min(self._cap, self._next * 2)
-        return min(delay, self._cap)
 
 
 class Feed:
@@ -398,7 +384,7 @@ class Feed:
         self.market = Market(rng)
         self.desk = TradingDesk(rng, self.market)
         self._stop = stop
-        self._backoff = Backoff(random.Random(), cap=config.backoff_max)
+        self._backoff = Backoff(RECONNECT_FIRST_S, config.backoff_max, jitter=RECONNECT_JITTER)
         self.published = 0
 
     async def run(self) -> None:
