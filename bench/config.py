@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from marketbridge.settings import ConfigError, require_positive
+
+__all__ = ["BenchConfig", "ConfigError", "build_parser", "parse", "validate"]
+
 MODES = ("plain", "batch", "baseline", "baseline_batch")
 SCENARIOS = ("fanout", "capacity", "churn", "unary", "grpc")
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
-
-
-class ConfigError(ValueError):
-    """A setting is invalid; the message is the one line printed before exiting."""
 
 
 @dataclass(frozen=True)
@@ -220,22 +220,11 @@ def validate(config: BenchConfig) -> None:
     bad_modes = [m for m in config.modes if m not in MODES]
     if bad_modes:
         raise ConfigError(f"--modes: unknown mode {bad_modes[0]!r} ({', '.join(MODES)})")
-    for name in (
-        "clients",
-        "symbols",
-        "workers",
-        "publisher_streams",
-        "churn_concurrency",
-        "probe_every",
-        "unary_connections",
-        "unary_depth",
-        "duration",
-        "churn_duration",
-        "unary_duration",
-    ):
-        value = getattr(config, name)
-        if value is not None and value <= 0:  # None: not given, the default applies
-            raise ConfigError(f"--{name.replace('_', '-')} must be > 0")
+    # None (publisher_streams not given): the default applies
+    require_positive(config, ("clients", "symbols", "workers", "publisher_streams",
+                              "churn_concurrency", "probe_every", "unary_connections",
+                              "unary_depth", "duration", "churn_duration", "unary_duration"),
+                     lambda flag, _value: f"{flag} must be > 0")
     if not config.rates or min(config.rates) <= 0:
         raise ConfigError("--rates must list positive rates")
     if not config.capacity_steps or min(config.capacity_steps) <= 0:

@@ -14,15 +14,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from marketbridge.settings import ConfigError, add_flags, env_name, gather, require_positive
+
+__all__ = ["BridgeConfig", "ConfigError", "build_parser", "load_config", "read_key_file", "validate"]
+
 ENV_PREFIX = "BRIDGE_"
 AUTH_MODES = ("jwt", "none")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SECRET_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "EdDSA"})
-
-
-class ConfigError(ValueError):
-    """A setting is missing or invalid; the message is the one line shown to the operator."""
 
 
 @dataclass(frozen=True)
@@ -77,18 +77,13 @@ class BridgeConfig:
         return min(1000, self.batch_max_ms)
 
 
-def _positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {value}")
-
-
 def validate(config: BridgeConfig) -> None:
     """Reject settings that cannot work; each message names the flag to fix."""
-    for name in ("max_connections", "max_connections_per_user", "max_subscriptions",
-                 "idle_timeout", "rate_limit", "rate_burst", "max_frame_bytes", "batch_max_ms",
-                 "max_backlog", "grpc_deadline", "upstream_stall_s", "rate_limit_close_after",
-                 "upstream_backoff_max"):
-        _positive(name, getattr(config, name))
+    require_positive(config, ("max_connections", "max_connections_per_user", "max_subscriptions",
+                              "idle_timeout", "rate_limit", "rate_burst", "max_frame_bytes",
+                              "batch_max_ms", "max_backlog", "grpc_deadline", "upstream_stall_s",
+                              "rate_limit_close_after", "upstream_backoff_max"),
+                     lambda flag, value: f"{flag} must be > 0, got {value}")
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"--port must be from 0 to 65535, got {config.port}")
     if config.shutdown_grace < 0:
@@ -149,10 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bridge",
         description="WebSocket bridge for cache.v1.CacheService (every flag also reads BRIDGE_<FLAG>).",
     )
-    for f in FLAG_FIELDS:
-        flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(),
-                            help=f"env {ENV_PREFIX}{f.name.upper()} (default: {_default_text(f.default)})")
+    defaults = {f.name: f.default for f in FLAG_FIELDS}
+    add_flags(parser, defaults, lambda name: f"env {env_name(ENV_PREFIX, name)} "
+                                             f"(default: {_default_text(defaults[name])})")
     return parser
 
 
@@ -179,14 +173,9 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     """Flags > environment > defaults; ``overrides`` (typed values) win over all, for tests."""
     environ = os.environ if environ is None else environ
     args = vars(build_parser().parse_args(list(argv or [])))
-    values: dict[str, Any] = {}
-    for f in FLAG_FIELDS:
-        env_name = ENV_PREFIX + f.name.upper()
-        flag = "--" + f.name.replace("_", "-")
-        if args.get(f.name) is not None:
-            values[f.name] = _convert(f.name, args[f.name], flag)
-        elif environ.get(env_name, "") != "":
-            values[f.name] = _convert(f.name, environ[env_name], env_name)
+    given = gather(args, (f.name for f in FLAG_FIELDS), environ, ENV_PREFIX)
+    values: dict[str, Any] = {name: _convert(name, raw.text, raw.origin)
+                              for name, raw in given.items() if not (raw.from_env and raw.text == "")}
     values.update(overrides)
     values["log_level"] = str(values.get("log_level", "INFO")).upper()
     key_file = values.get("jwt_public_key_file")

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from marketbridge.seq import SeqKey, seq_key, seq_time_ms
 
-def seq_key(seq: str) -> tuple[int, int]:
-    """Order key of a Redis Stream id ``"<ms>-<n>"`` (string order is wrong: "9-0" > "10-0")."""
-    ms, _, n = seq.partition("-")
-    return int(ms), int(n or 0)
-
-
-def seq_time_ms(seq: str) -> int:
-    """Event time of a seq id: its milliseconds part (when Redis appended the change)."""
-    return int(seq.partition("-")[0])
+__all__ = ["Event", "seq_key", "seq_time_ms"]
 
 
 @dataclass(slots=True)
@@ -25,7 +18,7 @@ class Event:
     """
 
     seq: str
-    key: tuple[int, int]
+    key: SeqKey
     symbol: str
     bot_id: str
     tail: str

@@ -36,6 +36,7 @@ from bridge.metrics import BridgeMetrics
 from bridge.stall import StallWatch, StreamStalled, stall_guard
 from bridge.subscriptions import Subscription, TopicKey
 from bridge.upstream import Upstream
+from marketbridge.backoff import Backoff
 from marketbridge.metadata import heartbeat_interval
 
 log = logging.getLogger("bridge.fanout")
@@ -223,20 +224,19 @@ class Fanout:
         """Keep the topic's stream open for as long as the topic exists."""
         if pause:
             await asyncio.sleep(pause)
-        delay = INITIAL_BACKOFF_S
+        backoff = Backoff(INITIAL_BACKOFF_S, self.backoff_max)
         while True:
             code, details = await self._stream_contained(topic)
             # A stream that went live starts the backoff again; a fan-out failure does not, so
             # a defect that fails every message is retried (and logged) at most every
             # ``backoff_max`` seconds, not ten times a second.
             if code is not FANOUT_FAILURE and (code is grpc.StatusCode.OK or topic.live.is_set()):
-                delay = INITIAL_BACKOFF_S
+                backoff.reset()
             if topic.last_seq is None and code in REFUSALS:
                 topic.failure = from_grpc(code, details)
                 topic.failed.set()
             self._broke(topic, code)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.backoff_max)
+            await asyncio.sleep(backoff.delay())
 
     def _broke(self, topic: Topic, code: grpc.StatusCode) -> None:
         """The topic's stream ended: tell its subscribers once, until it is live again."""

@@ -14,9 +14,9 @@ from typing import Any
 from bridge.channels import CHANNELS
 from bridge.codec import dumps, loads
 from bridge.errors import INVALID_MESSAGE, INVALID_PARAMS, UNKNOWN_ACTION, BridgeError
+from marketbridge.vocabulary import ORDER_STATUSES
 
 PROTOCOL_VERSION = 1
-ORDER_STATUSES = ("new", "open", "partially_filled", "filled", "canceled", "rejected")
 SEQ_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
 MAX_FILTER_ITEMS = 1000
 MAX_STRING = 256

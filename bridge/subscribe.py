@@ -27,10 +27,12 @@ from bridge.lanes import contain
 from bridge.metrics import BridgeMetrics
 from bridge.protocol import Reply, Request, SubscribeParams, ok, subscribe_params
 from bridge.subscriptions import Subscription, SubscriptionBook, TopicKey
+from marketbridge.backoff import Backoff
 
 ReplayItem = Event | GapMarker | LiveMarker
 CATCH_UP_ATTEMPTS = 5
 CATCH_UP_BACKOFF_S = 0.1
+CATCH_UP_BACKOFF_MAX_S = 2.0
 
 
 class Client(Subscriber, Protocol):
@@ -147,6 +149,7 @@ class Subscriptions:
         assert setup is not None
         lost = False
         try:
+            backoff = Backoff(CATCH_UP_BACKOFF_S, CATCH_UP_BACKOFF_MAX_S)
             for attempt in range(CATCH_UP_ATTEMPTS + 1):
                 try:
                     # The response already told the client about a gap in ``first``.
@@ -169,7 +172,7 @@ class Subscriptions:
                         lost = True
                         break
                 await replay.aclose()  # type: ignore[attr-defined]
-                await asyncio.sleep(min(CATCH_UP_BACKOFF_S * 2 ** attempt, 2.0))
+                await asyncio.sleep(backoff.delay())
                 replay = self.fanout.catch_up(sub, client.identity, sub.last_seq or resume_from)
                 first = None
         finally:

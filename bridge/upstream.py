@@ -23,11 +23,12 @@ from bridge.errors import from_grpc
 from bridge.metrics import BridgeMetrics
 from bridge.single_flight import SingleFlight
 from marketbridge.api.v1 import cache_pb2_grpc
+from marketbridge.channel import open_channel
 from marketbridge.metadata import SCOPE_HEADER, USER_HEADER
+from marketbridge.service import SERVICE_NAME
 
 log = logging.getLogger("bridge.upstream")
 
-SERVICE_NAME = "cache.v1.CacheService"
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -69,11 +70,7 @@ def make_channel(config: BridgeConfig) -> grpc.aio.Channel:
     ca = _read(config.grpc_tls_ca_file, "--grpc-tls-ca-file")
     cert = _read(config.grpc_tls_cert_file, "--grpc-tls-cert-file")
     key = _read(config.grpc_tls_key_file, "--grpc-tls-key-file")
-    if ca is None and cert is None:
-        return grpc.aio.insecure_channel(config.grpc_target, options=CHANNEL_OPTIONS)
-    credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
-                                               certificate_chain=cert)
-    return grpc.aio.secure_channel(config.grpc_target, credentials, options=CHANNEL_OPTIONS)
+    return open_channel(config.grpc_target, CHANNEL_OPTIONS, ca=ca, cert=cert, key=key)
 
 
 class HealthTracker:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Iterable
@@ -43,7 +42,9 @@ from cache_service.feed_health import INTERNAL, FeedPolicy, Interruption, Reader
 from cache_service.metrics import Metrics
 from cache_service.pinned import Command, PinnedConnection
 from cache_service.store import PREFIX
-from cache_service.validation import format_seq, parse_seq
+from cache_service.validation import require_seq
+from marketbridge.backoff import Backoff
+from marketbridge.seq import format_seq, seq_key
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ CONFIRM_CHANNEL = f"{PREFIX}feed-confirm"  # reserved: a PUBLISH here only moves
 REPLAY_PAGE = 500
 BACKOFF_START_S = 0.05
 BACKOFF_CAP_S = 2.0
+BACKOFF_JITTER = (0.5, 1.0)
 
 Fields = dict[bytes, bytes]
 Match = Callable[[Fields], bool]
@@ -108,8 +110,7 @@ def _entries(rows: Iterable[tuple[bytes, Fields]]) -> list[Entry]:
     entries = []
     for raw_id, fields in rows:
         entry_id = raw_id.decode()
-        ms, _, n = entry_id.partition("-")
-        entries.append(Entry(entry_id, (int(ms), int(n)), fields))
+        entries.append(Entry(entry_id, seq_key(entry_id), fields))
     return entries
 
 
@@ -217,21 +218,6 @@ class Subscription:
         return [pending.popleft() for _ in range(most)]
 
 
-class Backoff:
-    """Exponential backoff with jitter, capped, reset after a success."""
-
-    def __init__(self, start: float = BACKOFF_START_S, cap: float = BACKOFF_CAP_S) -> None:
-        self.start, self.cap, self.current = start, cap, start
-
-    def next(self) -> float:
-        delay = self.current
-        self.current = min(self.cap, self.current * 2)
-        return delay * random.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        self.current = self.start
-
-
 class StreamReader:
     """The single XREAD loop of one stream key in this process.
 
@@ -310,7 +296,7 @@ class StreamReader:
             self.interrupt(Interruption(INTERNAL, f"stream reader failed ({type(exc).__name__})"))
 
     async def _read_until_interrupted(self, conn: PinnedConnection) -> None:
-        backoff = Backoff()
+        backoff = Backoff(BACKOFF_START_S, BACKOFF_CAP_S, jitter=BACKOFF_JITTER)
         while self.interruption is None:
             try:
                 if self.last_id is None:
@@ -325,7 +311,7 @@ class StreamReader:
                     self.interrupt(interruption)
                     return
                 log.warning("change feed %s: %s; retrying", self.key, self.health.last_error)
-                await asyncio.sleep(backoff.next())  # the watchdog ends a retry that lasts too long
+                await asyncio.sleep(backoff.delay())  # the watchdog ends a retry that lasts too long
                 continue
             backoff.reset()
 
@@ -493,21 +479,21 @@ class ChangeFeed:
         info = {_text(k): v for k, v in info.items()}
         first = info.get("first-entry")
         first_id = _text(first[0]) if first else ""
-        if info.get("last-generated-id") is not None and parse_seq(_text(info["last-generated-id"])) < requested:
+        if info.get("last-generated-id") is not None and seq_key(_text(info["last-generated-id"])) < requested:
             return Gap(resume_from, first_id)
         deleted = info.get("max-deleted-entry-id")
-        if deleted is not None and requested < parse_seq(_text(deleted)):
+        if deleted is not None and requested < seq_key(_text(deleted)):
             return Gap(resume_from, first_id)
         added, length = info.get("entries-added"), info.get("length", 0)
         trimmed_any = added is None or int(added) > int(length)  # Redis < 7 cannot tell
-        before_first = bool(first_id) and requested < parse_seq(first_id)
+        before_first = bool(first_id) and requested < seq_key(first_id)
         return Gap(resume_from, first_id) if trimmed_any and before_first else None
 
     async def _replay(self, key: str, after: str, until: str,
                       match: Match) -> AsyncIterator[list[Entry]]:
         """The retained entries in ``(after, until]`` that match, a page (one XRANGE) at a time."""
         cursor = after
-        while parse_seq(cursor) < parse_seq(until):
+        while seq_key(cursor) < seq_key(until):
             rows = await self.redis.xrange(key, min=f"({cursor}", max=until, count=REPLAY_PAGE)
             if not rows:
                 return
@@ -545,11 +531,11 @@ class ChangeFeed:
         see the module doc), ResourceExhausted when the subscriber falls behind, Internal when
         its own filter failed.
         """
-        requested = parse_seq(resume_from) if resume_from else None
+        requested = require_seq(resume_from) if resume_from else None
         reader, sub = await self._attach(key, channel, match)
         try:
             start_id = await self._start_id(sub)
-            last = parse_seq(start_id)
+            last = seq_key(start_id)
             ready: list[FeedItem] = []
             if requested is not None:
                 try:

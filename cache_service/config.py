@@ -16,13 +16,12 @@ from typing import Any
 
 from cache_service.feed_health import FeedPolicy
 from cache_service.redis_url import RedisTarget, RedisUrlError, parse_redis_url
+from marketbridge.settings import ConfigError, RaisingParser, add_flags, env_name, gather, require_positive
+
+__all__ = ["CacheConfig", "ConfigError", "build_parser", "configure_logging", "load_config", "validate"]
 
 ENV_PREFIX = "CACHE_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-class ConfigError(ValueError):
-    """Configuration cannot be used; the message is the one line the operator sees."""
 
 
 @dataclass(frozen=True)
@@ -93,11 +92,8 @@ def validate(config: CacheConfig) -> None:
         raise ConfigError(f"--stream-maxlen: must be > 0, got {config.stream_maxlen}")
     if config.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"--log-level: {config.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
-    for name in ("redis_timeout", "shutdown_grace", "feed_stall_s", "stream_heartbeat_s"):
-        if getattr(config, name) <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')}: must be > 0")
-    if config.subscriber_queue <= 0:
-        raise ConfigError("--subscriber-queue: must be > 0")
+    require_positive(config, ("redis_timeout", "shutdown_grace", "feed_stall_s", "stream_heartbeat_s",
+                              "subscriber_queue"), lambda flag, _value: f"{flag}: must be > 0")
     if config.min_replica_acks is not None and config.min_replica_acks < 0:
         raise ConfigError(f"--min-replica-acks: must be >= 0, got {config.min_replica_acks}")
     if config.replica_ack_timeout_ms <= 0:
@@ -108,13 +104,6 @@ def validate(config: CacheConfig) -> None:
         raise ConfigError("--tls-client-ca-file needs --tls-cert-file and --tls-key-file")
     for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
         _readable(name.replace("_", "-"), getattr(config, name))
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing usage and exiting."""
-
-    def error(self, message: str) -> Any:  # type: ignore[override]
-        raise ConfigError(message)
 
 
 _CONVERTERS: dict[type, Callable[[str], Any]] = {int: int, float: float, str: str}
@@ -128,12 +117,9 @@ def _field_type(name: str) -> type:
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI; every option defaults to None so the environment can fill it in."""
-    parser = _Parser(prog="python -m cache_service", description="cache.v1.CacheService over Redis")
-    for f in fields(CacheConfig):
-        flag = "--" + f.name.replace("_", "-")
-        env = ENV_PREFIX + f.name.upper()
-        parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(),
-                            help=f"(env {env}, default {f.default!r})")
+    parser = RaisingParser(prog="python -m cache_service", description="cache.v1.CacheService over Redis")
+    defaults = {f.name: f.default for f in fields(CacheConfig)}
+    add_flags(parser, defaults, lambda name: f"(env {env_name(ENV_PREFIX, name)}, default {defaults[name]!r})")
     return parser
 
 
@@ -142,19 +128,14 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     environ = os.environ if environ is None else environ
     args = vars(build_parser().parse_args(argv))
     values: dict[str, Any] = {}
-    for name, raw in args.items():
-        source = f"--{name.replace('_', '-')}"
-        if raw is None:
-            env = ENV_PREFIX + name.upper()
-            raw = environ.get(env)
-            source = env
-        if raw is None or (raw == "" and name.startswith("tls_")):
+    for name, raw in gather(args, args, environ, ENV_PREFIX).items():
+        if raw.text == "" and name.startswith("tls_"):
             continue
         kind = _field_type(name)
         try:
-            values[name] = _CONVERTERS[kind](raw)
+            values[name] = _CONVERTERS[kind](raw.text)
         except ValueError:
-            raise ConfigError(f"{source}: expected {kind.__name__}, got {raw!r}") from None
+            raise ConfigError(f"{raw.origin}: expected {kind.__name__}, got {raw.text!r}") from None
     return CacheConfig(**values)
 
 

@@ -14,42 +14,37 @@ class ServiceError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
+    def __init_subclass__(cls, code: grpc.StatusCode | None = None) -> None:
+        """Each kind names its status in its class line (``class NotFound(ServiceError, code=...)``);
+        a subclass that names none keeps its parent's."""
+        super().__init_subclass__()
+        if code is not None:
+            cls.code = code
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
 
-class InvalidArgument(ServiceError):
+class InvalidArgument(ServiceError, code=grpc.StatusCode.INVALID_ARGUMENT):
     """The request or a record in it is malformed."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
 
-
-class NotFound(ServiceError):
+class NotFound(ServiceError, code=grpc.StatusCode.NOT_FOUND):
     """The record does not exist, or belongs to someone the caller may not see."""
 
-    code = grpc.StatusCode.NOT_FOUND
 
-
-class PermissionDenied(ServiceError):
+class PermissionDenied(ServiceError, code=grpc.StatusCode.PERMISSION_DENIED):
     """The caller asked for something only admin or internal callers may ask for."""
 
-    code = grpc.StatusCode.PERMISSION_DENIED
 
-
-class Unavailable(ServiceError):
+class Unavailable(ServiceError, code=grpc.StatusCode.UNAVAILABLE):
     """Redis cannot be reached (or the server is shutting down): retry, maybe elsewhere."""
 
-    code = grpc.StatusCode.UNAVAILABLE
 
-
-class ResourceExhausted(ServiceError):
+class ResourceExhausted(ServiceError, code=grpc.StatusCode.RESOURCE_EXHAUSTED):
     """A subscriber fell too far behind; it should resume from its last seq."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
-
-class Internal(ServiceError):
+class Internal(ServiceError, code=grpc.StatusCode.INTERNAL):
     """A bug or an unexpected failure (logged with its traceback); the message says which part."""
-
-    code = grpc.StatusCode.INTERNAL

@@ -18,10 +18,10 @@ from grpc_health.v1 import health, health_pb2
 from redis.exceptions import RedisError
 
 from cache_service.metrics import Metrics
+from marketbridge.service import SERVICE_NAME
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = "cache.v1.CacheService"
 HEALTH_NAMES = ("", SERVICE_NAME)
 # SERVING for as long as the process runs, whatever Redis does: for a liveness probe, so a
 # Redis outage takes replicas out of rotation (readiness) without restarting them all.
@@ -42,7 +42,6 @@ class RedisMonitor:
         self.timeout = timeout
         self.up: bool | None = None
         self.task: asyncio.Task[None] | None = None
-        self.changed = asyncio.Event()
         self._stopping = asyncio.Event()
 
     async def check(self) -> bool:
@@ -65,8 +64,6 @@ class RedisMonitor:
         self.up = up
         self.metrics.redis_up.set(1 if up else 0)
         await self.set_status(SERVING if up else NOT_SERVING)
-        self.changed.set()
-        self.changed = asyncio.Event()
 
     async def set_status(self, status: int) -> None:
         for name in HEALTH_NAMES:

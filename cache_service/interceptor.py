@@ -9,20 +9,20 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+from contextlib import contextmanager
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
 
 from cache_service.metrics import Metrics
-
-SERVICE_PREFIX = "/cache.v1.CacheService/"
+from marketbridge.service import METHOD_PREFIX
 
 
 def method_label(full_method: str) -> str:
     """"GetTicker" for our own RPCs, "grpc.health.v1.Health/Check" for the others."""
-    if full_method.startswith(SERVICE_PREFIX):
-        return full_method[len(SERVICE_PREFIX):]
+    if full_method.startswith(METHOD_PREFIX):
+        return full_method[len(METHOD_PREFIX):]
     return full_method.lstrip("/")
 
 
@@ -83,28 +83,28 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             return self._wrap_async_gen(method, behavior)
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            start, error = time.perf_counter(), None
-            try:
+            with self._measured(method, context):
                 return await _resolve(behavior, request, context)
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                self._record(method, context, start, error)
         return wrapper
 
     def _wrap_async_gen(self, method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            start, error = time.perf_counter(), None
-            try:
+            with self._measured(method, context):
                 async for response in behavior(request, context):
                     yield response
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                self._record(method, context, start, error)
         return wrapper
+
+    @contextmanager
+    def _measured(self, method: str, context: grpc.aio.ServicerContext) -> Iterator[None]:
+        """Time the body and record it with whatever it raised (a stream's whole life, for streams)."""
+        start, error = time.perf_counter(), None
+        try:
+            yield
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._record(method, context, start, error)
 
     async def intercept_service(
         self,

@@ -22,10 +22,11 @@ from grpc_reflection.v1alpha import reflection
 
 from cache_service.changefeed import ChangeFeed
 from cache_service.config import CacheConfig
-from cache_service.health import SERVICE_NAME, RedisMonitor
+from cache_service.health import RedisMonitor
 from cache_service.interceptor import MetricsInterceptor
 from cache_service.metrics import Metrics
-from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
+from marketbridge.api.v1 import cache_pb2_grpc
+from marketbridge.service import SERVICE_NAME
 from cache_service.redis_url import connect
 from cache_service.servicer import CacheServicer
 from cache_service.store import Store
@@ -100,8 +101,7 @@ class CacheServer:
         cache_pb2_grpc.add_CacheServiceServicer_to_server(
             CacheServicer(store, self.feed, self.metrics, config.redis_timeout), server)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        names = (cache_pb2.DESCRIPTOR.services_by_name["CacheService"].full_name,
-                 health.SERVICE_NAME, reflection.SERVICE_NAME)
+        names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
         address = f"{config.host}:{self.port}"
         try:
@@ -145,10 +145,6 @@ class CacheServer:
             await self._monitor_redis.aclose()
             self._monitor_redis = None
         self.metrics.close()
-
-    async def wait_for_termination(self) -> None:
-        if self._server is not None:
-            await self._server.wait_for_termination()
 
 
 async def serve(config: CacheConfig) -> None:

@@ -1,7 +1,8 @@
 """The gRPC servicer: maps each RPC to the store or the change feed, errors to status codes.
 
-Kept thin on purpose: validation, scoping, storage and streaming live in their own modules;
-this file only wires them together and decides what a client sees when something fails.
+Validation, scoping, storage and streaming live in their own modules; this file maps each RPC
+onto them and owns what a client sees: bulk ingest's batching, stream headers, the encoding of
+feed items, and the status code of every failure.
 Every unary call is bounded by min(client deadline, ``timeout``) so a dead or hung Redis gives
 UNAVAILABLE quickly instead of a hang; a known condition never surfaces as UNKNOWN.
 """
@@ -29,6 +30,7 @@ from cache_service.pinned import PinnedConnection
 from cache_service.scoping import Caller, caller_from_metadata
 from cache_service.store import BOTS, ORDERS, WRITE_BATCH, OwnedKind, Store, ticker_stream
 from marketbridge.metadata import HEARTBEAT_HEADER
+from marketbridge.vocabulary import ORDER_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,23 @@ def _first_bad(items: Sequence[FeedItem], encode: Callable[[Sequence[FeedItem]],
         except Exception:  # noqa: BLE001 - looking for the one that fails
             return item
     return items[0]
+
+
+def _check_orders_query(request: cache_pb2.ListOrdersRequest) -> None:
+    """ListOrders' limit and status filter, checked before Redis is asked."""
+    validation.list_limit(request.limit)
+    if request.status and request.status not in ORDER_STATUSES:
+        raise InvalidArgument(f"status must be one of {', '.join(sorted(ORDER_STATUSES))}")
+
+
+def _orders_page(request: cache_pb2.ListOrdersRequest, orders: list[cache_pb2.Order]) -> cache_pb2.ListOrdersResponse:
+    """The orders matching the request's filters, newest first, at most ``limit``."""
+    wanted = [o for o in orders
+              if (not request.status or o.status == request.status)
+              and (not request.symbol or o.symbol == request.symbol)
+              and (not request.bot_id or o.bot_id == request.bot_id)]
+    wanted.sort(key=lambda o: (-o.updated_at, o.order_id))
+    return cache_pb2.ListOrdersResponse(orders=wanted[:validation.list_limit(request.limit)])
 
 
 class _Ingest:
@@ -345,6 +364,16 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
             return cache_pb2.WriteResult(seq=seq)
         return await self._unary(context, op())
 
+    async def _list_owned(self, kind: OwnedKind[Any], context: grpc.aio.ServicerContext, user_id: str,
+                          respond: Callable[[list[Any]], T], check: Callable[[], object] = lambda: None) -> T:
+        """``check`` the request, read the caller's records (all users' for admins), ``respond``."""
+        caller = _caller(context)
+
+        async def op() -> T:
+            check()
+            return respond(await self.store.list(kind, caller.user_filter(user_id)))
+        return await self._unary(context, op())
+
     async def _stream_owned(self, kind: OwnedKind[Any], context: grpc.aio.ServicerContext, user_id: str,
                             resume_from: str, make: Callable[[FeedItem], Message],
                             **filters: list[str]) -> AsyncIterator[Any]:
@@ -361,20 +390,8 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
 
     async def ListOrders(self, request: cache_pb2.ListOrdersRequest,
                          context: grpc.aio.ServicerContext) -> cache_pb2.ListOrdersResponse:
-        caller = _caller(context)
-
-        async def op() -> cache_pb2.ListOrdersResponse:
-            limit = validation.list_limit(request.limit)
-            if request.status and request.status not in validation.ORDER_STATUSES:
-                raise InvalidArgument(f"status must be one of {', '.join(sorted(validation.ORDER_STATUSES))}")
-            orders = await self.store.list(ORDERS, caller.user_filter(request.user_id))
-            wanted = [o for o in orders
-                      if (not request.status or o.status == request.status)
-                      and (not request.symbol or o.symbol == request.symbol)
-                      and (not request.bot_id or o.bot_id == request.bot_id)]
-            wanted.sort(key=lambda o: (-o.updated_at, o.order_id))
-            return cache_pb2.ListOrdersResponse(orders=wanted[:limit])
-        return await self._unary(context, op())
+        return await self._list_owned(ORDERS, context, request.user_id, lambda orders: _orders_page(request, orders),
+                                      check=lambda: _check_orders_query(request))
 
     async def UpsertOrder(self, request: cache_pb2.UpsertOrderRequest,
                           context: grpc.aio.ServicerContext) -> cache_pb2.WriteResult:
@@ -392,13 +409,8 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
 
     async def ListBots(self, request: cache_pb2.ListBotsRequest,
                        context: grpc.aio.ServicerContext) -> cache_pb2.ListBotsResponse:
-        caller = _caller(context)
-
-        async def op() -> cache_pb2.ListBotsResponse:
-            bots = await self.store.list(BOTS, caller.user_filter(request.user_id))
-            bots.sort(key=lambda b: (b.user_id, b.bot_id))
-            return cache_pb2.ListBotsResponse(bots=bots)
-        return await self._unary(context, op())
+        return await self._list_owned(BOTS, context, request.user_id, lambda bots: cache_pb2.ListBotsResponse(
+            bots=sorted(bots, key=lambda b: (b.user_id, b.bot_id))))
 
     async def UpsertBot(self, request: cache_pb2.UpsertBotRequest,
                         context: grpc.aio.ServicerContext) -> cache_pb2.WriteResult:

@@ -143,7 +143,8 @@ def _text(value: bytes | str) -> str:
 
 
 class Store:
-    """Reads and writes of the three entities; every method is one Redis round trip."""
+    """Reads and writes of the three entities. Writes are atomic Lua scripts (one per
+    ``WRITE_BATCH`` tickers), pipelined with ``WAIT`` when replicas must confirm them."""
 
     def __init__(self, redis: aioredis.Redis, stream_maxlen: int, min_replica_acks: int = 0,
                  replica_ack_timeout_ms: int = 500) -> None:

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from cache_service.errors import InvalidArgument
 from marketbridge.api.v1 import cache_pb2
+from marketbridge.seq import SeqKey, parse_seq
+from marketbridge.vocabulary import BOT_STATUSES, ORDER_SIDES, ORDER_TYPES, ORDER_STATUSES
 
-ORDER_SIDES = frozenset({"buy", "sell"})
-ORDER_TYPES = frozenset({"limit", "market", "stop", "stop_limit"})
-ORDER_STATUSES = frozenset({"new", "open", "partially_filled", "filled", "canceled", "rejected"})
-BOT_STATUSES = frozenset({"running", "paused", "stopped", "error"})
 MAX_ID_LENGTH = 256
 LIST_LIMIT_DEFAULT = 100
 LIST_LIMIT_MAX = 1000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_SEQ = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
 
 
 def require_id(name: str, value: str) -> str:
@@ -35,7 +32,7 @@ def require_id(name: str, value: str) -> str:
     return value
 
 
-def _enum(name: str, value: str, allowed: frozenset[str]) -> None:
+def _enum(name: str, value: str, allowed: Collection[str]) -> None:
     if value not in allowed:
         raise InvalidArgument(f"{name} must be one of {', '.join(sorted(allowed))}; got {value!r}")
 
@@ -102,14 +99,9 @@ def list_limit(limit: int) -> int:
     return limit or LIST_LIMIT_DEFAULT
 
 
-def parse_seq(value: str, name: str = "resume_from") -> tuple[int, int]:
-    """A Redis Stream id ("<ms>-<n>" or "<ms>") as a comparable pair."""
-    match = _SEQ.match(value)
-    if match is None:
+def require_seq(value: str, name: str = "resume_from") -> SeqKey:
+    """A client's stream id ("<ms>-<n>" or "<ms>") as a comparable pair, else InvalidArgument."""
+    key = parse_seq(value)
+    if key is None:
         raise InvalidArgument(f"{name} must be a stream id like '1700000000000-0'; got {value!r}")
-    return int(match.group(1)), int(match.group(2) or 0)
-
-
-def format_seq(seq: tuple[int, int]) -> str:
-    """The inverse of parse_seq."""
-    return f"{seq[0]}-{seq[1]}"
+    return key

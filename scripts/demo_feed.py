@@ -33,6 +33,9 @@ from dataclasses import dataclass, field
 import grpc
 
 from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
+from marketbridge.backoff import Backoff
+from marketbridge.channel import open_channel as open_grpc_channel
+from marketbridge.settings import ConfigError, add_flags, gather
 
 log = logging.getLogger("demo_feed")
 
@@ -62,10 +65,6 @@ BOT_MESSAGES = (
 
 
 # ---------------------------------------------------------------------------- configuration
-
-
-class ConfigError(ValueError):
-    """A bad flag or variable; the message is the one line printed before exiting."""
 
 
 @dataclass(frozen=True)
@@ -103,51 +102,39 @@ class FeedConfig:
             )
 
 
+FLAG_HELP: dict[str, str | None] = {
+    "target": "cache service HOST:PORT",
+    "rate": "ticks per second, all symbols together",
+    "trade_interval": "seconds between order/bot updates",
+    "window": "seconds per PublishTickers call (each ends with an accepted count)",
+    "seed": "random seed, for a repeatable market",
+    "tls_ca_file": None,
+    "tls_cert_file": None,
+    "tls_key_file": None,
+    "log_level": None,
+}
+
+
 def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> FeedConfig:
     """Flags win over ``FEED_<FLAG>`` variables, which win over the defaults."""
     defaults = FeedConfig()
-
-    def env(name: str, default: object) -> object:
-        return environ.get(ENV_PREFIX + name.upper(), default)
-
     parser = argparse.ArgumentParser(
         prog="python -m scripts.demo_feed", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument(
-        "--target", default=env("target", defaults.target), help="cache service HOST:PORT"
-    )
-    parser.add_argument(
-        "--rate", default=env("rate", defaults.rate), help="ticks per second, all symbols together"
-    )
-    parser.add_argument(
-        "--trade-interval",
-        default=env("trade_interval", defaults.trade_interval),
-        help="seconds between order/bot updates",
-    )
-    parser.add_argument(
-        "--window",
-        default=env("window", defaults.window),
-        help="seconds per PublishTickers call (each ends with an accepted count)",
-    )
-    parser.add_argument(
-        "--seed", default=env("seed", None), help="random seed, for a repeatable market"
-    )
-    parser.add_argument("--tls-ca-file", default=env("tls_ca_file", None))
-    parser.add_argument("--tls-cert-file", default=env("tls_cert_file", None))
-    parser.add_argument("--tls-key-file", default=env("tls_key_file", None))
-    parser.add_argument("--log-level", default=env("log_level", defaults.log_level))
-    args = parser.parse_args(list(argv))
+    add_flags(parser, FLAG_HELP, FLAG_HELP.get)
+    args = vars(parser.parse_args(list(argv)))
+    given = {name: raw.text for name, raw in gather(args, FLAG_HELP, environ, ENV_PREFIX).items()}
     try:
         return FeedConfig(
-            target=args.target,
-            rate=float(args.rate),
-            trade_interval=float(args.trade_interval),
-            window=float(args.window),
-            seed=None if args.seed in (None, "") else int(args.seed),
-            tls_ca_file=args.tls_ca_file or None,
-            tls_cert_file=args.tls_cert_file or None,
-            tls_key_file=args.tls_key_file or None,
-            log_level=str(args.log_level).upper(),
+            target=given.get("target", defaults.target),
+            rate=float(given.get("rate", defaults.rate)),
+            trade_interval=float(given.get("trade_interval", defaults.trade_interval)),
+            window=float(given.get("window", defaults.window)),
+            seed=None if given.get("seed", "") == "" else int(given["seed"]),
+            tls_ca_file=given.get("tls_ca_file") or None,
+            tls_cert_file=given.get("tls_cert_file") or None,
+            tls_key_file=given.get("tls_key_file") or None,
+            log_level=given.get("log_level", defaults.log_level).upper(),
         )
     except ValueError as exc:
         if isinstance(exc, ConfigError):
@@ -367,41 +354,25 @@ CHANNEL_OPTIONS = (
     ("grpc.keepalive_time_ms", 20000),
 )
 CALL_TIMEOUT_S = 5.0
+RECONNECT_FIRST_S = 0.25
+RECONNECT_JITTER = (0.8, 1.2)
 
 
 def open_channel(config: FeedConfig) -> grpc.aio.Channel:
     """A plaintext channel, or TLS (with a client certificate for mTLS) when files are given."""
-    if not (config.tls_ca_file or config.tls_cert_file):
-        return grpc.aio.insecure_channel(config.target, options=CHANNEL_OPTIONS)
-
     def read(path: str | None) -> bytes | None:
         if not path:
             return None
         with open(path, "rb") as handle:
             return handle.read()
 
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=read(config.tls_ca_file),
-        private_key=read(config.tls_key_file),
-        certificate_chain=read(config.tls_cert_file),
+    return open_grpc_channel(
+        config.target,
+        CHANNEL_OPTIONS,
+        ca=read(config.tls_ca_file),
+        cert=read(config.tls_cert_file),
+        key=read(config.tls_key_file),
     )
-    return grpc.aio.secure_channel(config.target, credentials, options=CHANNEL_OPTIONS)
-
-
-class Backoff:
-    """Capped exponential backoff with jitter; :meth:`reset` after a good connection."""
-
-    def __init__(self, rng: random.Random, first: float = 0.25, cap: float = 10.0) -> None:
-        self._rng, self._first, self._cap = rng, first, cap
-        self._next = first
-
-    def reset(self) -> None:
-        self._next = self._first
-
-    def delay(self) -> float:
-        delay = self._next * self._rng.uniform(0.8, 1.2)
-        self._next = min(self._cap, self._next * 2)
-        return min(delay, self._cap)
 
 
 class Feed:
@@ -413,7 +384,7 @@ class Feed:
         self.market = Market(rng)
         self.desk = TradingDesk(rng, self.market)
         self._stop = stop
-        self._backoff = Backoff(random.Random(), cap=config.backoff_max)
+        self._backoff = Backoff(RECONNECT_FIRST_S, config.backoff_max, jitter=RECONNECT_JITTER)
         self.published = 0
 
     async def run(self) -> None:

@@ -97,11 +97,6 @@ async def rpc_error(awaitable: Any) -> grpc.aio.AioRpcError:
     return info.value
 
 
-def seq_key(seq: str) -> tuple[int, int]:
-    ms, _, n = seq.partition("-")
-    return int(ms), int(n or 0)
-
-
 def ids(messages: Sequence[Any], field: str) -> list[str]:
     return [getattr(m, field) for m in messages]
 

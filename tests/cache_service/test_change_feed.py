@@ -13,9 +13,10 @@ from cache_service.changefeed import ChangeFeed, Entry, Live, field_filter
 from cache_service.errors import ResourceExhausted, Unavailable
 from cache_service.metrics import Metrics
 from marketbridge.api.v1 import cache_pb2 as pb
+from marketbridge.seq import seq_key
 from marketbridge.api.v1 import cache_pb2_grpc
 from cache_service.store import ORDERS, Store
-from tests.cache_service.conftest import ALICE, next_message, read_events, read_until_live, rpc_error, seq_key
+from tests.cache_service.conftest import ALICE, next_message, read_events, read_until_live, rpc_error
 from tests.factories import BotFactory, OrderFactory, TickerFactory
 from tests.infra.cache_service_runner import running_cache_service
 

@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from marketbridge.api.v1 import cache_pb2 as pb
+from marketbridge.seq import seq_key
 from tests.cache_service.conftest import (
     ADMIN,
     ALICE,
@@ -17,7 +18,6 @@ from tests.cache_service.conftest import (
     read_events,
     read_until_live,
     rpc_error,
-    seq_key,
 )
 from tests.factories import BotFactory, OrderFactory
 

@@ -8,7 +8,8 @@ import grpc
 import pytest
 
 from marketbridge.api.v1 import cache_pb2 as pb
-from tests.cache_service.conftest import read_events, read_until_live, rpc_error, seq_key
+from marketbridge.seq import seq_key
+from tests.cache_service.conftest import read_events, read_until_live, rpc_error
 from tests.factories import TickerFactory
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from cache_service.changefeed import Backoff, field_filter, match_all
+from cache_service.changefeed import field_filter, match_all
 from cache_service.config import CacheConfig, ConfigError, load_config
 from cache_service.errors import InvalidArgument, PermissionDenied
 from cache_service.redis_url import RedisUrlError, connect, parse_redis_url
 from cache_service.scoping import Caller, caller_from_metadata
-from cache_service.validation import format_seq, list_limit, parse_seq
+from cache_service.validation import list_limit, require_seq
 
 
 def test_defaults_match_the_spec() -> None:
@@ -67,12 +67,11 @@ def test_plain_and_tls_urls() -> None:
     assert parse_redis_url("redis:///tmp/redis.sock").scheme == "redis"
 
 
-def test_seq_parsing() -> None:
-    assert parse_seq("1700000000000-5") == (1700000000000, 5)
-    assert parse_seq("17") == (17, 0)
-    assert format_seq((1, 2)) == "1-2"
-    with pytest.raises(InvalidArgument):
-        parse_seq("1-")
+def test_a_client_seq_is_checked() -> None:
+    assert require_seq("1700000000000-5") == (1700000000000, 5)
+    assert require_seq("17") == (17, 0)
+    with pytest.raises(InvalidArgument, match="resume_from must be a stream id"):
+        require_seq("1-")
 
 
 def test_list_limit() -> None:
@@ -104,11 +103,3 @@ def test_field_filter() -> None:
     assert not match({b"u": b"bob", b"s": b"BTC/USDT"})
     assert not match({b"u": b"alice"})
 
-
-def test_backoff_grows_to_a_cap_and_resets() -> None:
-    backoff = Backoff(start=0.1, cap=0.4)
-    delays = [backoff.next() for _ in range(6)]
-    assert all(0 < d <= 0.4 for d in delays)
-    assert backoff.current == 0.4
-    backoff.reset()
-    assert backoff.current == 0.1

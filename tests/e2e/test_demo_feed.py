@@ -16,11 +16,13 @@ import grpc
 import pytest
 
 from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
+from marketbridge.backoff import Backoff
+from marketbridge.settings import ConfigError
 from scripts.demo_feed import (
     BASE_PRICES,
     EXCHANGES,
-    Backoff,
-    ConfigError,
+    RECONNECT_FIRST_S,
+    RECONNECT_JITTER,
     Feed,
     FeedConfig,
     Market,
@@ -108,7 +110,7 @@ def test_state_holds_every_live_order_and_bot() -> None:
 
 
 def test_backoff_grows_to_its_cap_and_resets() -> None:
-    backoff = Backoff(random.Random(5), first=0.5, cap=4.0)
+    backoff = Backoff(RECONNECT_FIRST_S * 2, 4.0, jitter=RECONNECT_JITTER, rng=random.Random(5))
     delays = [backoff.delay() for _ in range(8)]
     assert delays[0] < 1.0 and max(delays) <= 4.0 and delays[-1] > 3.0
     backoff.reset()
