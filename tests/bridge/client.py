@@ -99,10 +99,3 @@ async def client(url: str, welcome: bool = True, **kwargs: Any) -> AsyncIterator
             assert c.welcome["type"] == "connection", c.welcome
         yield c
 
-
-async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> None:
-    """Wait until ``check()`` is truthy (server-side bookkeeping finishes after the client sees
-    the close); fail with the last value after ``timeout``."""
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(interval)

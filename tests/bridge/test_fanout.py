@@ -15,7 +15,8 @@ from bridge.events import Event
 from bridge.fanout import Fanout
 from bridge.protocol import SubscribeParams
 from bridge.subscriptions import Subscription, SubscriptionBook
-from tests.bridge.client import client, eventually
+from tests.bridge.client import client
+from tests.infra.eventually import eventually
 from tests.infra.bridge_runner import RunningBridge
 from tests.infra.tokens import make_token
 

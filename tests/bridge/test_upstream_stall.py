@@ -28,7 +28,8 @@ import pytest
 
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.api.v1 import cache_pb2_grpc
-from tests.bridge.client import Client, Frame, client, eventually
+from tests.bridge.client import Client, Frame, client
+from tests.infra.eventually import eventually
 from tests.bridge.conftest import Feed
 from tests.infra.bridge_runner import RunningBridge, running_bridge
 from tests.infra.cache_service_runner import CacheServiceProcess, running_cache_service

@@ -13,7 +13,8 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 
 from bridge.upstream import HEALTH_FAILURES
-from tests.bridge.client import client, eventually
+from tests.bridge.client import client
+from tests.infra.eventually import eventually
 from tests.infra.bridge_runner import http_get, running_bridge
 from tests.infra.cache_service_runner import running_cache_service
 from tests.infra.tokens import make_token

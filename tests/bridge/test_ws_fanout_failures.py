@@ -12,7 +12,8 @@ from bridge.channels import Channel
 from bridge.events import Event
 from bridge.protocol import SubscribeParams
 from bridge.subscriptions import Subscription, SubscriptionBook, TopicKey
-from tests.bridge.client import Client, client, eventually
+from tests.bridge.client import Client, client
+from tests.infra.eventually import eventually
 from tests.bridge.test_ws_delivery import session_of
 from tests.infra.tokens import make_token
 

@@ -10,7 +10,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.bridge.client import Client, client, eventually
+from tests.bridge.client import Client, client
+from tests.infra.eventually import eventually
 from tests.factories import TickerFactory
 from tests.infra.bridge_runner import running_bridge
 from tests.infra.tokens import make_token

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from tests.bridge.client import client, eventually
+from tests.bridge.client import client
+from tests.infra.eventually import eventually
 from tests.bridge.conftest import Feed
 from tests.infra.bridge_runner import BridgeProcess, running_bridge
 from tests.infra.cache_service_runner import running_cache_service

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from bridge.events import seq_key
-from tests.bridge.client import client, eventually
+from tests.bridge.client import client
+from tests.infra.eventually import eventually
 from tests.infra.bridge_runner import running_bridge
 from tests.infra.cache_service_runner import running_cache_service
 from tests.infra.tokens import make_token

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bridge.client import eventually
+from tests.infra.eventually import eventually
 from tests.e2e.test_live_page import live_stack
 from tests.infra.tokens import make_token
 
