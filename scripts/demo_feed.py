@@ -386,6 +386,7 @@ class Feed:
         self._stop = stop
         self._backoff = Backoff(RECONNECT_FIRST_S, config.backoff_max, jitter=RECONNECT_JITTER)
         self.published = 0
+        self.outages = 0   # sessions the cache service ended (each logged, then retried)
 
     async def run(self) -> None:
         async with open_channel(self.config) as channel:
@@ -397,6 +398,7 @@ class Feed:
                 except* (grpc.aio.AioRpcError, OSError) as group:
                     error = group.exceptions[0]
                 if error is not None and not self._stop.is_set():
+                    self.outages += 1
                     delay = self._backoff.delay()
                     log.warning(
                         "cache service at %s: %s; retrying in %.1fs",

@@ -16,6 +16,7 @@ from marketbridge.api.v1 import cache_pb2 as pb
 from cache_service.store import ORDERS
 from tests.cache_service.conftest import serving, read_until_live, rpc_error
 from tests.factories import OrderFactory
+from tests.infra.eventually import eventually
 from tests.infra.redis_servers import RedisServer
 
 TIMEOUT = 20.0
@@ -58,12 +59,6 @@ async def newest_id(url: str) -> str:
         await client.aclose()
 
 
-async def wait_until(predicate: Any, timeout: float = TIMEOUT) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-
 async def test_an_unconfirmed_write_is_delivered_only_once_a_replica_has_it(
         primary_with_replica: tuple[RedisServer, RedisServer]) -> None:
     primary, replica = primary_with_replica
@@ -78,7 +73,7 @@ async def test_an_unconfirmed_write_is_delivered_only_once_a_replica_has_it(
             error = await rpc_error(stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()), timeout=10))
             assert "not confirmed by replicas" in (error.details() or "")
             held = await newest_id(primary.url)       # the primary applied it all the same
-            await wait_until(lambda: reader.cursor == held)   # the reader has read it...
+            await eventually(lambda: reader.cursor == held)   # the reader has read it...
             assert reader.last_id == confirmed and [e.id for e in reader.unconfirmed] == [held]
             assert stream.orders == []                 # ...and shows it to nobody
             late = stub.StreamOrders(pb.StreamOrdersRequest(resume_from="0"))

@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import websockets
+
+from tests.infra.eventually import eventually
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FLAGS = (
@@ -106,17 +107,10 @@ class Page:
         return result["result"].get("value")
 
     async def wait_for(self, expression: str, timeout: float = 30.0, interval: float = 0.2) -> Any:
-        """Poll until ``expression`` is truthy in the page; return its value or raise TimeoutError."""
-        deadline = time.monotonic() + timeout
-        value: Any = None
-        while time.monotonic() < deadline:
-            value = await self.evaluate(expression)
-            if value:
-                return value
-            await asyncio.sleep(interval)
-        raise TimeoutError(
-            f"page condition not met in {timeout}s: {expression} (last value {value!r})"
-        )
+        """Poll until ``expression`` is truthy in the page; return its value, or raise
+        :class:`~tests.infra.eventually.NotReached` (a TimeoutError) with the last value."""
+        return await eventually(lambda: self.evaluate(expression), timeout, interval=interval,
+                                what=f"page condition {expression}")
 
     async def screenshot(self, path: Path) -> Path:
         data = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=False)
@@ -193,18 +187,18 @@ class Chromium:
 async def _devtools_port(profile: str, proc: subprocess.Popen[bytes], timeout: float) -> int:
     """Chromium writes the port it chose to ``DevToolsActivePort`` in its profile."""
     marker = Path(profile) / "DevToolsActivePort"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def written_port() -> int | None:
         if proc.poll() is not None:
             raise RuntimeError(
                 f"chromium exited with code {proc.returncode} before opening DevTools"
             )
-        if marker.exists():
-            first_line = marker.read_text().splitlines()[:1]
-            if first_line and first_line[0].isdigit():
-                return int(first_line[0])
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"chromium did not open DevTools within {timeout}s")
+        first_line = marker.read_text().splitlines()[:1] if marker.exists() else []
+        return int(first_line[0]) if first_line and first_line[0].isdigit() else None
+
+    port: int = await eventually(written_port, timeout, interval=0.1,
+                                 what="chromium writing its DevTools port")
+    return port
 
 
 def _get_json(url: str) -> Any:

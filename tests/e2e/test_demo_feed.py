@@ -31,6 +31,7 @@ from scripts.demo_feed import (
 )
 from tests.infra.cache_service_runner import CacheServiceProcess, running_cache_service
 from tests.infra.certs import make_tls_files
+from tests.infra.eventually import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDER_PATHS = {  # every status an order may move to from each status
@@ -156,12 +157,6 @@ async def running_feed(target: str, **overrides: object) -> AsyncIterator[Feed]:
         await asyncio.wait_for(task, timeout=15)
 
 
-async def wait_until(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(0.1)
-
-
 async def test_feed_fills_the_cache_with_tickers_orders_and_bots(redis_url: str) -> None:
     async with (
         running_cache_service(redis_url) as cache,
@@ -175,7 +170,7 @@ async def test_feed_fills_the_cache_with_tickers_orders_and_bots(redis_url: str)
             orders = (await stub.ListOrders(cache_pb2.ListOrdersRequest(), timeout=5)).orders
             return len(tickers) == 20 and len({o.user_id for o in orders}) == 2
 
-        await wait_until(populated)
+        await eventually(populated, 30.0, interval=0.1)
         bots = (await stub.ListBots(cache_pb2.ListBotsRequest(), timeout=5)).bots
         assert {b.user_id for b in bots} == {"alice", "bob"}
         # alice, as the bridge would ask for her, sees only her own records.
@@ -193,7 +188,7 @@ async def test_feed_fills_the_cache_with_tickers_orders_and_bots(redis_url: str)
             )
             return now.price != first.price
 
-        await wait_until(moved)
+        await eventually(moved, 30.0, interval=0.1)
     assert feed.published > 20  # the last window's ticks were accepted as the feed stopped
 
 
@@ -209,21 +204,17 @@ async def test_feed_publishes_over_mtls(redis_url: str, tmp_path: Path) -> None:
                      tls_cert_file=str(files.client_cert),
                      tls_key_file=str(files.client_key)) as feed,
     ):
-        await wait_until(lambda: _published_over(feed, 20))
+        await eventually(lambda: feed.published > 20, 30.0, interval=0.1)
 
 
 async def test_feed_survives_a_cache_service_restart(redis_url: str) -> None:
     async with running_cache_service(redis_url) as cache, running_feed(cache.target) as feed:
-        await wait_until(lambda: _published_over(feed, 50))
+        await eventually(lambda: feed.published > 50, 30.0, interval=0.1)
         await cache.stop()
-        await asyncio.sleep(1.0)  # let the feed hit the outage and back off
+        await eventually(lambda: feed.outages >= 1, 30.0, what="the feed saw the outage")
         before = feed.published
         await cache.start()
-        await wait_until(lambda: _published_over(feed, before + 50), timeout=60)
-
-
-async def _published_over(feed: Feed, count: int) -> bool:
-    return feed.published > count
+        await eventually(lambda: feed.published > before + 50, 60.0, interval=0.1)
 
 
 def test_feed_process_stops_cleanly_on_sigterm_and_sigint(redis_url: str) -> None:

@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
@@ -27,6 +26,7 @@ from urllib.parse import urlencode
 
 from bridge.config import BridgeConfig
 from bridge.app import BridgeApp
+from tests.infra.eventually import eventually_sync
 from tests.infra.ports import free_port
 from tests.infra.tokens import TEST_SECRET
 
@@ -108,17 +108,14 @@ class BridgeProcess:
         env = {**os.environ, "BRIDGE_JWT_SECRET": TEST_SECRET, **(self.env or {})}
         self.proc = subprocess.Popen(self.args, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def up() -> bool:
+            assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"bridge exited early: {self.output()}")
-            try:
-                if http_get(f"http://127.0.0.1:{self.port}/healthz", timeout=1.0)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"bridge on port {self.port} not up after {timeout}s")
+            return http_get(f"http://127.0.0.1:{self.port}/healthz", timeout=1.0)[0] == 200
+
+        eventually_sync(up, timeout, interval=0.05, what=f"bridge on port {self.port} up",
+                        ignore=(OSError,))
 
     def output(self) -> str:
         if self.proc is None or self.proc.poll() is None:

@@ -19,7 +19,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cache_service.config import CacheConfig
 from cache_service.server import CacheServer, StartupError
+from tests.infra.eventually import eventually_sync
 from tests.infra.ports import free_port
 
 
@@ -133,14 +133,12 @@ class CacheServiceProcess:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Block until health says SERVING; raise if the process died or time ran out."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def serving() -> bool:
             if self.proc is None or self.proc.poll() is not None:
                 raise RuntimeError(f"cache_service exited early: {self.output()}")
-            if health_status(self.target, timeout=1.0) == health_pb2.HealthCheckResponse.SERVING:
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"cache_service at {self.target} not SERVING after {timeout}s")
+            return health_status(self.target, timeout=1.0) == health_pb2.HealthCheckResponse.SERVING
+
+        eventually_sync(serving, timeout, interval=0.05, what=f"cache_service at {self.target} SERVING")
 
     def output(self) -> str:
         """stderr of a finished process (for assertion messages)."""

@@ -7,7 +7,7 @@ with :func:`eventually` (or :func:`eventually_sync` from a thread or a synchrono
 
 Why one helper rather than a loop at each site: a polling loop written by hand tends to fail
 with a bare ``TimeoutError`` that says neither what was awaited nor how far it got. Here the
-failure is an ``AssertionError`` naming the condition, the bound and the last value (or the
+failure (:class:`NotReached`) names the condition, the bound and the last value (or the
 last error) the check produced, so a red run says "bridge_active_connections was 3, not 2"
 rather than "timed out".
 
@@ -27,6 +27,11 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 Ignored = tuple[type[BaseException], ...]
+
+
+class NotReached(TimeoutError, AssertionError):
+    """A condition that did not come true in time: a test failure (AssertionError), and a
+    timeout for the callers that treat "not within the bound" as such (TimeoutError)."""
 
 
 class Attempts:
@@ -53,10 +58,10 @@ class Attempts:
         self.count += 1
         self.error = error
 
-    def failure(self) -> AssertionError:
+    def failure(self) -> NotReached:
         seen = (f"last error {type(self.error).__name__}: {self.error}" if self.error is not None
                 else f"last value {self.last!r}")
-        return AssertionError(f"{self.what} not true within {self.timeout:g} s "
+        return NotReached(f"{self.what} not true within {self.timeout:g} s "
                               f"({self.count} checks; {seen})")
 
 
@@ -67,7 +72,7 @@ def _name(check: Callable[..., Any], what: str | None) -> str:
 async def eventually(check: Callable[[], T | Awaitable[T]], timeout: float = 10.0, *,
                      interval: float = 0.02, what: str | None = None, ignore: Ignored = ()) -> T:
     """Poll ``check`` until it returns something truthy, and return that; fail after ``timeout``
-    with an ``AssertionError`` naming ``what`` and the last value or ignored error seen."""
+    with :class:`NotReached` naming ``what`` and the last value or ignored error seen."""
     attempts = Attempts(_name(check, what), timeout, ignore)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -16,11 +16,11 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from typing import Protocol
 
 import redis
 
+from tests.infra.eventually import eventually_sync
 from tests.infra.ports import free_port
 
 DEFAULT_IMAGE = "redis:7-alpine"
@@ -53,20 +53,15 @@ class RedisServer(Protocol):
 
 def wait_until_ready(host: str, port: int, timeout: float = READY_TIMEOUT_S) -> None:
     """Block until Redis answers PING and has loaded its data, or raise TimeoutError."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
+    def loaded() -> bool:
+        client = redis.Redis(host=host, port=port, socket_timeout=1, socket_connect_timeout=1)
         try:
-            client = redis.Redis(host=host, port=port, socket_timeout=1, socket_connect_timeout=1)
-            try:
-                if client.ping() and client.info("persistence").get("loading") == 0:
-                    return
-            finally:
-                client.close()
-        except (redis.RedisError, OSError) as exc:
-            last_error = exc
-        time.sleep(0.05)
-    raise TimeoutError(f"Redis at {host}:{port} not ready after {timeout}s: {last_error}")
+            return bool(client.ping()) and client.info("persistence").get("loading") == 0
+        finally:
+            client.close()
+
+    eventually_sync(loaded, timeout, interval=0.05, what=f"Redis at {host}:{port} ready",
+                    ignore=(redis.RedisError, OSError))
 
 
 def redis_args(port: int, data_dir: str, fsync: str) -> list[str]:

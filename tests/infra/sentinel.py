@@ -33,6 +33,7 @@ from typing import Protocol
 import redis
 from docker.errors import DockerException
 
+from tests.infra.eventually import eventually_sync
 from tests.infra.ports import free_port
 from tests.infra.redis_servers import (
     DEFAULT_IMAGE,
@@ -105,17 +106,7 @@ def _wait_ping(address: Address, timeout: float = WAIT_S) -> None:
         finally:
             client.close()
 
-    _wait(pong, timeout, f"PING from {address}")
-
-
-def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    """Poll ``predicate`` until true or raise TimeoutError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"sentinel topology: {what} not reached after {timeout}s")
+    eventually_sync(pong, timeout, what=f"PING from {address}")
 
 
 class Node(Protocol):
@@ -321,7 +312,7 @@ class SentinelTopology:
             return all(v is not None and v != old for v in views) and _role(views[0]) == "master"  # type: ignore[arg-type]
 
         try:
-            _wait(promoted, timeout, "promotion of the replica")
+            eventually_sync(promoted, timeout, what="promotion of the replica")
         except TimeoutError as exc:
             logs = "\n".join(f"--- sentinel {s.address}\n{s.log_tail()}" for s in self.sentinels)
             raise TimeoutError(f"{exc}; {self.describe()}\n{logs}") from None
@@ -348,7 +339,7 @@ class SentinelTopology:
         """
         deadline = time.monotonic() + timeout
         try:
-            _wait(lambda: self._calm() is not None, timeout, "sentinels agreeing on a primary")
+            eventually_sync(lambda: self._calm() is not None, timeout, what="sentinels agreeing on a primary")
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}; {self.describe()}") from None
         primary = self._calm() or self.primary()
@@ -420,7 +411,7 @@ class SentinelTopology:
                       and v.get("state") == "online"]
             return bool(online) and self._sentinels_see_replica(primary)
 
-        _wait(replica_ready, timeout, "an online replica")
+        eventually_sync(replica_ready, timeout, what="an online replica")
 
     def _sentinels_see_replica(self, primary: Address) -> bool:
         for sentinel in self.sentinels:
@@ -518,7 +509,7 @@ def replicate_and_wait(replica: RedisServer, primary: RedisServer, timeout: floa
         finally:
             client.close()
 
-    _wait(linked, timeout, "the replica's link to its primary")
+    eventually_sync(linked, timeout, what="the replica's link to its primary")
 
 
 def start_sentinel_topology(timeout: float = WAIT_S) -> SentinelTopology:

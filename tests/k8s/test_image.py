@@ -30,6 +30,7 @@ import pytest
 
 from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
 from tests.factories import TickerFactory
+from tests.infra.eventually import eventually_sync
 from tests.infra.ports import free_port
 from tests.infra.tokens import make_token
 
@@ -126,18 +127,16 @@ def stack(image: str) -> Iterator[dict[str, Any]]:
 
 def wait_ready(url: str, container: Any, timeout: float = 120.0) -> None:
     """Poll the bridge's /readyz until 200 (it is 503 until the cache service is SERVING)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            pass
+    def ready() -> bool:
         container.reload()
         assert container.status != "exited", container.logs().decode()[-2000:]
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} not ready: {container.logs().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    eventually_sync(ready, timeout, interval=0.5, what=f"{url} ready")
 
 
 def test_image_runs_as_non_root_with_both_entry_points(stack: dict[str, Any]) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.infra.eventually import eventually_sync
 from tests.k8s.chart import BASE, NAMESPACE, RELEASE, by_kind, merge, render
 
 pytestmark = [
@@ -116,15 +116,8 @@ def cli(container: Any, port: int, *args: str, auth: bool = True) -> str:
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001 - a pod that is restarting refuses exec
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"not within {timeout}s: {what}")
+    """A pod that is restarting refuses exec: any error means "not yet"."""
+    eventually_sync(check, timeout, interval=0.5, what=what, ignore=(Exception,))
 
 
 def primary_by(container: Any) -> str:

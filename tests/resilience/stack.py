@@ -22,6 +22,7 @@ import redis
 from cache_service.store import BOTS, ORDERS, ticker_stream
 from tests.infra.bridge_runner import BridgeProcess, http_get
 from tests.infra.cache_service_runner import CacheServiceProcess
+from tests.infra.eventually import eventually
 from tests.infra.ledger import Ledger, Verdict, Write, percentile
 from tests.infra.tokens import make_token
 from tests.resilience.publisher import EXCHANGE, Publisher, grpc_target
@@ -135,19 +136,11 @@ class BridgeNode:
         raise RuntimeError("no VmRSS")
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
-                   interval: float = 0.1) -> float:
-    """Poll a cheap external condition (HTTP status, process state) in a thread; return when."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        try:
-            if await asyncio.to_thread(predicate):
-                return time.monotonic()
-        except OSError:   # a busy server not answering this probe in time: probe again
-            pass
-        await asyncio.sleep(interval)
-    raise TimeoutError(f"{what} not reached within {timeout}s")
+async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """A cheap external condition (HTTP status, process state) that blocks, probed in a thread;
+    a busy server not answering a probe in time (OSError) is probed again."""
+    await eventually(lambda: asyncio.to_thread(predicate), timeout, interval=0.1, what=what,
+                     ignore=(OSError,))
 
 
 def retained_seqs(address: Address) -> dict[str, set[str]]:
