@@ -3,52 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
-import grpc
 import pytest
 
-from marketbridge.api.v1 import cache_pb2 as pb
-from marketbridge.api.v1 import cache_pb2_grpc
-from tests.factories import BotFactory, OrderFactory, TickerFactory
 from tests.infra.bridge_runner import RunningBridge, running_bridge
 from tests.infra.cache_service_runner import (
     CacheServiceProcess,
     InProcessCacheService,
     running_cache_service,
 )
-
-
-class Feed:
-    """An internal writer (no user metadata), as the market and trading services are."""
-
-    def __init__(self, target: str) -> None:
-        self.channel = grpc.aio.insecure_channel(target)
-        self.stub = cache_pb2_grpc.CacheServiceStub(self.channel)
-
-    async def ticker(self, **fields: Any) -> str:
-        reply = await self.stub.PublishTicker(pb.PublishTickerRequest(ticker=TickerFactory(**fields)),
-                                              timeout=10)
-        return reply.seq
-
-    async def tickers(self, tickers: list[pb.Ticker]) -> str:
-        """Publish many tickers through one bulk ``PublishTickers`` call; the last seq."""
-        reply = await self.stub.PublishTickers(
-            iter([pb.PublishTickerRequest(ticker=t) for t in tickers]), timeout=30)
-        assert reply.accepted == len(tickers)
-        return reply.last_seq
-
-    async def order(self, **fields: Any) -> str:
-        reply = await self.stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory(**fields)),
-                                            timeout=10)
-        return reply.seq
-
-    async def bot(self, **fields: Any) -> str:
-        reply = await self.stub.UpsertBot(pb.UpsertBotRequest(bot=BotFactory(**fields)), timeout=10)
-        return reply.seq
-
-    async def close(self) -> None:
-        await self.channel.close()
+from tests.infra.feed import Feed
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.api.v1 import cache_pb2_grpc
 from tests.bridge.client import Client, Frame, client
 from tests.infra.eventually import eventually
-from tests.bridge.conftest import Feed
+from tests.infra.feed import Feed
 from tests.infra.bridge_runner import RunningBridge, running_bridge
 from tests.infra.cache_service_runner import CacheServiceProcess, running_cache_service
 from tests.infra.tokens import make_token

@@ -149,9 +149,8 @@ async def test_invalid_frames_get_errors_and_connection_stays(bridge) -> None:
 async def test_http_routes(bridge) -> None:
     base = bridge.http
     assert (await asyncio.to_thread(http_get, base + "/healthz"))[0] == 200
-    async with asyncio.timeout(10):
-        while (await asyncio.to_thread(http_get, base + "/readyz"))[0] != 200:
-            await asyncio.sleep(0.05)
+    await eventually(lambda: asyncio.to_thread(lambda: http_get(base + "/readyz")[0] == 200), 10,
+                     what="/readyz 200")
     status, body, headers = await asyncio.to_thread(http_get, base + "/metrics")
     assert status == 200 and "bridge_active_connections" in body
     assert "process_resident_memory_bytes" in body and "python_info" in body

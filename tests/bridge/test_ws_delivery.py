@@ -10,23 +10,15 @@ import pytest
 
 from bridge.protocol import Reply
 from bridge.channels import CHANNELS
-from bridge.session import Session
 from bridge.events import Event
 from bridge.protocol import pong_frame
 from bridge.subscriptions import Subscription
-from tests.bridge.client import Client, client
+from tests.bridge.client import client
 from tests.factories import TickerFactory
-from tests.infra.bridge_runner import RunningBridge
 from tests.infra.tokens import make_token
 
 ALICE = make_token("alice")
 CONFLATED = "bridge_conflated_updates_total"
-
-
-def session_of(b: RunningBridge, c: Client) -> Session:
-    assert c.welcome is not None
-    (session,) = [s for s in b.app.sessions if s.id == c.welcome["session_id"]]
-    return session
 
 
 def ticker_events(symbol: str, count: int) -> list[Event]:
@@ -89,7 +81,7 @@ async def test_a_burst_queued_behind_a_reply_reaches_a_reader_as_every_update(
     query = {"batch_ms": batch_ms} if batch_ms else {}
     async with client(bridge.ws_url(ALICE, **query)) as c:
         res = await c.subscribe(channel="tickers", exchange="binance", snapshot=False)
-        session = session_of(bridge, c)
+        session = bridge.session(c.welcome["session_id"])
         sub = session.subscriptions.book.get(res["subscription_id"])
         assert isinstance(sub, Subscription)
         lane = bridge.app.fanout.topics[("tickers", "binance")].lane_of[sub]
@@ -111,7 +103,7 @@ async def test_events_handed_over_by_a_batched_lane_wait_for_one_batch_timer(bri
     batch_ms = 1000
     async with client(bridge.ws_url(ALICE, batch_ms=batch_ms)) as c:
         res = await c.subscribe(channel="tickers", exchange="binance", snapshot=False)
-        session = session_of(bridge, c)
+        session = bridge.session(c.welcome["session_id"])
         sub = session.subscriptions.book.get(res["subscription_id"])
         assert isinstance(sub, Subscription)
         (event,) = ticker_events("BTC/USDT", 1)

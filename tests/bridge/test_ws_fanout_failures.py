@@ -14,7 +14,6 @@ from bridge.protocol import SubscribeParams
 from bridge.subscriptions import Subscription, SubscriptionBook, TopicKey
 from tests.bridge.client import Client, client
 from tests.infra.eventually import eventually
-from tests.bridge.test_ws_delivery import session_of
 from tests.infra.tokens import make_token
 
 ALICE = make_token("alice")
@@ -56,7 +55,7 @@ async def test_a_subscriber_whose_delivery_raises_is_closed_1011_and_the_others_
     async with (client(bridge.ws_url(ALICE)) as same_lane,
                 client(bridge.ws_url(ALICE, batch_ms=20)) as batched,
                 client(bridge.ws_url(ALICE)) as faulty):
-        session = session_of(bridge, faulty)
+        session = bridge.session(faulty.welcome["session_id"])
         session.subscriptions.book = FaultyBook(session.subscriptions.book.max_subscriptions)
         for c in (same_lane, batched, faulty):
             await c.subscribe(channel="tickers", exchange="binance", snapshot=False)
@@ -92,7 +91,7 @@ async def test_a_writer_that_raises_closes_its_client_1011(bridge, caplog) -> No
     staying connected with a dead writer."""
     async with client(bridge.ws_url(ALICE)) as bystander, client(bridge.ws_url(ALICE)) as c:
         with caplog.at_level(logging.ERROR, logger="bridge.connection"):
-            session_of(bridge, c).send(Reply('{"type":"mystery"}', "mystery"))
+            bridge.session(c.welcome["session_id"]).send(Reply('{"type":"mystery"}', "mystery"))
             assert (await c.recv())["type"] == "mystery"   # written, then counting it raised
             code, reason = await c.closed()
         assert (code, reason) == (1011, "internal error")

@@ -78,7 +78,7 @@ async def test_rate_limit_rejects_then_closes_sustained_flood(cache) -> None:
                     await c.ws.send('{"action":"ping"}')
                 except ConnectionClosed:
                     break
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.02)   # the flood's pace (the scenario), not synchronisation
             code, reason = await closed
         assert (code, reason) == (1008, "rate limit exceeded")
 
@@ -89,7 +89,7 @@ async def test_rate_limit_recovers_after_pause(cache) -> None:
         for _ in range(8):
             await c.send({"action": "ping"})
         await c.wait_for(lambda f: f.get("error", {}).get("code") == "RATE_LIMITED")
-        await asyncio.sleep(0.6)   # refill: 2/s
+        await asyncio.sleep(0.6)   # the scenario, not a wait for an event: time refills the bucket (2/s)
         assert (await c.request("ping"))["type"] == "pong"
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from tests.bridge.client import client
 from tests.infra.eventually import eventually
-from tests.bridge.conftest import Feed
+from tests.infra.feed import Feed
 from tests.infra.bridge_runner import BridgeProcess, running_bridge
 from tests.infra.cache_service_runner import running_cache_service
 from tests.infra.tokens import make_token
@@ -63,9 +63,10 @@ async def test_unary_calls_fail_fast_during_outage(redis_url) -> None:
         reply = await c.request("list_bots", timeout=10)
         assert reply["error"]["code"] in ("UNAVAILABLE", "TIMEOUT")
         await svc.start()
-        async with asyncio.timeout(30):
-            while not (await c.request("list_bots"))["success"]:
-                await asyncio.sleep(0.1)
+        async def answered() -> bool:
+            return bool((await c.request("list_bots"))["success"])
+
+        await eventually(answered, 30, interval=0.1, what="list_bots answered again")
 
 
 async def test_in_process_drain_closes_1001(cache) -> None:

@@ -233,7 +233,7 @@ async def test_resume_under_heavy_writes_discards_held_events_and_loses_nothing(
 async def test_resume_with_gap_reports_not_recovered(redis_url) -> None:
     async with running_cache_service(redis_url, stream_maxlen=5) as svc, \
             running_bridge(svc.target) as b:
-        from tests.bridge.conftest import Feed
+        from tests.infra.feed import Feed
 
         feed = Feed(svc.target)
         try:

@@ -16,9 +16,10 @@ from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.seq import seq_key
 from marketbridge.api.v1 import cache_pb2_grpc
 from cache_service.store import ORDERS, Store
-from tests.cache_service.conftest import ALICE, next_message, read_events, read_until_live, rpc_error
+from tests.infra.cache_calls import ALICE, next_message, read_events, read_until_live, rpc_error
 from tests.factories import BotFactory, OrderFactory, TickerFactory
 from tests.infra.cache_service_runner import running_cache_service
+from tests.infra.eventually import eventually
 
 
 async def publish(stub, count: int, **fields) -> list[str]:
@@ -141,14 +142,9 @@ async def test_two_subscribers_share_one_redis_reader(svc, stub, redis_url: str)
         assert feed.reader_count == 2
         for stream in (*streams, other):
             stream.cancel()
-        await asyncio.wait_for(_until(lambda: feed.reader_count == 0), 15)
+        await eventually(lambda: feed.reader_count == 0, 15, what="no reader left")
     finally:
         await client.aclose()
-
-
-async def _until(predicate) -> None:
-    while not predicate():
-        await asyncio.sleep(0.02)
 
 
 async def test_subscriber_gauge_counts_by_channel(svc, stub) -> None:
@@ -157,7 +153,7 @@ async def test_subscriber_gauge_counts_by_channel(svc, stub) -> None:
     await read_until_live(stream)
     assert gauge.labels("orders")._value.get() == 1
     stream.cancel()
-    await asyncio.wait_for(_until(lambda: gauge.labels("orders")._value.get() == 0), 15)
+    await eventually(lambda: gauge.labels("orders")._value.get() == 0, 15, what="no orders subscriber")
 
 
 async def test_slow_subscriber_is_ended_with_resource_exhausted(redis_url: str) -> None:
@@ -169,7 +165,7 @@ async def test_slow_subscriber_is_ended_with_resource_exhausted(redis_url: str) 
         assert isinstance(await asyncio.wait_for(anext(follow), 10), Live)
         seqs = [await store.upsert(ORDERS, OrderFactory(user_id="alice")) for _ in range(20)]
         reader = feed.readers[ORDERS.stream]
-        await asyncio.wait_for(_until(lambda: reader.last_id == seqs[-1]), 15)
+        await eventually(lambda: reader.last_id == seqs[-1], 15, what="the reader at the last seq")
         got = [await asyncio.wait_for(anext(follow), 10) for _ in range(5)]
         assert [e.id for e in got if isinstance(e, Entry)] == seqs[:5]
         with pytest.raises(ResourceExhausted, match=f"resume_from {seqs[4]}"):

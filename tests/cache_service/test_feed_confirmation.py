@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from marketbridge.api.v1 import cache_pb2 as pb
 from cache_service.store import ORDERS
-from tests.cache_service.conftest import serving, read_until_live, rpc_error
+from tests.infra.cache_calls import serving, read_until_live, rpc_error
 from tests.factories import OrderFactory
 from tests.infra.eventually import eventually
 from tests.infra.redis_servers import RedisServer

@@ -19,7 +19,7 @@ from cache_service.errors import Internal, Unavailable
 from cache_service.metrics import Metrics
 from marketbridge.api.v1 import cache_pb2 as pb
 from cache_service.store import ORDERS, PREFIX, Store, ticker_stream
-from tests.cache_service.conftest import ALICE, BOB, read_events, read_until_live, rpc_error
+from tests.infra.cache_calls import ALICE, BOB, read_events, read_until_live, rpc_error
 from tests.factories import OrderFactory
 
 TIMEOUT = 15.0

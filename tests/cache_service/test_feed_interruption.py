@@ -15,7 +15,7 @@ import pytest
 from cache_service.config import CacheConfig, ConfigError, load_config
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.api.v1 import cache_pb2_grpc
-from tests.cache_service.conftest import read_events, read_until_live, rpc_error
+from tests.infra.cache_calls import read_events, read_until_live, rpc_error
 from tests.factories import OrderFactory, TickerFactory
 from tests.infra.cache_service_runner import running_cache_service
 from tests.infra.redis_servers import RedisServer

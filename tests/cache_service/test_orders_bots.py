@@ -9,7 +9,7 @@ import pytest
 
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.seq import seq_key
-from tests.cache_service.conftest import (
+from tests.infra.cache_calls import (
     ADMIN,
     ALICE,
     BOB,

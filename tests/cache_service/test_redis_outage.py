@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.api.v1 import cache_pb2_grpc
-from tests.cache_service.conftest import read_events, read_until_live, rpc_error
+from tests.infra.cache_calls import read_events, read_until_live, rpc_error
 from tests.factories import OrderFactory, TickerFactory
 from tests.infra.cache_service_runner import running_cache_service
 

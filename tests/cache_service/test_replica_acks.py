@@ -12,7 +12,7 @@ import redis
 
 from cache_service.config import CacheConfig, ConfigError, load_config
 from marketbridge.api.v1 import cache_pb2 as pb
-from tests.cache_service.conftest import serving, rpc_error
+from tests.infra.cache_calls import serving, rpc_error
 from tests.factories import BotFactory, OrderFactory, TickerFactory
 from tests.infra.redis_servers import RedisServer
 

@@ -12,7 +12,7 @@ import redis
 
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.api.v1 import cache_pb2_grpc
-from tests.cache_service.conftest import read_events, read_until_live
+from tests.infra.cache_calls import read_events, read_until_live
 from tests.factories import OrderFactory
 from tests.infra.cache_service_runner import running_cache_service
 from tests.infra.redis_servers import RedisServer

@@ -16,7 +16,7 @@ from cache_service.interceptor import method_label
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.api.v1 import cache_pb2_grpc
 from cache_service.server import CacheServer, StartupError
-from tests.cache_service.conftest import rpc_error
+from tests.infra.cache_calls import rpc_error
 from tests.factories import TickerFactory
 from tests.infra.cache_service_runner import health_status, running_cache_service
 from tests.infra.certs import make_tls_files

@@ -19,7 +19,7 @@ from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.seq import seq_key
 from marketbridge.api.v1 import cache_pb2_grpc
 from cache_service.store import Store, ticker_stream
-from tests.cache_service.conftest import EVENT_TIMEOUT, next_message, rpc_error
+from tests.infra.cache_calls import EVENT_TIMEOUT, next_message, rpc_error
 from tests.factories import OrderFactory, TickerFactory
 from tests.infra.cache_service_runner import running_cache_service
 

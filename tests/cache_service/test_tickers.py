@@ -9,7 +9,7 @@ import pytest
 
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.seq import seq_key
-from tests.cache_service.conftest import read_events, read_until_live, rpc_error
+from tests.infra.cache_calls import read_events, read_until_live, rpc_error
 from tests.factories import TickerFactory
 
 

@@ -21,6 +21,7 @@ from websockets.sync.client import ClientConnection, connect
 from scripts.dev_stack import Output, Stack, StackConfig, StackError, dev_token, parse_config
 from tests.infra.bridge_runner import http_get
 from tests.infra.ports import free_port
+from tests.infra.eventually import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTED = re.compile(r"started (\w+) \(pid (\d+)\)")
@@ -119,12 +120,8 @@ def stack_process() -> Iterator[list[StackProcess]]:
 
 
 def wait_status(url: str, status: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (got := http_get(url)[0]) != status:
-        assert time.monotonic() < deadline, (
-            f"GET {url} answered {got}, not {status}, for {timeout}s"
-        )
-        time.sleep(0.2)
+    eventually_sync(lambda: http_get(url)[0] == status, timeout, interval=0.2,
+                    what=f"GET {url} answering {status}")
 
 
 def reply_to(ws: ClientConnection, request_id: int, timeout: float = 10.0) -> dict[str, Any]:

@@ -13,11 +13,10 @@ import asyncio
 import pytest
 
 from tests.e2e.chromium import Chromium
-from tests.e2e.test_live_page import (  # noqa: F401  (require_chromium: an autouse fixture)
+from tests.e2e.live_page import (
     CONNECTION,
     browser_page,
     live_stack,
-    require_chromium,
     text_of,
     wait_page,
     wait_prices_move,
@@ -25,7 +24,7 @@ from tests.e2e.test_live_page import (  # noqa: F401  (require_chromium: an auto
 from tests.infra.redis_servers import RedisServer
 from tests.infra.tokens import make_token
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(180), pytest.mark.usefixtures("require_chromium")]
 
 KEYS = ("tickers", "orders", "bots")
 BADGE = "document.getElementById('live-badge').dataset.state"

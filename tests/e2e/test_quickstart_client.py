@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.infra.eventually import eventually
-from tests.e2e.test_live_page import live_stack
+from tests.e2e.live_page import live_stack
 from tests.infra.tokens import make_token
 
 pytestmark = pytest.mark.timeout(120)

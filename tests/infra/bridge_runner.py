@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 
 from bridge.config import BridgeConfig
 from bridge.app import BridgeApp
+from bridge.session import Session
 from tests.infra.eventually import eventually_sync
 from tests.infra.ports import free_port
 from tests.infra.tokens import TEST_SECRET
@@ -56,6 +57,11 @@ class RunningBridge:
 
     def ws_url(self, token: str | None = None, path: str = "/ws", **query: Any) -> str:
         return ws_url(self.port, token, path, **query)
+
+    def session(self, session_id: str) -> Session:
+        """The server side of a connection, by the ``session_id`` of its welcome."""
+        (session,) = [s for s in self.app.sessions if s.id == session_id]
+        return session
 
 
 @asynccontextmanager
