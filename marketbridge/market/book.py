@@ -93,6 +93,9 @@ class Book:
         self.asks = Ladder(descending=False)
         self.sequence: int | None = None
         self.stale = True   # no snapshot yet: nothing to build deltas on
+        # best rank changed by the last update, per side (bids, asks): levels better than it
+        # are as they were (a snapshot changes everything: 0)
+        self.touched = (0, 0)
 
     def apply_snapshot(self, bids: Iterable[Sequence[object]],
                        asks: Iterable[Sequence[object]], sequence: int) -> None:
@@ -105,6 +108,7 @@ class Book:
         self.asks.replace((p, lv) for p, lv in ask_changes if lv is not None)
         self.sequence = sequence
         self.stale = False
+        self.touched = (0, 0)
 
     def apply_delta(self, bids: Iterable[Sequence[object]],
                     asks: Iterable[Sequence[object]], sequence: int) -> None:
@@ -112,13 +116,15 @@ class Book:
         bid_changes = parse_levels(bids, "bids", delta=True)
         ask_changes = parse_levels(asks, "asks", delta=True)
         self._check_sequence(sequence)
-        undo = _apply(self.bids, bid_changes), _apply(self.asks, ask_changes)
+        bid_undo, bid_rank = _apply(self.bids, bid_changes)
+        ask_undo, ask_rank = _apply(self.asks, ask_changes)
         if _crossed(self.bids.best(), self.asks.best()):
-            _restore(self.bids, undo[0])
-            _restore(self.asks, undo[1])
+            _restore(self.bids, bid_undo)
+            _restore(self.asks, ask_undo)
             self.stale = True
             raise SnapshotNeeded(f"delta {sequence} would cross the book")
         self.sequence = sequence
+        self.touched = (bid_rank, ask_rank)
 
     def _check_sequence(self, sequence: int) -> None:
         if self.sequence is None:
@@ -144,13 +150,18 @@ def _crossed(best_bid: Decimal | None, best_ask: Decimal | None) -> bool:
     return best_bid is not None and best_ask is not None and best_bid >= best_ask
 
 
-def _apply(ladder: Ladder, changes: list[Change]) -> list[Change]:
-    """Apply in order (a later change of a price wins); returns how to undo it."""
+def _apply(ladder: Ladder, changes: list[Change]) -> tuple[list[Change], int]:
+    """Apply in order (a later change of a price wins); how to undo it, and the best rank hit.
+
+    Each change leaves the levels better than its rank alone, so the smallest rank over all
+    of them bounds the unchanged top of the side. Untouched: MAX_DEPTH (beyond every cut).
+    """
     undo: list[Change] = []
+    rank = MAX_DEPTH
     for price, level in changes:
         undo.append((price, ladder.get(price)))
-        ladder.set(price, level)
-    return undo
+        rank = min(rank, ladder.set(price, level))
+    return undo, rank
 
 
 def _restore(ladder: Ladder, undo: list[Change]) -> None:

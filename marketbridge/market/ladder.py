@@ -8,7 +8,7 @@ so that "best first" is ascending order on both sides.
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections.abc import Iterable
 from decimal import Decimal
 
@@ -26,25 +26,26 @@ class Ladder:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Ladder) and self.top(len(self)) == other.top(len(other))
-
-    __hash__ = None  # type: ignore[assignment]
-
     def get(self, price: Decimal) -> Level | None:
         """The level at ``price`` (by value), or None."""
         return self._levels.get(price * self._sign)
 
-    def set(self, price: Decimal, level: Level | None) -> None:
-        """Put ``level`` at ``price``; None removes the level (absent is fine)."""
+    def set(self, price: Decimal, level: Level | None) -> int:
+        """Put ``level`` at ``price``; None removes the level (absent is fine).
+
+        Returns the rank (0 = best) the change happened at: every level better than it is
+        untouched, which lets a depth feed skip or shorten its diff.
+        """
         key = price * self._sign
+        rank = bisect_left(self._keys, key)
         if level is None:
             if self._levels.pop(key, None) is not None:
-                del self._keys[bisect_left(self._keys, key)]
-            return
+                del self._keys[rank]
+            return rank
         if key not in self._levels:
-            insort(self._keys, key)
+            self._keys.insert(rank, key)
         self._levels[key] = level
+        return rank
 
     def best(self) -> Decimal | None:
         """The best price, or None when the side is empty."""

@@ -44,12 +44,21 @@ class BookUpdate:
         return bool(self.bids or self.asks)
 
 
-def _diff_side(before: Sequence[Level], after: Sequence[Level]) -> tuple[Level, ...]:
-    old = {Decimal(price): (price, qty) for price, qty in before}
-    new = {Decimal(price): (price, qty) for price, qty in after}
-    changed = [level for key, level in new.items() if old.get(key) != level]
-    gone = [(level[0], REMOVED) for key, level in old.items() if key not in new]
-    return tuple(gone + changed)
+def diff_side(before: Sequence[Level], after: Sequence[Level]) -> tuple[Level, ...]:
+    """Levels of ``after`` not in ``before``, and removals of the prices that left.
+
+    Compares the string pairs (an unchanged level is the same tuple), and parses decimals only
+    for the few that differ: a price that is still there under a new spelling or qty is sent
+    once with its new strings, not also removed.
+    """
+    old, new = set(before), set(after)
+    changed = [level for level in after if level not in old]
+    left = [level for level in before if level not in new]
+    if not left:
+        return tuple(changed)
+    still = {Decimal(price) for price, _ in changed}
+    return tuple([(price, REMOVED) for price, _ in left if Decimal(price) not in still]
+                 + changed)
 
 
 def diff(before: BookView, after: BookView) -> BookUpdate:
@@ -57,7 +66,7 @@ def diff(before: BookView, after: BookView) -> BookUpdate:
 
     Empty (falsy) when the delta changed nothing inside this depth: nothing to send.
     """
-    return BookUpdate(_diff_side(before.bids, after.bids), _diff_side(before.asks, after.asks),
+    return BookUpdate(diff_side(before.bids, after.bids), diff_side(before.asks, after.asks),
                       checksum(after.bids, after.asks))
 
 
