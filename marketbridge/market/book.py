@@ -18,7 +18,7 @@ the book exactly as it was, neither changed nor stale.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -85,6 +85,11 @@ def parse_levels(raw: Iterable[Sequence[object]], side: str, *, delta: bool) -> 
     return changes
 
 
+def present(changes: Iterable[Change]) -> Iterator[tuple[Decimal, Level]]:
+    """The levels of ``changes`` that exist (a snapshot's, once validated)."""
+    return ((price, level) for price, level in changes if level is not None)
+
+
 class Book:
     """One exchange+symbol book; ``sequence`` is the exchange's number of the last update."""
 
@@ -104,8 +109,8 @@ class Book:
         ask_changes = parse_levels(asks, "asks", delta=False)
         if _crossed(_best(bid_changes, max), _best(ask_changes, min)):
             raise InvalidBook("snapshot is crossed (best bid >= best ask)")
-        self.bids.replace((p, lv) for p, lv in bid_changes if lv is not None)
-        self.asks.replace((p, lv) for p, lv in ask_changes if lv is not None)
+        self.bids.replace(present(bid_changes))
+        self.asks.replace(present(ask_changes))
         self.sequence = sequence
         self.stale = False
         self.touched = (0, 0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from marketbridge.market.book import BookView, check_depth, parse_levels
+from marketbridge.market.book import BookView, check_depth, parse_levels, present
 from marketbridge.market.checksum import checksum
 from marketbridge.market.ladder import Ladder, Level
 from marketbridge.market.merge import BookUpdate
@@ -28,8 +28,8 @@ class ClientBook:
 
     def load(self, bids: Sequence[Level], asks: Sequence[Level]) -> None:
         """Start from a snapshot."""
-        self.bids.replace(parse_levels(bids, "bids", delta=False))  # type: ignore[arg-type]
-        self.asks.replace(parse_levels(asks, "asks", delta=False))  # type: ignore[arg-type]
+        self.bids.replace(present(parse_levels(bids, "bids", delta=False)))
+        self.asks.replace(present(parse_levels(asks, "asks", delta=False)))
         self._truncate()
 
     def apply(self, update: BookUpdate) -> None:
