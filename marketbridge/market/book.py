@@ -1,0 +1,174 @@
+"""An L2 order book fed by one publisher's snapshots and deltas (SPEC §9.1, §9.2).
+
+A snapshot replaces the book; a delta changes some levels and must carry the exchange
+sequence number right after the last one. Anything else means we missed an update, so the
+book no longer matches the exchange: the delta is refused (:class:`SnapshotNeeded`, which the
+service answers FAILED_PRECONDITION) and the book stays *stale*, refusing every delta until
+the next snapshot. Subscribers are told, never fed a book we know to be wrong.
+
+A delta that would leave the book crossed (best bid >= best ask) is refused the same way: a
+crossed book is impossible on a real exchange, so the publisher's view and ours diverged.
+A refused delta never changes the levels (the book keeps its last good state for ``GetBook``
+callers that accept a stale answer), it only marks the book stale.
+
+Malformed input (bad decimals, negative quantities, a zero price) is a different thing: the
+caller's message is wrong, not our state, so :class:`InvalidBook` (INVALID_ARGUMENT) leaves
+the book exactly as it was, neither changed nor stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from marketbridge.market.decimals import DecimalError, parse_decimal, parse_positive
+from marketbridge.market.ladder import Ladder, Level
+
+DEPTHS = frozenset({10, 25, 100, 500})
+DEFAULT_DEPTH = 10
+MAX_DEPTH = max(DEPTHS)
+SNAPSHOT_NEEDED = "snapshot needed"
+
+
+class InvalidBook(ValueError):
+    """The message is malformed (INVALID_ARGUMENT); the book is unchanged."""
+
+
+class SnapshotNeeded(Exception):
+    """The book cannot take this delta (FAILED_PRECONDITION); it waits for a snapshot."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{SNAPSHOT_NEEDED}: {reason}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class BookView:
+    """The top of a book: levels best first, as decimal strings."""
+
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+
+
+Change = tuple[Decimal, Level | None]   # a parsed level; None removes the price
+
+
+def check_depth(depth: int) -> int:
+    """``depth`` if it is one SPEC §9.3 allows, else InvalidBook."""
+    if depth not in DEPTHS:
+        allowed = ", ".join(str(d) for d in sorted(DEPTHS))
+        raise InvalidBook(f"depth must be one of {allowed}, got {depth!r}")
+    return depth
+
+
+def parse_levels(raw: Iterable[Sequence[object]], side: str, *, delta: bool) -> list[Change]:
+    """Validate ``[price, qty]`` pairs; in a delta a zero qty removes the level.
+
+    A snapshot lists the levels that exist, so a zero qty there is refused rather than
+    silently dropped: it is a publisher bug we want to hear about.
+    """
+    changes: list[Change] = []
+    for index, pair in enumerate(raw):
+        where = f"{side}[{index}]"
+        if len(pair) != 2:
+            raise InvalidBook(f"{where} must be [price, qty], got {len(pair)} items")
+        price_text, qty_text = pair
+        try:
+            price = parse_positive(price_text, f"{where} price")
+            qty = parse_decimal(qty_text, f"{where} qty")
+        except DecimalError as exc:
+            raise InvalidBook(str(exc)) from None
+        if not qty and not delta:
+            raise InvalidBook(f"{where} qty is zero; a snapshot lists only existing levels")
+        changes.append((price, (price_text, qty_text) if qty else None))  # type: ignore[arg-type]
+    return changes
+
+
+def present(changes: Iterable[Change]) -> Iterator[tuple[Decimal, Level]]:
+    """The levels of ``changes`` that exist (a snapshot's, once validated)."""
+    return ((price, level) for price, level in changes if level is not None)
+
+
+class Book:
+    """One exchange+symbol book; ``sequence`` is the exchange's number of the last update."""
+
+    def __init__(self) -> None:
+        self.bids = Ladder(descending=True)
+        self.asks = Ladder(descending=False)
+        self.sequence: int | None = None
+        self.stale = True   # no snapshot yet: nothing to build deltas on
+        # best rank changed by the last update, per side (bids, asks): levels better than it
+        # are as they were (a snapshot changes everything: 0)
+        self.touched = (0, 0)
+
+    def apply_snapshot(self, bids: Iterable[Sequence[object]],
+                       asks: Iterable[Sequence[object]], sequence: int) -> None:
+        """Replace the book; it is fresh again from ``sequence`` on."""
+        bid_changes = parse_levels(bids, "bids", delta=False)
+        ask_changes = parse_levels(asks, "asks", delta=False)
+        if _crossed(_best(bid_changes, max), _best(ask_changes, min)):
+            raise InvalidBook("snapshot is crossed (best bid >= best ask)")
+        self.bids.replace(present(bid_changes))
+        self.asks.replace(present(ask_changes))
+        self.sequence = sequence
+        self.stale = False
+        self.touched = (0, 0)
+
+    def apply_delta(self, bids: Iterable[Sequence[object]],
+                    asks: Iterable[Sequence[object]], sequence: int) -> None:
+        """Apply the changed levels, or refuse (SnapshotNeeded / InvalidBook) and change none."""
+        bid_changes = parse_levels(bids, "bids", delta=True)
+        ask_changes = parse_levels(asks, "asks", delta=True)
+        self._check_sequence(sequence)
+        bid_undo, bid_rank = _apply(self.bids, bid_changes)
+        ask_undo, ask_rank = _apply(self.asks, ask_changes)
+        if _crossed(self.bids.best(), self.asks.best()):
+            _restore(self.bids, bid_undo)
+            _restore(self.asks, ask_undo)
+            self.stale = True
+            raise SnapshotNeeded(f"delta {sequence} would cross the book")
+        self.sequence = sequence
+        self.touched = (bid_rank, ask_rank)
+
+    def _check_sequence(self, sequence: int) -> None:
+        if self.sequence is None:
+            raise SnapshotNeeded("no snapshot yet")
+        if self.stale:
+            raise SnapshotNeeded(f"book is stale since sequence {self.sequence}")
+        if sequence != self.sequence + 1:
+            self.stale = True
+            raise SnapshotNeeded(f"delta sequence {sequence} does not follow {self.sequence}")
+
+    def cut(self, depth: int) -> BookView:
+        """The best ``depth`` levels of each side (depth one of DEPTHS)."""
+        check_depth(depth)
+        return BookView(tuple(self.bids.top(depth)), tuple(self.asks.top(depth)))
+
+
+def _best(changes: list[Change], pick: type[max] | type[min]) -> Decimal | None:
+    prices = [price for price, level in changes if level is not None]
+    return pick(prices) if prices else None
+
+
+def _crossed(best_bid: Decimal | None, best_ask: Decimal | None) -> bool:
+    return best_bid is not None and best_ask is not None and best_bid >= best_ask
+
+
+def _apply(ladder: Ladder, changes: list[Change]) -> tuple[list[Change], int]:
+    """Apply in order (a later change of a price wins); how to undo it, and the best rank hit.
+
+    Each change leaves the levels better than its rank alone, so the smallest rank over all
+    of them bounds the unchanged top of the side. Untouched: MAX_DEPTH (beyond every cut).
+    """
+    undo: list[Change] = []
+    rank = MAX_DEPTH
+    for price, level in changes:
+        undo.append((price, ladder.get(price)))
+        rank = min(rank, ladder.set(price, level))
+    return undo, rank
+
+
+def _restore(ladder: Ladder, undo: list[Change]) -> None:
+    for price, level in reversed(undo):
+        ladder.set(price, level)

@@ -1,0 +1,58 @@
+"""Decimal strings for money: parsed exactly, kept as given (SPEC §9.1).
+
+Prices and quantities travel as strings so no float ever rounds them. We parse them with
+``decimal.Decimal`` to compare and key levels by value (``"50000.1"`` and ``"50000.10"`` are
+one price), but we hand on and hash the publisher's own string, since the checksum (§9.3) is
+computed over strings and a client must be able to rebuild it from what it received.
+
+Only plain positional notation is accepted: digits, optionally one ``.`` and more digits. No
+sign, no exponent (``1e-5``), no ``NaN``/``Infinity``, no spaces, no ``.5`` or ``5.``: the
+checksum removes the ``.`` and leading zeros from the string, which is only meaningful for
+positional strings (``"1e-5"`` would hash as ``"1e-5"`` while it means ``"0.00001"``). Length
+is bounded so that a hostile string cannot make parsing or hashing expensive.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+MAX_LENGTH = 40
+_POSITIONAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+class DecimalError(ValueError):
+    """A bad decimal string; the message names the field (INVALID_ARGUMENT / INVALID_PARAMS)."""
+
+
+def parse_decimal(text: object, field: str) -> Decimal:
+    """``text`` as a non-negative Decimal, or DecimalError saying what is wrong with it."""
+    if not isinstance(text, str):
+        raise DecimalError(f"{field} must be a decimal string, got {type(text).__name__}")
+    if len(text) > MAX_LENGTH:
+        raise DecimalError(f"{field} is longer than {MAX_LENGTH} characters")
+    if _POSITIONAL.fullmatch(text) is None:
+        raise DecimalError(f"{field} must be a plain non-negative decimal "
+                           f"like '50000.10', got {text!r}{_hint(text)}")
+    return Decimal(text)
+
+
+def _hint(text: str) -> str:
+    if text.startswith("-"):
+        return " (negative)"
+    if "e" in text.lower() and any(c.isdigit() for c in text):
+        return " (no exponents)"
+    return ""
+
+
+def parse_positive(text: object, field: str) -> Decimal:
+    """``text`` as a Decimal greater than zero (a price, a trade amount)."""
+    value = parse_decimal(text, field)
+    if not value:
+        raise DecimalError(f"{field} must be greater than zero, got {text!r}")
+    return value
+
+
+def format_decimal(value: Decimal) -> str:
+    """``value`` in positional notation (``str(Decimal)`` would write 1E-7 for 0.0000001)."""
+    return format(value, "f")
