@@ -9,7 +9,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
-from cache_service.changefeed import ChangeFeed, Entry, Live, field_filter
+from cache_service.changefeed import ChangeFeed, Entry, Live, field_filter, match_all
 from cache_service.errors import ResourceExhausted, Unavailable
 from cache_service.metrics import Metrics
 from marketbridge.api.v1 import cache_pb2 as pb
@@ -209,3 +209,11 @@ async def test_feed_refuses_new_subscribers_after_close(redis_url: str) -> None:
 async def test_seq_order_matches_redis_stream_order(stub) -> None:
     seqs = await publish(stub, 30)
     assert seqs == sorted(seqs, key=seq_key)
+
+
+def test_field_filter() -> None:
+    assert field_filter(u="", s=[]) is match_all
+    match = field_filter(u="alice", s=["BTC/USDT"])
+    assert match({b"u": b"alice", b"s": b"BTC/USDT"})
+    assert not match({b"u": b"bob", b"s": b"BTC/USDT"})
+    assert not match({b"u": b"alice"})
