@@ -18,7 +18,7 @@ import grpc
 import psutil
 
 from bench.workers import new_queue, start_process
-from tests.infra.ports import free_port
+from devstack.ports import free_port
 
 TICKERS = 30_000
 TICKER_BYTES = 150

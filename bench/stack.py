@@ -11,28 +11,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 
-from tests.infra.ports import free_port
-from tests.infra.redis_servers import ProcessRedis
+from devstack.ports import free_port
+from devstack.probes import grpc_serving, http_ok, tcp_listening
+from devstack.process import ServerProcess, StackError
+from devstack.redis import ProcessRedis
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["Endpoints", "LocalStack", "StackError", "StackOptions"]
+
 READY_TIMEOUT_S = 40.0
 BASELINE_CHANNEL = "bench:tickers"
-
-
-class StackError(RuntimeError):
-    """A server of the local stack did not start; the message carries its log's tail."""
 
 
 @dataclass
@@ -66,90 +61,6 @@ class StackOptions:
     log_level: str = "WARNING"
 
 
-class ServerProcess:
-    """One server subprocess with its log file; stopped with SIGTERM, then SIGKILL."""
-
-    def __init__(self, name: str, argv: list[str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=REPO_ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def check_alive(self) -> None:
-        """Raise with the log's tail if the process already exited."""
-        if self.proc.poll() is not None:
-            raise StackError(f"{self.name} exited with {self.proc.returncode}: {self.log_tail()}")
-
-    def log_tail(self, lines: int = 15) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        text = self.log_path.read_text(errors="replace").strip().splitlines()
-        return " | ".join(text[-lines:])
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM and wait (coverage and graceful drains need it), SIGKILL if it hangs."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._log.close()
-
-
-def _wait(name: str, check: object, server: ServerProcess | None) -> None:
-    """Poll ``check()`` until it returns True, the process dies, or READY_TIMEOUT_S passes."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server is not None:
-            server.check_alive()
-        try:
-            ready = bool(check())  # type: ignore[operator]
-        except Exception:  # noqa: BLE001 - not ready yet; the loop is bounded
-            ready = False
-        if ready:
-            return
-        time.sleep(0.1)
-    tail = server.log_tail() if server else ""
-    raise StackError(f"{name} not ready after {READY_TIMEOUT_S:.0f}s: {tail}")
-
-
-def http_ok(url: str) -> bool:
-    """True if GET ``url`` answers 200 within a second."""
-    with urllib.request.urlopen(url, timeout=1.0) as response:
-        return bool(response.status == 200)
-
-
-def grpc_serving(target: str) -> bool:
-    """True if the gRPC health service at ``target`` reports SERVING."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
-def tcp_listening(port: int) -> bool:
-    """True if something accepts TCP connections on 127.0.0.1:``port``."""
-    import socket
-
-    with socket.create_connection(("127.0.0.1", port), timeout=1.0):
-        return True
-
-
 def _redis_pid(url: str) -> int:
     client = redis.Redis.from_url(url)
     try:
@@ -167,8 +78,8 @@ class LocalStack:
         self._stack = ExitStack()
         self.servers: dict[str, ServerProcess] = {}
 
-    def _spawn(self, name: str, argv: list[str]) -> ServerProcess:
-        server = ServerProcess(name, argv, self.log_dir)
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ServerProcess:
+        server = ServerProcess(name, argv, self.log_dir, env)
         self.servers[name] = server
         self._stack.callback(server.stop)
         return server
@@ -202,7 +113,7 @@ class LocalStack:
                 self.options.log_level,
             ],
         )
-        _wait("cache_service", lambda: grpc_serving(target), cache)
+        cache.wait_ready(lambda: grpc_serving(target), READY_TIMEOUT_S)
         bridge = self._spawn(
             "bridge",
             [
@@ -219,9 +130,11 @@ class LocalStack:
                 str(bridge_port),
                 *self._bridge_flags(),
             ],
+            # The secret goes in the environment, not on the command line (ps shows that).
+            env={**os.environ, "BRIDGE_JWT_SECRET": self.options.jwt_secret},
         )
         http = f"http://127.0.0.1:{bridge_port}"
-        _wait("bridge", lambda: http_ok(f"{http}/readyz"), bridge)
+        bridge.wait_ready(lambda: http_ok(f"{http}/readyz"), READY_TIMEOUT_S)
         pids = {
             "redis": _redis_pid(redis_server.url),
             "cache_service": cache.pid,
@@ -255,7 +168,7 @@ class LocalStack:
                     str(self.options.batch_ms),
                 ],
             )
-            _wait("baseline", lambda: tcp_listening(base_port), baseline)
+            baseline.wait_ready(lambda: tcp_listening(base_port), READY_TIMEOUT_S)
             endpoints.baseline_ws = f"ws://127.0.0.1:{base_port}/ws"
             pids["baseline"] = baseline.pid
         return endpoints
@@ -265,8 +178,6 @@ class LocalStack:
         return [
             "--auth",
             "jwt",
-            "--jwt-secret",
-            self.options.jwt_secret,
             "--max-connections",
             str(self.options.max_connections),
             "--max-connections-per-user",

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import time
-
-import jwt
+from devstack.tokens import user_token
 
 TOKEN_TTL_S = 3600
 
 
 def make_token(secret: str, subject: str) -> str:
     """A token for ``subject`` valid for an hour (longer than any scenario)."""
-    now = int(time.time())
-    return jwt.encode(
-        {"sub": subject, "iat": now, "exp": now + TOKEN_TTL_S}, secret, algorithm="HS256"
-    )
+    return user_token(secret, subject, TOKEN_TTL_S)
 
 
 def client_tokens(secret: str | None, prefix: str, count: int) -> list[str | None]:

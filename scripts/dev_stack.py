@@ -28,23 +28,18 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-import grpc
-import jwt
-import redis.asyncio as aioredis
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
+from devstack import probes
+from devstack.exits import describe_exit
+from devstack.ports import free_port, port_is_free
+from devstack.tokens import user_token
 
 ENV_PREFIX = "DEV_"
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,77 +177,34 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> StackConfig
 
 def check_port_free(host: str, port: int, flag: str) -> None:
     """Fail before starting anything when a port is taken, naming the flag that moves it."""
-    bind_host = "127.0.0.1" if host in ("", "localhost") else host
-    family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((bind_host, port))
-        except OSError:
-            env_name = ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper()
-            raise StackError(
-                f"port {port} is in use: choose another with {flag} or {env_name}"
-            ) from None
-
-
-def pick_free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    if not port_is_free(host, port):
+        env_name = ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper()
+        raise StackError(f"port {port} is in use: choose another with {flag} or {env_name}")
 
 
 def dev_token(secret: str, user: str, now: float | None = None) -> str:
     """An HS256 token the bridge accepts: ``sub`` is the user, valid for 24 hours."""
-    issued = int(now if now is not None else time.time())
-    return jwt.encode(
-        {"sub": user, "iat": issued, "exp": issued + TOKEN_LIFETIME_S}, secret, algorithm="HS256"
-    )
+    return user_token(secret, user, TOKEN_LIFETIME_S, now)
 
 
 # ---------------------------------------------------------------------------- readiness probes
+# The shared blocking probes (devstack/probes.py), run off the event loop.
 
 
 async def redis_ready(url: str) -> bool:
-    client = aioredis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-    try:
-        return bool(await client.ping())
-    except (OSError, aioredis.RedisError):
-        return False
-    finally:
-        await client.aclose()
+    return await asyncio.to_thread(probes.redis_loaded, url)
 
 
 async def grpc_serving(target: str) -> bool:
-    async with grpc.aio.insecure_channel(target) as channel:
-        try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=1
-            )
-        except grpc.aio.AioRpcError:
-            return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
+    return await asyncio.to_thread(probes.grpc_serving, target)
 
 
 async def http_ok(url: str) -> bool:
-    def get() -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return response.status == 200
-        except (OSError, urllib.error.URLError):
-            return False
-
-    return await asyncio.to_thread(get)
+    return await asyncio.to_thread(probes.http_ok, url)
 
 
 async def has_tickers(target: str) -> bool:
-    async with grpc.aio.insecure_channel(target) as channel:
-        try:
-            reply = await cache_pb2_grpc.CacheServiceStub(channel).ListTickers(
-                cache_pb2.ListTickersRequest(), timeout=1
-            )
-        except grpc.aio.AioRpcError:
-            return False
-    return len(reply.tickers) > 0
+    return await asyncio.to_thread(probes.has_tickers, target)
 
 
 # ---------------------------------------------------------------------------- child processes
@@ -342,7 +294,7 @@ class Child:
             if self.exited:
                 await self._drain()
                 raise StackError(
-                    f"{self.name} exited with code {self.proc.returncode if self.proc else '?'} "
+                    f"{self.name} {describe_exit(self.proc.returncode if self.proc else None)} "
                     "before it was ready (its output is above)"
                 )
             if await self.ready():
@@ -369,7 +321,7 @@ class Child:
                 self.proc.kill()
                 await self.proc.wait()
         await self._drain()
-        self.out.line("dev", f"stopped {self.name} (exit code {self.proc.returncode})")
+        self.out.line("dev", f"stopped {self.name} ({describe_exit(self.proc.returncode)})")
 
     async def _drain(self) -> None:
         if self._pump is not None:
@@ -403,7 +355,7 @@ class Stack:
                     "redis-server not found: install it (apt-get install redis-server) "
                     "or use a running Redis with --redis-url redis://HOST:PORT"
                 )
-            port = c.redis_port or pick_free_port()
+            port = c.redis_port or free_port()
             self.redis_url = f"redis://127.0.0.1:{port}/0"
             plan.append(
                 Child(
@@ -580,7 +532,7 @@ async def _supervise(stack: Stack, stop: asyncio.Event, out: Output) -> int:
         child = crashed.result()
         out.line(
             "dev",
-            f"{child.name} exited with code {child.proc.returncode if child.proc else '?'}: stopping the stack",
+            f"{child.name} {describe_exit(child.proc.returncode if child.proc else None)}: stopping the stack",
         )
         stopped.cancel()
         return 1

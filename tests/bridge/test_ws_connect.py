@@ -162,7 +162,7 @@ async def test_http_routes(bridge) -> None:
 
 
 async def test_readyz_503_without_upstream() -> None:
-    from tests.infra.ports import free_port
+    from devstack.ports import free_port
 
     async with running_bridge(f"127.0.0.1:{free_port()}") as b:
         status, body, _ = await asyncio.to_thread(http_get, b.http + "/readyz")

@@ -20,7 +20,7 @@ from tests.infra.cache_calls import rpc_error
 from tests.factories import TickerFactory
 from tests.infra.cache_service_runner import health_status, running_cache_service
 from tests.infra.certs import make_tls_files
-from tests.infra.ports import free_port
+from devstack.ports import free_port
 
 SPEC_METRICS = ("cache_grpc_requests_total", "cache_grpc_request_duration_seconds", "cache_redis_up",
                 "cache_redis_reconnects_total", "cache_stream_subscribers", "cache_events_published_total")

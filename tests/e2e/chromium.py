@@ -27,6 +27,7 @@ from typing import Any
 
 import websockets
 
+from devstack.exits import describe_exit
 from tests.infra.eventually import eventually
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -191,7 +192,7 @@ async def _devtools_port(profile: str, proc: subprocess.Popen[bytes], timeout: f
     def written_port() -> int | None:
         if proc.poll() is not None:
             raise RuntimeError(
-                f"chromium exited with code {proc.returncode} before opening DevTools"
+                f"chromium {describe_exit(proc.returncode)} before opening DevTools"
             )
         first_line = marker.read_text().splitlines()[:1] if marker.exists() else []
         return int(first_line[0]) if first_line and first_line[0].isdigit() else None

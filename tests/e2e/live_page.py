@@ -22,7 +22,7 @@ from scripts.demo_feed import Feed, FeedConfig
 from tests.e2e.chromium import Chromium, Page, chromium_path
 from tests.infra.bridge_runner import RunningBridge, running_bridge
 from tests.infra.cache_service_runner import InProcessCacheService, running_cache_service
-from tests.infra.ports import free_port
+from devstack.ports import free_port
 from tests.infra.tokens import make_token
 
 

@@ -27,7 +27,7 @@ from tests.e2e.live_page import (
 )
 from tests.infra.bridge_runner import running_bridge
 from tests.infra.cache_service_runner import running_cache_service
-from tests.infra.ports import free_port
+from devstack.ports import free_port
 from tests.infra.tokens import make_token
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180), pytest.mark.usefixtures("require_chromium")]

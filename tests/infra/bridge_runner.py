@@ -28,7 +28,7 @@ from bridge.config import BridgeConfig
 from bridge.app import BridgeApp
 from bridge.session import Session
 from tests.infra.eventually import eventually_sync
-from tests.infra.ports import free_port
+from devstack.ports import free_port
 from tests.infra.tokens import TEST_SECRET
 
 

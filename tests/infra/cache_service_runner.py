@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cache_service.config import CacheConfig
 from cache_service.server import CacheServer, StartupError
 from tests.infra.eventually import eventually_sync
-from tests.infra.ports import free_port
+from devstack.ports import free_port
 
 
 PORT_ATTEMPTS = 3

@@ -12,16 +12,12 @@ Both run with an append-only file so a restart keeps the data, as a production R
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import subprocess
-import tempfile
 from typing import Protocol
 
-import redis
-
-from tests.infra.eventually import eventually_sync
-from tests.infra.ports import free_port
+from devstack.ports import free_port
+from devstack.probes import redis_loaded
+from devstack.process import wait_ready
+from devstack.redis import ProcessRedis, redis_args
 
 DEFAULT_IMAGE = "redis:7-alpine"
 READY_TIMEOUT_S = 30.0
@@ -52,84 +48,8 @@ class RedisServer(Protocol):
 
 
 def wait_until_ready(host: str, port: int, timeout: float = READY_TIMEOUT_S) -> None:
-    """Block until Redis answers PING and has loaded its data, or raise TimeoutError."""
-    def loaded() -> bool:
-        client = redis.Redis(host=host, port=port, socket_timeout=1, socket_connect_timeout=1)
-        try:
-            return bool(client.ping()) and client.info("persistence").get("loading") == 0
-        finally:
-            client.close()
-
-    eventually_sync(loaded, timeout, interval=0.05, what=f"Redis at {host}:{port} ready",
-                    ignore=(redis.RedisError, OSError))
-
-
-def redis_args(port: int, data_dir: str, fsync: str) -> list[str]:
-    """Command-line arguments shared by both backends."""
-    return [
-        "--port", str(port), "--bind", "0.0.0.0", "--protected-mode", "no",
-        "--dir", data_dir, "--appendonly", "yes", "--appendfsync", fsync, "--save", "",
-    ]
-
-
-class ProcessRedis:
-    """``redis-server`` as a child process on a fixed loopback port."""
-
-    def __init__(self, fsync: str = "always", extra_args: list[str] | None = None) -> None:
-        self.host = "127.0.0.1"
-        self.port = free_port()
-        self._dir = tempfile.mkdtemp(prefix="redis-test-")
-        self._fsync = fsync
-        self._extra = extra_args or []
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
-
-    @property
-    def peer_address(self) -> tuple[str, int]:
-        """Where other Redis nodes (a replica, a sentinel) reach this one: loopback."""
-        return (self.host, self.port)
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server not found: apt-get install redis-server")
-        args = [binary, *redis_args(self.port, self._dir, self._fsync), *self._extra]
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until_ready(self.host, self.port)
-
-    def _signal_and_wait(self, sig: signal.Signals) -> None:
-        if self._proc is None:
-            return
-        self._proc.send_signal(signal.SIGCONT)
-        self._proc.send_signal(sig)
-        self._proc.wait(timeout=15)
-        self._proc = None
-
-    def stop(self) -> None:
-        self._signal_and_wait(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self._signal_and_wait(signal.SIGKILL)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def pause(self) -> None:
-        assert self._proc is not None
-        self._proc.send_signal(signal.SIGSTOP)
-
-    def unpause(self) -> None:
-        assert self._proc is not None
-        self._proc.send_signal(signal.SIGCONT)
-
-    def close(self) -> None:
-        self.kill()
-        shutil.rmtree(self._dir, ignore_errors=True)
+    """Block until Redis at ``host:port`` answers PING and has loaded its data."""
+    wait_ready(f"Redis at {host}:{port}", lambda: redis_loaded(f"redis://{host}:{port}/0"), timeout)
 
 
 class ContainerRedis:

@@ -34,7 +34,7 @@ import redis
 from docker.errors import DockerException
 
 from tests.infra.eventually import eventually_sync
-from tests.infra.ports import free_port
+from devstack.ports import free_port
 from tests.infra.redis_servers import (
     DEFAULT_IMAGE,
     ProcessRedis,

@@ -31,7 +31,7 @@ import pytest
 from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
 from tests.factories import TickerFactory
 from tests.infra.eventually import eventually_sync
-from tests.infra.ports import free_port
+from devstack.ports import free_port
 from tests.infra.tokens import make_token
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 """Does uvloop or orjson help the bridge? The same fan-out point under each runtime, interleaved.
 
-    python -m bench.runtimes [--rate 2000] [--rounds 2] [--out docs/benchmarks]
+    python -m bench.experiments.runtimes [--rate 2000] [--rounds 2] [--out docs/benchmarks]
 
 Runs ``python -m bench fanout --modes batch`` once per runtime per round (asyncio + orjson as
 shipped, ``--bridge-loop uvloop``, ``--bridge-no-orjson``), alternating so that a busy spell on
@@ -51,7 +51,7 @@ def one_point(flags: list[str], rate: float, work: Path, name: str) -> dict[str,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.runtimes", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.experiments.runtimes", description=__doc__)
     parser.add_argument("--rate", type=float, default=2000.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)

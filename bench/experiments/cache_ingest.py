@@ -1,7 +1,7 @@
 """Cache service ingest benchmark: PublishTickers events/s into Redis, and one subscriber's
 receive rate.
 
-    python -m bench.cache_ingest [--tickers 100000] [--symbols 50] [--streams 1]
+    python -m bench.experiments.cache_ingest [--tickers 100000] [--symbols 50] [--streams 1]
         [--per-message 100] [--stream batches|events] [--redis-url URL]
 
 Starts its own redis-server (no persistence) and ``python -m cache_service`` on free loopback
@@ -21,30 +21,26 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from devstack.ports import free_port
+from devstack.probes import grpc_serving
+from devstack.process import ServerProcess, wait_ready
+from devstack.redis import ProcessRedis
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.api.v1 import cache_pb2_grpc
 
 EXCHANGE = "benchx"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+READY_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -69,71 +65,21 @@ def cpu_seconds(pid: int | None) -> float:
 
 @contextmanager
 def local_stack(redis_url: str | None) -> Iterator[Stack]:
-    """redis-server (unless given) + cache_service subprocesses."""
-    procs: list[subprocess.Popen[bytes]] = []
-    workdir = tempfile.mkdtemp(prefix="cache-bench-")
-    try:
+    """redis-server (no persistence; unless given) + a cache_service subprocess, ready."""
+    with ExitStack() as stack:
         if redis_url is None:
-            port = free_port()
-            procs.append(
-                subprocess.Popen(
-                    [
-                        shutil.which("redis-server") or "redis-server",
-                        "--port",
-                        str(port),
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--dir",
-                        workdir,
-                    ],
-                    stdout=subprocess.DEVNULL,
-                )
-            )
-            redis_url = f"redis://127.0.0.1:{port}/0"
-        grpc_port = free_port()
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "cache_service",
-                    "--redis-url",
-                    redis_url,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(grpc_port),
-                    "--metrics-port",
-                    "0",
-                    "--log-level",
-                    "WARNING",
-                ]
-            )
-        )
-        yield Stack(f"127.0.0.1:{grpc_port}", procs[-1].pid)
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-            proc.wait(timeout=30)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-async def wait_serving(target: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"cache service at {target} not SERVING")
-            await asyncio.sleep(0.1)
+            redis_server = ProcessRedis(fsync="no", extra_args=["--appendonly", "no"])
+            stack.callback(redis_server.close)
+            redis_url = redis_server.url
+        log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cache-bench-")))
+        target = f"127.0.0.1:{free_port()}"
+        service = ServerProcess("cache_service", [
+            sys.executable, "-m", "cache_service", "--redis-url", redis_url, "--host", "127.0.0.1",
+            "--port", target.rsplit(":", 1)[1], "--metrics-port", "0", "--log-level", "WARNING",
+        ], log_dir)
+        stack.callback(service.stop)
+        service.wait_ready(lambda: grpc_serving(target), READY_TIMEOUT_S)
+        yield Stack(target, service.pid)
 
 
 def ticker_requests(count: int, symbols: int, offset: int, per_message: int = 1,
@@ -217,7 +163,8 @@ class Subscriber:
 
 async def run(target: str, tickers: int, symbols: int, streams: int, per_message: int = 1,
               batches: bool = True, rate: float = 0.0, service_pid: int | None = None) -> dict[str, object]:
-    await wait_serving(target)
+    await asyncio.to_thread(wait_ready, f"cache service at {target}", lambda: grpc_serving(target),
+                            READY_TIMEOUT_S)
     async with grpc.aio.insecure_channel(target) as pub_channel, grpc.aio.insecure_channel(target) as sub_channel:
         publisher = cache_pb2_grpc.CacheServiceStub(pub_channel)
         # warm-up: connections, script load, reader
