@@ -230,7 +230,7 @@ def validate(config: BenchConfig) -> None:
     if not config.capacity_steps or min(config.capacity_steps) <= 0:
         raise ConfigError("--capacity-steps must list positive counts")
     if not 1 <= config.batch_ms <= 1000:
-        raise ConfigError("--batch-ms must be within 1..1000 (SPEC §4)")
+        raise ConfigError("--batch-ms must be within 1..1000 (docs/protocol.md)")
     if config.bridge_url is not None:
         if not config.bridge_url.startswith(("ws://", "wss://")):
             raise ConfigError("--bridge-url must be a ws:// or wss:// URL")

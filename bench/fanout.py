@@ -7,7 +7,7 @@ relay of bench/baseline_pubsub.py, fed by Redis PUBLISH at the same rate) and
 ``baseline_batch`` (the same relay broadcasting one batch frame per window).
 
 Loss versus conflation: under backpressure the bridge keeps only the latest ticker per symbol
-for a slow reader (SPEC §4), which shows up in the client as a hole in the sequence. The
+for a slow reader (docs/protocol.md), which shows up in the client as a hole in the sequence. The
 bridge counts these (``bridge_conflated_updates_total``); loss is the holes it does not
 account for. The baseline never conflates, so all its holes are loss.
 

@@ -1,4 +1,4 @@
-"""Decoding of the frames the fan-out clients receive (SPEC §4 updates and batches).
+"""Decoding of the frames the fan-out clients receive (docs/protocol.md updates and batches).
 
 Both the bridge (``update`` frames, or ``batch`` frames with ``?batch_ms=``) and the pub/sub
 baseline (which relays ``update`` frames verbatim) are read by the same code, so the two are

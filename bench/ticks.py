@@ -18,7 +18,7 @@ def symbol_names(count: int) -> list[str]:
 
 
 def ticker_fields(exchange: str, symbol: str, seq: int, sent_at: float) -> dict[str, Any]:
-    """A Ticker (SPEC §2 fields) numbered ``seq`` for its symbol, stamped ``sent_at``."""
+    """A Ticker (proto/cache/v1/cache.proto fields) numbered ``seq`` for its symbol, stamped ``sent_at``."""
     price = 100.0 + (seq % 1000) * 0.01
     return {
         "exchange": exchange,

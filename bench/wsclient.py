@@ -1,5 +1,5 @@
 """The ``websockets`` client of the capacity, churn and unary scenarios: connect, read the
-welcome (SPEC §4). The fan-out clients use the leaner bench/lean_connection.py.
+welcome (docs/protocol.md). The fan-out clients use the leaner bench/lean_connection.py.
 
 Clients do not offer permessage-deflate unless asked (``compression="deflate"``): trading
 clients usually do not, and the bridge's cost per connection is what is being measured.

@@ -1,6 +1,6 @@
 """The bridge application: wiring, the WebSocket handler, start and graceful drain.
 
-Authentication happens after the upgrade (SPEC §4: the client sees a 1008 close with a reason,
+Authentication happens after the upgrade (docs/protocol.md: the client sees a 1008 close with a reason,
 which a browser can read, rather than an HTTP 401 it cannot), then the connection caps, then
 the :class:`bridge.session.Session` takes over.
 """

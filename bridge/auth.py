@@ -1,7 +1,7 @@
 """Who is on the other end: JWT verification turned into an :class:`Identity` or a close reason.
 
 Sans-I/O: takes the request path and headers, returns an identity or raises :class:`AuthError`
-whose ``reason`` is exactly what SPEC §4 puts in the 1008 close frame.
+whose ``reason`` is exactly what docs/protocol.md puts in the 1008 close frame.
 """
 
 from __future__ import annotations

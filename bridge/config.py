@@ -56,7 +56,7 @@ class BridgeConfig:
     grpc_tls_cert_file: str | None = None
     grpc_tls_key_file: str | None = None
     log_level: str = "INFO"
-    # Not flags: knobs the tests turn (SPEC fixes the 10 s of sustained excess).
+    # Not flags: knobs the tests turn (docs/protocol.md fixes the 10 s of sustained excess).
     rate_limit_close_after: float = 10.0
     upstream_backoff_max: float = 5.0
     jwt_public_key: str | None = field(default=None, repr=False)
@@ -73,7 +73,7 @@ class BridgeConfig:
 
     @property
     def batch_limit_ms(self) -> int:
-        """Largest ``?batch_ms`` a client may ask for (SPEC: 1..1000, capped by the flag)."""
+        """Largest ``?batch_ms`` a client may ask for (docs/protocol.md: 1..1000, capped by the flag)."""
         return min(1000, self.batch_max_ms)
 
 

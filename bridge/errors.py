@@ -1,4 +1,4 @@
-"""Error codes of the WebSocket protocol (SPEC §4) and how gRPC failures map onto them."""
+"""Error codes of the WebSocket protocol (docs/protocol.md) and how gRPC failures map onto them."""
 
 from __future__ import annotations
 

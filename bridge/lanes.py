@@ -14,7 +14,7 @@ own queue instead, where conflation and the slow-consumer rule apply exactly as 
 changes what a client costs, never what it receives.
 
 A plain lane (no ``batch_ms``) flushes after each upstream message; a batched one ``batch_ms``
-after the first event it holds (SPEC: at most N ms after the first update in a batch). Events a
+after the first event it holds (docs/protocol.md: at most N ms after the first update in a batch). Events a
 batched lane hands to a member one by one are due at once in that member's queue: they have
 waited for their batch already.
 

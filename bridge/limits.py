@@ -1,4 +1,4 @@
-"""Per-client and per-process limits of SPEC §4, as plain objects driven by a clock value.
+"""Per-client and per-process limits of docs/protocol.md, as plain objects driven by a clock value.
 
 The caller passes ``now`` (``time.monotonic()``), so the rules are tested without waiting.
 """

@@ -1,4 +1,4 @@
-"""Prometheus metrics of SPEC §6, on a registry of the bridge's own.
+"""Prometheus metrics listed in docs/bridge.md (Metrics), on a registry of the bridge's own.
 
 A registry per bridge (not the global one) lets tests run several bridges in one process and
 read each one's numbers. Labels never carry user ids, symbols or other unbounded values.

@@ -1,6 +1,6 @@
 """Bounded per-client outbound queue: what to write next, what to conflate, when to give up.
 
-Ticker updates are state, not history, but SPEC §9.3 lets them be conflated only for a client
+Ticker updates are state, not history, but docs/protocol.md §6 lets them be conflated only for a client
 that is *behind*: one whose backlog holds at least ``conflate_above`` frames (by default
 :data:`CONFLATE_FRACTION` of ``--max-backlog``). Below that bound every update is queued, so a
 client that keeps up sees a burst of ten updates of one symbol as ten, even when they queue

@@ -1,4 +1,4 @@
-"""The WebSocket protocol v1 (SPEC §4) as plain functions: parse requests, validate params, build frames.
+"""The WebSocket protocol v1 (docs/protocol.md) as plain functions: parse requests, validate params, build frames.
 
 Nothing here touches a socket, so every rule (what a bad frame gets back, which parameter is
 wrong and why) is tested directly, including with hypothesis throwing random frames at it.

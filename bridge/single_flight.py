@@ -7,7 +7,7 @@ while an identical call is in flight waits for that call's answer instead of mak
 The answer it gets was read after that call started, so it is at most one round trip older
 than the request: for a value that changes every few milliseconds, any read of it is that old
 by the time it arrives. Only calls whose answer does not depend on who asks may share
-(tickers are public, SPEC §2); orders and bots are scoped to their owner and never share.
+(tickers are public, proto/cache/v1/cache.proto); orders and bots are scoped to their owner and never share.
 
 The call is made in the first caller's task (no task of its own: that would cost event-loop
 turns on every call). If that caller is cancelled (its connection went away), the call ends

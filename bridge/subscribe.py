@@ -133,7 +133,7 @@ class Subscriptions:
         """Deliver catch-up events, pacing on the client's backlog so a long replay cannot
         overflow.
 
-        Replayed events are never conflated (SPEC §9.3): they queue behind the ``subscribe``
+        Replayed events are never conflated (docs/protocol.md §6): they queue behind the ``subscribe``
         response, and a client resuming after 4 missed updates of 2 symbols gets all 4.
 
         The replay ends at the service's live point, or later when live events held meanwhile

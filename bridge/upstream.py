@@ -2,7 +2,7 @@
 
 One channel per process (HTTP/2 multiplexes every call and stream over it); ``dns:///`` targets
 resolve to every address of a headless Service and calls are spread round-robin. Unary calls are
-fail-fast with a deadline (SPEC §7: during an outage they fail with UNAVAILABLE at once, they
+fail-fast with a deadline (docs/reliability.md: during an outage they fail with UNAVAILABLE at once, they
 never hang); identical concurrent reads of public data share one call (bridge/single_flight.py).
 A health poller keeps :attr:`Upstream.serving` current for ``/readyz``.
 """
@@ -49,7 +49,7 @@ HEALTH_FAILURES = 3   # consecutive failed checks (about 3 s) before /readyz goe
 
 
 def metadata_for(identity: Identity | None) -> tuple[tuple[str, str], ...]:
-    """Caller identity in metadata (SPEC §3); None is an internal caller and sees everything."""
+    """Caller identity in metadata (proto/cache/v1/cache.proto); None is an internal caller and sees everything."""
     if identity is None:
         return ()
     return ((USER_HEADER, identity.user_id), (SCOPE_HEADER, identity.scope_header))
@@ -115,7 +115,7 @@ class Upstream:
         self.metrics.grpc_requests_total.labels(method, code.name).inc()
 
     async def unary(self, method: str, request: Any, identity: Identity | None) -> Any:
-        """Call ``method``; failures raise :class:`bridge.errors.BridgeError` with the SPEC code.
+        """Call ``method``; failures raise :class:`bridge.errors.BridgeError` with the protocol's code (docs/protocol.md).
         A public read joins an identical one in flight; the answer is shared, not copied, so
         callers must not modify it."""
         if method in SHARED_READS:

@@ -26,7 +26,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 @dataclass(frozen=True)
 class CacheConfig:
-    """Everything the service needs to start. Defaults match SPEC §5 and the chart."""
+    """Everything the service needs to start. Defaults match docs/cache_service.md and the chart."""
 
     redis_url: str = "redis://localhost:6379/0"
     host: str = "0.0.0.0"

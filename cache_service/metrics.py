@@ -1,4 +1,4 @@
-"""Prometheus metrics of SPEC §6, on a registry of the service's own.
+"""Prometheus metrics listed in docs/cache_service.md (Metrics), on a registry of the service's own.
 
 A registry per service instance (not the global one) lets tests run several services in one
 process. Labels are bounded: method names of registered RPCs, status code names, and the

@@ -1,4 +1,4 @@
-"""Pure checks of incoming entities and request fields (SPEC §2).
+"""Pure checks of incoming entities and request fields (proto/cache/v1/cache.proto).
 
 Each check raises InvalidArgument with a message naming the field, so a producer sees
 exactly what to fix; nothing here talks to Redis or gRPC.
@@ -70,7 +70,7 @@ def first_bad_ticker(tickers: Sequence[cache_pb2.Ticker]) -> tuple[int, InvalidA
 
 
 def check_order(order: cache_pb2.Order) -> None:
-    """An order record: ids, enums of SPEC §2, finite non-negative quantities."""
+    """An order record: ids, enums of proto/cache/v1/cache.proto, finite non-negative quantities."""
     require_id("order.order_id", order.order_id)
     require_id("order.user_id", order.user_id)
     require_id("order.exchange", order.exchange)

@@ -49,7 +49,7 @@ class Channel:
     ``private`` channels carry one user's entities: their topic is per user (or one for all
     admins) and their stream runs as that user. Public ones (tickers) share a topic per
     exchange. ``conflates``: a queued update may be replaced by a newer one of the same symbol
-    for a client that is behind (state, not history; SPEC §9.3).
+    for a client that is behind (state, not history; docs/protocol.md §6).
     """
 
     name: str

@@ -1,5 +1,5 @@
 /*
- * marketbridge live page: a WebSocket protocol v1 client (SPEC §4) in plain JS, no build step.
+ * marketbridge live page: a WebSocket protocol v1 client (docs/protocol.md) in plain JS, no build step.
  *
  * Three layers, like the server's: pure helpers (frame expansion, backoff, rates, formatting:
  * no DOM, no socket), a Client that owns the socket (requests, subscriptions with resume,
@@ -49,7 +49,7 @@
   const GET_A_TOKEN = 'Paste a new token or open the URL `make up` printed.';
 
   /**
-   * What to do after a close (SPEC §4 close codes): retry later, or wait for a new token.
+   * What to do after a close (docs/protocol.md close codes): retry later, or wait for a new token.
    * `dropToken`: the token itself was refused (`make up` signs with a new secret on every run),
    * so keeping it would only refuse the next reload too.
    */
@@ -256,7 +256,7 @@
     }
 
     /**
-     * Re-snapshot `key` after events were lost (`recovered: false`, SPEC §4): unsubscribe and
+     * Re-snapshot `key` after events were lost (`recovered: false`, docs/protocol.md): unsubscribe and
      * subscribe again without `resume_from`, so the reply carries the current state.
      */
     refresh(key) {

@@ -1,4 +1,4 @@
-"""An L2 order book fed by one publisher's snapshots and deltas (SPEC §9.1, §9.2).
+"""An L2 order book fed by one publisher's snapshots and deltas (docs/market_data.md).
 
 A snapshot replaces the book; a delta changes some levels and must carry the exchange
 sequence number right after the last one. Anything else means we missed an update, so the
@@ -55,7 +55,7 @@ Change = tuple[Decimal, Level | None]   # a parsed level; None removes the price
 
 
 def check_depth(depth: int) -> int:
-    """``depth`` if it is one SPEC §9.3 allows, else InvalidBook."""
+    """``depth`` if it is one of the depths docs/market_data.md allows, else InvalidBook."""
     if depth not in DEPTHS:
         allowed = ", ".join(str(d) for d in sorted(DEPTHS))
         raise InvalidBook(f"depth must be one of {allowed}, got {depth!r}")

@@ -1,4 +1,4 @@
-"""Candles built from trades (SPEC §9.1): one series per interval, UTC-aligned.
+"""Candles built from trades (docs/market_data.md): one series per interval, UTC-aligned.
 
 A candle covers ``[open_time, open_time + interval)``, ``open_time`` a multiple of the
 interval in unix seconds (unix time has no leap seconds, so a multiple of 86400 is midnight

@@ -1,4 +1,4 @@
-"""Kraken's L2 book checksum (SPEC §9.3), so existing client code can verify our books.
+"""Kraken's L2 book checksum (docs/market_data.md), so existing client code can verify our books.
 
 Over the top 10 asks (ascending) then the top 10 bids (descending) of the book as the client
 holds it (cut to its subscription's depth, which is never below 10, so these are the book's

@@ -1,6 +1,6 @@
 """A client's copy of a book at one depth, checked against every update's checksum.
 
-What SPEC §9.3 asks of a client, as a plain object: tests use it to prove that what the
+What docs/market_data.md asks of a client, as a plain object: tests use it to prove that what the
 server sends rebuilds the server's cut, probe clients use it to check a live bridge.
 """
 

@@ -1,4 +1,4 @@
-"""Decimal strings for money: parsed exactly, kept as given (SPEC §9.1).
+"""Decimal strings for money: parsed exactly, kept as given (docs/market_data.md).
 
 Prices and quantities travel as strings so no float ever rounds them. We parse them with
 ``decimal.Decimal`` to compare and key levels by value (``"50000.1"`` and ``"50000.10"`` are

@@ -1,7 +1,7 @@
 """Book updates for one subscription depth, and merging them for a client that is behind.
 
 **Update for a depth.** A client holds the book cut to its depth and truncates its copy after
-each update (SPEC §9.3). When a level inside that depth goes, the best level beyond it moves
+each update (docs/market_data.md). When a level inside that depth goes, the best level beyond it moves
 in, and the client has never seen it. So the server does not forward the raw delta: for each
 depth it diffs ``cut(depth)`` before and after the delta (:func:`diff`): every level that is
 new or whose strings changed is sent, every price that left the cut (removed, or pushed out

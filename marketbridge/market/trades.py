@@ -1,4 +1,4 @@
-"""A trade as the service accepts it (SPEC §9.1), validated once at the door.
+"""A trade as the service accepts it (docs/market_data.md), validated once at the door.
 
 Candles, ``ListTrades`` and the streams all trust a :class:`Trade`, so everything they rely on
 is checked here: a non-empty bounded id, a known taker side, a positive price and amount in

@@ -1,4 +1,4 @@
-"""SPEC §9.3 delivery rules as the outbound queue decides them, without sockets: when tickers
+"""docs/protocol.md §6 delivery rules as the outbound queue decides them, without sockets: when tickers
 may conflate (only for a client that is behind), what never conflates, when a batch is due."""
 
 from __future__ import annotations

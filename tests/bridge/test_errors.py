@@ -1,4 +1,4 @@
-"""SPEC error codes from gRPC statuses, and what each code tells the client."""
+"""Error codes (docs/protocol.md) from gRPC statuses, and what each code tells the client."""
 
 from __future__ import annotations
 

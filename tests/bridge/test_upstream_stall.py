@@ -1,4 +1,4 @@
-"""Upstream streams that stay open but go silent, and upstreams that die (SPEC §4/§7).
+"""Upstream streams that stay open but go silent, and upstreams that die (docs/protocol.md, docs/reliability.md).
 
 A subscribed client must be told ``interrupted`` within ``--upstream-stall-s`` (+ slack) when its
 topic's upstream cannot deliver, stay connected, and get ``resumed`` (``recovered: true`` when

@@ -1,4 +1,4 @@
-"""SPEC §9.3 delivery rules over real sockets: every ticker update reaches a client that keeps
+"""docs/protocol.md §6 delivery rules over real sockets: every ticker update reaches a client that keeps
 up and every ``resume_from`` replay; a batch handed over by a lane waits for one timer only."""
 
 from __future__ import annotations

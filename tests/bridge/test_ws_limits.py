@@ -1,4 +1,4 @@
-"""Every limit of SPEC §4 and its close code, against a real bridge."""
+"""Every limit of docs/protocol.md and its close code, against a real bridge."""
 
 from __future__ import annotations
 

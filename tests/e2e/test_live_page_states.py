@@ -13,14 +13,7 @@ import asyncio
 import pytest
 
 from tests.e2e.chromium import Chromium
-from tests.e2e.live_page import (
-    CONNECTION,
-    browser_page,
-    live_stack,
-    text_of,
-    wait_page,
-    wait_prices_move,
-)
+from tests.e2e.live_page import CONNECTION, browser_page, live_stack, text_of, wait_page, wait_prices_move
 from tests.infra.redis_servers import RedisServer
 from tests.infra.tokens import make_token
 

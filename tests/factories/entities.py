@@ -1,4 +1,4 @@
-"""Factories for the three entities of SPEC §2, as cache.v1 protobuf messages.
+"""Factories for the three entities of proto/cache/v1/cache.proto, as cache.v1 protobuf messages.
 
 ``TickerFactory()`` gives a valid Ticker; pass fields to override (``TickerFactory(symbol="ETH/USDT")``).
 ``.json()`` helpers are not here on purpose: the bridge's own codec turns messages into JSON.

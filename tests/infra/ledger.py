@@ -3,7 +3,7 @@
 Resilience scenarios publish continuously while a fault is injected. Every write the cache
 service acknowledged (it returned a ``seq``) is recorded here with the moment it was sent; every
 update a client received is recorded against the client. After recovery,
-:meth:`Ledger.assert_complete` holds each client to SPEC §4 and §7:
+:meth:`Ledger.assert_complete` holds each client to docs/protocol.md and docs/reliability.md:
 
 - orders and bots: every acknowledged write the client may see (its own, or all for an admin,
   through its filters) and sent after its subscription was confirmed is received exactly once,

@@ -1,6 +1,6 @@
 """Scenario 7: bad frames, oversized frames and connection churn next to well-behaved clients.
 
-Promise (SPEC §4, §7): no bad frame, oversized frame, flood or churn degrades other clients:
+Promise (docs/protocol.md, docs/reliability.md): no bad frame, oversized frame, flood or churn degrades other clients:
 they stay connected and get every acknowledged event; the abusers get their error frames or
 their close codes (1009 for an oversized frame); after 1,000 connect/close cycles the bridge
 holds no leftover connection and its memory returns to within 10% of where it started.

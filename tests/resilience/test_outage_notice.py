@@ -1,6 +1,6 @@
 """Scenario 9: an upstream that cannot deliver is told to every subscriber, within a bound.
 
-SPEC §7 promises ``interrupted`` then ``resumed``. Each fault below is held for 15 s, as a
+docs/reliability.md promises ``interrupted`` then ``resumed``. Each fault below is held for 15 s, as a
 real outage would be, with clients subscribed on every channel (plain and batched, user and
 admin, filtered tickers) while the publisher keeps writing:
 

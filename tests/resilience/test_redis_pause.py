@@ -1,6 +1,6 @@
 """Scenario 2: Redis hangs (paused, not refusing) for longer than the call deadline.
 
-Promise (SPEC §7): unary calls fail fast with UNAVAILABLE (or TIMEOUT at the bridge's deadline),
+Promise (docs/reliability.md): unary calls fail fast with UNAVAILABLE (or TIMEOUT at the bridge's deadline),
 never hang past their deadline; ``/readyz`` goes 503 while the upstream is not SERVING and comes
 back; clients stay connected and get every acknowledged event once Redis answers again.
 """

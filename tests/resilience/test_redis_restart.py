@@ -1,6 +1,6 @@
 """Scenario 1: Redis killed (SIGKILL) and restarted mid-stream, while publishing continues.
 
-Promise (SPEC §7): no client is disconnected; subscriptions say ``interrupted`` then
+Promise (docs/reliability.md): no client is disconnected; subscriptions say ``interrupted`` then
 ``resumed``; every acknowledged order/bot event reaches every client that may see it, once,
 in order; ticker streams deliver every retained event (Redis keeps them: append-only, fsync
 always).

@@ -1,6 +1,6 @@
 """Scenario 6: one client stops reading.
 
-Promise (SPEC §4, §7): a slow reader does not slow the others (their delivery latency stays
+Promise (docs/protocol.md, docs/reliability.md): a slow reader does not slow the others (their delivery latency stays
 within 2x of the same traffic without it), and when its backlog is over ``--max-backlog`` it is
 closed 1013 ``slow consumer``; it then reconnects with ``resume_from`` and misses no order or bot
 event.
