@@ -40,7 +40,7 @@ def test_dockerignore_sends_only_the_package() -> None:
     lines = [ln for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln and not ln.startswith("#")]
     assert lines[0] == "*"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "LICENSE", "bridge", "cache_service"}
+    assert allowed == {"pyproject.toml", "README.md", "LICENSE", "bridge", "cache_service", "marketbridge"}
     copied = set(re.findall(r"^COPY (?!--from)(.+) \S+$", (ROOT / "Dockerfile").read_text(), flags=re.M))
     sources = {src for line in copied for src in line.split()}
     assert sources <= allowed, f"the Dockerfile copies files .dockerignore drops: {sources - allowed}"
