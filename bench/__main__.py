@@ -88,55 +88,29 @@ def run_scenarios(config: BenchConfig, endpoints: Endpoints, document: dict[str,
                 document["fanout"].append(point)
                 print(report.fanout_line(point), flush=True)
             report.write(document, config.json_path)
-    if "capacity" in config.scenarios:
-        result = _attempt(
-            document,
-            "capacity",
-            lambda: capacity.run(endpoints, config.capacity_steps, config.workers),
-        )
-        if result:
-            document["capacity"] = result
-            print("\n".join(report.capacity_lines(result)), flush=True)
-        report.write(document, config.json_path)
-    if "churn" in config.scenarios:
-        result = _attempt(
-            document,
-            "churn",
-            lambda: churn.run(
-                endpoints,
-                config.churn_duration,
-                config.churn_concurrency,
-                config.workers,
-                config.profile_dir,
-            ),
-        )
-        if result:
-            document["churn"] = result
-            print(report.churn_line(result), flush=True)
-        report.write(document, config.json_path)
-    if "unary" in config.scenarios:
-        result = _attempt(
-            document,
-            "unary",
-            lambda: unary.run(
-                endpoints,
-                config.unary_duration,
-                config.unary_connections,
-                config.unary_depth,
-                config.workers,
-                config.profile_dir,
-            ),
-        )
-        if result:
-            document["unary"] = result
-            print(report.unary_line(result), flush=True)
-        report.write(document, config.json_path)
-    if "grpc" in config.scenarios:
-        result = _attempt(document, "grpc", lambda: grpc_batching.run(config.grpc_tickers))
-        if result:
-            document["grpc_batching"] = result
-            print("\n".join(report.grpc_lines(result)), flush=True)
-        report.write(document, config.json_path)
+    scenarios: list[tuple[str, str, Callable[[], Any], Callable[[Any], str]]] = [
+        ("capacity", "capacity",
+         lambda: capacity.run(endpoints, config.capacity_steps, config.workers),
+         lambda result: "\n".join(report.capacity_lines(result))),
+        ("churn", "churn",
+         lambda: churn.run(endpoints, config.churn_duration, config.churn_concurrency,
+                           config.workers, config.profile_dir),
+         report.churn_line),
+        ("unary", "unary",
+         lambda: unary.run(endpoints, config.unary_duration, config.unary_connections,
+                           config.unary_depth, config.workers, config.profile_dir),
+         report.unary_line),
+        ("grpc", "grpc_batching",
+         lambda: grpc_batching.run(config.grpc_tickers),
+         lambda result: "\n".join(report.grpc_lines(result))),
+    ]
+    for name, key, step, describe in scenarios:
+        if name in config.scenarios:
+            result = _attempt(document, name, step)
+            if result:
+                document[key] = result
+                print(describe(result), flush=True)
+            report.write(document, config.json_path)
 
 
 def stop_on_signals() -> None:
