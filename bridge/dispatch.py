@@ -43,7 +43,13 @@ class Requester(Client, Protocol):
 
 
 class Dispatcher:
-    """One session's requests: the rate limit, and the handler tasks still running."""
+    """One session's requests: the rate limit, and the handler tasks still running.
+
+    Slotted, as the session's other parts: one lives per connection (10,000 idle connections
+    are a target, docs/benchmarks.md), and an instance dict would cost each one ~100 bytes.
+    """
+
+    __slots__ = ("client", "limiter", "rate_limit", "metrics", "tasks")
 
     def __init__(self, client: Requester, limiter: RateLimiter, rate_limit: float,
                  metrics: BridgeMetrics) -> None:

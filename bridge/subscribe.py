@@ -49,9 +49,11 @@ class Client(Subscriber, Protocol):
     async def writable(self) -> None: ...
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Subscriptions:
-    """One session's subscriptions: its book, their topics, their set-up and release."""
+    """One session's subscriptions: its book, their topics, their set-up and release.
+
+    Slotted: one lives per connection (see :class:`bridge.dispatch.Dispatcher`)."""
 
     client: Client
     book: SubscriptionBook
