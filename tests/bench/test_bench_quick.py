@@ -42,6 +42,9 @@ def test_quick_run_writes_results_and_plot(
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     document = json.loads((out / "quick.json").read_text())
     assert document["errors"] == []
+    # It measures no targets and says so, rather than printing "not measured" verdicts.
+    assert "the quick run measures no targets" in proc.stdout
+    assert "target " not in proc.stdout
     assert (out / "quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     modes = {(p["mode"], p["offered_rate"]) for p in document["fanout"]}
     expected = {
