@@ -121,6 +121,9 @@ class BridgeApp:
             self.metrics.active_connections.dec()
 
     async def _refuse(self, ws: ServerConnection, outcome: str, code: int, reason: str) -> None:
+        """Close a connection the bridge will not serve; logged with its reason (never the
+        token) and counted, so a failed login is not just "connection open" in the log."""
+        log.info("connection refused (%s): %d %s", outcome, code, reason)
         self.metrics.connections_total.labels(outcome).inc()
         await ws.close(code, reason)
 

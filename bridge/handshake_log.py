@@ -9,21 +9,34 @@ log with tracebacks that hide real ones. They are logged here in one line: DEBUG
 connection that closed before its request, INFO for a request that was not valid HTTP.
 Anything else (a failure in the bridge's own request handling) stays an ERROR with its
 traceback.
+
+Plain HTTP answered on the same port (probes, the live page, metrics) is not a handshake
+failure either, though ``websockets`` logs each such answer as "connection rejected (200 OK)"
+at INFO: thirty lines a minute of a page and its probes. Those records are dropped for a
+success or a redirect; :mod:`bridge.routes` logs an access line at DEBUG instead.
+
+At DEBUG ``websockets`` also logs each request line and header as received, which would put
+a client's token (``?token=``, ``Authorization``) in the log: :class:`RedactSecrets` blanks
+them before any handler sees the record.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 
 from websockets.exceptions import InvalidMessage
 
 WS_LOGGER = "bridge.ws"  # the websockets server's records: listening, handshakes, closes
+HTTP_ANSWERED = "connection rejected (%d %s)"   # websockets' record of a process_request answer
 
 
 class ClientHandshakeFaults(logging.Filter):
     """Rewrites "opening handshake failed" records whose cause is the client's."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == HTTP_ANSWERED and record.args and record.args[0] < 400:  # type: ignore[index,operator]
+            return False
         error = record.exc_info[1] if record.exc_info else None
         if not isinstance(error, InvalidMessage):
             return True
@@ -37,9 +50,31 @@ class ClientHandshakeFaults(logging.Filter):
         return logging.getLogger(record.name).isEnabledFor(record.levelno)
 
 
+REQUEST_LINE = "< GET %s HTTP/1.1"       # websockets' DEBUG record of a request line
+HEADER_LINE = "< %s: %s"                  # ... and of each request header
+SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+TOKEN_PARAM = re.compile(r"(?i)([?&]token=)[^&#]*")
+REDACTED = "[redacted]"
+
+
+class RedactSecrets(logging.Filter):
+    """Blanks tokens in the request lines and headers ``websockets`` logs at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.msg == REQUEST_LINE and isinstance(args, tuple) and args:
+            record.args = (TOKEN_PARAM.sub(r"\1" + REDACTED, str(args[0])),)
+        elif (record.msg == HEADER_LINE and isinstance(args, tuple) and len(args) == 2
+              and str(args[0]).lower() in SECRET_HEADERS):
+            record.args = (args[0], REDACTED)
+        return True
+
+
 def server_logger() -> logging.Logger:
-    """The WebSocket server's logger, with :class:`ClientHandshakeFaults` attached once."""
+    """The WebSocket server's logger, with :class:`RedactSecrets` and
+    :class:`ClientHandshakeFaults` attached once."""
     logger = logging.getLogger(WS_LOGGER)
-    if not any(isinstance(f, ClientHandshakeFaults) for f in logger.filters):
-        logger.addFilter(ClientHandshakeFaults())
+    for kind in (RedactSecrets, ClientHandshakeFaults):
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
     return logger

@@ -8,6 +8,7 @@ ready, the metrics page) rather than the application, so they know nothing of it
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from websockets.http11 import Request, Response
 
 from bridge.metrics import CONTENT_TYPE
 
+access_log = logging.getLogger("bridge.http")
 STATIC_DIR = Path(__file__).parent / "static"
 PLACEHOLDER = (b"<!doctype html><title>marketbridge</title><h1>marketbridge bridge</h1>"
                b"<p>The live page is not installed. WebSocket endpoint: <code>/ws</code>.</p>")
@@ -67,6 +69,13 @@ class Routes:
         path = unquote(urlsplit(request.path).path)
         if is_websocket_path(path):
             return None
+        response = self._answer(connection, path)
+        # An access line, at DEBUG: probes and page loads are routine, not news (the websockets
+        # server's own "connection rejected (200 OK)" record is dropped, bridge/handshake_log.py).
+        access_log.debug("GET %s %d %s", path, response.status_code, response.reason_phrase)
+        return response
+
+    def _answer(self, connection: ServerConnection, path: str) -> Response:
         if path == "/healthz":
             return text(connection, 200, "ok")
         if path == "/readyz":

@@ -105,7 +105,9 @@ class Upstream:
     def __init__(self, config: BridgeConfig, metrics: BridgeMetrics) -> None:
         self.deadline = config.grpc_deadline
         self.metrics = metrics
+        self.target = config.grpc_target
         self.channel = make_channel(config)
+        self.checked = False   # whether a health check has had its outcome yet
         self.stub = cache_pb2_grpc.CacheServiceStub(self.channel)
         self.health = HealthTracker()
         self.shared_reads: SingleFlight[Any] = SingleFlight()
@@ -155,7 +157,12 @@ class Upstream:
                 ok = reply.status == serving
             except grpc.aio.AioRpcError as exc:
                 log.debug("health check failed: %s", exc.code().name)
+                if not self.checked:
+                    # At start-up an unreachable upstream must not be silent: say where it is.
+                    log.warning("the cache service at %s does not answer (%s): not ready until it "
+                                "does (/readyz 503)", self.target, exc.code().name)
                 ok = False
+            self.checked = True
             self._record(ok)
             await asyncio.sleep(HEALTH_INTERVAL_S if self.serving else HEALTH_RETRY_S)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2
@@ -30,12 +31,25 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+def describe_failure(exc: BaseException) -> str:
+    """Why Redis did not answer, in words an operator acts on: the OS's reason when a socket
+    error is behind it ("Connection refused", "No route to host"), else the client's message."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return f"{os.strerror(seen.errno)}: {exc}"
+        seen = seen.__cause__ or seen.__context__
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 class RedisMonitor:
     """Owns the SERVING/NOT_SERVING state of the service."""
 
     def __init__(self, redis: aioredis.Redis, servicer: health.aio.HealthServicer, metrics: Metrics,
-                 interval: float = 1.0, timeout: float = 1.0) -> None:
+                 interval: float = 1.0, timeout: float = 1.0, where: str = "Redis") -> None:
         self.redis = redis
+        self.where = where   # how logs name this Redis (its URL, password masked)
+        self.cause = ""      # why the last check failed
         self.servicer = servicer
         self.metrics = metrics
         self.interval = interval
@@ -48,8 +62,10 @@ class RedisMonitor:
         """One PING, bounded by ``timeout``; updates state, gauge and counter."""
         try:
             ok = bool(await self.redis.ping())
-        except (RedisError, OSError):
+            self.cause = "" if ok else "no PONG"
+        except (RedisError, OSError) as exc:
             ok = False
+            self.cause = describe_failure(exc)
         await self._set(ok)
         return ok
 
@@ -58,9 +74,10 @@ class RedisMonitor:
             return
         if up and self.up is False:
             self.metrics.redis_reconnects.inc()
-            log.info("Redis is back")
+            log.info("Redis at %s is back", self.where)
         elif not up:
-            log.warning("Redis is not answering: reporting NOT_SERVING")
+            log.warning("Redis at %s is not answering (%s): reporting NOT_SERVING", self.where,
+                        self.cause)
         self.up = up
         self.metrics.redis_up.set(1 if up else 0)
         await self.set_status(SERVING if up else NOT_SERVING)

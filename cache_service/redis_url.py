@@ -9,6 +9,8 @@ userinfo is the master's password; the Sentinels are assumed to need none unless
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -41,6 +43,12 @@ class RedisTarget:
     @property
     def is_sentinel(self) -> bool:
         return self.scheme == "redis+sentinel"
+
+    @property
+    def shown(self) -> str:
+        """The URL for logs and messages: where Redis is, with any password masked."""
+        masked = re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", self.url)
+        return re.sub(r"(?i)(password=)[^&]*", r"\1***", masked)
 
 
 def _parse_host_port(item: str) -> tuple[str, int]:

@@ -96,7 +96,8 @@ class CacheServer:
                                config.feed_policy)
         health_servicer = health.aio.HealthServicer()
         self._monitor_redis = connect(config.redis_target, MONITOR_TIMEOUT_S)
-        self.monitor = RedisMonitor(self._monitor_redis, health_servicer, self.metrics, timeout=MONITOR_TIMEOUT_S)
+        self.monitor = RedisMonitor(self._monitor_redis, health_servicer, self.metrics,
+                                    timeout=MONITOR_TIMEOUT_S, where=config.redis_target.shown)
         server = grpc.aio.server(interceptors=[MetricsInterceptor(self.metrics)], options=GRPC_OPTIONS)
         cache_pb2_grpc.add_CacheServiceServicer_to_server(
             CacheServicer(store, self.feed, self.metrics, config.redis_timeout), server)

@@ -13,6 +13,7 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 
 from bridge.upstream import HEALTH_FAILURES
+from devstack.ports import free_port
 from tests.bridge.client import client
 from tests.infra.eventually import eventually
 from tests.infra.bridge_runner import http_get, running_bridge
@@ -162,7 +163,6 @@ async def test_http_routes(bridge) -> None:
 
 
 async def test_readyz_503_without_upstream() -> None:
-    from devstack.ports import free_port
 
     async with running_bridge(f"127.0.0.1:{free_port()}") as b:
         status, body, _ = await asyncio.to_thread(http_get, b.http + "/readyz")
@@ -212,3 +212,38 @@ async def test_raw_welcome_is_first_frame(bridge) -> None:
     async with connect(bridge.ws_url(make_token("alice"))) as ws:
         first = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert first["type"] == "connection"
+
+
+async def test_http_answers_log_as_access_lines_and_a_refused_login_with_its_reason(
+        bridge, caplog) -> None:
+    """A page load or probe is a DEBUG access line, not "connection rejected (200 OK)" at INFO;
+    a refused login is an INFO line with its reason, and the token is never logged."""
+    caplog.set_level(logging.DEBUG, logger="bridge")
+    assert (await asyncio.to_thread(http_get, bridge.http + "/healthz"))[0] == 200
+    assert (await asyncio.to_thread(http_get, bridge.http + "/nothing-here"))[0] == 404
+    bad = make_token("mallory", secret="not-the-bridge-secret-0123456789abcdef")
+    async with client(bridge.ws_url(bad), welcome=False) as c:
+        assert (await c.closed()) == (1008, "Invalid token")
+    await eventually(lambda: any("connection refused" in r.getMessage() for r in caplog.records))
+    lines = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    assert ("bridge.http", "DEBUG", "GET /healthz 200 OK") in lines
+    assert ("bridge.http", "DEBUG", "GET /nothing-here 404 Not Found") in lines
+    assert not [m for _, _, m in lines if "connection rejected (200" in m]
+    assert [m for _, _, m in lines if "connection rejected (404" in m]   # failures still show
+    assert ("bridge", "INFO", "connection refused (auth_failed): 1008 Invalid token") in lines
+    assert not [m for _, _, m in lines if bad in m]
+    assert "< GET /ws?token=[redacted] HTTP/1.1" in [m for _, _, m in lines]
+    async with connect(bridge.url, additional_headers={"Authorization": f"Bearer {bad}"}) as ws:
+        await ws.wait_closed()
+    assert not [r for r in caplog.records if bad in r.getMessage()]
+    assert "< Authorization: [redacted]" in [r.getMessage() for r in caplog.records]
+
+
+async def test_an_unreachable_upstream_is_named_at_start(caplog) -> None:
+    target = f"127.0.0.1:{free_port()}"
+    with caplog.at_level(logging.WARNING, logger="bridge"):
+        async with running_bridge(target):
+            await eventually(lambda: [r for r in caplog.records if "does not answer" in r.getMessage()])
+    [line] = [r.getMessage() for r in caplog.records if "does not answer" in r.getMessage()]
+    assert line == (f"the cache service at {target} does not answer (UNAVAILABLE): not ready until"
+                    " it does (/readyz 503)")
