@@ -43,7 +43,7 @@ async def test_redis_pause_shows_stale_data_until_the_feed_is_back(
         await wait_prices_move(page)
         await wait_page(page, f"{BADGE} === 'live' && {panels_are('live')}")
         assert await page.evaluate(text_of("live-badge")) == "live"
-        assert await page.evaluate(opacity("#tickers-card .table-wrap")) == 1
+        await wait_page(page, f"{opacity('#tickers-card .table-wrap')} === 1", timeout=10)
 
         await asyncio.to_thread(fresh_redis.pause)
         try:
@@ -55,9 +55,10 @@ async def test_redis_pause_shows_stale_data_until_the_feed_is_back(
             assert await page.evaluate(CONNECTION) == "open"  # the socket is fine: the data is not
             assert await page.evaluate(BADGE) == "stale"
             assert await page.evaluate(text_of("live-badge")) == "stale"
-            assert await page.evaluate(opacity("#tickers-card .table-wrap")) < 1
-            assert await page.evaluate(opacity("#orders-card > table")) < 1
-            assert await page.evaluate(opacity("#bots-card > ul")) < 1
+            # Greyed out: the dimming is a 0.2 s CSS transition, so await it rather than read
+            # the opacity in the transition's first frame.
+            await wait_page(page, " && ".join(f"{opacity(panel)} < 1" for panel in (
+                "#tickers-card .table-wrap", "#orders-card > table", "#bots-card > ul")), timeout=10)
         finally:
             await asyncio.to_thread(fresh_redis.unpause)
 
@@ -65,7 +66,7 @@ async def test_redis_pause_shows_stale_data_until_the_feed_is_back(
         await wait_page(page, f"{text_of('banner')}.startsWith('Feed back')", timeout=60)
         await wait_page(page, f"{BADGE} === 'live' && {panels_are('live')}", timeout=30)
         await wait_page(page, BANNER_HIDDEN, timeout=15)
-        assert await page.evaluate(opacity("#tickers-card .table-wrap")) == 1
+        await wait_page(page, f"{opacity('#tickers-card .table-wrap')} === 1", timeout=10)
         await wait_prices_move(page)
         assert page.console_errors == []
 
