@@ -277,3 +277,273 @@ class BotEvent(_message.Message):
     live: StreamLive
     heartbeat: StreamHeartbeat
     def __init__(self, seq: _Optional[str] = ..., bot: _Optional[_Union[Bot, _Mapping]] = ..., gap: _Optional[_Union[StreamGap, _Mapping]] = ..., live: _Optional[_Union[StreamLive, _Mapping]] = ..., heartbeat: _Optional[_Union[StreamHeartbeat, _Mapping]] = ...) -> None: ...
+
+class BookLevel(_message.Message):
+    __slots__ = ("price", "qty")
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    QTY_FIELD_NUMBER: _ClassVar[int]
+    price: str
+    qty: str
+    def __init__(self, price: _Optional[str] = ..., qty: _Optional[str] = ...) -> None: ...
+
+class Book(_message.Message):
+    __slots__ = ("exchange", "symbol", "bids", "asks", "checksum", "time", "sequence", "seq", "depth", "stale")
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    BIDS_FIELD_NUMBER: _ClassVar[int]
+    ASKS_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    symbol: str
+    bids: _containers.RepeatedCompositeFieldContainer[BookLevel]
+    asks: _containers.RepeatedCompositeFieldContainer[BookLevel]
+    checksum: int
+    time: float
+    sequence: int
+    seq: str
+    depth: int
+    stale: bool
+    def __init__(self, exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., bids: _Optional[_Iterable[_Union[BookLevel, _Mapping]]] = ..., asks: _Optional[_Iterable[_Union[BookLevel, _Mapping]]] = ..., checksum: _Optional[int] = ..., time: _Optional[float] = ..., sequence: _Optional[int] = ..., seq: _Optional[str] = ..., depth: _Optional[int] = ..., stale: _Optional[bool] = ...) -> None: ...
+
+class PublishBookRequest(_message.Message):
+    __slots__ = ("exchange", "symbol", "snapshot", "bids", "asks", "sequence", "time")
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    BIDS_FIELD_NUMBER: _ClassVar[int]
+    ASKS_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    symbol: str
+    snapshot: bool
+    bids: _containers.RepeatedCompositeFieldContainer[BookLevel]
+    asks: _containers.RepeatedCompositeFieldContainer[BookLevel]
+    sequence: int
+    time: float
+    def __init__(self, exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., snapshot: _Optional[bool] = ..., bids: _Optional[_Iterable[_Union[BookLevel, _Mapping]]] = ..., asks: _Optional[_Iterable[_Union[BookLevel, _Mapping]]] = ..., sequence: _Optional[int] = ..., time: _Optional[float] = ...) -> None: ...
+
+class PublishBookResponse(_message.Message):
+    __slots__ = ("accepted", "last_seq")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    last_seq: str
+    def __init__(self, accepted: _Optional[int] = ..., last_seq: _Optional[str] = ...) -> None: ...
+
+class GetBookRequest(_message.Message):
+    __slots__ = ("exchange", "symbol", "depth")
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    symbol: str
+    depth: int
+    def __init__(self, exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., depth: _Optional[int] = ...) -> None: ...
+
+class StreamBookRequest(_message.Message):
+    __slots__ = ("exchange", "symbol", "depth", "resume_from")
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FROM_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    symbol: str
+    depth: int
+    resume_from: str
+    def __init__(self, exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., depth: _Optional[int] = ..., resume_from: _Optional[str] = ...) -> None: ...
+
+class BookUpdate(_message.Message):
+    __slots__ = ("exchange", "symbol", "bids", "asks", "checksum", "time", "sequence")
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    BIDS_FIELD_NUMBER: _ClassVar[int]
+    ASKS_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    symbol: str
+    bids: _containers.RepeatedCompositeFieldContainer[BookLevel]
+    asks: _containers.RepeatedCompositeFieldContainer[BookLevel]
+    checksum: int
+    time: float
+    sequence: int
+    def __init__(self, exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., bids: _Optional[_Iterable[_Union[BookLevel, _Mapping]]] = ..., asks: _Optional[_Iterable[_Union[BookLevel, _Mapping]]] = ..., checksum: _Optional[int] = ..., time: _Optional[float] = ..., sequence: _Optional[int] = ...) -> None: ...
+
+class BookStale(_message.Message):
+    __slots__ = ("reason", "sequence")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    sequence: int
+    def __init__(self, reason: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
+
+class BookEvent(_message.Message):
+    __slots__ = ("seq", "snapshot", "update", "stale", "gap", "live", "heartbeat")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    GAP_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    seq: str
+    snapshot: Book
+    update: BookUpdate
+    stale: BookStale
+    gap: StreamGap
+    live: StreamLive
+    heartbeat: StreamHeartbeat
+    def __init__(self, seq: _Optional[str] = ..., snapshot: _Optional[_Union[Book, _Mapping]] = ..., update: _Optional[_Union[BookUpdate, _Mapping]] = ..., stale: _Optional[_Union[BookStale, _Mapping]] = ..., gap: _Optional[_Union[StreamGap, _Mapping]] = ..., live: _Optional[_Union[StreamLive, _Mapping]] = ..., heartbeat: _Optional[_Union[StreamHeartbeat, _Mapping]] = ...) -> None: ...
+
+class Trade(_message.Message):
+    __slots__ = ("exchange", "symbol", "trade_id", "price", "amount", "side", "time")
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    TRADE_ID_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    symbol: str
+    trade_id: str
+    price: str
+    amount: str
+    side: str
+    time: float
+    def __init__(self, exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., trade_id: _Optional[str] = ..., price: _Optional[str] = ..., amount: _Optional[str] = ..., side: _Optional[str] = ..., time: _Optional[float] = ...) -> None: ...
+
+class PublishTradesRequest(_message.Message):
+    __slots__ = ("trades",)
+    TRADES_FIELD_NUMBER: _ClassVar[int]
+    trades: _containers.RepeatedCompositeFieldContainer[Trade]
+    def __init__(self, trades: _Optional[_Iterable[_Union[Trade, _Mapping]]] = ...) -> None: ...
+
+class PublishTradesResponse(_message.Message):
+    __slots__ = ("accepted", "last_seq")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    last_seq: str
+    def __init__(self, accepted: _Optional[int] = ..., last_seq: _Optional[str] = ...) -> None: ...
+
+class ListTradesRequest(_message.Message):
+    __slots__ = ("exchange", "symbols", "limit")
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    symbols: _containers.RepeatedScalarFieldContainer[str]
+    limit: int
+    def __init__(self, exchange: _Optional[str] = ..., symbols: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListTradesResponse(_message.Message):
+    __slots__ = ("trades", "seq")
+    TRADES_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    trades: _containers.RepeatedCompositeFieldContainer[Trade]
+    seq: str
+    def __init__(self, trades: _Optional[_Iterable[_Union[Trade, _Mapping]]] = ..., seq: _Optional[str] = ...) -> None: ...
+
+class StreamTradesRequest(_message.Message):
+    __slots__ = ("exchange", "symbols", "resume_from")
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FROM_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    symbols: _containers.RepeatedScalarFieldContainer[str]
+    resume_from: str
+    def __init__(self, exchange: _Optional[str] = ..., symbols: _Optional[_Iterable[str]] = ..., resume_from: _Optional[str] = ...) -> None: ...
+
+class TradeEvent(_message.Message):
+    __slots__ = ("seq", "trade", "gap", "live", "heartbeat")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TRADE_FIELD_NUMBER: _ClassVar[int]
+    GAP_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    seq: str
+    trade: Trade
+    gap: StreamGap
+    live: StreamLive
+    heartbeat: StreamHeartbeat
+    def __init__(self, seq: _Optional[str] = ..., trade: _Optional[_Union[Trade, _Mapping]] = ..., gap: _Optional[_Union[StreamGap, _Mapping]] = ..., live: _Optional[_Union[StreamLive, _Mapping]] = ..., heartbeat: _Optional[_Union[StreamHeartbeat, _Mapping]] = ...) -> None: ...
+
+class Candle(_message.Message):
+    __slots__ = ("exchange", "symbol", "interval", "open_time", "open", "high", "low", "close", "volume", "trades", "closed")
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    OPEN_TIME_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    TRADES_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    symbol: str
+    interval: str
+    open_time: int
+    open: str
+    high: str
+    low: str
+    close: str
+    volume: str
+    trades: int
+    closed: bool
+    def __init__(self, exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., interval: _Optional[str] = ..., open_time: _Optional[int] = ..., open: _Optional[str] = ..., high: _Optional[str] = ..., low: _Optional[str] = ..., close: _Optional[str] = ..., volume: _Optional[str] = ..., trades: _Optional[int] = ..., closed: _Optional[bool] = ...) -> None: ...
+
+class ListCandlesRequest(_message.Message):
+    __slots__ = ("exchange", "symbol", "interval", "limit")
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    symbol: str
+    interval: str
+    limit: int
+    def __init__(self, exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., interval: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListCandlesResponse(_message.Message):
+    __slots__ = ("candles", "seq")
+    CANDLES_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    candles: _containers.RepeatedCompositeFieldContainer[Candle]
+    seq: str
+    def __init__(self, candles: _Optional[_Iterable[_Union[Candle, _Mapping]]] = ..., seq: _Optional[str] = ...) -> None: ...
+
+class StreamCandlesRequest(_message.Message):
+    __slots__ = ("exchange", "symbol", "interval", "resume_from")
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FROM_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    symbol: str
+    interval: str
+    resume_from: str
+    def __init__(self, exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., interval: _Optional[str] = ..., resume_from: _Optional[str] = ...) -> None: ...
+
+class CandleEvent(_message.Message):
+    __slots__ = ("seq", "candle", "gap", "live", "heartbeat")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    CANDLE_FIELD_NUMBER: _ClassVar[int]
+    GAP_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    seq: str
+    candle: Candle
+    gap: StreamGap
+    live: StreamLive
+    heartbeat: StreamHeartbeat
+    def __init__(self, seq: _Optional[str] = ..., candle: _Optional[_Union[Candle, _Mapping]] = ..., gap: _Optional[_Union[StreamGap, _Mapping]] = ..., live: _Optional[_Union[StreamLive, _Mapping]] = ..., heartbeat: _Optional[_Union[StreamHeartbeat, _Mapping]] = ...) -> None: ...

@@ -106,6 +106,46 @@ class CacheServiceStub:
                 request_serializer=cache_dot_v1_dot_cache__pb2.StreamBotsRequest.SerializeToString,
                 response_deserializer=cache_dot_v1_dot_cache__pb2.BotEvent.FromString,
                 _registered_method=True)
+        self.PublishBook = channel.stream_unary(
+                '/cache.v1.CacheService/PublishBook',
+                request_serializer=cache_dot_v1_dot_cache__pb2.PublishBookRequest.SerializeToString,
+                response_deserializer=cache_dot_v1_dot_cache__pb2.PublishBookResponse.FromString,
+                _registered_method=True)
+        self.GetBook = channel.unary_unary(
+                '/cache.v1.CacheService/GetBook',
+                request_serializer=cache_dot_v1_dot_cache__pb2.GetBookRequest.SerializeToString,
+                response_deserializer=cache_dot_v1_dot_cache__pb2.Book.FromString,
+                _registered_method=True)
+        self.StreamBook = channel.unary_stream(
+                '/cache.v1.CacheService/StreamBook',
+                request_serializer=cache_dot_v1_dot_cache__pb2.StreamBookRequest.SerializeToString,
+                response_deserializer=cache_dot_v1_dot_cache__pb2.BookEvent.FromString,
+                _registered_method=True)
+        self.PublishTrades = channel.stream_unary(
+                '/cache.v1.CacheService/PublishTrades',
+                request_serializer=cache_dot_v1_dot_cache__pb2.PublishTradesRequest.SerializeToString,
+                response_deserializer=cache_dot_v1_dot_cache__pb2.PublishTradesResponse.FromString,
+                _registered_method=True)
+        self.ListTrades = channel.unary_unary(
+                '/cache.v1.CacheService/ListTrades',
+                request_serializer=cache_dot_v1_dot_cache__pb2.ListTradesRequest.SerializeToString,
+                response_deserializer=cache_dot_v1_dot_cache__pb2.ListTradesResponse.FromString,
+                _registered_method=True)
+        self.StreamTrades = channel.unary_stream(
+                '/cache.v1.CacheService/StreamTrades',
+                request_serializer=cache_dot_v1_dot_cache__pb2.StreamTradesRequest.SerializeToString,
+                response_deserializer=cache_dot_v1_dot_cache__pb2.TradeEvent.FromString,
+                _registered_method=True)
+        self.ListCandles = channel.unary_unary(
+                '/cache.v1.CacheService/ListCandles',
+                request_serializer=cache_dot_v1_dot_cache__pb2.ListCandlesRequest.SerializeToString,
+                response_deserializer=cache_dot_v1_dot_cache__pb2.ListCandlesResponse.FromString,
+                _registered_method=True)
+        self.StreamCandles = channel.unary_stream(
+                '/cache.v1.CacheService/StreamCandles',
+                request_serializer=cache_dot_v1_dot_cache__pb2.StreamCandlesRequest.SerializeToString,
+                response_deserializer=cache_dot_v1_dot_cache__pb2.CandleEvent.FromString,
+                _registered_method=True)
 
 
 class CacheServiceServicer:
@@ -200,6 +240,58 @@ class CacheServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishBook(self, request_iterator, context):
+        """v1.1: books, trades, candles (docs/market_data.md). Status codes as above, plus
+        FAILED_PRECONDITION for a delta the book cannot take ("snapshot needed: ...").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBook(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamBook(self, request, context):
+        """Without `resume_from` the first event is a `snapshot` (the cut now), then `live`, then updates.
+        With it: the updates after it, then `live`; after a `gap`, a fresh `snapshot` comes next.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PublishTrades(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTrades(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamTrades(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCandles(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamCandles(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -272,6 +364,46 @@ def add_CacheServiceServicer_to_server(servicer, server):
                     servicer.StreamBots,
                     request_deserializer=cache_dot_v1_dot_cache__pb2.StreamBotsRequest.FromString,
                     response_serializer=cache_dot_v1_dot_cache__pb2.BotEvent.SerializeToString,
+            ),
+            'PublishBook': grpc.stream_unary_rpc_method_handler(
+                    servicer.PublishBook,
+                    request_deserializer=cache_dot_v1_dot_cache__pb2.PublishBookRequest.FromString,
+                    response_serializer=cache_dot_v1_dot_cache__pb2.PublishBookResponse.SerializeToString,
+            ),
+            'GetBook': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBook,
+                    request_deserializer=cache_dot_v1_dot_cache__pb2.GetBookRequest.FromString,
+                    response_serializer=cache_dot_v1_dot_cache__pb2.Book.SerializeToString,
+            ),
+            'StreamBook': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamBook,
+                    request_deserializer=cache_dot_v1_dot_cache__pb2.StreamBookRequest.FromString,
+                    response_serializer=cache_dot_v1_dot_cache__pb2.BookEvent.SerializeToString,
+            ),
+            'PublishTrades': grpc.stream_unary_rpc_method_handler(
+                    servicer.PublishTrades,
+                    request_deserializer=cache_dot_v1_dot_cache__pb2.PublishTradesRequest.FromString,
+                    response_serializer=cache_dot_v1_dot_cache__pb2.PublishTradesResponse.SerializeToString,
+            ),
+            'ListTrades': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTrades,
+                    request_deserializer=cache_dot_v1_dot_cache__pb2.ListTradesRequest.FromString,
+                    response_serializer=cache_dot_v1_dot_cache__pb2.ListTradesResponse.SerializeToString,
+            ),
+            'StreamTrades': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamTrades,
+                    request_deserializer=cache_dot_v1_dot_cache__pb2.StreamTradesRequest.FromString,
+                    response_serializer=cache_dot_v1_dot_cache__pb2.TradeEvent.SerializeToString,
+            ),
+            'ListCandles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCandles,
+                    request_deserializer=cache_dot_v1_dot_cache__pb2.ListCandlesRequest.FromString,
+                    response_serializer=cache_dot_v1_dot_cache__pb2.ListCandlesResponse.SerializeToString,
+            ),
+            'StreamCandles': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamCandles,
+                    request_deserializer=cache_dot_v1_dot_cache__pb2.StreamCandlesRequest.FromString,
+                    response_serializer=cache_dot_v1_dot_cache__pb2.CandleEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -654,6 +786,222 @@ class CacheService:
             '/cache.v1.CacheService/StreamBots',
             cache_dot_v1_dot_cache__pb2.StreamBotsRequest.SerializeToString,
             cache_dot_v1_dot_cache__pb2.BotEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishBook(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/cache.v1.CacheService/PublishBook',
+            cache_dot_v1_dot_cache__pb2.PublishBookRequest.SerializeToString,
+            cache_dot_v1_dot_cache__pb2.PublishBookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cache.v1.CacheService/GetBook',
+            cache_dot_v1_dot_cache__pb2.GetBookRequest.SerializeToString,
+            cache_dot_v1_dot_cache__pb2.Book.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamBook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cache.v1.CacheService/StreamBook',
+            cache_dot_v1_dot_cache__pb2.StreamBookRequest.SerializeToString,
+            cache_dot_v1_dot_cache__pb2.BookEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishTrades(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/cache.v1.CacheService/PublishTrades',
+            cache_dot_v1_dot_cache__pb2.PublishTradesRequest.SerializeToString,
+            cache_dot_v1_dot_cache__pb2.PublishTradesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTrades(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cache.v1.CacheService/ListTrades',
+            cache_dot_v1_dot_cache__pb2.ListTradesRequest.SerializeToString,
+            cache_dot_v1_dot_cache__pb2.ListTradesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamTrades(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cache.v1.CacheService/StreamTrades',
+            cache_dot_v1_dot_cache__pb2.StreamTradesRequest.SerializeToString,
+            cache_dot_v1_dot_cache__pb2.TradeEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCandles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cache.v1.CacheService/ListCandles',
+            cache_dot_v1_dot_cache__pb2.ListCandlesRequest.SerializeToString,
+            cache_dot_v1_dot_cache__pb2.ListCandlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamCandles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cache.v1.CacheService/StreamCandles',
+            cache_dot_v1_dot_cache__pb2.StreamCandlesRequest.SerializeToString,
+            cache_dot_v1_dot_cache__pb2.CandleEvent.FromString,
             options,
             channel_credentials,
             insecure,
