@@ -5,7 +5,8 @@ Starts, in order, and waits for each to be ready before the next:
 1. Redis: a throw-away ``redis-server`` on 127.0.0.1 (no persistence), unless ``--redis-url``
    points at one that is already running;
 2. the cache service (``python -m cache_service``), ready when gRPC health says SERVING;
-3. the bridge (``python -m bridge``) with a random development JWT secret, ready when
+3. the bridge (``python -m bridge``) with the development JWT secret (``--jwt-secret``, else
+   the one kept in ``.dev-secret``, made on the first launch: devstack/secret.py), ready when
    ``GET /readyz`` answers 200;
 4. the demo feed (``python -m scripts.demo_feed``), ready when the cache holds tickers.
 
@@ -23,8 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import dataclasses
 import os
-import secrets
 import shlex
 import shutil
 import signal
@@ -39,10 +40,13 @@ from typing import TextIO
 from devstack import probes
 from devstack.exits import describe_exit
 from devstack.ports import free_port, port_is_free
+from devstack.secret import persistent_secret
 from devstack.tokens import user_token
 
 ENV_PREFIX = "DEV_"
 ROOT = Path(__file__).resolve().parent.parent
+# Git- and docker-ignored; made 0600 on the first launch (devstack/secret.py).
+SECRET_FILE = ROOT / ".dev-secret"
 DEMO_USERS = ("alice", "bob")
 TOKEN_LIFETIME_S = 24 * 3600
 STOP_GRACE_S = 10.0
@@ -70,7 +74,10 @@ class StackConfig:
     redis_url: str | None = None
     rate: float = 50.0
     feed: bool = True
-    jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    # Empty: the one kept in ``secret_file`` (resolve_secret), so tokens outlive a restart.
+    jwt_secret: str = field(default="", repr=False)
+    secret_file: Path = SECRET_FILE
+    secret_from_file: bool = False  # set by resolve_secret, for the banner
     log_level: str = "INFO"
     ready_timeout: float = 60.0
 
@@ -106,7 +113,7 @@ class StackConfig:
 
 def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> StackConfig:
     """Flags win over ``DEV_<FLAG>`` variables, which win over the defaults."""
-    d = StackConfig(jwt_secret="-")
+    d = StackConfig()
 
     def env(name: str, default: object) -> object:
         return environ.get(ENV_PREFIX + name.upper(), default)
@@ -145,7 +152,12 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> StackConfig
     parser.add_argument(
         "--jwt-secret",
         default=env("jwt_secret", None),
-        help="bridge HS256 secret (default: random)",
+        help="bridge HS256 secret (default: the one in --secret-file)",
+    )
+    parser.add_argument(
+        "--secret-file",
+        default=env("secret_file", d.secret_file),
+        help="where the development secret is kept (made on first use, mode 0600)",
     )
     parser.add_argument("--log-level", default=env("log_level", d.log_level))
     parser.add_argument(
@@ -162,7 +174,6 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> StackConfig
         rate, ready_timeout = float(args.rate), float(args.ready_timeout)
     except ValueError as exc:
         raise StackError(f"bad number: {exc}") from None
-    extra = {"jwt_secret": args.jwt_secret} if args.jwt_secret else {}
     return StackConfig(
         host=args.host,
         redis_url=args.redis_url or None,
@@ -170,9 +181,23 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> StackConfig
         feed=not args.no_feed,
         log_level=str(args.log_level).upper(),
         ready_timeout=ready_timeout,
+        jwt_secret=args.jwt_secret or "",
+        secret_file=Path(args.secret_file),
         **numbers,
-        **extra,
     )
+
+
+def resolve_secret(config: StackConfig) -> StackConfig:
+    """``config`` with its JWT secret: the one given, else the one kept in its secret file
+    (made on the first launch), so a tab reloaded after a restart still holds a valid token."""
+    if config.jwt_secret:
+        return config
+    try:
+        secret = persistent_secret(config.secret_file)
+    except OSError as exc:
+        raise StackError(f"cannot use the development secret: {exc.strerror or exc}"
+                         + (f": {exc.filename}" if exc.filename else "")) from None
+    return dataclasses.replace(config, jwt_secret=secret, secret_from_file=True)
 
 
 def check_port_free(host: str, port: int, flag: str) -> None:
@@ -492,6 +517,8 @@ class Stack:
                 f"  cache gRPC   {c.grpc_target} (reflection on)  metrics http://127.0.0.1:{c.metrics_port}/metrics",
                 f"  redis        {self.redis_url}",
                 f"  jwt secret   {c.jwt_secret} (HS256; tokens above are valid for 24 h)",
+                *([f"               kept in {c.secret_file}: tokens outlive a restart; "
+                   "delete it to revoke them"] if c.secret_from_file else []),
                 "Ctrl-C stops everything.",
                 "",
             ]
@@ -543,7 +570,7 @@ async def _supervise(stack: Stack, stop: asyncio.Event, out: Output) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     out = Output()
     try:
-        config = parse_config(sys.argv[1:] if argv is None else argv, os.environ)
+        config = resolve_secret(parse_config(sys.argv[1:] if argv is None else argv, os.environ))
         return asyncio.run(run(config, out))
     except StackError as exc:
         print(f"dev_stack: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -39,6 +40,8 @@ class StackProcess:
             if not k.startswith(("DEV_", "BRIDGE_", "CACHE_", "FEED_"))
         }
         env["NO_COLOR"] = "1"
+        # Not the checkout's .dev-secret: a test leaves no file behind in the work tree.
+        env["DEV_SECRET_FILE"] = str(Path(tempfile.mkdtemp(prefix="dev-stack-test-")) / "secret")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "scripts.dev_stack", *args],
             cwd=ROOT,
@@ -252,7 +255,7 @@ def test_environment_sets_flags_and_flags_win() -> None:
         False,
         "s3cret",
     )
-    assert parse_config([], {}).jwt_secret != parse_config([], {}).jwt_secret  # random per run
+    assert parse_config([], {}).jwt_secret == ""  # from .dev-secret (tests/devstack/test_secret.py)
     assert StackConfig(host="0.0.0.0").public_host == "127.0.0.1"
 
 
