@@ -14,21 +14,42 @@ import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from cache_service.health import describe_failure
 from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
 
 PROBE_TIMEOUT_S = 1.0
 
 
+def _redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=PROBE_TIMEOUT_S,
+                                socket_connect_timeout=PROBE_TIMEOUT_S)
+
+
 def redis_loaded(url: str) -> bool:
     """Redis answers PING and has finished loading its data."""
-    client = redis.Redis.from_url(url, socket_timeout=PROBE_TIMEOUT_S,
-                                  socket_connect_timeout=PROBE_TIMEOUT_S)
+    client = _redis_client(url)
     try:
         return bool(client.ping()) and client.info("persistence").get("loading") == 0
     except (OSError, redis.RedisError):
         return False
     finally:
         client.close()
+
+
+def redis_silence(url: str) -> str | None:
+    """Why Redis at ``url`` does not answer PING, or None when it does (a Redis still loading
+    its data answers). Worded as the cache service words it (``Connection refused: ...``), so a
+    launcher can say at once what the cache service would only log after its own retries."""
+    client = _redis_client(url)
+    try:
+        client.ping()
+    except redis.BusyLoadingError:
+        return None
+    except (OSError, redis.RedisError) as exc:
+        return describe_failure(exc)
+    finally:
+        client.close()
+    return None
 
 
 def grpc_serving(target: str) -> bool:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from cache_service.redis_url import RedisUrlError, parse_redis_url
 from devstack import probes
 from devstack.exits import describe_exit
 from devstack.ports import free_port, port_is_free
@@ -100,6 +101,11 @@ class StackConfig:
             raise StackError(
                 f"--redis-url must start with redis://, rediss:// or redis+sentinel://, got {self.redis_url}"
             )
+        if self.redis_url:
+            try:
+                parse_redis_url(self.redis_url)
+            except RedisUrlError as exc:
+                raise StackError(f"--redis-url: {exc}") from None
 
     @property
     def public_host(self) -> str:
@@ -478,6 +484,17 @@ class Stack:
         if not c.redis_url and c.redis_port:
             check_port_free("127.0.0.1", c.redis_port, "--redis-port")
 
+    def check_redis(self) -> None:
+        """A ``--redis-url`` Redis must answer before anything starts: else the cache service
+        would retry it in silence and the stack would only say, a minute later, that the cache
+        was not ready. Sentinel URLs are left to the cache service (it asks the Sentinels)."""
+        url = self.config.redis_url
+        if not url or url.startswith("redis+sentinel://"):
+            return
+        silence = probes.redis_silence(url)
+        if silence is not None:
+            raise StackError(f"Redis at {parse_redis_url(url).shown} not answering ({silence})")
+
     async def start(self, plan: Sequence[Child], stop: asyncio.Event) -> None:
         for child in plan:
             if stop.is_set():
@@ -515,7 +532,7 @@ class Stack:
                 f"               then send {SUBSCRIBE_EXAMPLE}",
                 f"  bridge       {base}/readyz  {base}/metrics",
                 f"  cache gRPC   {c.grpc_target} (reflection on)  metrics http://127.0.0.1:{c.metrics_port}/metrics",
-                f"  redis        {self.redis_url}",
+                f"  redis        {parse_redis_url(self.redis_url).shown}",
                 f"  jwt secret   {c.jwt_secret} (HS256; tokens above are valid for 24 h)",
                 *([f"               kept in {c.secret_file}: tokens outlive a restart; "
                    "delete it to revoke them"] if c.secret_from_file else []),
@@ -533,6 +550,7 @@ async def run(config: StackConfig, out: Output) -> int:
     with tempfile.TemporaryDirectory(prefix="marketbridge-dev-") as workdir:
         stack = Stack(config, out, workdir)
         stack.check_ports()
+        await asyncio.to_thread(stack.check_redis)
         plan = stack.plan()
         code = 0
         try:

@@ -13,7 +13,7 @@ import pytest
 
 from devstack.exits import describe_exit
 from devstack.ports import free_port, port_is_free
-from devstack.probes import grpc_serving, has_tickers, http_ok, redis_loaded, tcp_listening
+from devstack.probes import grpc_serving, has_tickers, http_ok, redis_loaded, redis_silence, tcp_listening
 from devstack.process import ServerProcess, StackError, wait_ready
 from devstack.tokens import user_token
 
@@ -50,6 +50,12 @@ def test_probes_of_nothing_answer_false_without_raising() -> None:
     assert not redis_loaded(f"redis://127.0.0.1:{port}/0")
     assert not grpc_serving(f"127.0.0.1:{port}")
     assert not has_tickers(f"127.0.0.1:{port}")
+    assert (redis_silence(f"redis://127.0.0.1:{port}/0") or "").startswith("Connection refused: ")
+
+
+def test_a_redis_that_answers_is_not_silent(redis_url: str) -> None:
+    assert redis_loaded(redis_url)
+    assert redis_silence(redis_url) is None
 
 
 def test_a_server_that_dies_while_starting_says_how(tmp_path: Path) -> None:

@@ -225,12 +225,29 @@ def test_busy_port_fails_at_start_with_one_line(stack_process: list[StackProcess
     ]
 
 
+def test_an_unreachable_redis_is_named_at_once(stack_process: list[StackProcess]) -> None:
+    """A --redis-url that does not answer fails before anything starts, naming the URL (its
+    password masked) and why, instead of a silent minute and "cache was not ready"."""
+    port = free_port()  # nothing listens there
+    stack = StackProcess("--redis-url", f"redis://:hunter2@127.0.0.1:{port}/0", "--port", str(free_port()),
+                         "--grpc-port", str(free_port()), "--metrics-port", str(free_port()),
+                         "--ready-timeout", "60")
+    stack_process.append(stack)
+    assert stack.proc.wait(timeout=15) == 2  # well inside the 60 s the cache would have had
+    stack.wait_line("dev_stack:", timeout=5)
+    assert len(stack.lines) == 1, stack.lines  # nothing was started
+    assert stack.lines[0].startswith(
+        f"dev_stack: Redis at redis://:***@127.0.0.1:{port}/0 not answering (Connection refused")
+    assert "hunter2" not in stack.lines[0]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["--port", "http"], "bad number"),
         (["--port", "70000"], "--port must be a TCP port"),
         (["--redis-url", "localhost:6379"], "--redis-url must start with"),
+        (["--redis-url", "redis://h:port/0"], "--redis-url: bad port"),
         (["--rate", "0"], "must be > 0"),
     ],
 )
