@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = parse(argv)
     except ConfigError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
+        print(f"bench: error: {exc}", file=sys.stderr)
         return 2
     raise_fd_limit()
     document = report.new_document(config)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from marketbridge.settings import ConfigError, require_positive
+from marketbridge.settings import ConfigError, Raw, RaisingParser, convert, flag_name, require_positive
 
 __all__ = ["BenchConfig", "ConfigError", "build_parser", "parse", "validate"]
 
@@ -98,21 +98,32 @@ QUICK = {
 }
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in text.replace(",", " ").split())
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.replace(",", " ").split())
-
-
 def _words(text: str) -> tuple[str, ...]:
     return tuple(v for v in text.replace(",", " ").split())
 
 
+# The flags whose text is a number, or a list of them: converted after parsing by the rule every
+# marketbridge program shares (``--clients: expected an integer, got 'abc'``), not by argparse.
+NUMBERS: dict[str, type] = {
+    "clients": int, "symbols": int, "duration": float, "batch_ms": int, "workers": int,
+    "publisher_streams": int, "drain": float, "probe_every": int, "churn_duration": float,
+    "churn_concurrency": int, "unary_duration": float, "unary_connections": int,
+    "unary_depth": int, "grpc_tickers": int,
+}
+NUMBER_LISTS: dict[str, type] = {"rates": float, "capacity_steps": int}
+
+
+def _numbers(name: str, value: str) -> object:
+    """One flag's text as its number (or tuple of numbers, for a list flag)."""
+    if name in NUMBER_LISTS:
+        return tuple(convert(Raw(v, flag_name(name), from_env=False), NUMBER_LISTS[name])
+                     for v in _words(value))
+    return convert(Raw(value, flag_name(name), from_env=False), NUMBERS[name])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """``python -m bench [SCENARIO ...] [options]``; every option defaults to None (see QUICK)."""
-    p = argparse.ArgumentParser(
+    p = RaisingParser(
         prog="python -m bench",
         description=(
             "Load harness: (a) fanout sweep, (b) idle connection capacity, (c) connect churn, "
@@ -158,27 +169,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compression", choices=("none", "deflate"), help="clients offer permessage-deflate"
     )
-    p.add_argument("--rates", type=_floats, help="fanout rates, ticks/s (e.g. 1000,2000,5000)")
+    p.add_argument("--rates", help="fanout rates, ticks/s (e.g. 1000,2000,5000)")
     p.add_argument(
         "--modes", type=_words, help="fanout modes: plain, batch, baseline, baseline_batch"
     )
-    for name, kind, text in (
-        ("clients", int, "fanout clients"),
-        ("symbols", int, "symbols published and subscribed"),
-        ("duration", float, "seconds of publishing per fanout point"),
-        ("batch-ms", int, "batch_ms of the batch mode"),
-        ("workers", int, "client processes"),
-        ("publisher-streams", int, "parallel PublishTickers streams (default: one per 10,000 ticks/s)"),
-        ("drain", float, "seconds to wait for stragglers after publishing"),
-        ("probe-every", int, "one client in N checks every update; the rest count them"),
-        ("churn-duration", float, "seconds of connect churn"),
-        ("churn-concurrency", int, "concurrent connect loops"),
-        ("unary-duration", float, "seconds of get_ticker load"),
-        ("unary-connections", int, "connections sending get_ticker"),
-        ("unary-depth", int, "requests in flight per connection"),
-        ("grpc-tickers", int, "tickers streamed per packing in the grpc scenario"),
+    for name, text in (
+        ("clients", "fanout clients"),
+        ("symbols", "symbols published and subscribed"),
+        ("duration", "seconds of publishing per fanout point"),
+        ("batch_ms", "batch_ms of the batch mode"),
+        ("workers", "client processes"),
+        ("publisher_streams", "parallel PublishTickers streams (default: one per 10,000 ticks/s)"),
+        ("drain", "seconds to wait for stragglers after publishing"),
+        ("probe_every", "one client in N checks every update; the rest count them"),
+        ("churn_duration", "seconds of connect churn"),
+        ("churn_concurrency", "concurrent connect loops"),
+        ("unary_duration", "seconds of get_ticker load"),
+        ("unary_connections", "connections sending get_ticker"),
+        ("unary_depth", "requests in flight per connection"),
+        ("grpc_tickers", "tickers streamed per packing in the grpc scenario"),
     ):
-        p.add_argument(f"--{name}", type=kind, help=text)
+        p.add_argument(flag_name(name), dest=name, help=text)
     p.add_argument(
         "--profile",
         action="store_true",
@@ -186,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="py-spy the servers during each scenario (tables in the JSON, stacks in <out>/profiles)",
     )
     p.add_argument(
-        "--capacity-steps", type=_ints, help="idle connection counts to reach (e.g. 1000,10000)"
+        "--capacity-steps", help="idle connection counts to reach (e.g. 1000,10000)"
     )
     return p
 
@@ -203,7 +214,8 @@ def parse(argv: Sequence[str] | None = None) -> BenchConfig:
     values["scenarios"] = scenarios
     compression = args.pop("compression")
     values["compression"] = None if compression in (None, "none") else compression
-    values.update({k: v for k, v in args.items() if v is not None})
+    values.update({k: _numbers(k, v) if k in NUMBERS or k in NUMBER_LISTS else v
+                   for k, v in args.items() if v is not None})
     try:
         config = BenchConfig(**values)  # type: ignore[arg-type]
     except TypeError as exc:  # pragma: no cover - a programming error, not user input

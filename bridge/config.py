@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from marketbridge.settings import ConfigError, add_flags, env_name, gather, require_positive
+from marketbridge.settings import (ConfigError, Raw, RaisingParser, add_flags, convert, env_name, gather,
+                                  require_positive)
 
 __all__ = ["BridgeConfig", "ConfigError", "build_parser", "load_config", "read_key_file", "validate"]
 
@@ -115,32 +116,17 @@ def _validate_jwt(config: BridgeConfig) -> None:
 # ------------------------------------------------------------------ parsing
 
 
-def _to_int(text: str) -> int:
-    return int(text)
-
-
-def _to_float(text: str) -> float:
-    return float(text)
-
-
 def _to_algorithms(text: str) -> tuple[str, ...]:
     return tuple(part for part in text.replace(",", " ").split() if part)
 
 
-CONVERTERS: dict[type | str, Callable[[str], Any]] = {
-    "int": _to_int, "float": _to_float, "tuple[str, ...]": _to_algorithms,
-}
 FLAG_FIELDS = [f for f in fields(BridgeConfig)
                if f.name not in {"rate_limit_close_after", "upstream_backoff_max", "jwt_public_key"}]
 
 
-def _type_name(annotation: Any) -> str:
-    return str(annotation).replace("typing.", "")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m bridge`` parser; every option defaults to None so env and defaults apply."""
-    parser = argparse.ArgumentParser(
+    parser = RaisingParser(
         prog="python -m bridge",
         description="WebSocket bridge for cache.v1.CacheService (every flag also reads BRIDGE_<FLAG>).",
     )
@@ -156,16 +142,12 @@ def _default_text(value: Any) -> str:
     return str(value)
 
 
-def _convert(name: str, text: str, origin: str) -> Any:
-    kind = _type_name(BridgeConfig.__dataclass_fields__[name].type)
-    converter = CONVERTERS.get(kind)
-    if converter is None:
-        return text
-    try:
-        return converter(text)
-    except ValueError:
-        expected = "an integer" if kind == "int" else "a number"
-        raise ConfigError(f"{origin} must be {expected}, got {text!r}") from None
+def _convert(name: str, raw: Raw) -> Any:
+    """Numbers by the shared rule (marketbridge.settings.convert); the algorithm list is ours."""
+    annotation = BridgeConfig.__dataclass_fields__[name].type
+    if name == "jwt_algorithms":
+        return _to_algorithms(raw.text)
+    return convert(raw, annotation)
 
 
 def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
@@ -174,7 +156,7 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     environ = os.environ if environ is None else environ
     args = vars(build_parser().parse_args(list(argv or [])))
     given = gather(args, (f.name for f in FLAG_FIELDS), environ, ENV_PREFIX)
-    values: dict[str, Any] = {name: _convert(name, raw.text, raw.origin)
+    values: dict[str, Any] = {name: _convert(name, raw)
                               for name, raw in given.items() if not (raw.from_env and raw.text == "")}
     values.update(overrides)
     values["log_level"] = str(values.get("log_level", "INFO")).upper()

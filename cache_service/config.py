@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from cache_service.feed_health import FeedPolicy
 from cache_service.redis_url import RedisTarget, RedisUrlError, parse_redis_url
-from marketbridge.settings import ConfigError, RaisingParser, add_flags, env_name, gather, require_positive
+from marketbridge.settings import ConfigError, RaisingParser, add_flags, convert, env_name, gather, require_positive
 
 __all__ = ["CacheConfig", "ConfigError", "build_parser", "configure_logging", "load_config", "validate"]
 
@@ -48,6 +48,10 @@ class CacheConfig:
     # (at once on a lost connection); idle live streams carry a heartbeat this often.
     feed_stall_s: float = 2.0
     stream_heartbeat_s: float = 1.0
+    # Market data (docs/market_data.md): recent trades kept per symbol for ListTrades, and
+    # candles kept per symbol and interval (the newest N intervals).
+    trade_retention: int = 1000
+    candle_retention: int = 1000
 
     def __post_init__(self) -> None:
         validate(self)
@@ -93,7 +97,7 @@ def validate(config: CacheConfig) -> None:
     if config.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"--log-level: {config.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     require_positive(config, ("redis_timeout", "shutdown_grace", "feed_stall_s", "stream_heartbeat_s",
-                              "subscriber_queue"), lambda flag, _value: f"{flag}: must be > 0")
+                              "subscriber_queue", "trade_retention", "candle_retention"), lambda flag, _value: f"{flag}: must be > 0")
     if config.min_replica_acks is not None and config.min_replica_acks < 0:
         raise ConfigError(f"--min-replica-acks: must be >= 0, got {config.min_replica_acks}")
     if config.replica_ack_timeout_ms <= 0:
@@ -104,15 +108,6 @@ def validate(config: CacheConfig) -> None:
         raise ConfigError("--tls-client-ca-file needs --tls-cert-file and --tls-key-file")
     for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
         _readable(name.replace("_", "-"), getattr(config, name))
-
-
-_CONVERTERS: dict[type, Callable[[str], Any]] = {int: int, float: float, str: str}
-
-
-def _field_type(name: str) -> type:
-    hint = {f.name: f.type for f in fields(CacheConfig)}[name]
-    text = str(hint)
-    return int if text in ("int", "int | None") else float if text == "float" else str
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,15 +122,10 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     """Build the config from flags, then environment, then defaults; raise ConfigError."""
     environ = os.environ if environ is None else environ
     args = vars(build_parser().parse_args(argv))
-    values: dict[str, Any] = {}
-    for name, raw in gather(args, args, environ, ENV_PREFIX).items():
-        if raw.text == "" and name.startswith("tls_"):
-            continue
-        kind = _field_type(name)
-        try:
-            values[name] = _CONVERTERS[kind](raw.text)
-        except ValueError:
-            raise ConfigError(f"{raw.origin}: expected {kind.__name__}, got {raw.text!r}") from None
+    types = {f.name: f.type for f in fields(CacheConfig)}
+    values: dict[str, Any] = {name: convert(raw, types[name])
+                              for name, raw in gather(args, args, environ, ENV_PREFIX).items()
+                              if not (raw.text == "" and name.startswith("tls_"))}
     return CacheConfig(**values)
 
 

@@ -3,9 +3,11 @@
 The bridge, the cache service, the bench harness and the demo feed all take the same kind of
 settings: a frozen dataclass whose fields are flags (``--max-connections``) with an environment
 twin (``BRIDGE_MAX_CONNECTIONS``), validated once at start so a bad value stops the process with
-one line, never a traceback. The naming rule, the flag-over-environment precedence and the one
+one line, never a traceback. The naming rule, the flag-over-environment precedence, the text
+to number conversion with its one wording (``--port: expected an integer, got 'abc'``, naming
+the flag, or the variable when the value came from the environment) and the one
 ``ConfigError`` every entry point catches live here, so the programs cannot drift apart; each
-program keeps only its own fields, checks and message wording.
+program keeps only its own fields and checks.
 """
 
 from __future__ import annotations
@@ -66,6 +68,35 @@ def gather(args: Mapping[str, Any], names: Iterable[str], environ: Mapping[str, 
         if variable in environ:
             found[name] = Raw(environ[variable], variable, from_env=True)
     return found
+
+
+# What a number field's text must be, as the one message says it.
+EXPECTED: dict[type, str] = {int: "an integer", float: "a number"}
+
+
+def number_type(annotation: object) -> type | None:
+    """``int`` or ``float`` for a field annotated so (``int | None`` too), else None (text).
+
+    Annotations are strings under ``from __future__ import annotations``; a type works as well.
+    """
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    name = name.removesuffix(" | None")
+    return next((kind for kind in EXPECTED if kind.__name__ == name), None)
+
+
+def convert(raw: Raw, annotation: object) -> Any:
+    """``raw`` as its field's type: a number parsed, anything else the text as given.
+
+    The one conversion of every program, so one mistake reads the same in each of them:
+    ``--port: expected an integer, got 'abc'`` (``BRIDGE_PORT: ...`` from the environment).
+    """
+    kind = number_type(annotation)
+    if kind is None:
+        return raw.text
+    try:
+        return kind(raw.text)
+    except ValueError:
+        raise ConfigError(f"{raw.origin}: expected {EXPECTED[kind]}, got {raw.text!r}") from None
 
 
 def require_positive(config: object, names: Iterable[str], message: Callable[[str, Any], str]) -> None:

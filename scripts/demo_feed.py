@@ -18,7 +18,6 @@ exponential backoff, and every reconnect first re-sends the full current state s
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import math
@@ -28,14 +27,14 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import grpc
 
 from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
 from marketbridge.backoff import Backoff
 from marketbridge.channel import open_channel as open_grpc_channel
-from marketbridge.settings import ConfigError, add_flags, gather
+from marketbridge.settings import ConfigError, RaisingParser, add_flags, convert, gather
 
 log = logging.getLogger("demo_feed")
 
@@ -117,29 +116,17 @@ FLAG_HELP: dict[str, str | None] = {
 
 def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> FeedConfig:
     """Flags win over ``FEED_<FLAG>`` variables, which win over the defaults."""
-    defaults = FeedConfig()
-    parser = argparse.ArgumentParser(
+    parser = RaisingParser(
         prog="python -m scripts.demo_feed", description=__doc__.split("\n\n")[0]
     )
     add_flags(parser, FLAG_HELP, FLAG_HELP.get)
     args = vars(parser.parse_args(list(argv)))
-    given = {name: raw.text for name, raw in gather(args, FLAG_HELP, environ, ENV_PREFIX).items()}
-    try:
-        return FeedConfig(
-            target=given.get("target", defaults.target),
-            rate=float(given.get("rate", defaults.rate)),
-            trade_interval=float(given.get("trade_interval", defaults.trade_interval)),
-            window=float(given.get("window", defaults.window)),
-            seed=None if given.get("seed", "") == "" else int(given["seed"]),
-            tls_ca_file=given.get("tls_ca_file") or None,
-            tls_cert_file=given.get("tls_cert_file") or None,
-            tls_key_file=given.get("tls_key_file") or None,
-            log_level=given.get("log_level", defaults.log_level).upper(),
-        )
-    except ValueError as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"bad number: {exc}") from None
+    types = {f.name: f.type for f in fields(FeedConfig)}
+    # An empty value (FEED_SEED=) means "not set": the default applies.
+    values = {name: convert(raw, types[name])
+              for name, raw in gather(args, FLAG_HELP, environ, ENV_PREFIX).items() if raw.text != ""}
+    values["log_level"] = str(values.get("log_level", FeedConfig.log_level)).upper()
+    return FeedConfig(**values)
 
 
 # ---------------------------------------------------------------------------- simulation
@@ -525,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = parse_config(sys.argv[1:] if argv is None else argv, os.environ)
     except ConfigError as exc:
-        print(f"demo_feed: {exc}", file=sys.stderr)
+        print(f"demo_feed: error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=config.log_level,

@@ -21,7 +21,6 @@ Every flag reads ``DEV_<FLAG>`` from the environment (``--port`` -> ``DEV_PORT``
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import ctypes
 import dataclasses
@@ -35,7 +34,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from cache_service.redis_url import RedisUrlError, parse_redis_url
 from devstack import probes
@@ -43,6 +42,7 @@ from devstack.exits import describe_exit
 from devstack.ports import free_port, port_is_free
 from devstack.secret import persistent_secret
 from devstack.tokens import user_token
+from marketbridge.settings import ConfigError, RaisingParser, add_flags, convert, env_name, gather
 
 ENV_PREFIX = "DEV_"
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,80 +117,40 @@ class StackConfig:
         return f"127.0.0.1:{self.grpc_port}"
 
 
+FLAG_HELP: dict[str, str | None] = {
+    "host": "bridge bind address",
+    "port": "bridge HTTP/WebSocket port",
+    "grpc_port": "cache service gRPC port",
+    "metrics_port": "cache service metrics port",
+    "redis_port": "port of the Redis started here (0: any free)",
+    "redis_url": "use this running Redis instead of starting one",
+    "rate": "demo feed ticks per second",
+    "jwt_secret": "bridge HS256 secret (default: the one in --secret-file)",
+    "secret_file": "where the development secret is kept (made on first use, mode 0600)",
+    "log_level": None,
+    "ready_timeout": "seconds each part may take to become ready",
+}
+
+
 def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> StackConfig:
-    """Flags win over ``DEV_<FLAG>`` variables, which win over the defaults."""
-    d = StackConfig()
-
-    def env(name: str, default: object) -> object:
-        return environ.get(ENV_PREFIX + name.upper(), default)
-
-    parser = argparse.ArgumentParser(
+    """Flags win over ``DEV_<FLAG>`` variables, which win over the defaults; values are read
+    as every marketbridge program reads them (marketbridge.settings)."""
+    parser = RaisingParser(
         prog="python -m scripts.dev_stack",
         description="Run Redis, cache service, bridge and demo feed locally.",
     )
-    parser.add_argument("--host", default=env("host", d.host), help="bridge bind address")
-    parser.add_argument("--port", default=env("port", d.port), help="bridge HTTP/WebSocket port")
-    parser.add_argument(
-        "--grpc-port", default=env("grpc_port", d.grpc_port), help="cache service gRPC port"
-    )
-    parser.add_argument(
-        "--metrics-port",
-        default=env("metrics_port", d.metrics_port),
-        help="cache service metrics port",
-    )
-    parser.add_argument(
-        "--redis-port",
-        default=env("redis_port", d.redis_port),
-        help="port of the Redis started here (0: any free)",
-    )
-    parser.add_argument(
-        "--redis-url",
-        default=env("redis_url", None),
-        help="use this running Redis instead of starting one",
-    )
-    parser.add_argument("--rate", default=env("rate", d.rate), help="demo feed ticks per second")
-    parser.add_argument(
-        "--no-feed",
-        action="store_true",
-        default=env("no_feed", "") not in ("", "0", "false"),
-        help="do not start the demo feed",
-    )
-    parser.add_argument(
-        "--jwt-secret",
-        default=env("jwt_secret", None),
-        help="bridge HS256 secret (default: the one in --secret-file)",
-    )
-    parser.add_argument(
-        "--secret-file",
-        default=env("secret_file", d.secret_file),
-        help="where the development secret is kept (made on first use, mode 0600)",
-    )
-    parser.add_argument("--log-level", default=env("log_level", d.log_level))
-    parser.add_argument(
-        "--ready-timeout",
-        default=env("ready_timeout", d.ready_timeout),
-        help="seconds each part may take to become ready",
-    )
-    args = parser.parse_args(list(argv))
-    try:
-        numbers = {
-            name: int(getattr(args, name))
-            for name in ("port", "grpc_port", "metrics_port", "redis_port")
-        }
-        rate, ready_timeout = float(args.rate), float(args.ready_timeout)
-    except ValueError as exc:
-        raise StackError(f"bad number: {exc}") from None
-    return StackConfig(
-        host=args.host,
-        redis_url=args.redis_url or None,
-        rate=rate,
-        feed=not args.no_feed,
-        log_level=str(args.log_level).upper(),
-        ready_timeout=ready_timeout,
-        jwt_secret=args.jwt_secret or "",
-        secret_file=Path(args.secret_file),
-        **numbers,
-    )
+    add_flags(parser, FLAG_HELP, FLAG_HELP.get)
+    parser.add_argument("--no-feed", action="store_true", help="do not start the demo feed")
+    args = vars(parser.parse_args(list(argv)))
+    types = {f.name: f.type for f in dataclasses.fields(StackConfig)}
+    # An empty value (DEV_REDIS_URL=) means "not set": the default applies.
+    values: dict[str, Any] = {name: convert(raw, types[name])
+                              for name, raw in gather(args, FLAG_HELP, environ, ENV_PREFIX).items()
+                              if raw.text != ""}
+    values["log_level"] = str(values.get("log_level", StackConfig.log_level)).upper()
+    values["secret_file"] = Path(values.get("secret_file", SECRET_FILE))
+    no_feed = args["no_feed"] or environ.get(env_name(ENV_PREFIX, "no_feed"), "") not in ("", "0", "false")
+    return StackConfig(feed=not no_feed, **values)
 
 
 def resolve_secret(config: StackConfig) -> StackConfig:
@@ -590,8 +550,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = resolve_secret(parse_config(sys.argv[1:] if argv is None else argv, os.environ))
         return asyncio.run(run(config, out))
-    except StackError as exc:
-        print(f"dev_stack: {exc}", file=sys.stderr)
+    except (StackError, ConfigError) as exc:
+        print(f"dev_stack: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -19,8 +19,8 @@ def test_config_precedence_and_env() -> None:
 @pytest.mark.parametrize("argv, env, message", [
     ([], {}, "--auth jwt needs --jwt-secret or --jwt-public-key-file"),
     (["--auth", "basic"], {}, "--auth must be one of jwt, none"),
-    (["--jwt-secret", "s", "--port", "x"], {}, "--port must be an integer"),
-    (["--jwt-secret", "s"], {"BRIDGE_RATE_LIMIT": "fast"}, "BRIDGE_RATE_LIMIT must be a number"),
+    (["--jwt-secret", "s", "--port", "x"], {}, "--port: expected an integer, got 'x'"),
+    (["--jwt-secret", "s"], {"BRIDGE_RATE_LIMIT": "fast"}, "BRIDGE_RATE_LIMIT: expected a number, got 'fast'"),
     (["--jwt-secret", "s", "--max-connections", "0"], {}, "--max-connections must be > 0"),
     (["--jwt-secret", "s", "--port", "70000"], {}, "--port must be from 0 to 65535"),
     (["--jwt-secret", "s", "--jwt-algorithms", "RS256"], {}, "cannot be used with a shared secret"),

@@ -95,5 +95,5 @@ def test_upstream_stall_flag_default_env_and_validation() -> None:
     assert config.upstream_stall_s == 7.0
     with pytest.raises(ConfigError, match=r"^--upstream-stall-s must be > 0, got 0.0$"):
         load_config(["--auth", "none", "--upstream-stall-s", "0"], environ={})
-    with pytest.raises(ConfigError, match="BRIDGE_UPSTREAM_STALL_S must be a number"):
+    with pytest.raises(ConfigError, match="BRIDGE_UPSTREAM_STALL_S: expected a number, got 'soon'"):
         load_config(["--auth", "none"], environ={"BRIDGE_UPSTREAM_STALL_S": "soon"})

@@ -102,7 +102,7 @@ def test_bad_config_fails_with_one_line() -> None:
     with pytest.raises(RuntimeError) as info:
         proc.start()
     lines = [line for line in str(info.value).split("bridge exited early: ", 1)[1].splitlines() if line]
-    assert lines == ["bridge: error: --max-connections must be an integer, got 'lots'"]
+    assert lines == ["bridge: error: --max-connections: expected an integer, got 'lots'"]
 
 
 async def test_catch_up_survives_a_cache_restart_midway(redis_url) -> None:

@@ -22,7 +22,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 @pytest.mark.parametrize(("args", "text"), [
-    (["--port", "http"], "--port: expected int"),
+    (["--port", "http"], "--port: expected an integer, got 'http'"),
     (["--port", "70000"], "not a port"),
     (["--no-such-flag"], "unrecognized arguments"),
     (["--redis-url", "http://localhost:6379"], "scheme must be"),

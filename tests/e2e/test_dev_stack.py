@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
+from marketbridge.settings import ConfigError
 from scripts.dev_stack import Output, Stack, StackConfig, StackError, dev_token, parse_config
 from tests.infra.bridge_runner import http_get
 from devstack.ports import free_port
@@ -221,7 +222,7 @@ def test_busy_port_fails_at_start_with_one_line(stack_process: list[StackProcess
         assert stack.proc.wait(timeout=60) == 2
     stack.wait_line("dev_stack:", timeout=5)
     assert stack.lines == [
-        f"dev_stack: port {port} is in use: choose another with --port or DEV_PORT"
+        f"dev_stack: error: port {port} is in use: choose another with --port or DEV_PORT"
     ]
 
 
@@ -237,14 +238,14 @@ def test_an_unreachable_redis_is_named_at_once(stack_process: list[StackProcess]
     stack.wait_line("dev_stack:", timeout=5)
     assert len(stack.lines) == 1, stack.lines  # nothing was started
     assert stack.lines[0].startswith(
-        f"dev_stack: Redis at redis://:***@127.0.0.1:{port}/0 not answering (Connection refused")
+        f"dev_stack: error: Redis at redis://:***@127.0.0.1:{port}/0 not answering (Connection refused")
     assert "hunter2" not in stack.lines[0]
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--port", "http"], "bad number"),
+        (["--port", "http"], "--port: expected an integer, got 'http'"),
         (["--port", "70000"], "--port must be a TCP port"),
         (["--redis-url", "localhost:6379"], "--redis-url must start with"),
         (["--redis-url", "redis://h:port/0"], "--redis-url: bad port"),
@@ -252,7 +253,7 @@ def test_an_unreachable_redis_is_named_at_once(stack_process: list[StackProcess]
     ],
 )
 def test_bad_flags_are_one_clear_line(argv: list[str], message: str) -> None:
-    with pytest.raises(StackError, match=message):
+    with pytest.raises((StackError, ConfigError), match=message):
         parse_config(argv, {})
 
 

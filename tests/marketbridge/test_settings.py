@@ -10,10 +10,13 @@ import pytest
 from marketbridge.settings import (
     ConfigError,
     RaisingParser,
+    Raw,
     add_flags,
+    convert,
     env_name,
     flag_name,
     gather,
+    number_type,
     require_positive,
 )
 
@@ -62,3 +65,22 @@ def test_require_positive_names_the_first_bad_flag_and_skips_unset_ones() -> Non
 
 def test_config_error_is_a_value_error_so_old_handlers_still_catch_it() -> None:
     assert issubclass(ConfigError, ValueError)
+
+
+def test_a_number_field_is_parsed_and_anything_else_kept_as_text() -> None:
+    assert [number_type(a) for a in ("int", "int | None", "float", "float | None", "str", "Path", int)] == [
+        int, int, float, float, None, None, int]
+    assert convert(Raw("8080", "--port", from_env=False), "int") == 8080
+    assert convert(Raw("2.5", "--rate", from_env=False), "float | None") == 2.5
+    assert convert(Raw("abc", "--host", from_env=False), "str") == "abc"
+
+
+@pytest.mark.parametrize(("raw", "annotation", "message"), [
+    (Raw("abc", "--port", from_env=False), "int", "--port: expected an integer, got 'abc'"),
+    (Raw("1.5", "BRIDGE_PORT", from_env=True), "int", "BRIDGE_PORT: expected an integer, got '1.5'"),
+    (Raw("fast", "--rate", from_env=False), "float", "--rate: expected a number, got 'fast'"),
+])
+def test_a_bad_number_is_one_wording_naming_where_it_came_from(raw: Raw, annotation: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        convert(raw, annotation)
+    assert str(info.value) == message
