@@ -52,6 +52,9 @@ class CacheConfig:
     # candles kept per symbol and interval (the newest N intervals).
     trade_retention: int = 1000
     candle_retention: int = 1000
+    # Filled, canceled and rejected orders leave the latest state this long after their last
+    # write (cache_service/order_retention.py); 0 keeps them forever. Bots never expire.
+    terminal_order_retention_s: float = 86400.0
 
     def __post_init__(self) -> None:
         validate(self)
@@ -98,6 +101,9 @@ def validate(config: CacheConfig) -> None:
         raise ConfigError(f"--log-level: {config.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     require_positive(config, ("redis_timeout", "shutdown_grace", "feed_stall_s", "stream_heartbeat_s",
                               "subscriber_queue", "trade_retention", "candle_retention"), lambda flag, _value: f"{flag}: must be > 0")
+    if config.terminal_order_retention_s < 0:
+        raise ConfigError("--terminal-order-retention-s: must be >= 0 (0 keeps terminal orders "
+                          f"forever), got {config.terminal_order_retention_s}")
     if config.min_replica_acks is not None and config.min_replica_acks < 0:
         raise ConfigError(f"--min-replica-acks: must be >= 0, got {config.min_replica_acks}")
     if config.replica_ack_timeout_ms <= 0:

@@ -25,6 +25,7 @@ from cache_service.config import CacheConfig
 from cache_service.health import RedisMonitor
 from cache_service.interceptor import MetricsInterceptor
 from cache_service.metrics import Metrics
+from cache_service.order_retention import OrderRetention
 from marketbridge.api.v1 import cache_pb2_grpc
 from marketbridge.service import SERVICE_NAME
 from cache_service.redis_url import connect
@@ -73,6 +74,7 @@ class CacheServer:
         self.feed: ChangeFeed | None = None
         self.monitor: RedisMonitor | None = None
         self._server: grpc.aio.Server | None = None
+        self.order_retention: OrderRetention | None = None
 
     def _check_port_free(self) -> None:
         """Fail before building anything if the port is taken (grpc's own bind error is
@@ -121,6 +123,7 @@ class CacheServer:
         await server.start()
         self._server = server
         self.monitor.start()
+        self.order_retention = OrderRetention(store, config.terminal_order_retention_s).start()
         try:
             self.metrics.serve(config.host, config.metrics_port)
         except OSError as exc:
@@ -134,6 +137,8 @@ class CacheServer:
         grace = self.config.shutdown_grace if grace is None else grace
         if self.monitor is not None:
             await self.monitor.stop()
+        if self.order_retention is not None:
+            await self.order_retention.stop()
         if self.feed is not None:
             await self.feed.close()
         if self._server is not None:

@@ -9,6 +9,12 @@ Layout (prefix ``cache:v1:``):
   set ``order_users``; change feed ``stream:orders`` (``d``, ``u`` user, ``b`` bot, ``s`` symbol).
 - bots: the same shape (``bots:user:{user_id}``, ``bot_owner``, ``bot_users``,
   ``stream:bots`` with ``d``, ``u``, ``b``).
+- terminal orders (filled, canceled, rejected): sorted set ``order_expiry`` (order_id scored
+  by the Redis clock, in ms, of its last terminal write), kept by the same write script; an
+  order that is written non-terminal again leaves it. The retention sweep
+  (cache_service/order_retention.py) drops orders older than ``--terminal-order-retention-s``
+  from ``orders:user:*``, ``order_owner`` and the set, in one script; the change feed keeps
+  its own ``MAXLEN`` retention. Bots never expire.
 
 Each write and its XADD run as ONE Lua script, so the latest state and the change feed never
 disagree, and the script returns the new stream id: the ``seq`` the writer gets back is the
@@ -42,6 +48,7 @@ from redis.exceptions import NoScriptError, ReadOnlyError
 from cache_service.errors import Unavailable
 from marketbridge.api.v1 import cache_pb2
 from cache_service.pinned import PinnedConnection
+from marketbridge.vocabulary import TERMINAL_ORDER_STATUSES
 
 PREFIX = "cache:v1:"
 WRITE_BATCH = 500
@@ -65,17 +72,44 @@ end
 return ids
 """
 
-# KEYS: owner hash, users set, new owner's records hash, stream
-# ARGV: id, user, bytes, maxlen, records-hash prefix, then extra stream field pairs
+# KEYS: owner hash, users set, new owner's records hash, stream, expiry set
+# ARGV: id, user, bytes, maxlen, records-hash prefix, terminal ('1': into the expiry set at
+#       Redis's clock, '0': out of it, '': a kind that never expires), then stream field pairs
 _OWNED_WRITE = """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old and old ~= ARGV[2] then redis.call('HDEL', ARGV[5] .. old, ARGV[1]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+if ARGV[6] == '1' then
+  local now = redis.call('TIME')
+  redis.call('ZADD', KEYS[5], now[1] * 1000 + math.floor(now[2] / 1000), ARGV[1])
+elseif ARGV[6] == '0' then
+  redis.call('ZREM', KEYS[5], ARGV[1])
+end
 local fields = {'d', ARGV[3]}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 return redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
+"""
+
+# Drop the terminal records whose last write is older than the retention, at most a batch.
+# KEYS: expiry set, owner hash, users set; ARGV: retention ms, batch, records-hash prefix.
+# An owner left with no records leaves the users set. Returns how many were dropped.
+_OWNED_EXPIRE = """
+local now = redis.call('TIME')
+local cutoff = now[1] * 1000 + math.floor(now[2] / 1000) - tonumber(ARGV[1])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(due) do
+  local owner = redis.call('HGET', KEYS[2], id)
+  if owner then
+    local records = ARGV[3] .. owner
+    redis.call('HDEL', records, id)
+    if redis.call('HLEN', records) == 0 then redis.call('SREM', KEYS[3], owner) end
+  end
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[1], id)
+end
+return #due
 """
 
 # KEYS: owner hash; ARGV: id, records-hash prefix. Returns {owner, bytes} or nil.
@@ -104,6 +138,9 @@ class OwnedKind(Generic[M]):
     message: type[M]
     record_id: Callable[[M], str]
     stream_fields: Callable[[M], list[str]]
+    # Whether a record is finished and may expire (orders: a terminal status); None: the
+    # kind never expires (bots).
+    terminal: Callable[[M], bool] | None = None
 
     @property
     def records_prefix(self) -> str:
@@ -121,6 +158,16 @@ class OwnedKind(Generic[M]):
     def stream(self) -> str:
         return f"{PREFIX}stream:{self.name}"
 
+    @property
+    def expiry_key(self) -> str:
+        return f"{PREFIX}{self.singular}_expiry"
+
+    def expiry_flag(self, record: M) -> str:
+        """ARGV of _OWNED_WRITE: '1' into the expiry set, '0' out of it, '' never tracked."""
+        if self.terminal is None:
+            return ""
+        return "1" if self.terminal(record) else "0"
+
 
 ORDERS: OwnedKind[cache_pb2.Order] = OwnedKind(
     name="orders",
@@ -128,6 +175,7 @@ ORDERS: OwnedKind[cache_pb2.Order] = OwnedKind(
     message=cache_pb2.Order,
     record_id=lambda o: o.order_id,
     stream_fields=lambda o: ["u", o.user_id, "b", o.bot_id, "s", o.symbol],
+    terminal=lambda o: o.status in TERMINAL_ORDER_STATUSES,
 )
 BOTS: OwnedKind[cache_pb2.Bot] = OwnedKind(
     name="bots",
@@ -155,6 +203,7 @@ class Store:
         self._tickers_write = redis.register_script(_TICKERS_WRITE)
         self._owned_write = redis.register_script(_OWNED_WRITE)
         self._owned_read = redis.register_script(_OWNED_READ)
+        self._owned_expire = redis.register_script(_OWNED_EXPIRE)
 
     # ------------------------------------------------------------ durable writes
 
@@ -264,10 +313,19 @@ class Store:
     async def upsert(self, kind: OwnedKind[M], record: M) -> str:
         """Store ``record`` under its owner (dropping a previous owner's copy); return the seq."""
         record_id, user_id = kind.record_id(record), record.user_id  # type: ignore[attr-defined]
-        keys = [kind.owner_key, kind.users_key, kind.records_prefix + user_id, kind.stream]
+        keys = [kind.owner_key, kind.users_key, kind.records_prefix + user_id, kind.stream,
+                kind.expiry_key]
         args = [record_id, user_id, record.SerializeToString(), self.stream_maxlen,
-                kind.records_prefix, *kind.stream_fields(record)]
+                kind.records_prefix, kind.expiry_flag(record), *kind.stream_fields(record)]
         return _text(await self._write(self._owned_write, keys, args))  # type: ignore[arg-type]
+
+    async def expire(self, kind: OwnedKind[M], retention_s: float, batch: int) -> int:
+        """Drop up to ``batch`` finished records whose last write is more than ``retention_s``
+        old (by Redis's clock, so replicas of this service agree on what is due); return how
+        many went. Atomic: a record is gone from every key or from none."""
+        keys = [kind.expiry_key, kind.owner_key, kind.users_key]
+        args = [int(retention_s * 1000), batch, kind.records_prefix]
+        return int(await self._write(self._owned_expire, keys, args))  # type: ignore[call-overload]
 
     async def get(self, kind: OwnedKind[M], record_id: str) -> M | None:
         """The record with this id, whoever owns it (scoping is the caller's job)."""

@@ -10,4 +10,6 @@ from __future__ import annotations
 ORDER_SIDES: tuple[str, ...] = ("buy", "sell")
 ORDER_TYPES: tuple[str, ...] = ("limit", "market", "stop", "stop_limit")
 ORDER_STATUSES: tuple[str, ...] = ("new", "open", "partially_filled", "filled", "canceled", "rejected")
+# An order in one of these is finished: the cache service keeps it for a retention, then drops it.
+TERMINAL_ORDER_STATUSES: frozenset[str] = frozenset({"filled", "canceled", "rejected"})
 BOT_STATUSES: tuple[str, ...] = ("running", "paused", "stopped", "error")
