@@ -16,7 +16,8 @@ help:
 	@echo "make test    install test deps, get Docker + a Redis image, run the suite with coverage"
 	@echo "make proto   regenerate marketbridge/api/v1 from proto/cache/v1/cache.proto"
 	@echo "make bench   run the benchmarks (bench/), results under docs/"
-	@echo "make image-test  build the Docker image (Debian base, no registry) and run both services from it"
+	@echo "make image-test  build the Docker image (Debian base, no registry), run both services from it,"
+	@echo "                 and check make install-run on a fresh Debian with its own Python (PEP 668)"
 
 $(PYTHON):
 	@$(BOOTSTRAP_PYTHON) -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV); \

@@ -2,7 +2,8 @@
 # Run the whole test suite with coverage of bridge and cache_service (subprocesses included,
 # through coverage's `patch = ["subprocess"]`); fails under 90%.
 #
-# The image test (tests/k8s/test_image.py: build the Docker image, run both services from it)
+# The image test (tests/k8s/test_image.py: build the Docker image, run both services from it,
+# and `make install-run` on a fresh Debian with its own Python)
 # takes minutes of mostly I/O (debootstrap, pip wheel, docker build); with an engine and no
 # arguments it runs alongside the main run, in a pytest of its own, so make test has no skip
 # but the on-cluster test. The last lines say how each part went and which Redis backend the

@@ -1,6 +1,8 @@
 """Build the image with the local Docker engine and run the system from it, as the chart would:
 Redis, the cache service and the bridge as containers (read-only root, non-root 10001, no
-capabilities), then a WebSocket round trip from this host.
+capabilities), then a WebSocket round trip from this host. From the same Debian base, a fresh
+machine: ``make install-run`` on a copy of the work tree with nothing but Debian's own Python,
+whose system-wide pip installs PEP 668 refuses (why the Makefile makes ``.venv``).
 
 No image registry is reachable here, so the base image comes from Debian's packages
 (scripts/build_base_image.sh) and pip installs from wheels built on this host and served over
@@ -81,12 +83,53 @@ def wheel_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def image(wheel_index: str) -> str:
+def base_image() -> str:
+    """Debian bookworm with its own python3 and python3-venv, nothing else (no pip, no make)."""
     run(["bash", "scripts/build_base_image.sh", BASE_TAG], timeout=900)
+    return BASE_TAG
+
+
+@pytest.fixture(scope="module")
+def image(base_image: str, wheel_index: str) -> str:
     run(["docker", "build", "-q", "--network", "host", "--build-arg", f"BASE_IMAGE={BASE_TAG}",
          "--build-arg", "PIP_NO_INDEX=1", "--build-arg", f"PIP_FIND_LINKS={wheel_index}",
          "-t", IMAGE_TAG, "."], timeout=1200)
     return IMAGE_TAG
+
+
+# In the container, as a person on a fresh Debian machine would: get make from Debian, check
+# that the system Python is externally managed, then the README's install step. pip reads its
+# index settings from the environment, so the wheels come from this host (PIP_FIND_LINKS).
+FRESH_MACHINE = """set -eu
+test -f /usr/lib/python3.11/EXTERNALLY-MANAGED
+apt-get update -qq >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make >/dev/null
+cd /src
+make install-run
+.venv/bin/python -c 'import bridge, cache_service, devstack, scripts.dev_stack'
+! .venv/bin/python -m cache_service --port abc 2>err
+grep -qx "cache_service: error: --port: expected an integer, got 'abc'" err
+echo fresh-machine-ok
+"""
+
+
+def test_make_install_run_works_with_the_system_python_of_a_fresh_debian(
+        base_image: str, wheel_index: str, tmp_path: Path) -> None:
+    """The Makefile makes .venv with Debian's python3 and installs the services into it."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                           capture_output=True, check=True, timeout=60).stdout.decode().split("\0")
+    source = tmp_path / "src"
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            (source / name).write_bytes((ROOT / name).read_bytes())
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--network", "host", "-v", f"{source}:/src",
+         "-e", "PIP_NO_INDEX=1", "-e", f"PIP_FIND_LINKS={wheel_index}",
+         "-e", "PIP_DISABLE_PIP_VERSION_CHECK=1", base_image, "bash", "-c", FRESH_MACHINE],
+        capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "fresh-machine-ok" in output, output[-3000:]
 
 
 @pytest.fixture(scope="module")
