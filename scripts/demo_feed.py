@@ -3,7 +3,9 @@
 It exists so that ``make up`` (and anyone trying the bridge) sees real traffic: about 20
 symbols on two exchanges doing a random walk, published with the bulk ``PublishTickers`` client
 stream, and the orders and bots of two demo users (``alice``, ``bob``) written with
-``UpsertOrder`` / ``UpsertBot``, as an exchange gateway and a bot engine would.
+``UpsertOrder`` / ``UpsertBot``, as an exchange gateway and a bot engine would. Each symbol
+also has an order book and a trades tape (:mod:`scripts.demo_market`), published with the
+``PublishBook`` and ``PublishTrades`` client streams; the books' mids follow the tickers.
 
 The simulation (:class:`Market`, :class:`TradingDesk`) is plain, seeded, I/O-free code; the
 asyncio layer below only paces it and ships what it produces. The feed is an internal writer,
@@ -26,7 +28,8 @@ import random
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
 import grpc
@@ -34,7 +37,9 @@ import grpc
 from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
 from marketbridge.backoff import Backoff
 from marketbridge.channel import open_channel as open_grpc_channel
+from marketbridge.market.book import SNAPSHOT_NEEDED
 from marketbridge.settings import ConfigError, RaisingParser, add_flags, convert, gather
+from scripts.demo_market import DepthMarket
 
 log = logging.getLogger("demo_feed")
 
@@ -80,11 +85,14 @@ class FeedConfig:
     tls_key_file: str | None = None
     backoff_max: float = 10.0
     log_level: str = "INFO"
+    book_rate: float = 300.0
+    trade_rate: float = 20.0
 
     def __post_init__(self) -> None:
         if not self.target:
             raise ConfigError("--target must name the cache service, e.g. 127.0.0.1:50051")
-        for name in ("rate", "trade_interval", "window", "backoff_max"):
+        for name in ("rate", "trade_interval", "window", "backoff_max", "book_rate",
+                     "trade_rate"):
             if getattr(self, name) <= 0:
                 raise ConfigError(
                     f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}"
@@ -111,6 +119,8 @@ FLAG_HELP: dict[str, str | None] = {
     "tls_cert_file": None,
     "tls_key_file": None,
     "log_level": None,
+    "book_rate": "order book deltas per second, all books together",
+    "trade_rate": "trades per second, all symbols together",
 }
 
 
@@ -370,14 +380,18 @@ class Feed:
         self.config = config
         self.market = Market(rng)
         self.desk = TradingDesk(rng, self.market)
+        self.depth = DepthMarket(
+            rng, self.market, [(i.exchange, i.symbol) for i in self.market.instruments])
+        self.books = DepthPublisher(config, self.depth, stop, self._sleep)
         self._stop = stop
         self._backoff = Backoff(RECONNECT_FIRST_S, config.backoff_max, jitter=RECONNECT_JITTER)
         self.published = 0
         self.outages = 0   # sessions the cache service ended (each logged, then retried)
 
     async def run(self) -> None:
-        async with open_channel(self.config) as channel:
+        async with open_channel(self.config) as channel, asyncio.TaskGroup() as depth:
             stub = cache_pb2_grpc.CacheServiceStub(channel)
+            depth.create_task(self.books.run(stub))   # books and trades retry on their own
             while not self._stop.is_set():
                 error: BaseException | None = None
                 try:
@@ -478,6 +492,139 @@ class Feed:
             pass
 
 
+# ---------------------------------------------------------------------------- books and trades
+
+BOOK_STEP_S = 0.02    # the book stream's pacing tick: at 300 deltas/s about six a tick
+TRADE_BATCH_S = 0.1   # the trades made in this time travel in one PublishTradesRequest
+
+
+def snapshot_needed(error: BaseException) -> bool:
+    """The service refused a delta (a gap, or no snapshot yet): resync now, no backoff."""
+    return (
+        isinstance(error, grpc.aio.AioRpcError)
+        and error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        and (error.details() or "").startswith(SNAPSHOT_NEEDED)
+    )
+
+
+class DepthPublisher:
+    """Ships a :class:`DepthMarket`: books with ``PublishBook``, trades with ``PublishTrades``.
+
+    Each stream has a reconnect loop of its own, apart from the ticker session, so that a
+    cache service ending the book stream (a refused delta; an older service without books)
+    stops neither the tickers nor the trades.
+
+    Every book message, the deltas trades make included, goes through one queue in the order
+    the simulation made it, since each carries its book's next sequence number. When a book
+    call fails we cannot know which messages in flight the service applied, so the next call
+    starts with a snapshot of every book and drops the queue (the snapshots contain it).
+    """
+
+    def __init__(self, config: FeedConfig, depth: DepthMarket, stop: asyncio.Event,
+                 sleep: Callable[[float], Awaitable[None]]) -> None:
+        self.config = config
+        self.depth = depth
+        self._stop = stop
+        self._sleep = sleep
+        self._queue: deque[cache_pb2.PublishBookRequest] = deque()
+        self._synced = False   # the service holds every book message since our last snapshots
+        self._book_calls = 0   # numbers the PublishBook calls: only the newest one may send
+        self.book_messages = 0   # accepted by the service
+        self.trades = 0          # accepted by the service
+        self.resyncs = 0         # book calls the service ended with "snapshot needed"
+        self.outages = 0         # calls ended by anything else (each logged, then retried)
+
+    async def run(self, stub: cache_pb2_grpc.CacheServiceStub) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._keep_calling("PublishBook", self._book_call, stub))
+            group.create_task(self._keep_calling("PublishTrades", self._trade_call, stub))
+
+    async def _keep_calling(
+        self, name: str,
+        call: Callable[[cache_pb2_grpc.CacheServiceStub], Awaitable[None]],
+        stub: cache_pb2_grpc.CacheServiceStub,
+    ) -> None:
+        """Back-to-back calls until stopped; a failed one is retried after a backoff."""
+        backoff = Backoff(RECONNECT_FIRST_S, self.config.backoff_max, jitter=RECONNECT_JITTER)
+        while not self._stop.is_set():
+            try:
+                await call(stub)
+                backoff.reset()
+            except (grpc.aio.AioRpcError, OSError) as error:
+                if self._stop.is_set():
+                    return
+                if snapshot_needed(error):   # the service is fine; only our book is not
+                    self.resyncs += 1
+                    log.warning("%s: %s; re-sending every book's snapshot", name,
+                                _describe(error))
+                    continue
+                self.outages += 1
+                delay = backoff.delay()
+                log.warning("%s to %s: %s; retrying in %.1fs", name, self.config.target,
+                            _describe(error), delay)
+                await self._sleep(delay)
+
+    async def _book_call(self, stub: cache_pb2_grpc.CacheServiceStub) -> None:
+        self._book_calls += 1
+        try:
+            response = await stub.PublishBook(
+                self._paced_books(self._book_calls), timeout=self.config.window + CALL_TIMEOUT_S)
+        except BaseException:
+            self._synced = False
+            raise
+        self.book_messages += response.accepted
+        log.info("published %d book messages (total %d)", response.accepted,
+                 self.book_messages)
+
+    async def _trade_call(self, stub: cache_pb2_grpc.CacheServiceStub) -> None:
+        response = await stub.PublishTrades(
+            self._paced_trades(), timeout=self.config.window + CALL_TIMEOUT_S)
+        self.trades += response.accepted
+        log.info("published %d trades (total %d)", response.accepted, self.trades)
+
+    async def _paced_books(self, call: int) -> AsyncIterator[cache_pb2.PublishBookRequest]:
+        """Snapshots first when out of sync, then ``book_rate`` deltas/s and trades' deltas.
+
+        gRPC may still pull from a failed call's requests for a moment after the call ended;
+        had that one taken a message meant for the next call, that call would skip a sequence
+        number. So a generator whose call is no longer the newest stops taking messages."""
+        if not self._synced:
+            self._queue.clear()
+            self._queue.extend(self.depth.snapshots(time.time()))
+            self._synced = True
+        async for due in self._paced(self.config.book_rate, BOOK_STEP_S):
+            if call != self._book_calls:
+                return
+            now = time.time()
+            self._queue.extend(self.depth.step(now) for _ in range(due))
+            while self._queue and call == self._book_calls:
+                yield self._queue.popleft()
+
+    async def _paced_trades(self) -> AsyncIterator[cache_pb2.PublishTradesRequest]:
+        """``trade_rate`` trades/s, each batch in one message; their deltas join the books'."""
+        async for due in self._paced(self.config.trade_rate, TRADE_BATCH_S):
+            if due:
+                now = time.time()
+                trades = []
+                for _ in range(due):
+                    trade, delta = self.depth.trade(now)
+                    trades.append(trade)
+                    if self._synced:   # else the next call's snapshots hold what it took
+                        self._queue.append(delta)   # (and an outage does not grow the queue)
+                yield cache_pb2.PublishTradesRequest(trades=trades)
+
+    async def _paced(self, rate: float, step: float) -> AsyncIterator[int]:
+        """Every ``step`` s for one window: how many items are due at ``rate``/s (no drift)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        made = 0
+        while not self._stop.is_set() and loop.time() - start < self.config.window:
+            due = max(0, int((loop.time() - start) * rate) + 1 - made)
+            made += due
+            yield due
+            await self._sleep(step)
+
+
 async def _requests(
     tickers: Sequence[cache_pb2.Ticker],
 ) -> AsyncIterator[cache_pb2.PublishTickerRequest]:
@@ -505,7 +652,8 @@ async def serve(config: FeedConfig) -> None:
         await asyncio.wait_for(task, timeout=3.0)
     except (TimeoutError, asyncio.CancelledError):
         pass
-    log.info("stopped (published %d ticks)", feed.published)
+    log.info("stopped (published %d ticks, %d book messages, %d trades)",
+             feed.published, feed.books.book_messages, feed.books.trades)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
