@@ -16,11 +16,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import grpc
+import pytest
 
 from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
 from marketbridge.market.book import Book, SnapshotNeeded
 from marketbridge.market.trades import parse_trade
-from scripts.demo_feed import BASE_PRICES, EXCHANGES
+from marketbridge.settings import ConfigError
+from scripts.demo_feed import BASE_PRICES, EXCHANGES, FeedConfig, parse_config
 from tests.e2e.test_demo_feed import running_feed
 from tests.infra.eventually import eventually
 
@@ -148,6 +150,14 @@ def assert_trades_unique_and_valid(trades: list[cache_pb2.Trade]) -> None:
         parse_trade(trade.trade_id, trade.price, trade.amount, trade.side, trade.time)
 
 
+def test_book_and_trade_rates_from_flags_and_environment() -> None:
+    config = parse_config(["--book-rate", "50"], {"FEED_TRADE_RATE": "5"})
+    assert (config.book_rate, config.trade_rate) == (50.0, 5.0)
+    assert (FeedConfig().book_rate, FeedConfig().trade_rate) == (300.0, 20.0)
+    with pytest.raises(ConfigError, match="--trade-rate must be > 0"):
+        parse_config(["--trade-rate", "0"], {})
+
+
 async def test_every_book_starts_with_a_snapshot_and_deltas_follow_in_sequence() -> None:
     """Across PublishBook calls (window 1 s) every book is snapshotted once, first, and its
     deltas never skip a number; trades arrive in batches with unique ids."""
@@ -217,3 +227,4 @@ async def test_default_rates_pace_deltas_and_trades() -> None:
     print(f"measured: {delta_rate:.0f} deltas/s, {trade_rate:.1f} trades/s over {elapsed:.2f}s")
     assert 150 < delta_rate < 400   # 300 made + 20 from trades, one pacing tick of slack
     assert 8 < trade_rate < 30
+
