@@ -15,6 +15,13 @@
   const PING_EVERY_MS = 5000;
   const REQUEST_TIMEOUT_MS = 10000;
   const MAX_ORDERS_SHOWN = 10;
+  const SYMBOL_KEY = 'marketbridge.symbol';
+  const INTERVAL_KEY = 'marketbridge.interval';
+  const MARKET_KEYS = ['book', 'trades', 'candles'];   // channels a welcome's `features` may offer
+  const BOOK_DEPTH = 25;
+  const MAX_TRADES_SHOWN = 50;
+  const CANDLE_LIMIT = 80;
+  const INTERVALS = ['1m', '5m', '15m', '1h'];
 
   // ------------------------------------------------------------------ pure helpers
 
@@ -77,7 +84,11 @@
   class PanelStates {
     constructor(keys) { this.states = new Map(keys.map((key) => [key, 'loading'])); this.connected = false; }
     get(key) { return this.states.get(key); }
+    has(key) { return this.states.has(key); }
     set(key, state) { if (this.states.has(key)) this.states.set(key, state); }
+    /** A panel that comes and goes (the market panels, with `features` and a selected symbol). */
+    add(key) { this.states.set(key, 'loading'); }
+    remove(key) { this.states.delete(key); }
     /** The socket closed: what was live is now old, what was loading still is. */
     disconnected() {
       this.connected = false;
@@ -275,13 +286,34 @@
       if (this.socket && this.socket.readyState === WebSocket.OPEN) this.establish(key);
     }
 
+    /** Register `key` without subscribing now: for a welcome, whose caller subscribes every key next. */
+    watch(key, params, handler) {
+      if (!this.subs.has(key)) this.subs.set(key, { params, lastSeq: null, id: null, handler });
+    }
+
+    /** Forget `key`: unsubscribe it, and do not bring it back on a reconnect. */
+    drop(key) {
+      const sub = this.subs.get(key);
+      if (!sub) return;
+      this.subs.delete(key);
+      if (sub.id) {
+        this.byId.delete(sub.id);
+        if (this.socket && this.socket.readyState === WebSocket.OPEN) {
+          this.request('unsubscribe', { subscription_id: sub.id }).catch(() => {});
+        }
+      }
+    }
+
     async establish(key) {
       const sub = this.subs.get(key);
       const params = Object.assign({}, sub.params);
       if (sub.lastSeq) params.resume_from = sub.lastSeq;
       try {
         const result = await this.request('subscribe', params);
-        if (this.subs.get(key) !== sub) return;
+        if (this.subs.get(key) !== sub) {  // replaced or dropped meanwhile: do not leave it running
+          this.request('unsubscribe', { subscription_id: result.subscription_id }).catch(() => {});
+          return;
+        }
         sub.id = result.subscription_id;
         this.byId.set(sub.id, key);
         sub.handler.snapshot(result.snapshot || [], result);
@@ -313,6 +345,25 @@
   let token = takeToken();
   let exchange = pageParams.get('exchange') || localStorage.getItem(EXCHANGE_KEY) || DEFAULT_EXCHANGES[0];
   let exchanges = Array.from(new Set([...DEFAULT_EXCHANGES, exchange]));
+  let symbol = pageParams.get('symbol') || localStorage.getItem(SYMBOL_KEY) || '';
+  let interval = pageParams.get('interval') || localStorage.getItem(INTERVAL_KEY) || INTERVALS[0];
+  if (!INTERVALS.includes(interval)) interval = INTERVALS[0];
+  let features = new Set();        // what the welcome offers (none when it has no `features`)
+  let tickersLoaded = false;       // the current exchange's ticker snapshot is in
+  const M = window.marketbridgeMarket;
+  const market = {                 // the selected symbol's book, tape and candles
+    subscribed: false,             // subscriptions are set up for (exchange, symbol)
+    book: new M.BookCopy(BOOK_DEPTH),
+    bookLoaded: false,             // the copy holds a snapshot (false while resyncing)
+    bookStale: '',                 // why the book is stale (the server said so), or ''
+    verified: 0,                   // updates whose checksum matched
+    mismatches: 0,                 // updates whose checksum did not: each one resubscribes
+    trades: [],                    // newest first
+    tradeIds: new Set(),
+    freshTrades: 0,                // rows to flash at the next render
+    series: new M.CandleSeries(CANDLE_LIMIT),
+    dirty: new Set(),
+  };
   const rows = new Map();          // symbol -> {ticker, tr, cells}
   const dirty = new Set();
   const orders = new Map();
@@ -357,14 +408,24 @@
     tickers: { card: 'tickers-card', empty: 'tickers-empty', size: () => rows.size, none: () => `No tickers on ${exchange} yet.` },
     orders: { card: 'orders-card', empty: 'orders-empty', size: () => orders.size, none: () => 'No orders for this user.' },
     bots: { card: 'bots-card', empty: 'bots-empty', size: () => bots.size, none: () => 'No bots for this user.' },
+    book: { card: 'book-card', empty: 'book-empty', size: () => market.book.bids.length + market.book.asks.length, none: () => `No book for ${symbol} on ${exchange} yet.` },
+    trades: { card: 'trades-card', empty: 'trades-empty', size: () => market.trades.length, none: () => `No trades for ${symbol} on ${exchange} yet.` },
+    candles: { card: 'candles-card', empty: 'candles-empty', size: () => market.series.candles.length, none: () => `No ${interval} candles for ${symbol} yet.` },
   };
 
   /** A panel's frame and its empty line: "no orders" is only said once the snapshot said so. */
   function renderPanel(key) {
     const panel = PANELS[key];
+    const empty = $(panel.empty);
+    if (!panels.has(key)) {  // a market panel with no subscription: no symbol picked yet
+      const waiting = !tickersLoaded;  // the tickers' snapshot picks one
+      $(panel.card).dataset.state = waiting ? 'loading' : 'idle';
+      empty.hidden = false;
+      empty.textContent = waiting ? `Loading ${key}…` : 'Pick a symbol in the tickers table.';
+      return;
+    }
     const state = panels.get(key);
     $(panel.card).dataset.state = state;
-    const empty = $(panel.empty);
     empty.hidden = state !== 'failed' && panel.size() > 0;
     empty.textContent = state === 'loading' ? `Loading ${key}…` : state === 'failed' ? failures.get(key) : panel.none();
   }
@@ -396,6 +457,9 @@
   function tickerRow(symbol) {
     const tr = document.createElement('tr');
     tr.dataset.symbol = symbol;
+    tr.tabIndex = 0;
+    tr.addEventListener('click', () => selectSymbol(symbol));
+    tr.addEventListener('keydown', (event) => { if (event.key === 'Enter' || event.key === ' ') { event.preventDefault(); selectSymbol(symbol); } });
     const cells = {};
     for (const name of ['sym', 'price', 'bid', 'ask', 'change', 'volume', 'age']) {
       const td = document.createElement('td');
@@ -415,6 +479,10 @@
     return { ticker: null, tr, cells, direction: 0 };
   }
 
+  function markSelectedRow() {
+    for (const [sym, row] of rows) row.tr.setAttribute('aria-selected', String(sym === symbol));
+  }
+
   function placeRow(row) {
     const body = $('tickers').querySelector('tbody');
     const after = Array.from(body.children).find((tr) => tr.dataset.symbol > row.tr.dataset.symbol);
@@ -429,6 +497,8 @@
       rows.set(ticker.symbol, row);
       placeRow(row);
       applyFilter();
+      row.tr.setAttribute('aria-selected', String(ticker.symbol === symbol));
+      if (tickersLoaded && !market.subscribed) ensureSymbol();  // the first symbol of an empty exchange
     }
     const previous = row.ticker;
     // Replayed events can be older than a snapshot just applied: exchange time decides.
@@ -473,6 +543,7 @@
   }
 
   function resetTickers() {
+    tickersLoaded = false;
     rows.clear();
     dirty.clear();
     $('tickers').querySelector('tbody').replaceChildren();
@@ -485,18 +556,27 @@
     for (const [symbol, row] of rows) row.tr.hidden = needle !== '' && !symbol.toUpperCase().includes(needle);
   }
 
-  function renderExchanges() {
-    const box = $('exchanges');
-    box.replaceChildren(...exchanges.map((name) => {
+  /** Tab buttons for `names` in `box` (exchanges, intervals); `data-<field>` names each. */
+  function renderTabs(box, names, selected, field, choose) {
+    box.replaceChildren(...names.map((name) => {
       const button = document.createElement('button');
       button.type = 'button';
       button.role = 'tab';
       button.textContent = name;
-      button.dataset.exchange = name;
-      button.setAttribute('aria-selected', String(name === exchange));
-      button.addEventListener('click', () => selectExchange(name));
+      button.dataset[field] = name;
+      button.setAttribute('aria-selected', String(name === selected));
+      button.addEventListener('click', () => choose(name));
       return button;
     }));
+  }
+
+  const renderExchanges = () => renderTabs($('exchanges'), exchanges, exchange, 'exchange', selectExchange);
+
+  /** Streams that were replaced (another exchange, symbol or interval): their interruption no longer applies. */
+  function forgetInterruptions(keys) {
+    let cleared = false;
+    for (const key of keys) cleared = interrupted.delete(key) || cleared;
+    if (cleared) { if (interrupted.size) showInterruption(); else banner(null, null); }
   }
 
   function selectExchange(name) {
@@ -505,13 +585,18 @@
     localStorage.setItem(EXCHANGE_KEY, name);
     renderExchanges();
     resetTickers();
-    // The new exchange is another stream: an interruption of the old one no longer applies.
-    if (interrupted.delete('tickers')) { if (interrupted.size) showInterruption(); else banner(null, null); }
+    dropMarket();  // the book, chart and tape of the old exchange; back with the new snapshot
+    forgetInterruptions(['tickers', ...MARKET_KEYS]);  // the new exchange's streams are others
     subscribeTickers();
   }
 
   const tickerHandler = {
-    snapshot(list) { for (const ticker of list) applyTicker(ticker); setPanel('tickers', 'live'); },
+    snapshot(list) {
+      for (const ticker of list) applyTicker(ticker);
+      tickersLoaded = true;
+      setPanel('tickers', 'live');
+      ensureSymbol();
+    },
     update(ticker) { applyTicker(ticker); },
     failed(error) { failPanel('tickers', `Could not subscribe to ${exchange}: ${error.message}`); },
   };
@@ -529,6 +614,362 @@
       renderExchanges();
     } catch (_) { /* keep the defaults */ }
   }
+
+  // ---- the selected symbol: order book, candle chart, trades tape (offered by `features`)
+
+  function ensureSymbol() {
+    if (!tickersLoaded) return;
+    if (symbol && rows.has(symbol)) { if (!market.subscribed) subscribeMarket(); return; }
+    if (!rows.size) { for (const key of MARKET_KEYS) renderPanel(key); return; }
+    selectSymbol(rows.has('BTC/USDT') ? 'BTC/USDT' : Array.from(rows.keys()).sort()[0], false);
+  }
+
+  function selectSymbol(name, remember = true) {
+    if (remember) localStorage.setItem(SYMBOL_KEY, name);
+    if (name === symbol && market.subscribed) return;
+    symbol = name;
+    markSelectedRow();
+    subscribeMarket();
+  }
+
+  function marketParams(key) {
+    if (key === 'book') return { channel: 'book', exchange, symbol, depth: BOOK_DEPTH };
+    if (key === 'trades') return { channel: 'trades', exchange, symbols: [symbol] };
+    return { channel: 'candles', exchange, symbol, interval, limit: CANDLE_LIMIT };
+  }
+
+  function resetMarket(key) {
+    if (key === 'book') {
+      market.book = new M.BookCopy(BOOK_DEPTH);
+      market.bookLoaded = false;
+      market.bookStale = '';
+      market.verified = 0;
+    } else if (key === 'trades') {
+      market.trades = [];
+      market.tradeIds.clear();
+    } else {
+      market.series = new M.CandleSeries(CANDLE_LIMIT);
+    }
+    markMarket(key);
+  }
+
+  /** (Re)subscribe every offered market channel for the selected exchange and symbol. */
+  function subscribeMarket() {
+    market.subscribed = true;
+    forgetInterruptions(MARKET_KEYS);  // another symbol's streams
+    for (const key of MARKET_KEYS) {
+      resetMarket(key);
+      if (features.has(key)) {
+        panels.add(key);
+        client.subscribe(key, marketParams(key), marketHandlers[key]);
+      } else {
+        client.drop(key);
+        panels.remove(key);
+      }
+      renderPanel(key);
+    }
+    showMarket();
+    renderBadge();
+  }
+
+  function dropMarket() {
+    market.subscribed = false;
+    for (const key of MARKET_KEYS) {
+      client.drop(key);
+      panels.remove(key);
+      resetMarket(key);
+      renderPanel(key);
+    }
+    renderBadge();
+  }
+
+  /** The welcome says what this server offers: panels come and go with it. */
+  function applyFeatures(list) {
+    features = new Set(Array.isArray(list) ? list : []);
+    for (const key of MARKET_KEYS) {
+      if (!features.has(key)) {
+        client.drop(key);
+        panels.remove(key);
+        interrupted.delete(key);
+      } else if (market.subscribed && !client.subs.has(key)) {
+        panels.add(key);
+        client.watch(key, marketParams(key), marketHandlers[key]);  // the welcome subscribes it next
+      }
+      renderPanel(key);
+    }
+    showMarket();
+  }
+
+  function showMarket() {
+    const offered = MARKET_KEYS.filter((key) => features.has(key));
+    $('market').hidden = offered.length === 0;
+    $('market').dataset.panels = String(offered.length);
+    for (const key of MARKET_KEYS) $(PANELS[key].card).hidden = !features.has(key);
+    for (const el of document.querySelectorAll('[data-symbol-label]')) el.textContent = symbol ? `${symbol} · ${exchange}` : '';
+  }
+
+  function markMarket(key) {
+    market.dirty.add(key);
+    if (market.renderQueued) return;
+    market.renderQueued = true;
+    requestAnimationFrame(() => {
+      market.renderQueued = false;
+      if (market.dirty.has('book')) renderBook();
+      if (market.dirty.has('trades')) renderTrades();
+      if (market.dirty.has('candles')) renderChart();
+      for (const dirtyKey of market.dirty) if (panels.has(dirtyKey)) renderPanel(dirtyKey);
+      market.dirty.clear();
+    });
+  }
+
+  // The book: the documented copy, its checksum checked on every update.
+
+  function bookMismatch() {
+    market.mismatches += 1;
+    market.bookLoaded = false;  // until the fresh snapshot: updates of the old subscription are not applied
+    client.refresh('book');
+    markMarket('book');
+  }
+
+  /** Replace the copy with a whole book (a subscribe snapshot, or a `snapshot: true` update). */
+  function loadBook(book) {
+    if (!market.book.load(book || {})) { bookMismatch(); return; }
+    market.bookLoaded = true;
+    market.bookStale = book && book.stale ? 'waiting for a fresh snapshot' : '';
+    setPanel('book', market.bookStale || interrupted.has('book') ? 'stale' : 'live');
+    markMarket('book');
+  }
+
+  const bookHandler = {
+    snapshot(snapshot) {
+      const book = Array.isArray(snapshot) ? snapshot[0] : snapshot;
+      if (!book && market.bookLoaded) { setPanel('book', market.bookStale ? 'stale' : 'live'); return; }  // resumed
+      loadBook(book);
+    },
+    update(update) {
+      if (!update || (update.symbol && update.symbol !== symbol)) return;
+      if (update.snapshot === true) { loadBook(update); return; }  // the book was replaced
+      if (update.stale === true) {  // no longer the exchange's book: kept, marked, until a snapshot
+        market.bookStale = update.reason || 'the feed missed an update';
+        setPanel('book', 'stale');
+        markMarket('book');
+        return;
+      }
+      if (!market.bookLoaded) return;
+      if (!market.book.apply(update)) { bookMismatch(); return; }
+      market.verified += 1;
+      markMarket('book');
+    },
+    failed(error) { failPanel('book', `No book for ${symbol}: ${error.message}`); },
+  };
+
+  function ladderRows(body, count) {
+    while (body.children.length < count) {
+      const tr = document.createElement('tr');
+      tr.innerHTML = '<td class="num"></td><td class="num"></td><td class="num"></td>';
+      body.appendChild(tr);
+    }
+    while (body.children.length > count) body.lastChild.remove();
+  }
+
+  function renderLadder(id, levels, scale, priceFirst) {
+    const body = $(id).querySelector('tbody');
+    ladderRows(body, levels.length);
+    levels.forEach((level, i) => {
+      const tr = body.children[i];
+      const [a, b, c] = tr.children;
+      const [priceCell, totalCell] = priceFirst ? [a, c] : [c, a];
+      priceCell.textContent = level.price;          // the strings as the server sent them
+      priceCell.className = `num price ${priceFirst ? 'down' : 'up'}`;
+      b.textContent = level.qty;
+      b.className = 'num qty';
+      totalCell.textContent = fmtAmount(level.total);
+      totalCell.className = 'num total';
+      tr.dataset.price = level.price;
+      tr.style.setProperty('--depth', `${scale > 0 ? Math.min(100, (level.total / scale) * 100) : 0}%`);
+    });
+  }
+
+  function renderBook() {
+    const book = market.book;
+    const bids = M.withTotals(book.bids);
+    const asks = M.withTotals(book.asks);
+    const scale = Math.max(bids.length ? bids[bids.length - 1].total : 0, asks.length ? asks[asks.length - 1].total : 0);
+    renderLadder('book-bids', bids, scale, false);
+    renderLadder('book-asks', asks, scale, true);
+    const el = $('book');
+    el.hidden = bids.length + asks.length === 0;
+    const bestBid = book.bestBid();
+    const bestAsk = book.bestAsk();
+    el.dataset.bestBid = bestBid ? bestBid[0] : '';
+    el.dataset.bestAsk = bestAsk ? bestAsk[0] : '';
+    const spread = book.spread();
+    const mid = bestBid && bestAsk ? (parseFloat(bestBid[0]) + parseFloat(bestAsk[0])) / 2 : 0;
+    $('book-spread').textContent = spread === null ? '' : `spread ${spread}`;
+    $('book-spread').title = spread === null ? 'Best ask minus best bid'
+      : `Best ask minus best bid${mid > 0 ? `: ${((parseFloat(spread) / mid) * 10000).toFixed(2)} bp of the mid` : ''}`;
+    $('book-spread').dataset.spread = spread || '';
+    const check = $('book-check');
+    const state = market.bookStale ? 'stale'
+      : market.bookLoaded ? (market.mismatches ? 'recovered' : 'ok') : (market.mismatches ? 'resync' : '');
+    check.dataset.state = state;
+    check.dataset.mismatches = String(market.mismatches);
+    check.dataset.verified = String(market.verified);
+    check.dataset.checksum = book.checksum === null ? '' : String(book.checksum);
+    const misses = market.mismatches ? ` · ${market.mismatches} mismatch${market.mismatches === 1 ? '' : 'es'}` : '';
+    check.textContent = state === '' ? '' : state === 'stale' ? `book stale: ${market.bookStale}`
+      : state === 'resync' ? `checksum mismatch: resyncing${misses}` : `checksum ok${misses}`;
+    check.title = `CRC32 ${check.dataset.checksum || '–'}: ${market.verified} updates verified${misses}`;
+  }
+
+  // The trades tape: newest first, the last few dozen.
+
+  function addTrades(list, newestFirst) {
+    const fresh = [];
+    for (const trade of list) {
+      if (!trade || (trade.symbol && trade.symbol !== symbol)) continue;
+      const id = `${trade.trade_id}`;
+      if (market.tradeIds.has(id)) continue;  // a replay after a resume repeats what was shown
+      market.tradeIds.add(id);
+      fresh.push(trade);
+    }
+    if (!newestFirst) fresh.reverse();
+    market.trades = fresh.concat(market.trades);
+    for (const old of market.trades.splice(MAX_TRADES_SHOWN)) market.tradeIds.delete(`${old.trade_id}`);
+    return fresh.length;
+  }
+
+  const tradesHandler = {
+    snapshot(list) {
+      addTrades(Array.isArray(list) ? list : [], false);  // newest last on the wire
+      setPanel('trades', 'live');
+      markMarket('trades');
+    },
+    update(trade) {
+      market.freshTrades += addTrades([trade], true);
+      markMarket('trades');
+    },
+    failed(error) { failPanel('trades', `No trades for ${symbol}: ${error.message}`); },
+  };
+
+  const fmtClock = (unixSeconds) => (typeof unixSeconds === 'number'
+    ? new Date(unixSeconds * 1000).toLocaleTimeString('en-GB') : '–');
+
+  function renderTrades() {
+    const body = $('trades').querySelector('tbody');
+    const flash = market.freshTrades;
+    market.freshTrades = 0;
+    body.replaceChildren(...market.trades.map((t, i) => {
+      const tr = document.createElement('tr');
+      tr.dataset.tradeId = t.trade_id;
+      const side = t.side === 'buy' ? 'up' : t.side === 'sell' ? 'down' : '';
+      tr.innerHTML = `<td class="num price ${side}"></td><td class="num"></td><td class="side-cell ${side}"></td><td class="num age"></td>`;
+      const [price, amount, sideCell, time] = tr.children;
+      price.textContent = t.price;
+      amount.textContent = t.amount;
+      sideCell.textContent = t.side || '–';
+      time.textContent = fmtClock(t.time);
+      if (i < flash && tr.animate) {
+        tr.animate([{ backgroundColor: side === 'up' ? 'var(--up-bg)' : 'var(--down-bg)' }, { backgroundColor: 'transparent' }],
+          { duration: 650, easing: 'ease-out' });
+      }
+      return tr;
+    }));
+    $('trades-count').textContent = market.trades.length ? `last ${market.trades.length}` : '';
+  }
+
+  // The candle chart: SVG, redrawn from the series on each change.
+
+  const candlesHandler = {
+    snapshot(list) {
+      if (Array.isArray(list) && list.length) market.series.load(list.filter((c) => !c.interval || c.interval === interval));
+      setPanel('candles', 'live');
+      markMarket('candles');
+    },
+    update(candle) {
+      if (!candle || (candle.symbol && candle.symbol !== symbol) || (candle.interval && candle.interval !== interval)) return;
+      market.series.put(candle);
+      markMarket('candles');
+    },
+    failed(error) { failPanel('candles', `No candles for ${symbol}: ${error.message}`); },
+  };
+
+  const SVG = 'http://www.w3.org/2000/svg';
+  function svgEl(name, attrs, text) {
+    const el = document.createElementNS(SVG, name);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+    if (text !== undefined) el.textContent = text;
+    return el;
+  }
+
+  function fmtTick(value, step) {
+    const digits = Math.max(0, Math.min(8, -Math.floor(Math.log10(step || 1))));
+    return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  }
+
+  function renderChart() {
+    const svg = $('chart');
+    const width = Math.max(240, Math.round(svg.parentElement.clientWidth || 600));
+    const height = 420;
+    svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
+    svg.setAttribute('width', width);
+    svg.setAttribute('height', height);
+    const candles = market.series.candles;
+    const volumeH = 44;
+    const layout = M.candleLayout(candles, width, height - volumeH);
+    const parts = [];
+    for (const tick of layout.ticks) {
+      parts.push(svgEl('line', { class: 'grid', x1: layout.plot.x, x2: layout.plot.x + layout.plot.width, y1: tick.y, y2: tick.y }));
+      parts.push(svgEl('text', { class: 'axis', x: width - 6, y: tick.y + 4, 'text-anchor': 'end' }, fmtTick(tick.value, layout.step)));
+    }
+    const maxVolume = Math.max(0, ...candles.map((c) => parseFloat(c.volume) || 0));
+    const every = Math.max(1, Math.ceil(layout.candles.length / 6));
+    layout.candles.forEach((item, i) => {
+      const cls = item.up ? 'up' : 'down';
+      const g = svgEl('g', { class: `candle ${cls}`, 'data-open-time': item.candle.open_time });
+      g.appendChild(svgEl('title', {}, `${fmtClock(item.candle.open_time)} O ${item.candle.open} H ${item.candle.high} L ${item.candle.low} C ${item.candle.close} V ${item.candle.volume}`));
+      g.appendChild(svgEl('line', { class: 'wick', x1: item.x, x2: item.x, y1: item.high, y2: item.low }));
+      g.appendChild(svgEl('rect', { class: 'body', x: item.x - item.width / 2, y: item.top, width: item.width, height: item.height }));
+      const vol = maxVolume > 0 ? ((parseFloat(item.candle.volume) || 0) / maxVolume) * (volumeH - 14) : 0;
+      g.appendChild(svgEl('rect', { class: 'volume', x: item.x - item.width / 2, y: height - 14 - vol, width: item.width, height: Math.max(0, vol) }));
+      parts.push(g);
+      if ((layout.candles.length - 1 - i) % every === 0) {
+        const t = new Date(item.candle.open_time * 1000);
+        const label = interval.endsWith('d') ? t.toLocaleDateString('en-GB') : t.toLocaleTimeString('en-GB', { hour: '2-digit', minute: '2-digit' });
+        parts.push(svgEl('text', { class: 'axis', x: item.x, y: height - 2, 'text-anchor': 'middle' }, label));
+      }
+    });
+    const last = candles[candles.length - 1];
+    if (last && layout.candles.length) {
+      const y = layout.candles[layout.candles.length - 1];
+      const closeY = y.up ? y.top : y.top + y.height;
+      parts.push(svgEl('line', { class: `last ${y.up ? 'up' : 'down'}`, x1: layout.plot.x, x2: layout.plot.x + layout.plot.width, y1: closeY, y2: closeY }));
+    }
+    svg.replaceChildren(...parts);
+    svg.dataset.candles = String(layout.candles.length);
+    svg.dataset.interval = interval;
+    svg.parentElement.hidden = layout.candles.length === 0;
+    $('candle-last').textContent = last ? `C ${last.close}` : '';
+    $('candle-last').title = last ? `${fmtClock(last.open_time)} O ${last.open} H ${last.high} L ${last.low} C ${last.close} V ${last.volume}${last.closed ? '' : ' (open)'}` : '';
+  }
+
+  const renderIntervals = () => renderTabs($('intervals'), INTERVALS, interval, 'interval', selectInterval);
+
+  function selectInterval(name) {
+    if (name === interval) return;
+    interval = name;
+    localStorage.setItem(INTERVAL_KEY, name);
+    renderIntervals();
+    if (!market.subscribed || !features.has('candles')) return;
+    forgetInterruptions(['candles']);
+    resetMarket('candles');
+    panels.add('candles');
+    renderPanel('candles');
+    renderBadge();
+    client.subscribe('candles', marketParams('candles'), candlesHandler);
+  }
+
+  const marketHandlers = { book: bookHandler, trades: tradesHandler, candles: candlesHandler };
 
   // ---- orders and bots (private channels: shown when the user has any)
 
@@ -606,6 +1047,7 @@
         ? `limits: ${Object.entries(limits).filter(([, v]) => v !== null && v !== undefined)
           .map(([k, v]) => `${k.replace(/_/g, ' ')} ${v}`).join(' · ')}`
         : '';
+      applyFeatures(frame.features);
       if (!interrupted.size) banner(null, null);
       resumed.recovered = [];
       resumed.gaps = [];
@@ -617,6 +1059,7 @@
       missed.clear();
       panels.disconnected();
       for (const key of Object.keys(PANELS)) renderPanel(key);
+      if (market.subscribed) markMarket('book');
       if (advice.needToken) {
         if (advice.dropToken) { token = ''; localStorage.removeItem(TOKEN_KEY); }
         banner('error', advice.help);
@@ -650,7 +1093,7 @@
         return;
       }
       interrupted.delete(key);
-      if (panels.get(key) === 'stale') setPanel(key, 'live');
+      if (panels.get(key) === 'stale' && !(key === 'book' && market.bookStale)) setPanel(key, 'live');
       if (!frame.recovered) { missed.add(key); client.refresh(key); }
       if (interrupted.size) { showInterruption(); return; }
       const lost = Array.from(missed);
@@ -692,6 +1135,7 @@
     showUser();
   });
   $('filter').addEventListener('input', applyFilter);
+  window.addEventListener('resize', () => { if (market.series.candles.length) markMarket('candles'); });
 
   function subscribeAll() {
     subscribeTickers();
@@ -707,11 +1151,14 @@
   }, 1000);
 
   // The pure helpers, for the browser console and the page's tests.
-  window.marketbridge = Object.freeze({ updatesOf, Backoff, RateMeter, closeAdvice, PanelStates, jwtClaims, fmtPrice, fmtChange, fmtAge, client });
+  window.marketbridge = Object.freeze({ updatesOf, Backoff, RateMeter, closeAdvice, PanelStates, jwtClaims, fmtPrice, fmtChange, fmtAge, client, market: M });
 
   if (batchMs > 0) { $('batch-stat').hidden = false; $('batch').textContent = `${batchMs} ms`; }
   showUser();
   renderExchanges();
+  renderIntervals();
+  for (const key of MARKET_KEYS) renderPanel(key);
+  showMarket();
   renderOrders();
   renderBots();
   renderBadge();

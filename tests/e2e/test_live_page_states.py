@@ -20,6 +20,7 @@ from tests.infra.tokens import make_token
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180), pytest.mark.usefixtures("require_chromium")]
 
 KEYS = ("tickers", "orders", "bots")
+MARKET_KEYS = ("book", "trades", "candles")
 BADGE = "document.getElementById('live-badge').dataset.state"
 PANELS = (
     f"Object.fromEntries({list(KEYS)}"
@@ -96,10 +97,10 @@ window.WebSocket = class extends NativeWebSocket {
         : frame.type === 'response' && frame.action === 'subscribe' && frame.success ? frame.result.channel : null;
       if (!name) return;
       const panels = {};
-      for (const key of ['tickers', 'orders', 'bots']) {
+      for (const key of ['tickers', 'orders', 'bots', 'book', 'trades', 'candles']) {
         panels[key] = [document.getElementById(key + '-card').dataset.state, document.getElementById(key + '-empty').textContent];
       }
-      window.__frames.push({name, panels});
+      window.__frames.push({name, panels, features: frame.features || []});
     });
   }
 };
@@ -126,11 +127,16 @@ async def test_panels_say_loading_until_their_snapshot_is_in(redis_url: str) -> 
 
     welcome = frames[0]
     assert welcome["name"] == "welcome"
-    assert welcome["panels"] == {key: ["loading", f"Loading {key}…"] for key in KEYS}
+    assert welcome["panels"] == {key: ["loading", f"Loading {key}…"] for key in KEYS + MARKET_KEYS}
     replies = {frame["name"]: frame["panels"] for frame in frames[1:]}
-    assert set(replies) == set(KEYS)
-    for key in KEYS:  # just before its own snapshot is applied, each panel still says loading
+    # The market panels the welcome's `features` offer subscribe once the tickers' snapshot
+    # has picked a symbol; each of them says loading until its own snapshot too.
+    offered = tuple(key for key in MARKET_KEYS if key in welcome["features"])
+    assert set(replies) == set(KEYS + offered)
+    for key in KEYS + offered:  # just before its own snapshot is applied, each panel says loading
         assert replies[key][key] == ["loading", f"Loading {key}…"], replies
+    for key in offered:
+        assert replies[key]["tickers"][0] == "live", replies
     assert texts == {
         "orders": ["Loading orders…", "No orders for this user."],
         "bots": ["Loading bots…", "No bots for this user."],
