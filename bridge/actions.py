@@ -18,6 +18,9 @@ from google.protobuf.message import Message
 
 from bridge.auth import Identity
 from bridge.channels import ALIASES
+from bridge.channels import book as book_channel
+from bridge.channels.candles import SNAPSHOT_CANDLES
+from bridge.channels.trades import SNAPSHOT_TRADES
 from bridge.channels.base import visible
 from bridge.codec import entity_to_dict
 from bridge.errors import NOT_FOUND, BridgeError
@@ -27,6 +30,7 @@ from bridge.protocol import (
     Reply,
     Request,
     check_known,
+    market_params,
     ok,
     opt_choice,
     opt_int,
@@ -110,6 +114,36 @@ async def list_bots(client: Client, request: Request) -> Reply:
     return ok(request, [entity_to_dict(b) for b in reply.bots if visible(client.identity, b)])
 
 
+async def get_book(client: Client, request: Request) -> Reply:
+    """The book cut to ``depth`` (default 10), with its checksum; ``stale: true`` when it no
+    longer matches the exchange (waiting for the publisher's snapshot)."""
+    check_known(request.params, ("exchange", "symbol", "depth"))
+    params = market_params(request.params, ("symbol", "depth"))
+    book = await client.call("GetBook", pb.GetBookRequest(
+        exchange=req_str(request.params, "exchange"), symbol=params["symbol"], depth=params["depth"]))
+    return ok(request, book_channel.encode(book))
+
+
+async def list_trades(client: Client, request: Request) -> Reply:
+    """Recent trades, newest last (``limit``, default 50)."""
+    check_known(request.params, ("exchange", "symbols", "limit"))
+    limit = market_params(request.params, ("limit",))["limit"]
+    reply = await client.call("ListTrades", pb.ListTradesRequest(
+        exchange=req_str(request.params, "exchange"),
+        symbols=list(opt_str_list(request.params, "symbols") or ()), limit=limit or SNAPSHOT_TRADES))
+    return ok(request, [entity_to_dict(t) for t in reply.trades])
+
+
+async def list_candles(client: Client, request: Request) -> Reply:
+    """The last candles of a series, oldest first (``limit``, default 100); the last may be open."""
+    check_known(request.params, ("exchange", "symbol", "interval", "limit"))
+    params = market_params(request.params, ("symbol", "interval", "limit"))
+    reply = await client.call("ListCandles", pb.ListCandlesRequest(
+        exchange=req_str(request.params, "exchange"), symbol=params["symbol"],
+        interval=params["interval"], limit=params["limit"] or SNAPSHOT_CANDLES))
+    return ok(request, [entity_to_dict(c) for c in reply.candles])
+
+
 async def subscribe(client: Client, request: Request) -> None:
     """``subscribe`` and its ``stream_<channel>`` aliases; the set-up queues the response
     itself, before it replays and releases (:mod:`bridge.subscribe`)."""
@@ -131,6 +165,9 @@ ACTIONS: Mapping[str, Handler] = {
     "list_orders": list_orders,
     "get_bot": get_bot,
     "list_bots": list_bots,
+    "get_book": get_book,
+    "list_trades": list_trades,
+    "list_candles": list_candles,
     "subscribe": subscribe,
     "unsubscribe": unsubscribe,
     **{alias: subscribe for alias in ALIASES},

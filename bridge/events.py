@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from marketbridge.seq import SeqKey, seq_key, seq_time_ms
 
@@ -23,6 +24,8 @@ class Event:
     bot_id: str
     tail: str
     result: str
+    # a book update a client's queue may merge with the next (bridge.pending_book.BookDelta)
+    merge: Any = None
 
     @property
     def time_ms(self) -> int:

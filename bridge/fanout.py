@@ -91,6 +91,8 @@ class Topic:
         # not ``recovered`` even if the service replays everything after it.
         self.lost = False
         self.task: asyncio.Task[None] | None = None
+        # a book topic's own copy, checking every update's checksum (bridge.book_check)
+        self.check = channel.self_check(key) if channel.self_check is not None else None
 
     def join(self, sub: Subscription, member: Subscriber) -> None:
         key = lane_key(sub, member.batch_ms)
@@ -121,6 +123,8 @@ class Topic:
         if key <= self.last_key:
             return   # already delivered before a resume
         self.last_seq, self.last_key = seq, key
+        if self.check is not None and not self.check.verify(entity):  # type: ignore[arg-type]
+            self.metrics.book_checksum_failures_total.inc()
         event = self.channel.event(seq, entity)  # type: ignore[arg-type]
         for lane in list(self.lanes.values()):
             lane.offer(event)
@@ -280,7 +284,7 @@ class Fanout:
                 async for events in messages:
                     for reply in events:
                         kind = reply.WhichOneof("event")
-                        if kind == channel.entity_field:
+                        if kind in channel.entity_fields:
                             topic.dispatch(reply.seq, getattr(reply, kind))
                         elif kind == "live":
                             self._went_live(topic, reply.seq, recovered=not gap)
@@ -380,7 +384,7 @@ class Fanout:
                 while (events := await self._next_message(messages, watch, clock())) is not None:
                     for reply in events:
                         kind = reply.WhichOneof("event")
-                        if kind == channel.entity_field:
+                        if kind in channel.entity_fields:
                             yield channel.event(reply.seq, getattr(reply, kind))
                         elif kind == "gap":
                             yield GAP

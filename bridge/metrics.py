@@ -60,7 +60,11 @@ class BridgeMetrics:
             "bridge_delivery_latency_seconds", "Event time (seq id) to frame written",
             buckets=LATENCY_BUCKETS, registry=r)
         self.conflated_updates_total = Counter(
-            "bridge_conflated_updates_total", "Ticker updates replaced in a backlog", registry=r)
+            "bridge_conflated_updates_total", "Ticker updates replaced, and book updates merged, "
+            "in a slow client's backlog", registry=r)
+        self.book_checksum_failures_total = Counter(
+            "bridge_book_checksum_failures_total", "Book updates whose checksum the bridge's own "
+            "copy of the book did not match (its self-check; must stay 0)", registry=r)
         self.fanout_failures_total = Counter(
             "bridge_fanout_failures_total", "Deliveries to one client that raised (a bug); that "
             "client was closed 1011 and the others carried on", registry=r)

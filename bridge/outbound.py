@@ -30,6 +30,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from bridge.codec import batch_frame
+from bridge.pending_book import PendingBook
 
 # A client is "behind" (its tickers may be conflated) once its queue holds this fraction of
 # ``--max-backlog``. Half: it is the point where the session already paces a replay
@@ -58,6 +59,7 @@ class Entry:
     key: Hashable | None    # conflation key (ticker updates only)
     event_ms: int = 0       # event time of an update, for bridge_delivery_latency_seconds
     dropped: bool = False   # replaced by a newer update of the same key (skipped by take)
+    book: PendingBook | None = None   # a book update that a newer one merges into
 
 
 @dataclass(slots=True)
@@ -93,24 +95,30 @@ class Outbound:
         return len(self) >= self.conflate_above
 
     def push_update(self, frame: str, event_ms: int, key: Hashable | None, now: float,
-                    bounded: bool = True, due: bool = False) -> Push:
+                    bounded: bool = True, due: bool = False, book: PendingBook | None = None) -> Push:
         """Queue an update.
 
-        With a ``key`` (a live ticker update) it is never refused; when the client is
+        With a ``key`` (a live ticker or book event) it is never refused; when the client is
         :attr:`behind`, the queued update of the same key is dropped and this one goes to the
-        back (so per-subscription seq order holds). Without a key it is never conflated and,
-        when ``bounded``, refused (OVERFLOW) once the backlog is full. ``due``: the update
-        already waited for a batch (a lane's flush), so the pending batch is due now.
+        back (so per-subscription seq order holds). A ``book`` update is merged with a queued
+        book update instead (both carry one): the merge goes to the back, as one update. A book
+        snapshot or stale mark (keyed, no ``book``) never merges with an update, nor an update
+        with it. Without a key it is never conflated and, when ``bounded``, refused (OVERFLOW)
+        once the backlog is full. ``due``: the update already waited for a batch (a lane's
+        flush), so the pending batch is due now.
         """
         result = Push.QUEUED
         if key is not None:
             queued = self.keyed.get(key)
-            if queued is not None and self.behind:
+            if queued is not None and self.behind and (queued.book is None) == (book is None):
                 self._drop(queued)
                 result = Push.CONFLATED
+                if book is not None and queued.book is not None:
+                    book = queued.book.then(book)
+                    frame, event_ms = book.frame(), queued.event_ms
         elif bounded and len(self) >= self.max_backlog:
             return Push.OVERFLOW
-        entry = Entry(frame, "update", key, event_ms)
+        entry = Entry(frame, "update", key, event_ms, book=book)
         self.entries.append(entry)
         if key is not None:
             self.keyed[key] = entry

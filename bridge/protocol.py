@@ -14,6 +14,8 @@ from typing import Any
 from bridge.channels import CHANNELS
 from bridge.codec import dumps, loads
 from bridge.errors import INVALID_MESSAGE, INVALID_PARAMS, UNKNOWN_ACTION, BridgeError
+from marketbridge.market.book import DEFAULT_DEPTH, DEPTHS
+from marketbridge.market.candles import INTERVALS
 from marketbridge.vocabulary import ORDER_STATUSES
 
 PROTOCOL_VERSION = 1
@@ -180,6 +182,10 @@ class SubscribeParams:
     bot_ids: tuple[str, ...] | None = None
     resume_from: str | None = None
     snapshot: bool = True
+    symbol: str | None = None        # book, candles: the one symbol of the topic
+    interval: str | None = None      # candles
+    depth: int | None = None         # book (default 10)
+    limit: int | None = None         # trades, candles: how many the snapshot holds
 
 
 def subscribe_params(params: Mapping[str, Any], implied: str | None = None) -> SubscribeParams:
@@ -200,11 +206,32 @@ def subscribe_params(params: Mapping[str, Any], implied: str | None = None) -> S
     exchange = req_str(params, "exchange") if channel.requires_exchange else None
     resume_from = opt_seq(params, "resume_from")
     snapshot = opt_bool(params, "snapshot")
+    market = market_params(params, channel.filters)
     return SubscribeParams(
         channel=name, exchange=exchange, symbols=opt_str_list(params, "symbols"),
         bot_ids=opt_str_list(params, "bot_ids"), resume_from=resume_from,
-        snapshot=(resume_from is None) if snapshot is None else snapshot,
+        snapshot=(resume_from is None) if snapshot is None else snapshot, **market,
     )
+
+
+def market_params(params: Mapping[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The market-data params a channel or action takes (``allowed``), validated: ``symbol``
+    (required where allowed), ``interval`` (required), ``depth`` and ``limit``."""
+    found: dict[str, Any] = {}
+    if "symbol" in allowed:
+        found["symbol"] = req_str(params, "symbol")
+    if "interval" in allowed:
+        found["interval"] = opt_choice(params, "interval", tuple(INTERVALS))
+        if found["interval"] is None:
+            raise bad_params(f"'interval' is required (one of {', '.join(INTERVALS)})")
+    if "depth" in allowed:
+        depth = params.get("depth", DEFAULT_DEPTH)
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth not in DEPTHS:
+            raise bad_params(f"'depth' must be one of {', '.join(str(d) for d in sorted(DEPTHS))}")
+        found["depth"] = depth
+    if "limit" in allowed:
+        found["limit"] = opt_int(params, "limit", 1, MAX_LIST_LIMIT)
+    return found
 
 
 def parse_batch_ms(value: str | None, limit: int) -> int | None:
@@ -232,9 +259,12 @@ def ok(request: Request, result: Any) -> Reply:
     return Reply(response_frame(request.action, request.request_id, result))
 
 
+FEATURES = ("book", "trades", "candles")   # of SPEC §9's list, what this version serves
+
+
 def welcome_frame(session_id: str, limits: Mapping[str, Any]) -> str:
     return dumps({"type": "connection", "status": "connected", "session_id": session_id,
-                  "protocol": PROTOCOL_VERSION, "limits": dict(limits)})
+                  "protocol": PROTOCOL_VERSION, "features": list(FEATURES), "limits": dict(limits)})
 
 
 def response_frame(action: str, request_id: RequestId, result: Any) -> str:

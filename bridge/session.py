@@ -27,6 +27,7 @@ from bridge.limits import (
     RateLimiter,
 )
 from bridge.outbound import Outbound, Outgoing, Push
+from bridge.pending_book import PendingBook
 from bridge.protocol import Reply, stream_status_frame, welcome_frame
 from bridge.subscribe import Subscriptions
 from bridge.subscriptions import Subscription, SubscriptionBook
@@ -168,8 +169,10 @@ class Session:
             self.app.metrics.record_sent("update", 1, (event.time_ms,))
             return
         key = sub.conflation_key(event) if conflate else None
+        book = (PendingBook(sub.prefix, event.seq, event.merge)
+                if key is not None and event.merge is not None else None)
         result = self.outbound.push_update(frame, event.time_ms, key, self.loop.time(), bounded,
-                                           due)
+                                           due, book)
         if result is Push.OVERFLOW:
             self.close_soon(1013, SLOW_CONSUMER_REASON)
             return

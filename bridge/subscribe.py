@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 from bridge.auth import Identity
 from bridge.channels import ALIASES, CHANNELS, Channel
 from bridge.errors import BridgeError
-from bridge.events import Event
+from bridge.events import Event, seq_key
 from bridge.fanout import GAP, Fanout, GapMarker, LiveMarker, Subscriber
 from bridge.lanes import contain
 from bridge.metrics import BridgeMetrics
@@ -113,8 +113,12 @@ class Subscriptions:
             if params.resume_from is not None:
                 replay = self.fanout.catch_up(sub, client.identity, params.resume_from)
                 first = await anext(replay, None)
-            snapshot = (await channel.snapshot(client.call, sub, client.identity)
-                        if params.snapshot else [])
+            snapshot, read_at = (await channel.snapshot(client.call, sub, client.identity, params)
+                                 if params.snapshot else ([], None))
+            if read_at is not None and seq_key(read_at) > sub.last_key and params.resume_from is None:
+                # the snapshot holds every held event up to where it was read: release drops them
+                sub.last_seq, sub.last_key = read_at, seq_key(read_at)
+                start = read_at if start is None or seq_key(read_at) > seq_key(start) else start
         except BaseException:
             self.forget(sub)
             if replay is not None:

@@ -15,7 +15,7 @@ from bridge.setup import Setup
 if TYPE_CHECKING:
     from bridge.channels.base import Channel
 
-TopicKey = tuple[str, str]
+TopicKey = tuple[str, ...]   # (channel, exchange or user, *the channel's topic params)
 
 
 @dataclass(eq=False, slots=True)

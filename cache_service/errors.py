@@ -48,3 +48,7 @@ class ResourceExhausted(ServiceError, code=grpc.StatusCode.RESOURCE_EXHAUSTED):
 
 class Internal(ServiceError, code=grpc.StatusCode.INTERNAL):
     """A bug or an unexpected failure (logged with its traceback); the message says which part."""
+
+
+class FailedPrecondition(ServiceError, code=grpc.StatusCode.FAILED_PRECONDITION):
+    """The book cannot take this delta (a missed update, or it would cross): send a snapshot."""

@@ -20,6 +20,9 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cache_service.book_store import BookStore
+from cache_service.books import BookKeeper
+from cache_service.periodic import Periodic
 from cache_service.changefeed import ChangeFeed
 from cache_service.config import CacheConfig
 from cache_service.health import RedisMonitor
@@ -31,6 +34,8 @@ from marketbridge.service import SERVICE_NAME
 from cache_service.redis_url import connect
 from cache_service.servicer import CacheServicer
 from cache_service.store import Store
+from cache_service.trade_store import TradeStore
+from cache_service.trades import TradeDesk
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,7 @@ GRPC_OPTIONS = [
 
 
 MONITOR_TIMEOUT_S = 1.0
+CANDLE_CLOCK_S = 1.0
 
 
 class StartupError(RuntimeError):
@@ -75,6 +81,8 @@ class CacheServer:
         self.monitor: RedisMonitor | None = None
         self._server: grpc.aio.Server | None = None
         self.order_retention: OrderRetention | None = None
+        self.trades: TradeDesk | None = None
+        self._candle_clock: Periodic | None = None
 
     def _check_port_free(self) -> None:
         """Fail before building anything if the port is taken (grpc's own bind error is
@@ -101,8 +109,10 @@ class CacheServer:
         self.monitor = RedisMonitor(self._monitor_redis, health_servicer, self.metrics,
                                     timeout=MONITOR_TIMEOUT_S, where=config.redis_target.shown)
         server = grpc.aio.server(interceptors=[MetricsInterceptor(self.metrics)], options=GRPC_OPTIONS)
+        self.trades = TradeDesk(TradeStore(store, config.trade_retention), self.metrics, config.candle_retention)
+        books = BookKeeper(BookStore(store), self.metrics)
         cache_pb2_grpc.add_CacheServiceServicer_to_server(
-            CacheServicer(store, self.feed, self.metrics, config.redis_timeout), server)
+            CacheServicer(store, self.feed, self.metrics, config.redis_timeout, books, self.trades), server)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
@@ -124,6 +134,9 @@ class CacheServer:
         self._server = server
         self.monitor.start()
         self.order_retention = OrderRetention(store, config.terminal_order_retention_s).start()
+        # closes candles whose interval ended without a later trade (cache_service.trades)
+        self._candle_clock = Periodic("candle-clock", self._close_due_candles, CANDLE_CLOCK_S)
+        self._candle_clock.start()
         try:
             self.metrics.serve(config.host, config.metrics_port)
         except OSError as exc:
@@ -132,6 +145,10 @@ class CacheServer:
         log.info("%s listening on %s (tls=%s, metrics port %s)", SERVICE_NAME, address,
                  config.tls_enabled, config.metrics_port or "off")
 
+    async def _close_due_candles(self) -> None:
+        assert self.trades is not None
+        await self.trades.close_due()
+
     async def stop(self, grace: float | None = None) -> None:
         """Drain and stop: NOT_SERVING, end streams, let unary calls finish within ``grace``."""
         grace = self.config.shutdown_grace if grace is None else grace
@@ -139,6 +156,9 @@ class CacheServer:
             await self.monitor.stop()
         if self.order_retention is not None:
             await self.order_retention.stop()
+        if self._candle_clock is not None:
+            await self._candle_clock.stop()
+            self._candle_clock = None
         if self.feed is not None:
             await self.feed.close()
         if self._server is not None:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -23,12 +23,17 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cache_service import validation, wire
 from cache_service.changefeed import ChangeFeed, Entry, FeedItem, Gap, Heartbeat, Match, field_filter
+from cache_service.book_store import book_stream
+from cache_service.books import BookKeeper, book_entry_event, book_filter, requested_depth
 from cache_service.errors import InvalidArgument, NotFound, ServiceError
 from cache_service.metrics import Metrics
 from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
 from cache_service.pinned import PinnedConnection
 from cache_service.scoping import Caller, caller_from_metadata
 from cache_service.store import BOTS, ORDERS, WRITE_BATCH, OwnedKind, Store, ticker_stream
+from cache_service.trade_store import candle_stream, trade_stream
+from cache_service.trades import (CANDLES_LIMIT_DEFAULT, TRADES_LIMIT_DEFAULT, TradeDesk,
+                                  check_interval)
 from marketbridge.metadata import HEARTBEAT_HEADER
 from marketbridge.vocabulary import ORDER_STATUSES
 
@@ -100,15 +105,22 @@ def _orders_page(request: cache_pb2.ListOrdersRequest, orders: list[cache_pb2.Or
     return cache_pb2.ListOrdersResponse(orders=wanted[:validation.list_limit(request.limit)])
 
 
-class _Ingest:
-    """The write side of one PublishTickers call: a buffer and the task that drains it."""
+Write = Callable[[list[T], PinnedConnection], Awaitable[list[str]]]
+
+
+class _Ingest(Generic[T]):
+    """The write side of one bulk-ingest call (PublishTickers, PublishBook, PublishTrades): a
+    buffer and the task that drains it, ``write`` taking whatever has arrived, in order."""
 
     HIGH_WATER = 5000
 
-    def __init__(self, servicer: CacheServicer, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, servicer: CacheServicer, context: grpc.aio.ServicerContext, write: Write[T],
+                 channel: str) -> None:
         self.servicer = servicer
         self.context = context
-        self.pending: list[cache_pb2.Ticker] = []
+        self.write = write
+        self.channel = channel
+        self.pending: list[T] = []
         self.received = 0
         self.accepted = 0
         self.last_seq = ""
@@ -117,10 +129,10 @@ class _Ingest:
         self.wake = asyncio.Event()
         self.drained = asyncio.Event()
 
-    async def add(self, tickers: list[cache_pb2.Ticker]) -> bool:
-        """Queue valid tickers; wait while the buffer is full. False once the writer failed."""
-        self.pending += tickers
-        self.received += len(tickers)
+    async def add(self, items: list[T]) -> bool:
+        """Queue items; wait while the buffer is full. False once the writer failed."""
+        self.pending += items
+        self.received += len(items)
         self.wake.set()
         if len(self.pending) >= self.HIGH_WATER:
             self.drained.clear()
@@ -149,10 +161,11 @@ class _Ingest:
             while self.pending:
                 batch = self.pending[:WRITE_BATCH]
                 del self.pending[:WRITE_BATCH]
-                seqs = await self.servicer._unary(self.context, self.servicer.store.publish_tickers(batch, conn))
-                self.accepted += len(seqs)
-                self.last_seq = seqs[-1]
-                self.servicer.metrics.events_published.labels("tickers").inc(len(seqs))
+                seqs = await self.servicer._unary(self.context, self.write(batch, conn))
+                if seqs:
+                    self.accepted += len(seqs)
+                    self.last_seq = seqs[-1]
+                    self.servicer.metrics.events_published.labels(self.channel).inc(len(seqs))
                 self.drained.set()
             if self.done:
                 return
@@ -161,11 +174,14 @@ class _Ingest:
 class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
     """cache.v1.CacheService."""
 
-    def __init__(self, store: Store, feed: ChangeFeed, metrics: Metrics, timeout: float) -> None:
+    def __init__(self, store: Store, feed: ChangeFeed, metrics: Metrics, timeout: float,
+                 books: BookKeeper, trades: TradeDesk) -> None:
         self.store = store
         self.feed = feed
         self.metrics = metrics
         self.timeout = timeout
+        self.books = books
+        self.trades = trades
 
     # ------------------------------------------------------------ plumbing
 
@@ -269,8 +285,16 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         INVALID_ARGUMENT after the good ones before it are written; the message says how many
         were accepted.
         """
-        ingest = _Ingest(self, context)
-        reading = asyncio.create_task(self._read_tickers(request_iterator, ingest))
+        ingest: _Ingest[cache_pb2.Ticker] = _Ingest(self, context, self.store.publish_tickers, "tickers")
+        return cache_pb2.PublishTickersResponse(**await self._ingest(
+            context, ingest, self._read_tickers(request_iterator, ingest)))
+
+    async def _ingest(self, context: grpc.aio.ServicerContext, ingest: _Ingest[Any],
+                      reader: Awaitable[InvalidArgument | None]) -> dict[str, Any]:
+        """Run a bulk-ingest call: ``reader`` feeds ``ingest`` while it writes; a failed write
+        (Redis down, a refused message) ends the call at once, even if the client is idle.
+        Returns the response fields (accepted, last_seq)."""
+        reading = asyncio.ensure_future(reader)
         writer = asyncio.create_task(ingest.write_loop())
         try:
             # a failed write (Redis down) ends the call at once, even if the client is idle
@@ -286,11 +310,11 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         if bad is not None:
             await _abort(context, InvalidArgument(
                 f"{bad.message} ({ingest.accepted} accepted before it, last_seq {ingest.last_seq!r})"))
-        return cache_pb2.PublishTickersResponse(accepted=ingest.accepted, last_seq=ingest.last_seq)
+        return {"accepted": ingest.accepted, "last_seq": ingest.last_seq}
 
     @staticmethod
     async def _read_tickers(request_iterator: AsyncIterator[cache_pb2.PublishTickerRequest],
-                            ingest: _Ingest) -> InvalidArgument | None:
+                            ingest: _Ingest[cache_pb2.Ticker]) -> InvalidArgument | None:
         """Feed the ingest buffer; stop at the first bad ticker and return its error.
 
         A message's tickers are ``ticker`` (when set) then ``tickers``; the good ones before a
@@ -421,4 +445,123 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         make = lambda item: _event(cache_pb2.BotEvent, "bot", cache_pb2.Bot, item)
         async for event in self._stream_owned(BOTS, context, request.user_id, request.resume_from, make,
                                               b=list(request.bot_ids)):
+            yield event
+
+    # ------------------------------------------------------------ books
+
+    async def PublishBook(self, request_iterator: AsyncIterator[cache_pb2.PublishBookRequest],
+                          context: grpc.aio.ServicerContext) -> cache_pb2.PublishBookResponse:
+        """Bulk ingest of snapshots and deltas, written in arrival order (cache_service.books).
+
+        A refused message ends the call: INVALID_ARGUMENT (malformed; nothing of it stored) or
+        FAILED_PRECONDITION (a missed update: the book is stale until the next snapshot)."""
+        ingest: _Ingest[cache_pb2.PublishBookRequest] = _Ingest(self, context, self.books.publish, "book")
+
+        async def read() -> None:
+            async for request in request_iterator:
+                if not await ingest.add([request]):
+                    break
+        return cache_pb2.PublishBookResponse(**await self._ingest(context, ingest, read()))
+
+    async def GetBook(self, request: cache_pb2.GetBookRequest, context: grpc.aio.ServicerContext) -> cache_pb2.Book:
+        async def op() -> cache_pb2.Book:
+            validation.require_id("exchange", request.exchange)
+            validation.require_id("symbol", request.symbol)
+            book = await self.books.get(request.exchange, request.symbol, requested_depth(request.depth))
+            if book is None:
+                raise NotFound(f"no book for {request.symbol} on {request.exchange}")
+            return book
+        return await self._unary(context, op())
+
+    async def StreamBook(self, request: cache_pb2.StreamBookRequest,
+                         context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.BookEvent]:
+        try:
+            validation.require_id("exchange", request.exchange)
+            validation.require_id("symbol", request.symbol)
+            depth = requested_depth(request.depth)
+        except ServiceError as exc:
+            await _abort(context, exc)
+        events = self._book_events(request.exchange, request.symbol, depth, request.resume_from)
+        async for event in self._guarded(context, events):
+            yield event
+
+    async def _book_events(self, exchange: str, symbol: str, depth: int,
+                           resume_from: str) -> AsyncGenerator[cache_pb2.BookEvent, None]:
+        """A book's events at ``depth``: the snapshot now (unless resuming), then the feed.
+
+        After a gap the retained updates cannot rebuild the subscriber's copy, so the feed is
+        re-opened from a fresh snapshot instead of replaying onto a book it does not match."""
+        key, match = book_stream(exchange, symbol), book_filter(depth)
+        while True:
+            if not resume_from:
+                opening = await self.books.opening(exchange, symbol, depth)
+                if opening is not None:
+                    yield opening
+                    resume_from = opening.seq
+            gap = False
+            async with aclosing(self.feed.follow(key, "book", match, resume_from)) as items:
+                async for item in items:
+                    yield (book_entry_event(item.id, item.fields, depth) if isinstance(item, Entry)
+                           else _event(cache_pb2.BookEvent, "update", cache_pb2.BookUpdate, item))
+                    if isinstance(item, Gap):
+                        gap, resume_from = True, ""
+                        break
+            if not gap:
+                return
+
+    # ------------------------------------------------------------ trades and candles
+
+    async def PublishTrades(self, request_iterator: AsyncIterator[cache_pb2.PublishTradesRequest],
+                            context: grpc.aio.ServicerContext) -> cache_pb2.PublishTradesResponse:
+        """Bulk ingest of trades with their candles (cache_service.trades); a bad trade ends the
+        call INVALID_ARGUMENT after the good ones before it are stored."""
+        ingest: _Ingest[cache_pb2.Trade] = _Ingest(self, context, self.trades.publish, "trades")
+
+        async def read() -> None:
+            async for request in request_iterator:
+                if request.trades and not await ingest.add(list(request.trades)):
+                    break
+        return cache_pb2.PublishTradesResponse(**await self._ingest(context, ingest, read()))
+
+    async def ListTrades(self, request: cache_pb2.ListTradesRequest,
+                         context: grpc.aio.ServicerContext) -> cache_pb2.ListTradesResponse:
+        async def op() -> cache_pb2.ListTradesResponse:
+            validation.require_id("exchange", request.exchange)
+            limit = validation.list_limit(request.limit, TRADES_LIMIT_DEFAULT)
+            return await self.trades.recent(request.exchange, sorted(set(request.symbols)), limit)
+        return await self._unary(context, op())
+
+    async def StreamTrades(self, request: cache_pb2.StreamTradesRequest,
+                           context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.TradeEvent]:
+        try:
+            validation.require_id("exchange", request.exchange)
+        except ServiceError as exc:
+            await _abort(context, exc)
+        make = lambda item: _event(cache_pb2.TradeEvent, "trade", cache_pb2.Trade, item)
+        async for event in self._stream(context, trade_stream(request.exchange), "trades",
+                                        field_filter(s=list(request.symbols)), request.resume_from, make):
+            yield event
+
+    async def ListCandles(self, request: cache_pb2.ListCandlesRequest,
+                          context: grpc.aio.ServicerContext) -> cache_pb2.ListCandlesResponse:
+        async def op() -> cache_pb2.ListCandlesResponse:
+            validation.require_id("exchange", request.exchange)
+            validation.require_id("symbol", request.symbol)
+            check_interval(request.interval)
+            limit = validation.list_limit(request.limit, CANDLES_LIMIT_DEFAULT)
+            return await self.trades.candles(request.exchange, request.symbol, request.interval, limit)
+        return await self._unary(context, op())
+
+    async def StreamCandles(self, request: cache_pb2.StreamCandlesRequest,
+                            context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.CandleEvent]:
+        try:
+            validation.require_id("exchange", request.exchange)
+            validation.require_id("symbol", request.symbol)
+            check_interval(request.interval)
+        except ServiceError as exc:
+            await _abort(context, exc)
+        make = lambda item: _event(cache_pb2.CandleEvent, "candle", cache_pb2.Candle, item)
+        match = field_filter(s=request.symbol, i=request.interval)
+        async for event in self._stream(context, candle_stream(request.exchange), "candles", match,
+                                        request.resume_from, make):
             yield event

@@ -235,6 +235,12 @@ class Store:
             await conn.execute(("SCRIPT", "LOAD", script.script))
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def run_write(self, script: AsyncScript, keys: list[str], args: list[object],
+                        conn: PinnedConnection | None = None) -> object:
+        """The durable write path (EVALSHA, NOSCRIPT reload, WAIT) for another module's script:
+        the book and trade stores write through it so every write obeys the same rules."""
+        return await self._write(script, keys, args, conn)
+
     async def _evalsha(self, conn: PinnedConnection, sha: str, keys: list[str], args: list[object]) -> object:
         """EVALSHA alone, or pipelined with ``WAIT`` when replicas must confirm; raises
         Unavailable when fewer than ``min_replica_acks`` did (the write may still exist: the

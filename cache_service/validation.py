@@ -92,11 +92,12 @@ def check_bot(bot: cache_pb2.Bot) -> None:
     _finite("bot", bot, ("pnl", "updated_at"), ("updated_at",))
 
 
-def list_limit(limit: int) -> int:
-    """ListOrders' limit: 0 means the default; negative or above the maximum is an error."""
+def list_limit(limit: int, default: int = LIST_LIMIT_DEFAULT) -> int:
+    """A list call's limit (ListOrders, ListTrades, ListCandles): 0 means ``default``;
+    negative or above the maximum is an error."""
     if limit < 0 or limit > LIST_LIMIT_MAX:
         raise InvalidArgument(f"limit must be between 0 and {LIST_LIMIT_MAX}; got {limit}")
-    return limit or LIST_LIMIT_DEFAULT
+    return limit or default
 
 
 def require_seq(value: str, name: str = "resume_from") -> SeqKey:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bridge.channels import bots, orders, tickers
+from bridge.channels import book, bots, candles, orders, tickers, trades
 from bridge.channels.base import Channel
 
 CHANNELS: Mapping[str, Channel] = {
-    channel.name: channel for channel in (tickers.CHANNEL, orders.CHANNEL, bots.CHANNEL)
+    channel.name: channel for channel in (tickers.CHANNEL, orders.CHANNEL, bots.CHANNEL,
+                                          book.CHANNEL, trades.CHANNEL, candles.CHANNEL)
 }
 ALIASES: Mapping[str, Channel] = {channel.alias: channel for channel in CHANNELS.values()}
 

@@ -10,6 +10,7 @@ from bridge.channels.base import SNAPSHOT_LIMIT, Channel, filter_values
 from marketbridge.api.v1 import cache_pb2 as pb
 
 if TYPE_CHECKING:
+    from bridge.protocol import SubscribeParams
     from bridge.subscriptions import Subscription, TopicKey
 
 
@@ -18,7 +19,7 @@ def stream_request(topic: TopicKey, sub: Subscription | None, resume_from: str) 
                                   bot_ids=filter_values(sub, "bot_ids"), resume_from=resume_from)
 
 
-def list_request(sub: Subscription) -> Message:
+def list_request(sub: Subscription, params: SubscribeParams) -> Message:
     """``ListOrders`` filters by one symbol and one bot at most: with more, the snapshot asks
     for all and the subscription's own filters pick."""
     bot_ids = filter_values(sub, "bot_ids")

@@ -14,6 +14,7 @@ from bridge.channels.base import Channel, filter_values
 from marketbridge.api.v1 import cache_pb2 as pb
 
 if TYPE_CHECKING:
+    from bridge.protocol import SubscribeParams
     from bridge.subscriptions import Subscription, TopicKey
 
 
@@ -22,7 +23,7 @@ def stream_request(topic: TopicKey, sub: Subscription | None, resume_from: str) 
                                    resume_from=resume_from)
 
 
-def list_request(sub: Subscription) -> Message:
+def list_request(sub: Subscription, params: SubscribeParams) -> Message:
     return pb.ListTickersRequest(exchange=sub.topic[1], symbols=filter_values(sub, "symbols"))
 
 

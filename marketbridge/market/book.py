@@ -115,9 +115,12 @@ class Book:
         self.stale = False
         self.touched = (0, 0)
 
-    def apply_delta(self, bids: Iterable[Sequence[object]],
-                    asks: Iterable[Sequence[object]], sequence: int) -> None:
-        """Apply the changed levels, or refuse (SnapshotNeeded / InvalidBook) and change none."""
+    def apply_delta(self, bids: Iterable[Sequence[object]], asks: Iterable[Sequence[object]],
+                    sequence: int) -> tuple[list[Change], list[Change]]:
+        """Apply the changed levels, or refuse (SnapshotNeeded / InvalidBook) and change none.
+
+        Returns the parsed changes (bids, asks), so a caller that stores the book writes
+        exactly the prices this delta named without parsing them again."""
         bid_changes = parse_levels(bids, "bids", delta=True)
         ask_changes = parse_levels(asks, "asks", delta=True)
         self._check_sequence(sequence)
@@ -130,6 +133,7 @@ class Book:
             raise SnapshotNeeded(f"delta {sequence} would cross the book")
         self.sequence = sequence
         self.touched = (bid_rank, ask_rank)
+        return bid_changes, ask_changes
 
     def _check_sequence(self, sequence: int) -> None:
         if self.sequence is None:

@@ -77,6 +77,22 @@ class _Bar:
         self.trades = 1
         self.closed = closed
 
+    @classmethod
+    def restored(cls, candle: Candle, first_time: float, last_time: float) -> _Bar:
+        """A bar rebuilt from a stored candle and the times of its first and last trades.
+
+        Their arrival numbers are lost; 0 keeps the order right: a later trade at the same time
+        gets a higher number, so it becomes the close (arrived later) but not the open."""
+        bar = cls.__new__(cls)
+        bar.open_time = candle.open_time
+        bar.first, bar.last = (first_time, 0), (last_time, 0)
+        bar.open, bar.close, bar.high, bar.low = candle.open, candle.close, candle.high, candle.low
+        bar.high_value, bar.low_value = Decimal(candle.high), Decimal(candle.low)
+        bar.volume = Decimal(candle.volume)
+        bar.trades = candle.trades
+        bar.closed = candle.closed
+        return bar
+
     def add(self, trade: Trade, mark: _Mark) -> None:
         if mark < self.first:
             self.first, self.open = mark, trade.price
@@ -108,6 +124,7 @@ class CandleSeries:
         self._newest: int | None = None
         self._clock = -math.inf      # the last ``now`` given to close_due
         self._arrivals = 0
+        self._dropped: list[int] = []  # open_times that left the window, until taken
 
     def add(self, trade: Trade) -> list[Candle]:
         """Add a trade; returns the candles it changed: any it closed, then its own."""
@@ -139,7 +156,28 @@ class CandleSeries:
         self._newest = open_time
         for old in [t for t in self._bars if t <= open_time - self.window]:
             del self._bars[old]
+            self._dropped.append(old)
         return closed
+
+    def take_dropped(self) -> list[int]:
+        """The open_times of candles dropped from the window since the last call (a store
+        deletes them too)."""
+        dropped, self._dropped = self._dropped, []
+        return dropped
+
+    def marks(self, open_time: int) -> tuple[float, float]:
+        """The times of the first and last trade of a retained candle (what a store keeps
+        beside the candle so :meth:`restore` can order later trades right)."""
+        bar = self._bars[open_time]
+        return bar.first[0], bar.last[0]
+
+    def restore(self, stored: list[tuple[Candle, float, float]]) -> None:
+        """Load stored candles (each with its first and last trade times) into an empty series:
+        what a restarted service does before adding new trades."""
+        for candle, first_time, last_time in stored:
+            self._bars[candle.open_time] = _Bar.restored(candle, first_time, last_time)
+        if self._bars:
+            self._newest = max(self._bars)
 
     def _close(self, bar: _Bar) -> Candle:
         bar.closed = True

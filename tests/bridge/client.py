@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -99,3 +100,14 @@ async def client(url: str, welcome: bool = True, **kwargs: Any) -> AsyncIterator
             assert c.welcome["type"] == "connection", c.welcome
         yield c
 
+
+
+def small_buffer_socket(port: int) -> socket.socket:
+    """A connected client socket with a 4 KiB receive buffer, so a reader that pauses backs the
+    bridge up quickly (its queue, then its delivery rules, take over)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.bridge.client import Client, client
+from tests.bridge.client import Client, client, small_buffer_socket
 from tests.infra.eventually import eventually
 from tests.factories import TickerFactory
 from tests.infra.bridge_runner import running_bridge
@@ -100,15 +99,6 @@ async def test_idle_timeout_closes_1000(cache) -> None:
         assert code == 1000 and "idle timeout" in reason
 
 
-def _small_buffer_socket(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    sock.setblocking(False)
-    return sock
-
-
 async def _flood_bots_until_the_bridge_closes_someone(b, feed) -> None:  # type: ignore[no-untyped-def]
     """Upsert 64 KiB bots for alice (bounded) until the bridge starts closing a session."""
     big = "x" * 65536
@@ -122,7 +112,7 @@ async def test_slow_consumer_of_orders_is_closed_1013(cache, feed) -> None:
     async with (running_bridge(cache.target, max_backlog=5) as b,
                 client(b.ws_url(ALICE)) as bystander):
         await bystander.subscribe(channel="tickers", exchange="binance", snapshot=False)
-        sock = _small_buffer_socket(b.port)
+        sock = small_buffer_socket(b.port)
         async with connect(b.ws_url(ALICE), sock=sock, max_queue=1, max_size=None) as ws:
             slow = Client(ws)
             assert (await slow.recv())["type"] == "connection"
@@ -141,7 +131,7 @@ async def test_stalled_reader_is_closed_1013_and_freed_without_waiting_for_it(ca
     aborts the connection after a short close timeout instead of waiting on a drain that never
     comes; the connection, its subscription and its upstream share are freed."""
     async with running_bridge(cache.target, max_backlog=5) as b:
-        sock = _small_buffer_socket(b.port)
+        sock = small_buffer_socket(b.port)
         async with connect(b.ws_url(ALICE), sock=sock, max_queue=1, max_size=None,
                            close_timeout=1) as ws:
             stalled = Client(ws)
@@ -166,7 +156,7 @@ async def test_tickers_conflate_latest_wins_for_a_client_that_falls_behind(
     conflated), and when it reads again it gets the newest prices."""
     query = {"batch_ms": batch_ms} if batch_ms else {}
     async with running_bridge(cache.target, max_backlog=50) as b:
-        sock = _small_buffer_socket(b.port)
+        sock = small_buffer_socket(b.port)
         async with connect(b.ws_url(ALICE, **query), sock=sock, max_queue=1,
                            max_size=None) as ws:
             c = Client(ws)
@@ -212,7 +202,7 @@ async def test_a_stalled_client_leaves_its_lane_and_the_others_keep_every_update
     back to its own queue (conflated), while the other still gets every update, in order."""
     async with running_bridge(cache.target, max_backlog=50) as b, \
             client(b.ws_url(ALICE, batch_ms=5)) as reader:
-        sock = _small_buffer_socket(b.port)
+        sock = small_buffer_socket(b.port)
         async with connect(b.ws_url(ALICE, batch_ms=5), sock=sock, max_queue=1,
                            max_size=None) as ws:
             stalled = Client(ws)

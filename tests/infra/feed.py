@@ -40,5 +40,17 @@ class Feed:
         reply = await self.stub.UpsertBot(pb.UpsertBotRequest(bot=BotFactory(**fields)), timeout=10)
         return reply.seq
 
+    async def book(self, *messages: pb.PublishBookRequest) -> str:
+        """Publish book snapshots/deltas through one ``PublishBook`` call; the last seq."""
+        reply = await self.stub.PublishBook(iter(messages), timeout=30)
+        assert reply.accepted == len(messages)
+        return reply.last_seq
+
+    async def trades(self, *trades: pb.Trade) -> str:
+        """Publish trades through one ``PublishTrades`` call; the last seq."""
+        reply = await self.stub.PublishTrades(iter([pb.PublishTradesRequest(trades=trades)]), timeout=30)
+        assert reply.accepted == len(trades)
+        return reply.last_seq
+
     async def close(self) -> None:
         await self.channel.close()
