@@ -188,3 +188,29 @@ async def test_a_book_nobody_published_yet_starts_empty_then_gets_its_snapshot(b
         (first,) = await c.updates(1)
         assert first["result"]["snapshot"] is True and len(first["result"]["bids"]) == 3
         copy_of(first["result"], 10)
+
+
+async def test_trades_and_candles_resume_from_the_last_seq(bridge, feed) -> None:
+    base = (time.time() // 60 + 10) * 60
+    async with client(bridge.ws_url(ALICE)) as c:
+        trades = await c.subscribe(channel="trades", exchange="binance", snapshot=False)
+        candles = await c.subscribe(channel="candles", exchange="binance", symbol="BTC/USDT",
+                                    interval="1m", snapshot=False)
+        await feed.trades(TradeFactory(time=base + 1, price="10"))
+        got = await c.updates(2)
+        last_trade = next(u["seq"] for u in got if u["subscription_id"] == trades["subscription_id"])
+        last_candle = next(u["seq"] for u in got if u["subscription_id"] == candles["subscription_id"])
+    missed = [TradeFactory(time=base + 2 + i, price=f"1{i}") for i in range(5)]
+    await feed.trades(*missed)
+    async with client(bridge.ws_url(ALICE)) as c:
+        t = await c.subscribe(channel="trades", exchange="binance", resume_from=last_trade)
+        k = await c.subscribe(channel="candles", exchange="binance", symbol="BTC/USDT", interval="1m",
+                              resume_from=last_candle)
+        assert t["recovered"] and k["recovered"]
+        replayed: dict[str, list[dict]] = {t["subscription_id"]: [], k["subscription_id"]: []}
+        while len(replayed[t["subscription_id"]]) < 5 or not replayed[k["subscription_id"]]:
+            for update in await c.updates(1):
+                replayed[update["subscription_id"]].append(update)
+        assert [u["result"]["trade_id"] for u in replayed[t["subscription_id"]]] == [m.trade_id for m in missed]
+        candle = replayed[k["subscription_id"]][-1]["result"]
+        assert candle["trades"] == 6 and candle["open_time"] == base and candle["close"] == "14"
