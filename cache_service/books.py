@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from cache_service import validation
+from cache_service import validation, wire
 from cache_service.book_store import ANY_SEQUENCE, BookConflict, BookStore, BookWrite, StoredBook
 from cache_service.errors import FailedPrecondition, InvalidArgument, ServiceError
 from cache_service.metrics import Metrics
@@ -35,7 +35,7 @@ from cache_service.pinned import PinnedConnection
 from marketbridge.api.v1 import cache_pb2
 from marketbridge.market.book import (DEFAULT_DEPTH, DEPTHS, MAX_DEPTH, Book, BookView, InvalidBook,
                                       SnapshotNeeded, check_depth)
-from marketbridge.market.checksum import checksum
+from marketbridge.market.checksum import CHECKSUM_LEVELS, checksum
 from marketbridge.market.depth_feed import DepthFeed
 from marketbridge.market.ladder import Level
 
@@ -104,6 +104,35 @@ class _Tracked:
 
     def refeed(self) -> None:
         self.feeds = {depth: DepthFeed(self.book, depth) for depth in self.feeds}
+
+    def updates(self, key: BookKey, request: cache_pb2.PublishBookRequest) -> list[tuple[int, bytes]]:
+        """Each depth's encoded BookUpdate after the delta just applied (depths it left alone
+        have none). The top-10 checksum is computed once for all depths; and a depth whose cut
+        holds the whole book (before and after) sends what the next smaller such depth sends,
+        so a 30-level book costs one diff for depths 100 and 500 together."""
+        book = self.book
+        bid_rank, ask_rank = book.touched
+        top = None
+        if min(bid_rank, ask_rank) < CHECKSUM_LEVELS:
+            top = checksum(book.bids.top(CHECKSUM_LEVELS), book.asks.top(CHECKSUM_LEVELS))
+        size = max(len(book.bids), len(book.asks))
+        out: list[tuple[int, bytes]] = []
+        whole: bytes | None = None     # the update of a depth whose cut was the whole book
+        for depth, feed in self.feeds.items():
+            covers = size <= depth and max(len(feed.view.bids), len(feed.view.asks)) <= depth
+            if covers and whole is not None:
+                feed.view, feed.checksum = book.cut(depth), top if top is not None else feed.checksum
+                out.append((depth, whole))
+                continue
+            update = feed.advance(top)
+            if not update:
+                continue
+            encoded = wire.book_update(key[0], key[1], update.bids, update.asks, update.checksum,
+                                       request.time, request.sequence)
+            if covers:
+                whole = encoded
+            out.append((depth, encoded))
+        return out
 
 
 def _pairs(raw: Sequence[cache_pb2.BookLevel], side: str) -> list[tuple[str, str]]:
@@ -232,13 +261,8 @@ class BookKeeper:
             write.set_level("a", price, book.asks.get(price))
         write.sets += [("@sequence", str(request.sequence)), ("@time", repr(request.time))]
         write.entry = [("k", ENTRY_DELTA)]
-        for depth, feed in tracked.feeds.items():
-            update = feed.advance()
-            if update:
-                message = cache_pb2.BookUpdate(
-                    exchange=key[0], symbol=key[1], bids=levels(update.bids), asks=levels(update.asks),
-                    checksum=update.checksum, time=request.time, sequence=request.sequence)
-                write.entry.append((update_field(depth).decode(), message.SerializeToString()))
+        for depth, encoded in tracked.updates(key, request):
+            write.entry.append((update_field(depth).decode(), encoded))
         return write
 
     def _stale_mark(self, key: BookKey, sequence: int, reason: str) -> BookWrite:

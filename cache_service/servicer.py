@@ -106,6 +106,8 @@ def _orders_page(request: cache_pb2.ListOrdersRequest, orders: list[cache_pb2.Or
 
 
 Write = Callable[[list[T], PinnedConnection], Awaitable[list[str]]]
+BOOK_LINGER_S = 0.002   # how long a small PublishBook batch waits for more (see _Ingest)
+LINGER_BATCH = 100      # ... unless this many are pending already
 
 
 class _Ingest(Generic[T]):
@@ -115,11 +117,15 @@ class _Ingest(Generic[T]):
     HIGH_WATER = 5000
 
     def __init__(self, servicer: CacheServicer, context: grpc.aio.ServicerContext, write: Write[T],
-                 channel: str) -> None:
+                 channel: str, linger_s: float = 0.0) -> None:
         self.servicer = servicer
         self.context = context
         self.write = write
         self.channel = channel
+        # PublishBook carries one delta per message: a writer that took whatever had arrived
+        # wrote one or two per script call, and the calls, not the deltas, cost the CPU. So a
+        # small batch waits up to ``linger_s`` for more (never a full one, never at the end).
+        self.linger_s = linger_s
         self.pending: list[T] = []
         self.received = 0
         self.accepted = 0
@@ -158,6 +164,8 @@ class _Ingest(Generic[T]):
         while True:
             await self.wake.wait()
             self.wake.clear()
+            if self.linger_s and not self.done and len(self.pending) < LINGER_BATCH:
+                await asyncio.sleep(self.linger_s)
             while self.pending:
                 batch = self.pending[:WRITE_BATCH]
                 del self.pending[:WRITE_BATCH]
@@ -455,7 +463,8 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
 
         A refused message ends the call: INVALID_ARGUMENT (malformed; nothing of it stored) or
         FAILED_PRECONDITION (a missed update: the book is stale until the next snapshot)."""
-        ingest: _Ingest[cache_pb2.PublishBookRequest] = _Ingest(self, context, self.books.publish, "book")
+        ingest: _Ingest[cache_pb2.PublishBookRequest] = _Ingest(self, context, self.books.publish, "book",
+                                                               linger_s=BOOK_LINGER_S)
 
         async def read() -> None:
             async for request in request_iterator:

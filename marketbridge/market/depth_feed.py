@@ -30,10 +30,12 @@ class DepthFeed:
         """The cut a new subscriber starts from, with its checksum."""
         return self.view, self.checksum
 
-    def advance(self) -> BookUpdate:
+    def advance(self, top_checksum: int | None = None) -> BookUpdate:
         """The update from the last cut to the book now; falsy when the depth did not change.
 
         Call it after every delta the book accepted (``Book.touched`` describes the last one).
+        ``top_checksum``: the checksum of the book's top 10 after the delta, when the caller
+        has it (it is the same at every depth, so feeds of one book can share one).
         """
         bid_rank, ask_rank = self.book.touched
         if bid_rank >= self.depth and ask_rank >= self.depth:
@@ -41,7 +43,8 @@ class DepthFeed:
         before, view = self.view, self.book.cut(self.depth)
         self.view = view
         if min(bid_rank, ask_rank) < CHECKSUM_LEVELS:
-            self.checksum = checksum(view.bids, view.asks)
+            self.checksum = (checksum(view.bids, view.asks) if top_checksum is None
+                             else top_checksum)
         return BookUpdate(diff_side(before.bids[bid_rank:], view.bids[bid_rank:]),
                           diff_side(before.asks[ask_rank:], view.asks[ask_rank:]),
                           self.checksum)
