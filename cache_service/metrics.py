@@ -51,8 +51,8 @@ class Metrics:
             "cache_books_stale", "Books waiting for a snapshot (a delta was missed or would have "
             "crossed them), among the books this process writes", registry=self.registry)
         self.candle_trades_late = Counter(
-            "cache_candle_trades_late", "Trades older than every retained candle of an interval "
-            "(stored as trades, not counted in that interval's candles)", registry=self.registry)
+            "cache_candle_trades_late", "Trades older than every retained candle of an interval, "
+            "once per such interval (stored as trades, not counted in that interval's candles)", registry=self.registry)
         for stage in FEED_STAGES:
             self.feed_failures.labels(stage)
         for cause in CAUSES:

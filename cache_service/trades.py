@@ -98,9 +98,11 @@ class TradeDesk:
                     break
                 key = (message.exchange, message.symbol)
                 series = await self._symbol(key)
-                late = sum(s.dropped_late for s in series.series.values())
-                pending.add(key, series, series.add(trade))
-                self.metrics.candle_trades_late.inc(sum(s.dropped_late for s in series.series.values()) - late)
+                touched = series.touch(trade)
+                late = len(INTERVALS) - len({interval for interval, _ in touched})
+                if late:   # older than some intervals' retained windows
+                    self.metrics.candle_trades_late.inc(late)
+                pending.add(key, series, touched)
                 batch.trades.append(message)
             seqs = await self._write(pending.into(batch), pending.keys, conn) if batch else []
             if error is not None:
@@ -113,7 +115,7 @@ class TradeDesk:
             pending = _Changes()
             now = self.clock()
             for key, series in self._series.items():
-                pending.add(key, series, series.close_due(now))
+                pending.add(key, series, [(c.interval, c.open_time) for c in series.close_due(now)])
             batch = pending.into(TradeBatch())
             if batch:
                 await self._write(batch, pending.keys)
@@ -156,13 +158,14 @@ class _Changes:
 
     def __init__(self) -> None:
         self.keys: set[SymbolKey] = set()
-        self._latest: dict[CandleKey, tuple[SymbolCandles, Candle]] = {}
+        self._latest: dict[CandleKey, SymbolCandles] = {}
         self._series: dict[SymbolKey, SymbolCandles] = {}
 
-    def add(self, key: SymbolKey, series: SymbolCandles, changed: list[Candle]) -> None:
+    def add(self, key: SymbolKey, series: SymbolCandles, changed: list[tuple[str, int]]) -> None:
+        """Note the (interval, open_time) candles a trade or the clock changed."""
         self._series[key] = series
-        for candle in changed:
-            self._latest[(*key, candle.interval, candle.open_time)] = (series, candle)
+        for interval, open_time in changed:
+            self._latest[(*key, interval, open_time)] = series
         if changed:
             self.keys.add(key)
 
@@ -174,7 +177,9 @@ class _Changes:
                     self._latest.pop((*key, interval, open_time), None)
                     batch.drops.append((*key, interval, open_time))
                     self.keys.add(key)
-        for (exchange, symbol, interval, open_time), (series, candle) in self._latest.items():
-            first, last = series.get(interval).marks(open_time)
-            batch.candles.append(StoredCandle(candle_message(exchange, symbol, candle), first, last))
+        for (exchange, symbol, interval, open_time), series in self._latest.items():
+            one = series.series[interval]
+            first, last = one.marks(open_time)
+            candle = candle_message(exchange, symbol, one.candle_at(open_time))
+            batch.candles.append(StoredCandle(candle, first, last))
         return batch

@@ -128,6 +128,26 @@ class CandleSeries:
 
     def add(self, trade: Trade) -> list[Candle]:
         """Add a trade; returns the candles it changed: any it closed, then its own."""
+        touched = self._place(trade)
+        candles = [self._bars[t].candle(self.interval) for t in touched]
+        self._trim()
+        return candles
+
+    def touch(self, trade: Trade) -> list[int]:
+        """:meth:`add` for a caller that wants only the open_times it changed (still retained):
+        a store that writes each candle's last state per batch builds each Candle once
+        (:meth:`candle_at`), not once per trade."""
+        touched = self._place(trade)
+        self._trim()
+        return [t for t in touched if t in self._bars]
+
+    def candle_at(self, open_time: int) -> Candle:
+        """The retained candle that opened at ``open_time``, as it stands."""
+        return self._bars[open_time].candle(self.interval)
+
+    def _place(self, trade: Trade) -> list[int]:
+        """Put a trade in its candle (closing earlier ones when it opens a later interval);
+        the open_times changed: any it closed, then its own ([] for a trade beyond retention)."""
         open_time = int(trade.time // self.seconds) * self.seconds
         newest = self._newest
         if newest is not None and open_time <= newest - self.window:
@@ -143,21 +163,30 @@ class CandleSeries:
             bar = self._bars[open_time] = _Bar(open_time, trade, mark, closed)
         else:
             bar.add(trade, mark)
-        return changed + [bar.candle(self.interval)]
+        return changed + [open_time]
 
     @property
     def window(self) -> int:
         """Seconds of history kept behind the newest candle's open_time."""
         return self.retention * self.seconds
 
-    def _advance(self, open_time: int) -> list[Candle]:
-        """A trade opened a later interval: close what was open, drop what left the window."""
-        closed = [self._close(bar) for bar in self._bars.values() if not bar.closed]
+    def _advance(self, open_time: int) -> list[int]:
+        """A trade opened a later interval: close what was open (their open_times)."""
+        closed = []
+        for start, bar in self._bars.items():
+            if not bar.closed:
+                bar.closed = True
+                closed.append(start)
         self._newest = open_time
-        for old in [t for t in self._bars if t <= open_time - self.window]:
+        return closed
+
+    def _trim(self) -> None:
+        """Drop the candles that left the window behind the newest one."""
+        if self._newest is None:
+            return
+        for old in [t for t in self._bars if t <= self._newest - self.window]:
             del self._bars[old]
             self._dropped.append(old)
-        return closed
 
     def take_dropped(self) -> list[int]:
         """The open_times of candles dropped from the window since the last call (a store
@@ -209,6 +238,10 @@ class SymbolCandles:
     def add(self, trade: Trade) -> list[Candle]:
         """Add to every interval; all candles changed."""
         return [c for series in self.series.values() for c in series.add(trade)]
+
+    def touch(self, trade: Trade) -> list[tuple[str, int]]:
+        """Add to every interval; the (interval, open_time) of each candle changed."""
+        return [(name, t) for name, series in self.series.items() for t in series.touch(trade)]
 
     def close_due(self, now: float) -> list[Candle]:
         """Clock tick for every interval."""

@@ -163,3 +163,16 @@ async def test_trade_retention_keeps_the_newest(redis_url) -> None:
         await publish(stub, *trades)
         got = await stub.ListTrades(pb.ListTradesRequest(exchange="binance", symbols=["BTC/USDT"], limit=100))
         assert [t.trade_id for t in got.trades] == [t.trade_id for t in trades[-10:]]
+
+
+async def test_a_trade_older_than_the_retained_candles_is_stored_and_counted(redis_url) -> None:
+    async with serving(redis_url, candle_retention=2) as (service, stub):
+        await publish(stub, TradeFactory(time=T0 + 3600, price="10"))
+        old = TradeFactory(time=T0, price="99")   # an hour earlier: beyond 2 minutes of 1m candles
+        await publish(stub, old)
+        listed = await stub.ListTrades(pb.ListTradesRequest(exchange="binance"))
+        assert old.trade_id in [t.trade_id for t in listed.trades]
+        minute = await stub.ListCandles(pb.ListCandlesRequest(exchange="binance", symbol="BTC/USDT", interval="1m"))
+        assert [c.open_time for c in minute.candles] == [T0 + 3600]
+        late = service.server.metrics.candle_trades_late._value.get()
+        assert late == 3   # 1m, 5m and 15m windows (2 intervals each) no longer hold it; 1h, 4h, 1d do
