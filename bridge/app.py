@@ -19,7 +19,7 @@ from bridge.fanout import Fanout
 from bridge.handshake_log import server_logger
 from bridge.limits import SHUTDOWN_REASON, ConnectionRegistry
 from bridge.metrics import BridgeMetrics
-from bridge.protocol import parse_batch_ms
+from bridge.protocol import parse_batch_ms, parse_heartbeat_s
 from bridge.routes import Routes
 from bridge.upstream import Upstream
 from bridge.wsconnection import BatchingConnection
@@ -97,8 +97,9 @@ class BridgeApp:
         request = ws.request
         assert request is not None
         try:
-            batch_ms = parse_batch_ms(query_params(request.path).get("batch_ms"),
-                                      self.config.batch_limit_ms)
+            query = query_params(request.path)
+            batch_ms = parse_batch_ms(query.get("batch_ms"), self.config.batch_limit_ms)
+            heartbeat_s = parse_heartbeat_s(query.get("heartbeat_s"))
             identity = self.authenticator.authenticate(extract_token(request.path, request.headers))
         except AuthError as exc:
             return await self._refuse(ws, "auth_failed", 1008, exc.reason)
@@ -111,7 +112,7 @@ class BridgeApp:
             return await self._refuse(ws, "rejected", refusal.code, refusal.reason)
         self.metrics.connections_total.labels("accepted").inc()
         self.metrics.active_connections.inc()
-        session = Session(self, ws, identity, batch_ms)
+        session = Session(self, ws, identity, batch_ms, heartbeat_s)
         self.sessions.add(session)
         try:
             await session.run()

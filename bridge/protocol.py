@@ -234,6 +234,19 @@ def market_params(params: Mapping[str, Any], allowed: tuple[str, ...]) -> dict[s
     return found
 
 
+HEARTBEAT_RANGE_S = (1, 60)
+
+
+def parse_heartbeat_s(value: str | None) -> int | None:
+    """The ``?heartbeat_s=N`` connection option (SPEC §9.3): None (no heartbeats) or 1..60."""
+    if value is None or value == "":
+        return None
+    low, high = HEARTBEAT_RANGE_S
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise ValueError(f"heartbeat_s must be an integer from {low} to {high}")
+    return int(value)
+
+
 def parse_batch_ms(value: str | None, limit: int) -> int | None:
     """The ``?batch_ms=N`` connection option: None (no batching) or 1..``limit``."""
     if value is None or value == "":
@@ -259,7 +272,7 @@ def ok(request: Request, result: Any) -> Reply:
     return Reply(response_frame(request.action, request.request_id, result))
 
 
-FEATURES = ("book", "trades", "candles")   # of SPEC §9's list, what this version serves
+FEATURES = ("book", "trades", "candles", "heartbeat")   # of SPEC §9's list, what this version serves
 
 
 def welcome_frame(session_id: str, limits: Mapping[str, Any]) -> str:
@@ -296,6 +309,10 @@ def protocol_error_frame(error: ProtocolError) -> str:
 def unknown_action_error(request: Request) -> ProtocolError:
     return ProtocolError(UNKNOWN_ACTION, f"Unknown action {_short(request.action, 64)!r}",
                          request.request_id, request.action)
+
+
+def heartbeat_frame(server_time: float) -> str:
+    return dumps({"type": "heartbeat", "server_time": server_time})
 
 
 def pong_frame(request_id: RequestId, server_time: float) -> str:

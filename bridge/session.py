@@ -28,7 +28,7 @@ from bridge.limits import (
 )
 from bridge.outbound import Outbound, Outgoing, Push
 from bridge.pending_book import PendingBook
-from bridge.protocol import Reply, stream_status_frame, welcome_frame
+from bridge.protocol import Reply, heartbeat_frame, stream_status_frame, welcome_frame
 from bridge.subscribe import Subscriptions
 from bridge.subscriptions import Subscription, SubscriptionBook
 from bridge.wsconnection import BatchingConnection
@@ -47,7 +47,7 @@ class Session:
     """State and loops of one authenticated WebSocket connection."""
 
     def __init__(self, app: BridgeApp, ws: BatchingConnection, identity: Identity,
-                 batch_ms: int | None) -> None:
+                 batch_ms: int | None, heartbeat_s: int | None = None) -> None:
         config = app.config
         self.app = app
         self.ws = ws
@@ -65,6 +65,7 @@ class Session:
         self.closing: tuple[int, str] | None = None
         self.close_task: asyncio.Task[None] | None = None
         self.batch_ms = batch_ms
+        self.heartbeat_s = heartbeat_s
         # Plain mode writes an update straight to an idle socket; batches always queue.
         self.direct = batch_ms is None
 
@@ -75,19 +76,25 @@ class Session:
         return {"max_subscriptions": c.max_subscriptions, "rate_limit": c.rate_limit,
                 "rate_burst": c.rate_burst, "max_frame_bytes": c.max_frame_bytes,
                 "idle_timeout": c.idle_timeout, "max_backlog": c.max_backlog,
-                "batch_ms": self.batch_ms, "batch_max_ms": c.batch_limit_ms}
+                "batch_ms": self.batch_ms, "batch_max_ms": c.batch_limit_ms,
+                "heartbeat_s": self.heartbeat_s}
 
     async def run(self) -> None:
         """Welcome the client, then serve it until either side closes."""
+        self.ws.last_sent = time.monotonic()   # heartbeats count silence from the welcome on
         self.send(Reply(welcome_frame(self.id, self.limits()), "connection"))
         writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.id}")
+        beats = [asyncio.create_task(self._heartbeats(self.heartbeat_s), name=f"heartbeat-{self.id}")
+                 ] if self.heartbeat_s else []
         try:
             await self._read_loop()
         except ConnectionClosed:
             pass
         finally:
             writer.cancel()
-            await asyncio.gather(writer, *self.requests.cancel(), return_exceptions=True)
+            for beat in beats:
+                beat.cancel()
+            await asyncio.gather(writer, *beats, *self.requests.cancel(), return_exceptions=True)
             self.subscriptions.close()
             if self.close_task is not None:
                 await asyncio.gather(self.close_task, return_exceptions=True)
@@ -202,6 +209,17 @@ class Session:
             self.close_soon(1013, SLOW_CONSUMER_REASON)
             return
         self.wake.set()
+
+    async def _heartbeats(self, interval: int) -> None:
+        """``?heartbeat_s``: a heartbeat frame whenever nothing was written for ``interval`` s,
+        so a browser (which cannot see WebSocket pings) can tell a quiet stream from a dead one.
+        Any write counts, shared lane writes included (the connection records the last one)."""
+        while self.closing is None:
+            idle = time.monotonic() - self.ws.last_sent
+            if idle >= interval:
+                self.send(Reply(heartbeat_frame(time.time()), "heartbeat"))
+                idle = 0.0
+            await asyncio.sleep(interval - idle)
 
     async def writable(self) -> None:
         """Wait until the backlog is at most half full (paces replays)."""

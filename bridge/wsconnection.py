@@ -14,6 +14,7 @@ compresses (``compression=None``), so a frame's bytes are the same on every conn
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from websockets.asyncio.server import ServerConnection
@@ -30,7 +31,12 @@ def text_frames(payloads: Sequence[str]) -> bytes:
 
 
 class BatchingConnection(ServerConnection):
-    """``ServerConnection`` plus :meth:`send_texts` and a coalescing :meth:`send_data`."""
+    """``ServerConnection`` plus :meth:`send_texts` and a coalescing :meth:`send_data`.
+
+    ``last_sent`` (``time.monotonic()``) is when a data frame was last written, by any of the
+    three ways: what ``?heartbeat_s`` measures silence against."""
+
+    last_sent: float = 0.0
 
     async def send_texts(self, frames: Sequence[str]) -> None:
         """Send text frames in order, as separate WebSocket messages, in one write."""
@@ -39,6 +45,7 @@ class BatchingConnection(ServerConnection):
         async with self.send_context():
             for frame in frames:
                 self.protocol.send_text(frame.encode())
+            self.last_sent = time.monotonic()
 
     def send_now(self, frame: str) -> bool:
         """Write one text frame synchronously, as ``websockets.broadcast`` does, if the socket
@@ -51,6 +58,7 @@ class BatchingConnection(ServerConnection):
             self.send_data()
         except (OSError, InvalidState):  # going away; the reader will see it
             return False
+        self.last_sent = time.monotonic()
         return True
 
     def write_frames(self, data: bytes) -> bool:
@@ -64,6 +72,7 @@ class BatchingConnection(ServerConnection):
                 or transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]):
             return False
         transport.write(data)
+        self.last_sent = time.monotonic()
         return True
 
     def send_data(self) -> None:
