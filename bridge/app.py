@@ -19,6 +19,7 @@ from bridge.fanout import Fanout
 from bridge.handshake_log import server_logger
 from bridge.limits import SHUTDOWN_REASON, ConnectionRegistry
 from bridge.metrics import BridgeMetrics
+from bridge.origins import OriginPolicy
 from bridge.protocol import parse_batch_ms, parse_heartbeat_s
 from bridge.routes import Routes
 from bridge.upstream import Upstream
@@ -78,7 +79,10 @@ class BridgeApp:
         self.upstream.start()
         self.server = await serve(
             self.handle, self.config.host, self.config.port,
-            process_request=Routes(self.not_ready_reason, self.metrics.render).process_request,
+            process_request=Routes(
+                self.not_ready_reason, self.metrics.render,
+                OriginPolicy.parse(self.config.allowed_origins),
+                lambda outcome: self.metrics.connections_total.labels(outcome).inc()).process_request,
             max_size=self.config.max_frame_bytes, close_timeout=CLOSE_TIMEOUT_S,
             compression=None, server_header="marketbridge", create_connection=BatchingConnection,
             backlog=LISTEN_BACKLOG, logger=server_logger(),

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from bridge.origins import OriginPolicy
 from marketbridge.settings import (ConfigError, Raw, RaisingParser, add_flags, convert, env_name, gather,
                                   require_positive)
 
@@ -57,6 +58,8 @@ class BridgeConfig:
     grpc_tls_cert_file: str | None = None
     grpc_tls_key_file: str | None = None
     log_level: str = "INFO"
+    # Web pages whose handshakes are served (bridge/origins.py): "*" for any (local use).
+    allowed_origins: tuple[str, ...] = ("*",)
     # Not flags: knobs the tests turn (docs/protocol.md fixes the 10 s of sustained excess).
     rate_limit_close_after: float = 10.0
     upstream_backoff_max: float = 5.0
@@ -97,6 +100,12 @@ def validate(config: BridgeConfig) -> None:
         raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}")
     if bool(config.grpc_tls_cert_file) != bool(config.grpc_tls_key_file):
         raise ConfigError("--grpc-tls-cert-file and --grpc-tls-key-file must be given together")
+    if not config.allowed_origins:
+        raise ConfigError("--allowed-origins must name origins (comma-separated) or be *")
+    try:
+        OriginPolicy.parse(config.allowed_origins)
+    except ValueError as exc:
+        raise ConfigError(f"--allowed-origins: {exc}") from None
     if config.auth == "jwt":
         _validate_jwt(config)
 
@@ -147,6 +156,8 @@ def _convert(name: str, raw: Raw) -> Any:
     annotation = BridgeConfig.__dataclass_fields__[name].type
     if name == "jwt_algorithms":
         return _to_algorithms(raw.text)
+    if name == "allowed_origins":
+        return tuple(part.strip() for part in raw.text.split(",") if part.strip())
     return convert(raw, annotation)
 
 

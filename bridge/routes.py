@@ -19,6 +19,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from bridge.metrics import CONTENT_TYPE
+from bridge.origins import OriginPolicy
 
 access_log = logging.getLogger("bridge.http")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -64,11 +65,19 @@ class Routes:
 
     not_ready_reason: Callable[[], str | None]   # None when ready (``/readyz`` says 200)
     render_metrics: Callable[[], bytes]          # the ``/metrics`` page
+    origins: OriginPolicy = OriginPolicy(frozenset(), any_origin=True)
+    refused: Callable[[str], None] = lambda _outcome: None   # counts a refused handshake
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = unquote(urlsplit(request.path).path)
         if is_websocket_path(path):
-            return None
+            origin = request.headers.get("Origin")
+            if self.origins.allows(origin):
+                return None
+            # a page of another site holding a token: refused before the upgrade (SPEC §9.3)
+            access_log.info("handshake refused: Origin %r is not in --allowed-origins", origin)
+            self.refused("origin_refused")
+            return text(connection, 403, "origin not allowed")
         response = self._answer(connection, path)
         # An access line, at DEBUG: probes and page loads are routine, not news (the websockets
         # server's own "connection rejected (200 OK)" record is dropped, bridge/handshake_log.py).

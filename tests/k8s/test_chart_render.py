@@ -351,6 +351,23 @@ def test_bridge_values_reach_the_environment() -> None:
         "777", "12.5", "9", "250", "DEBUG", "HS256 HS512")
 
 
+def test_allowed_origins_come_from_values_or_the_ingress_hosts() -> None:
+    from tests.k8s.chart import merge
+
+    def origins(values: dict[str, Any]) -> str:
+        return env_of(_containers(render(merge(BASE, values)), "-bridge"))["BRIDGE_ALLOWED_ORIGINS"]
+
+    assert origins({}) == "*"
+    assert origins({"ingress": {"enabled": True, "hosts": [
+        {"host": "a.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]},
+        {"host": "b.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}],
+        "tls": [{"hosts": ["a.example.com"], "secretName": "a-tls"}]}}) == (
+        "https://a.example.com,http://b.example.com")
+    assert origins({"bridge": {"config": {"allowedOrigins": ["https://app.example.com",
+                                                             "http://localhost:8080"]}}}) == (
+        "https://app.example.com,http://localhost:8080")
+
+
 def test_redis_password_is_generated_required_and_shared() -> None:
     import base64
 

@@ -319,3 +319,25 @@ priorityClassName: {{ . }}
       protocol: TCP
 {{- end }}
 {{- end }}
+
+
+{{/*
+The bridge's --allowed-origins: bridge.config.allowedOrigins when given, else the origins of the
+ingress hosts (https when ingress.tls lists the host), else "*" (no ingress: local use).
+*/}}
+{{- define "marketbridge.allowedOrigins" -}}
+{{- $given := .Values.bridge.config.allowedOrigins | default list -}}
+{{- if $given -}}
+{{- join "," $given -}}
+{{- else if .Values.ingress.enabled -}}
+{{- $tls := list -}}
+{{- range .Values.ingress.tls }}{{- range .hosts }}{{- $tls = append $tls . -}}{{- end }}{{- end -}}
+{{- $origins := list -}}
+{{- range .Values.ingress.hosts -}}
+{{- $origins = append $origins (printf "%s://%s" (ternary "https" "http" (has .host $tls)) .host) -}}
+{{- end -}}
+{{- join "," $origins -}}
+{{- else -}}
+*
+{{- end -}}
+{{- end -}}
