@@ -13,8 +13,21 @@ update a client received is recorded against the client. After recovery,
   the client was told ``recovered: false``;
 - no subscription is left ``interrupted``; no close except the codes the scenario allows.
 
+Market data (docs/protocol.md section 10) has two more modes:
+
+- trades: a ``PublishTrades`` reply acknowledges its call as a whole (``accepted``, ``last_seq``),
+  so a trade is recorded by its id (``<symbol>:<trade_id>``), not by a seq
+  (:meth:`Ledger.record_trades`); a trade whose call failed is recorded as unknown
+  (:meth:`Ledger.record_unknown_trades`): the publisher retries it with the same id
+  (at-least-once). Every acknowledged trade must arrive; a trade id may arrive twice only if it
+  was unknown once; seqs stay unique and in order, and no trade nobody sent arrives;
+- books: state, not events. The client keeps a copy (``ClientBook``) and reports what went
+  wrong with it (:meth:`Ledger.book_problem`: a checksum mismatch, an update while stale); the
+  scenario compares the copies with the service's book. Book update seqs stay in order.
+
 Sequence ids are Redis Stream ids, compared as ``(ms, n)`` pairs. Order streams and bot streams
-are global, ticker streams are per exchange (``tickers:<exchange>``).
+are global, ticker and trade streams are per exchange (``tickers:<exchange>``,
+``trades:<exchange>``), book streams per book and depth (``book:<exchange>:<symbol>:<depth>``).
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SeqKey = tuple[int, int]
+PUBLIC = frozenset({"tickers", "trades", "book"})   # channels with no owner: everyone sees all
 
 
 def seq_key(seq: str) -> SeqKey:
@@ -35,15 +49,29 @@ def seq_key(seq: str) -> SeqKey:
     return int(ms), int(n or 0)
 
 
-def stream_of(channel: str, exchange: str = "") -> str:
-    """The seq namespace of a channel: ``orders``, ``bots`` or ``tickers:<exchange>``."""
-    return f"tickers:{exchange}" if channel == "tickers" else channel
+def stream_of(channel: str, exchange: str = "", symbol: str = "", depth: int = 10) -> str:
+    """The seq namespace of a channel: ``orders``, ``bots``, ``tickers:<exchange>``,
+    ``trades:<exchange>`` or ``book:<exchange>:<symbol>:<depth>``."""
+    if channel in ("tickers", "trades"):
+        return f"{channel}:{exchange}"
+    if channel == "book":
+        return f"book:{exchange}:{symbol}:{depth}"
+    return channel
+
+
+def by_trade_id(stream: str) -> bool:
+    """Whether a stream's writes are known by trade id rather than by seq (see the module doc)."""
+    return stream.startswith("trades:")
 
 
 def entity_key(channel: str, entity: dict[str, Any]) -> str:
-    """What identifies the entity an update is about (symbol, order_id, bot_id)."""
+    """What identifies the entity an update is about (symbol, order_id, bot_id, trade id)."""
     if channel == "tickers":
         return f"{entity['exchange']}:{entity['symbol']}"
+    if channel == "trades":
+        return f"{entity['symbol']}:{entity['trade_id']}"
+    if channel == "book":
+        return str(entity.get("symbol", ""))
     return str(entity["order_id" if channel == "orders" else "bot_id"])
 
 
@@ -74,6 +102,11 @@ class Write:
     def order(self) -> SeqKey:
         return seq_key(self.seq)
 
+    @property
+    def ident(self) -> str:
+        """What the ledger knows the write by: its seq, or for a trade its id (no own seq)."""
+        return self.key if by_trade_id(self.stream) else self.seq
+
 
 @dataclass(frozen=True)
 class Received:
@@ -81,6 +114,9 @@ class Received:
     key: str
     owner: str
     at: float
+
+    def ident(self, stream: str) -> str:
+        return self.key if by_trade_id(stream) else self.seq
 
 
 @dataclass
@@ -96,7 +132,7 @@ class Interest:
     def wants(self, write: Write, user: str, admin: bool) -> bool:
         if write.stream != self.stream or write.sent_at <= self.since:
             return False
-        if self.channel != "tickers" and not admin and write.owner != user:
+        if self.channel not in PUBLIC and not admin and write.owner != user:
             return False
         if self.symbols is not None and write.symbol not in self.symbols:
             return False
@@ -116,6 +152,7 @@ class ClientRecord:
     closes: list[tuple[int, str, float]] = field(default_factory=list)
     unrecovered: set[str] = field(default_factory=set)                    # streams told recovered:false
     last_status: dict[str, str] = field(default_factory=dict)             # by stream
+    book_problems: list[str] = field(default_factory=list)                # what went wrong with a copy
 
     def last_seq(self, stream: str) -> str | None:
         """The newest seq received on ``stream`` (what a client resumes from)."""
@@ -135,6 +172,8 @@ class Verdict:
     duplicates: list[str] = field(default_factory=list)
     out_of_order: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
+    redelivered: int = 0          # trades received again after a failed call was retried (allowed)
+    unknown: list[str] = field(default_factory=list)   # trades received that nobody sent
     problems: list[str] = field(default_factory=list)
 
 
@@ -146,6 +185,8 @@ class Ledger:
         self.by_seq: dict[tuple[str, str], Write] = {}
         self.clients: dict[str, ClientRecord] = {}
         self.lost_upstream: dict[tuple[str, str], Write] = {}
+        self.unknown_trades: dict[str, set[str]] = defaultdict(set)   # by stream: ids of failed calls
+        self.trade_sends: dict[tuple[str, str], int] = defaultdict(int)  # calls that carried an id
 
     # ------------------------------------------------------------ recording
 
@@ -161,6 +202,30 @@ class Ledger:
         self.by_seq[(write.stream, seq)] = write
         return write
 
+    def record_trades(self, trades: Iterable[Any], sent_at: dict[str, float] | float) -> list[Write]:
+        """Trades a ``PublishTrades`` call acknowledged (it returned ``accepted`` = all of them).
+
+        ``sent_at``: when the call was made, or per trade id when each trade was streamed."""
+        out = []
+        for trade in trades:
+            key = entity_key("trades", {"symbol": trade.symbol, "trade_id": trade.trade_id})
+            at = sent_at if isinstance(sent_at, float) else sent_at[trade.trade_id]
+            write = Write("trades", stream_of("trades", trade.exchange), key, "", trade.symbol, "",
+                          "", at, time.monotonic())
+            self.writes[write.stream].append(write)
+            self.by_seq[(write.stream, write.ident)] = write
+            self.trade_sends[(write.stream, key)] += 1
+            out.append(write)
+        return out
+
+    def record_unknown_trades(self, trades: Iterable[Any]) -> None:
+        """Trades streamed on a call that failed: stored or not, the publisher sends them again."""
+        for trade in trades:
+            stream = stream_of("trades", trade.exchange)
+            key = entity_key("trades", {"symbol": trade.symbol, "trade_id": trade.trade_id})
+            self.unknown_trades[stream].add(key)
+            self.trade_sends[(stream, key)] += 1
+
     def client(self, name: str, user: str = "", admin: bool = False) -> ClientRecord:
         """The record of logical client ``name`` (created on first use)."""
         if name not in self.clients:
@@ -169,13 +234,14 @@ class Ledger:
 
     def subscribed(self, client: str, channel: str, exchange: str = "",
                    symbols: Iterable[str] | None = None, bot_ids: Iterable[str] | None = None,
-                   since: float | None = None) -> Interest:
+                   since: float | None = None, stream: str | None = None) -> Interest:
         """The client's subscription is confirmed: every matching write sent from now is owed.
 
         A resubscription (after a reconnect, with ``resume_from``) keeps the first ``since``.
+        ``stream``: the subscription's own stream when the channel alone does not name it (a book).
         """
         record = self.clients[client]
-        stream = stream_of(channel, exchange)
+        stream = stream or stream_of(channel, exchange)
         if stream not in record.interests:
             record.interests[stream] = Interest(
                 channel, stream, time.monotonic() if since is None else since,
@@ -185,11 +251,19 @@ class Ledger:
 
     def received(self, client: str, channel: str, seq: str, entity: dict[str, Any]) -> None:
         """One update frame's event, as the client got it."""
-        exchange = str(entity.get("exchange", "")) if channel == "tickers" else ""
+        exchange = str(entity.get("exchange", "")) if channel in PUBLIC else ""
         stream = stream_of(channel, exchange)
-        owner = str(entity.get("user_id", "")) if channel != "tickers" else ""
+        owner = str(entity.get("user_id", "")) if channel not in PUBLIC else ""
         self.clients[client].received[stream].append(
             Received(seq, entity_key(channel, entity), owner, time.monotonic()))
+
+    def received_on(self, client: str, stream: str, seq: str, key: str) -> None:
+        """One update of a stream the client names itself (a book: its stream has the depth)."""
+        self.clients[client].received[stream].append(Received(seq, key, "", time.monotonic()))
+
+    def book_problem(self, client: str, stream: str, problem: str) -> None:
+        """The client's copy of a book went wrong (a checksum mismatch, an update while stale)."""
+        self.clients[client].book_problems.append(f"{stream}: {problem}")
 
     def status(self, client: str, stream: str, status: str, recovered: bool) -> None:
         """A ``stream_status`` frame (or a subscribe response's ``recovered: false``)."""
@@ -207,21 +281,26 @@ class Ledger:
     def owed(self, record: ClientRecord, interest: Interest) -> list[Write]:
         return [w for w in self.writes.get(interest.stream, ())
                 if interest.wants(w, record.user, record.admin)
-                and (w.stream, w.seq) not in self.lost_upstream]
+                and (w.stream, w.ident) not in self.lost_upstream]
 
-    def reconcile(self, retained: dict[str, set[str]], since: float = 0.0) -> list[Write]:
+    def reconcile(self, retained: dict[str, set[str]], since: float = 0.0,
+                  only: Iterable[str] | None = None) -> list[Write]:
         """Set apart acknowledged writes Redis no longer holds (lost below the product).
 
-        ``retained`` maps a stream to the seqs Redis still has. A write sent after ``since``
-        that is missing from it cannot be delivered by any bridge; it is not owed to clients
-        and is returned, so the scenario can say why it was lost (or fail).
+        ``retained`` maps a stream to the seqs (trades: the trade ids) Redis still has. A write
+        sent after ``since`` that is missing from it cannot be delivered by any bridge; it is
+        not owed to clients and is returned, so the scenario can say why it was lost (or fail).
+        ``only``: check just these streams (default: every stream written).
         """
         lost = []
+        streams = set(only) if only is not None else None
         for stream, writes in self.writes.items():
+            if streams is not None and stream not in streams:
+                continue
             held = retained.get(stream, set())
             for write in writes:
-                if write.sent_at >= since and write.seq not in held:
-                    self.lost_upstream[(stream, write.seq)] = write
+                if write.sent_at >= since and write.ident not in held:
+                    self.lost_upstream[(stream, write.ident)] = write
                     lost.append(write)
         return lost
 
@@ -238,6 +317,8 @@ class Ledger:
         for stream, status in record.last_status.items():
             if status == "interrupted":
                 verdict.problems.append(f"{stream}: still interrupted at the end")
+        if record.book_problems:
+            verdict.problems.append(f"{len(record.book_problems)} book problems: {record.book_problems[:5]}")
         return verdict
 
     def _check_stream(self, record: ClientRecord, interest: Interest, verdict: Verdict) -> None:
@@ -254,8 +335,11 @@ class Ledger:
                 verdict.out_of_order.append(f"{interest.stream} {item.seq}")
             seen.add(item.seq)
             last[lane] = max(last.get(lane, (0, 0)), seq_key(item.seq))
-            if interest.channel != "tickers" and not record.admin and item.owner != record.user:
+            if interest.channel not in PUBLIC and not record.admin and item.owner != record.user:
                 verdict.foreign.append(f"{interest.stream} {item.seq} of {item.owner}")
+        if by_trade_id(interest.stream):
+            self._check_trades(record, interest, got, verdict)
+            return
         owed = self.owed(record, interest)
         verdict.expected += len(owed)
         newest: dict[str, SeqKey] = {}
@@ -269,9 +353,40 @@ class Ledger:
                 verdict.conflated += 1
             elif not (interest.channel == "tickers" and unrecovered):
                 verdict.missing.append(f"{interest.stream} {write.seq} ({write.key})")
+        self._report_stream(interest, verdict)
+
+    def _check_trades(self, record: ClientRecord, interest: Interest, got: list[Received],
+                      verdict: Verdict) -> None:
+        """Trades by id: every acknowledged one arrived; an id twice only if it was retried, and
+        never more often than calls carried it; none that nobody sent. (Seq order and unique
+        seqs are checked by the caller.)"""
+        counts: dict[str, int] = defaultdict(int)
+        for item in got:
+            counts[item.key] += 1
+        retried = self.unknown_trades.get(interest.stream, set())
+        sent = {w.key for w in self.writes.get(interest.stream, ())} | retried
+        for key, count in counts.items():
+            if key not in sent:
+                verdict.unknown.append(f"{interest.stream} {key}")
+            elif count > 1 and key in retried and count <= self.trade_sends[(interest.stream, key)]:
+                verdict.redelivered += count - 1
+            elif count > 1:
+                verdict.duplicates.append(f"{interest.stream} {key} x{count}")
+        owed = self.owed(record, interest)
+        verdict.expected += len(owed)
+        for write in owed:
+            if counts.get(write.key):
+                verdict.delivered += 1
+            else:
+                verdict.missing.append(f"{interest.stream} {write.key}")
+        self._report_stream(interest, verdict)
+
+    @staticmethod
+    def _report_stream(interest: Interest, verdict: Verdict) -> None:
         for label, items in (("missing", verdict.missing), ("duplicated", verdict.duplicates),
                              ("out of order", verdict.out_of_order),
-                             ("of another user", verdict.foreign)):
+                             ("of another user", verdict.foreign),
+                             ("never sent", verdict.unknown)):
             mine = [i for i in items if i.startswith(interest.stream + " ")]
             if mine:
                 verdict.problems.append(f"{interest.stream}: {len(mine)} {label}: {mine[:5]}")
@@ -307,7 +422,7 @@ class Ledger:
         for record in (r for r in self.clients.values() if r.name in names):
             for stream, items in record.received.items():
                 for item in items:
-                    write = self.by_seq.get((stream, item.seq))
+                    write = self.by_seq.get((stream, item.ident(stream)))
                     if write is not None and sent_from <= write.sent_at <= sent_until:
                         out.append(item.at - write.sent_at)
         return out
@@ -322,7 +437,7 @@ class Ledger:
             firsts = []
             for stream, items in record.received.items():
                 for item in items:
-                    write = self.by_seq.get((stream, item.seq))
+                    write = self.by_seq.get((stream, item.ident(stream)))
                     if write is not None and write.sent_at >= repaired_at:
                         firsts.append(item.at)
                         break

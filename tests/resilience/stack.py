@@ -20,10 +20,12 @@ from urllib.parse import urlsplit
 import redis
 
 from cache_service.store import BOTS, ORDERS, ticker_stream
+from cache_service.trade_store import trade_stream
+from marketbridge.api.v1 import cache_pb2 as pb
 from tests.infra.bridge_runner import BridgeProcess, http_get
 from tests.infra.cache_service_runner import CacheServiceProcess
 from tests.infra.eventually import eventually
-from tests.infra.ledger import Ledger, Verdict, Write, percentile
+from tests.infra.ledger import Ledger, Verdict, Write, entity_key, percentile, stream_of
 from tests.infra.tokens import make_token
 from tests.resilience.publisher import EXCHANGE, Publisher, grpc_target
 from tests.resilience.wsclient import LedgerClient, SubSpec, settle
@@ -144,12 +146,17 @@ async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> 
 
 
 def retained_seqs(address: Address) -> dict[str, set[str]]:
-    """Every seq Redis at ``address`` still holds, per ledger stream (what can be delivered)."""
+    """Every seq Redis at ``address`` still holds, per ledger stream (what can be delivered);
+    for the trade stream, the trade ids it holds (trades are known by id: tests/infra/ledger.py)."""
     keys = {"orders": ORDERS.stream, "bots": BOTS.stream, f"tickers:{EXCHANGE}": ticker_stream(EXCHANGE)}
     client = redis.Redis(*address, socket_timeout=10, socket_connect_timeout=5)
     try:
-        return {stream: {(i.decode() if isinstance(i, bytes) else i) for i, _ in client.xrange(key)}
+        held = {stream: {(i.decode() if isinstance(i, bytes) else i) for i, _ in client.xrange(key)}
                 for stream, key in keys.items()}
+        trades = (pb.Trade.FromString(fields[b"d"]) for _, fields in client.xrange(trade_stream(EXCHANGE)))
+        held[stream_of("trades", EXCHANGE)] = {entity_key("trades", {"symbol": t.symbol, "trade_id": t.trade_id})
+                                                for t in trades}
+        return held
     finally:
         client.close()
 

@@ -4,6 +4,15 @@ It behaves like a well-written trading client: it subscribes, follows ``stream_s
 and, when the scenario allows a close code (1001 on a bridge restart, 1013 for a slow consumer),
 reconnects and resubscribes with ``resume_from`` = the last seq it received on each stream.
 Any other close is recorded and fails the ledger check.
+
+Market data (docs/protocol.md section 10): trades are recorded like orders (by trade id, see
+tests/infra/ledger.py). For each ``book`` subscription the client keeps a copy
+(:class:`marketbridge.market.client_book.ClientBook`) exactly as the protocol asks: load the
+subscribe snapshot, apply every ``book_update`` (ClientBook.apply verifies its checksum), replace
+the copy on ``snapshot: true``, hold it as stale on ``stale: true`` until the next snapshot.
+A mismatch, or an update while stale, is recorded in the ledger as a book problem. A resumed book
+subscription resumes from the last seq its copy is at (the subscribe result's seq included), so
+the replay applies to that copy.
 """
 
 from __future__ import annotations
@@ -21,7 +30,9 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from tests.infra.ledger import Ledger, stream_of
+from marketbridge.market.client_book import ChecksumMismatch, ClientBook
+from marketbridge.market.merge import BookUpdate
+from tests.infra.ledger import Ledger, seq_key, stream_of
 
 OPEN_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 15.0
@@ -39,15 +50,20 @@ class SubSpec:
     symbols: tuple[str, ...] | None = None
     bot_ids: tuple[str, ...] | None = None
     recorded: bool = True   # False: extra load on the first connection only, not in the ledger
+    symbol: str = ""        # book: the one symbol of the subscription
+    depth: int = 10         # book
 
     @property
     def stream(self) -> str:
-        return stream_of(self.channel, self.exchange)
+        return stream_of(self.channel, self.exchange, self.symbol, self.depth)
 
     def params(self, resume_from: str | None) -> dict[str, Any]:
         params: dict[str, Any] = {"channel": self.channel}
-        if self.channel == "tickers":
+        if self.channel in ("tickers", "trades", "book"):
             params["exchange"] = self.exchange
+        if self.channel == "book":
+            params["symbol"] = self.symbol
+            params["depth"] = self.depth
         if self.symbols is not None:
             params["symbols"] = list(self.symbols)
         if self.bot_ids is not None:
@@ -56,6 +72,21 @@ class SubSpec:
             params["resume_from"] = resume_from
             params["snapshot"] = False
         return params
+
+
+@dataclass
+class BookCopy:
+    """A client's copy of one book subscription, and where it stands."""
+
+    book: ClientBook
+    seq: str = ""            # the newest seq the copy is at (what a resume starts from)
+    stale: bool = False      # told stale: no update may come until a snapshot
+    snapshots: int = 0       # `snapshot: true` updates that replaced the copy
+    updates: int = 0         # updates applied (each one's checksum verified)
+
+    def load(self, result: dict[str, Any]) -> None:
+        self.book.load([tuple(level) for level in result["bids"]], [tuple(level) for level in result["asks"]])
+        self.stale = bool(result.get("stale"))
 
 
 class LedgerClient:
@@ -85,6 +116,7 @@ class LedgerClient:
         self.closing = False
         self.reading = asyncio.Event()
         self.reading.set()
+        self.books: dict[str, BookCopy] = {}   # by stream (book:<exchange>:<symbol>:<depth>)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -186,9 +218,17 @@ class LedgerClient:
         for spec in self.subs:
             if resume and not spec.recorded:
                 continue
-            resume_from = (self.record.last_seq(spec.stream) or REPLAY_EVERYTHING) if resume else None
+            resume_from = self._resume_point(spec) if resume else None
             reply = await self.request("subscribe", spec.params(resume_from), subscribing=spec)
             assert reply.get("success"), f"{self.name}: subscribe failed: {reply}"
+
+    def _resume_point(self, spec: SubSpec) -> str:
+        """Where a resubscription resumes: the last seq received, or for a book the seq its
+        copy is at (a replay from anywhere else would not apply to the copy)."""
+        copy = self.books.get(spec.stream)
+        if spec.channel == "book" and copy is not None and copy.seq:
+            return copy.seq
+        return self.record.last_seq(spec.stream) or REPLAY_EVERYTHING
 
     def _subscribed(self, spec: SubSpec, reply: dict[str, Any]) -> None:
         """Bind the subscription id at once: its updates may be the very next frames."""
@@ -198,7 +238,10 @@ class LedgerClient:
         self.sub_streams[result["subscription_id"]] = spec
         if not spec.recorded:
             return
-        self.ledger.subscribed(self.name, spec.channel, spec.exchange, spec.symbols, spec.bot_ids)
+        self.ledger.subscribed(self.name, spec.channel, spec.exchange, spec.symbols, spec.bot_ids,
+                               stream=spec.stream)
+        if spec.channel == "book":
+            self._book_subscribed(spec, result)
         if not result.get("recovered", True):
             self.ledger.status(self.name, spec.stream, "subscribed", False)
 
@@ -230,7 +273,51 @@ class LedgerClient:
         spec = self.sub_streams.get(update["subscription_id"])
         if spec is None or not spec.recorded:   # of a previous connection, or extra load
             return
+        if spec.channel == "book":
+            self._book_update(spec, update["seq"], update["result"])
+            return
         self.ledger.received(self.name, spec.channel, update["seq"], update["result"])
+
+    # ------------------------------------------------------------ books
+
+    def _book_subscribed(self, spec: SubSpec, result: dict[str, Any]) -> None:
+        """A fresh subscription loads its snapshot; a resumed one keeps the copy it had."""
+        copy = self.books.get(spec.stream)
+        snapshot = result.get("snapshot")
+        if copy is None or isinstance(snapshot, dict):
+            copy = self.books[spec.stream] = BookCopy(ClientBook(spec.depth))
+            if not isinstance(snapshot, dict):
+                self.ledger.book_problem(self.name, spec.stream, f"no snapshot to start from: {result}")
+                copy.stale = True
+                return
+            copy.load(snapshot)
+            if not copy.stale and copy.book.checksum() != snapshot["checksum"]:
+                self.ledger.book_problem(self.name, spec.stream, "the subscribe snapshot fails its checksum")
+        if result.get("seq") and (not copy.seq or seq_key(result["seq"]) > seq_key(copy.seq)):
+            copy.seq = result["seq"]
+
+    def _book_update(self, spec: SubSpec, seq: str, result: dict[str, Any]) -> None:
+        """One ``book_update``, applied as docs/protocol.md 10.3 says."""
+        self.ledger.received_on(self.name, spec.stream, seq, spec.symbol)
+        copy = self.books[spec.stream]
+        copy.seq = seq
+        if result.get("stale"):
+            copy.stale = True
+        elif result.get("snapshot"):
+            copy.load(result)
+            copy.snapshots += 1
+            if copy.book.checksum() != result["checksum"]:
+                self.ledger.book_problem(self.name, spec.stream, f"snapshot at {seq} fails its checksum")
+        elif copy.stale:
+            self.ledger.book_problem(self.name, spec.stream, f"update {seq} while the book is stale")
+        else:
+            try:
+                copy.book.apply(BookUpdate(tuple(map(tuple, result["bids"])),
+                                           tuple(map(tuple, result["asks"])), result["checksum"]))
+                copy.updates += 1
+            except ChecksumMismatch as exc:
+                self.ledger.book_problem(self.name, spec.stream, f"update {seq}: {exc}")
+                copy.stale = True   # a real client re-subscribes; the scenario fails anyway
 
 
 async def settle(ledger: Ledger, clients: list[LedgerClient], timeout: float = 30.0) -> None:
