@@ -29,6 +29,7 @@ from bridge.protocol import (
     ORDER_STATUSES,
     Reply,
     Request,
+    bad_params,
     check_known,
     market_params,
     ok,
@@ -44,6 +45,8 @@ from marketbridge.api.v1 import cache_pb2 as pb
 if TYPE_CHECKING:
     from bridge.subscribe import Subscriptions
 
+MAX_TOKEN = 8192   # a refresh's JWT (RS256 tokens with many claims run to a few KiB)
+
 
 class Client(Protocol):
     """What an action needs from a session."""
@@ -52,6 +55,7 @@ class Client(Protocol):
     subscriptions: Subscriptions
 
     async def call(self, method: str, request: Message) -> Any: ...
+    def refresh(self, token: str) -> float | None: ...
 
 
 Handler = Callable[[Client, Request], Awaitable[Reply | None]]
@@ -144,6 +148,17 @@ async def list_candles(client: Client, request: Request) -> Reply:
     return ok(request, [entity_to_dict(c) for c in reply.candles])
 
 
+async def refresh(client: Client, request: Request) -> Reply:
+    """A fresh token for the same user: the connection now lives until its ``exp``
+    (bridge.token_life); a token for someone else, or one that does not verify, is FORBIDDEN
+    and the connection keeps its old ``exp``."""
+    check_known(request.params, ("token",))
+    token = request.params.get("token")
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN:
+        raise bad_params(f"'token' is required: a JWT string of at most {MAX_TOKEN} characters")
+    return ok(request, {"expires_at": client.refresh(token)})
+
+
 async def subscribe(client: Client, request: Request) -> None:
     """``subscribe`` and its ``stream_<channel>`` aliases; the set-up queues the response
     itself, before it replays and releases (:mod:`bridge.subscribe`)."""
@@ -168,6 +183,7 @@ ACTIONS: Mapping[str, Handler] = {
     "get_book": get_book,
     "list_trades": list_trades,
     "list_candles": list_candles,
+    "refresh": refresh,
     "subscribe": subscribe,
     "unsubscribe": unsubscribe,
     **{alias: subscribe for alias in ALIASES},

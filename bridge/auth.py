@@ -7,7 +7,7 @@ whose ``reason`` is exactly what docs/protocol.md puts in the 1008 close frame.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
@@ -35,6 +35,8 @@ class Identity:
 
     user_id: str
     scopes: frozenset[str] = frozenset()
+    # the token's ``exp`` (unix s), None without one; not part of who it is (equality, hashing)
+    expires_at: float | None = field(default=None, compare=False)
 
     @property
     def is_admin(self) -> bool:
@@ -73,7 +75,9 @@ def identity_from_claims(claims: Mapping[str, object]) -> Identity:
         scope = " ".join(str(item) for item in scope)
     if not isinstance(scope, str):
         raise AuthError(INVALID_TOKEN)
-    return Identity(sub, frozenset(scope.split()))
+    exp = claims.get("exp")
+    expires_at = float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+    return Identity(sub, frozenset(scope.split()), expires_at)
 
 
 class Authenticator:
@@ -86,6 +90,7 @@ class Authenticator:
         # aud/iss are checked only when configured (tokens of an IdP usually carry an aud).
         self.audience = config.jwt_audience
         self.issuer = config.jwt_issuer
+        self.require = ["sub"] if config.jwt_allow_no_exp else ["sub", "exp"]
 
     def authenticate(self, token: str | None) -> Identity:
         if not self.enabled:
@@ -95,7 +100,7 @@ class Authenticator:
         try:
             claims = jwt.decode(token, self.key, algorithms=self.algorithms,
                                 audience=self.audience, issuer=self.issuer,
-                                options={"require": ["sub"], "verify_aud": bool(self.audience)})
+                                options={"require": self.require, "verify_aud": bool(self.audience)})
         except jwt.ExpiredSignatureError:
             raise AuthError(TOKEN_EXPIRED) from None
         except jwt.PyJWTError:

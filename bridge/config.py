@@ -60,6 +60,10 @@ class BridgeConfig:
     log_level: str = "INFO"
     # Web pages whose handshakes are served (bridge/origins.py): "*" for any (local use).
     allowed_origins: tuple[str, ...] = ("*",)
+    # Token lifecycle (bridge/token_life.py): warn this long before ``exp``; a token without
+    # ``exp`` is accepted only when allowed (the local default; the chart sets false).
+    token_warning_s: float = 30.0
+    jwt_allow_no_exp: bool = True
     # Not flags: knobs the tests turn (docs/protocol.md fixes the 10 s of sustained excess).
     rate_limit_close_after: float = 10.0
     upstream_backoff_max: float = 5.0
@@ -86,7 +90,7 @@ def validate(config: BridgeConfig) -> None:
     require_positive(config, ("max_connections", "max_connections_per_user", "max_subscriptions",
                               "idle_timeout", "rate_limit", "rate_burst", "max_frame_bytes",
                               "batch_max_ms", "max_backlog", "grpc_deadline", "upstream_stall_s",
-                              "rate_limit_close_after", "upstream_backoff_max"),
+                              "rate_limit_close_after", "upstream_backoff_max", "token_warning_s"),
                      lambda flag, value: f"{flag} must be > 0, got {value}")
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"--port must be from 0 to 65535, got {config.port}")

@@ -28,7 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
                    0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FRAME_TYPES = ("connection", "response", "pong", "error", "update", "batch", "stream_status",
-               "heartbeat")
+               "heartbeat", "token_expiring")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 

@@ -272,7 +272,7 @@ def ok(request: Request, result: Any) -> Reply:
     return Reply(response_frame(request.action, request.request_id, result))
 
 
-FEATURES = ("book", "trades", "candles", "heartbeat")   # of SPEC §9's list, what this version serves
+FEATURES = ("book", "trades", "candles", "heartbeat", "refresh")   # of SPEC §9's list, what this version serves
 
 
 def welcome_frame(session_id: str, limits: Mapping[str, Any]) -> str:
@@ -309,6 +309,10 @@ def protocol_error_frame(error: ProtocolError) -> str:
 def unknown_action_error(request: Request) -> ProtocolError:
     return ProtocolError(UNKNOWN_ACTION, f"Unknown action {_short(request.action, 64)!r}",
                          request.request_id, request.action)
+
+
+def token_expiring_frame(expires_at: float) -> str:
+    return dumps({"type": "token_expiring", "expires_at": expires_at})
 
 
 def heartbeat_frame(server_time: float) -> str:

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from websockets.exceptions import ConnectionClosed
 
-from bridge.auth import Identity
+from bridge.auth import TOKEN_EXPIRED, AuthError, Identity
 from bridge.dispatch import Dispatcher
+from bridge.errors import FORBIDDEN, BridgeError
 from bridge.events import Event
 from bridge.limits import (
     IDLE_REASON,
@@ -28,7 +29,8 @@ from bridge.limits import (
 )
 from bridge.outbound import Outbound, Outgoing, Push
 from bridge.pending_book import PendingBook
-from bridge.protocol import Reply, heartbeat_frame, stream_status_frame, welcome_frame
+from bridge.protocol import Reply, heartbeat_frame, stream_status_frame, token_expiring_frame, welcome_frame
+from bridge.token_life import WARN, TokenLife
 from bridge.subscribe import Subscriptions
 from bridge.subscriptions import Subscription, SubscriptionBook
 from bridge.wsconnection import BatchingConnection
@@ -66,6 +68,8 @@ class Session:
         self.close_task: asyncio.Task[None] | None = None
         self.batch_ms = batch_ms
         self.heartbeat_s = heartbeat_s
+        self.token = TokenLife(identity.expires_at, config.token_warning_s)
+        self.token_changed = asyncio.Event()
         # Plain mode writes an update straight to an idle socket; batches always queue.
         self.direct = batch_ms is None
 
@@ -84,8 +88,9 @@ class Session:
         self.ws.last_sent = time.monotonic()   # heartbeats count silence from the welcome on
         self.send(Reply(welcome_frame(self.id, self.limits()), "connection"))
         writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.id}")
-        beats = [asyncio.create_task(self._heartbeats(self.heartbeat_s), name=f"heartbeat-{self.id}")
-                 ] if self.heartbeat_s else []
+        beats = [asyncio.create_task(self._token_clock(), name=f"token-{self.id}")]
+        if self.heartbeat_s:
+            beats.append(asyncio.create_task(self._heartbeats(self.heartbeat_s), name=f"heartbeat-{self.id}"))
         try:
             await self._read_loop()
         except ConnectionClosed:
@@ -209,6 +214,38 @@ class Session:
             self.close_soon(1013, SLOW_CONSUMER_REASON)
             return
         self.wake.set()
+
+    async def _token_clock(self) -> None:
+        """Warn before the token's ``exp``, close 1008 ``Token expired`` at it (bridge.token_life);
+        a ``refresh`` sets ``token_changed`` and the clock starts over from the new ``exp``."""
+        while self.closing is None:
+            self.token_changed.clear()
+            step = self.token.next(time.time())
+            if step is not None:
+                try:
+                    async with asyncio.timeout(max(0.0, step[1] - time.time())):
+                        await self.token_changed.wait()
+                    continue
+                except TimeoutError:
+                    pass
+                if step[0] == WARN:
+                    self.token.warned = True
+                    assert self.token.expires_at is not None
+                    self.send(Reply(token_expiring_frame(self.token.expires_at), "token_expiring"))
+                    continue
+                self.close_soon(1008, TOKEN_EXPIRED)
+                return
+            await self.token_changed.wait()
+
+    def refresh(self, token: str) -> float | None:
+        """A ``refresh`` request's token: verified, same user and scopes, the new ``exp``."""
+        try:
+            fresh = self.app.authenticator.authenticate(token)
+        except AuthError as exc:
+            raise BridgeError(FORBIDDEN, f"refresh refused: {exc.reason}") from None
+        expires_at = self.token.refreshed(self.identity, fresh)
+        self.token_changed.set()
+        return expires_at
 
     async def _heartbeats(self, interval: int) -> None:
         """``?heartbeat_s``: a heartbeat frame whenever nothing was written for ``interval`` s,

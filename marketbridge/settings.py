@@ -90,6 +90,8 @@ def convert(raw: Raw, annotation: object) -> Any:
     The one conversion of every program, so one mistake reads the same in each of them:
     ``--port: expected an integer, got 'abc'`` (``BRIDGE_PORT: ...`` from the environment).
     """
+    if annotation in ("bool", bool):
+        return to_bool(raw)
     kind = number_type(annotation)
     if kind is None:
         return raw.text
@@ -97,6 +99,17 @@ def convert(raw: Raw, annotation: object) -> Any:
         return kind(raw.text)
     except ValueError:
         raise ConfigError(f"{raw.origin}: expected {EXPECTED[kind]}, got {raw.text!r}") from None
+
+
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def to_bool(raw: Raw) -> bool:
+    """A switch's text: true/false (also 1/0, yes/no, on/off, any case), else one line."""
+    text = raw.text.strip().lower()
+    if text in TRUE_WORDS or text in FALSE_WORDS:
+        return text in TRUE_WORDS
+    raise ConfigError(f"{raw.origin}: expected true or false, got {raw.text!r}")
 
 
 def require_positive(config: object, names: Iterable[str], message: Callable[[str, Any], str]) -> None:

@@ -351,6 +351,15 @@ def test_bridge_values_reach_the_environment() -> None:
         "777", "12.5", "9", "250", "DEBUG", "HS256 HS512")
 
 
+def test_the_default_install_refuses_tokens_without_exp() -> None:
+    from tests.k8s.chart import merge
+
+    env = env_of(_containers(render(BASE), "-bridge"))
+    assert (env["BRIDGE_JWT_ALLOW_NO_EXP"], env["BRIDGE_TOKEN_WARNING_S"]) == ("false", "30")
+    allowed = env_of(_containers(render(merge(BASE, {"jwt": {"allowNoExp": True}})), "-bridge"))
+    assert allowed["BRIDGE_JWT_ALLOW_NO_EXP"] == "true"
+
+
 def test_allowed_origins_come_from_values_or_the_ingress_hosts() -> None:
     from tests.k8s.chart import merge
 
