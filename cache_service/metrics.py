@@ -50,6 +50,9 @@ class Metrics:
         self.books_stale = Gauge(
             "cache_books_stale", "Books waiting for a snapshot (a delta was missed or would have "
             "crossed them), among the books this process writes", registry=self.registry)
+        self.trades_duplicate = Counter(
+            "cache_trades_duplicate", "Trades whose trade_id their symbol already had (a retried "
+            "publish): not stored or counted again", registry=self.registry)
         self.candle_trades_late = Counter(
             "cache_candle_trades_late", "Trades older than every retained candle of an interval, "
             "once per such interval (stored as trades, not counted in that interval's candles)", registry=self.registry)

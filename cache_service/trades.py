@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from cache_service import validation
@@ -80,15 +81,22 @@ class TradeDesk:
         self.candle_retention = candle_retention
         self.clock = clock
         self._series: dict[SymbolKey, SymbolCandles] = {}
+        self._seen: dict[SymbolKey, RecentIds] = {}
         self._lock = asyncio.Lock()   # one write at a time: memory and Redis move together
 
     async def publish(self, messages: Sequence[cache_pb2.Trade], conn: PinnedConnection | None = None) -> list[str]:
         """Store ``messages`` in order with the candles they change; their seqs.
 
-        At the first bad trade, the ones before it are stored, then INVALID_ARGUMENT is raised."""
+        At the first bad trade, the ones before it are stored, then INVALID_ARGUMENT is raised.
+
+        A trade whose ``trade_id`` this symbol already has (a publisher's retry of a call that
+        failed after Redis applied it: at-least-once) is not stored or counted again; its seq
+        is the one it got the first time (``cache_trades_duplicate`` counts them)."""
         async with self._lock:
             batch, pending = TradeBatch(), _Changes()
             error: InvalidArgument | None = None
+            order: list[tuple[SymbolKey, str]] = []   # (symbol, trade_id) of each accepted message
+            fresh: dict[SymbolKey, set[str]] = {}
             for index, message in enumerate(messages):
                 try:
                     trade = check_trade(message)
@@ -98,13 +106,22 @@ class TradeDesk:
                     break
                 key = (message.exchange, message.symbol)
                 series = await self._symbol(key)
+                order.append((key, trade.trade_id))
+                new = fresh.setdefault(key, set())
+                if trade.trade_id in self._seen[key] or trade.trade_id in new:
+                    self.metrics.trades_duplicate.inc()
+                    continue
+                new.add(trade.trade_id)
                 touched = series.touch(trade)
                 late = len(INTERVALS) - len({interval for interval, _ in touched})
                 if late:   # older than some intervals' retained windows
                     self.metrics.candle_trades_late.inc(late)
                 pending.add(key, series, touched)
                 batch.trades.append(message)
-            seqs = await self._write(pending.into(batch), pending.keys, conn) if batch else []
+            stored = await self._write(pending.into(batch), pending.keys | set(fresh), conn) if batch else []
+            for message, seq in zip(batch.trades, stored):
+                self._seen[(message.exchange, message.symbol)].add(message.trade_id, seq)
+            seqs = [self._seen[key].seq(trade_id) for key, trade_id in order]
             if error is not None:
                 raise error
             return seqs
@@ -129,6 +146,7 @@ class TradeDesk:
         except BaseException:
             for key in keys:
                 self._series.pop(key, None)
+                self._seen.pop(key, None)
             raise
 
     async def _symbol(self, key: SymbolKey) -> SymbolCandles:
@@ -138,6 +156,9 @@ class TradeDesk:
             for interval in INTERVALS:
                 stored, _ = await self.store.candles(key[0], key[1], interval)
                 series.get(interval).restore([(_candle(s.candle), s.first_time, s.last_time) for s in stored])
+            rows, _ = await self.store.recent(key[0], [key[1]], self.store.trade_retention)
+            self._seen[key] = RecentIds.of(
+                [(cache_pb2.Trade.FromString(data).trade_id, seq) for seq, data in reversed(rows)])
             self._series[key] = series
         return series
 
@@ -151,6 +172,36 @@ class TradeDesk:
     async def candles(self, exchange: str, symbol: str, interval: str, limit: int) -> cache_pb2.ListCandlesResponse:
         stored, position = await self.store.candles(exchange, symbol, interval)
         return cache_pb2.ListCandlesResponse(candles=[s.candle for s in stored[-limit:]], seq=position)
+
+
+class RecentIds:
+    """The ids of a symbol's recent trades and their seqs, oldest dropped past ``limit``: what
+    a retried trade is recognised by. Rebuilt from the symbol's recent-trades list in Redis
+    (``--trade-retention`` long) after a start or a failed write."""
+
+    LIMIT = 10_000
+
+    def __init__(self, limit: int = LIMIT) -> None:
+        self.limit = limit
+        self._seqs: OrderedDict[str, str] = OrderedDict()
+
+    @classmethod
+    def of(cls, rows: Sequence[tuple[str, str]]) -> RecentIds:
+        recent = cls()
+        for trade_id, seq in rows:
+            recent.add(trade_id, seq)
+        return recent
+
+    def __contains__(self, trade_id: str) -> bool:
+        return trade_id in self._seqs
+
+    def add(self, trade_id: str, seq: str) -> None:
+        self._seqs[trade_id] = seq
+        if len(self._seqs) > self.limit:
+            self._seqs.popitem(last=False)
+
+    def seq(self, trade_id: str) -> str:
+        return self._seqs[trade_id]
 
 
 class _Changes:

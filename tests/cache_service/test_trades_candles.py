@@ -13,6 +13,7 @@ import pytest
 
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.market.candles import INTERVALS
+from marketbridge.seq import seq_key
 from tests.factories import TradeFactory
 from tests.infra.cache_calls import next_message, read_until_live, serving
 
@@ -176,3 +177,23 @@ async def test_a_trade_older_than_the_retained_candles_is_stored_and_counted(red
         assert [c.open_time for c in minute.candles] == [T0 + 3600]
         late = service.server.metrics.candle_trades_late._value.get()
         assert late == 3   # 1m, 5m and 15m windows (2 intervals each) no longer hold it; 1h, 4h, 1d do
+
+
+async def test_a_retried_trade_is_stored_and_counted_once(redis_url) -> None:
+    """A publisher retries a call whose outcome it does not know (at-least-once): the trades
+    it carries again keep their first seq, appear once, and the candles count them once,
+    in the same process and after a restart."""
+    trades = [TradeFactory(time=T0 + i, price="10", amount="1") for i in range(5)]
+    async with serving(redis_url) as (service, stub):
+        first = await publish(stub, *trades[:3])
+        again = await publish(stub, *trades[:3], trades[3], trades[3], per_message=2)
+        assert again.accepted == 5
+        assert service.server.metrics.trades_duplicate._value.get() == 4
+    async with serving(redis_url) as (_service, stub):
+        retried = await publish(stub, trades[2], trades[4])
+        listed = await stub.ListTrades(pb.ListTradesRequest(exchange="binance", limit=100))
+        assert [t.trade_id for t in listed.trades] == [t.trade_id for t in trades]
+        minute = await stub.ListCandles(pb.ListCandlesRequest(exchange="binance", symbol="BTC/USDT",
+                                                              interval="1m"))
+        assert [(c.trades, c.volume) for c in minute.candles] == [(5, "5")]
+        assert seq_key(retried.last_seq) > seq_key(first.last_seq)   # trades[4] is new
