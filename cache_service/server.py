@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import logging
 import signal
 import socket
+from collections.abc import Awaitable
 from pathlib import Path
 
 import grpc
@@ -50,6 +52,7 @@ GRPC_OPTIONS = [
 
 
 MONITOR_TIMEOUT_S = 1.0
+STOP_STEP_S = 10.0   # how long one step of stop() may take beyond the grace period
 CANDLE_CLOCK_S = 1.0
 
 
@@ -150,27 +153,43 @@ class CacheServer:
         await self.trades.close_due()
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drain and stop: NOT_SERVING, end streams, let unary calls finish within ``grace``."""
+        """Drain and stop: NOT_SERVING, end streams, let unary calls finish within ``grace``.
+
+        Each step is bounded (``STOP_STEP_S`` past ``grace``): a step that hangs is logged as
+        an error, with the stacks of the tasks still running, and the stop goes on, so a
+        stuck part can neither keep the process from exiting nor hide what stuck."""
         grace = self.config.shutdown_grace if grace is None else grace
         if self.monitor is not None:
-            await self.monitor.stop()
+            await self._step("health monitor", self.monitor.stop())
         if self.order_retention is not None:
-            await self.order_retention.stop()
+            await self._step("order retention", self.order_retention.stop())
         if self._candle_clock is not None:
-            await self._candle_clock.stop()
+            await self._step("candle clock", self._candle_clock.stop())
             self._candle_clock = None
         if self.feed is not None:
-            await self.feed.close()
+            await self._step("change feed", self.feed.close())
         if self._server is not None:
-            await self._server.stop(grace)
+            await self._step("gRPC server", self._server.stop(grace), grace)
             self._server = None
         if self.redis is not None:
-            await self.redis.aclose()
+            await self._step("Redis client", self.redis.aclose())
             self.redis = None
         if self._monitor_redis is not None:
-            await self._monitor_redis.aclose()
+            await self._step("monitor's Redis client", self._monitor_redis.aclose())
             self._monitor_redis = None
         self.metrics.close()
+
+    @staticmethod
+    async def _step(name: str, step: Awaitable[object], grace: float = 0.0) -> None:
+        try:
+            async with asyncio.timeout(grace + STOP_STEP_S):
+                await step
+        except TimeoutError:
+            stacks = io.StringIO()
+            for task in asyncio.all_tasks():
+                task.print_stack(limit=8, file=stacks)
+            log.error("stopping the %s took over %g s; going on. Tasks still running:\n%s",
+                      name, grace + STOP_STEP_S, stacks.getvalue())
 
 
 async def serve(config: CacheConfig) -> None:

@@ -18,8 +18,8 @@ from tests.factories import TradeFactory, book_delta, book_snapshot, ladder
 from tests.infra.tokens import make_token
 
 ALICE = make_token("alice")
-BIDS = ladder("49999.5", "0.5", 10)
-ASKS = ladder("50000.5", "0.5", 10, descending=False)
+BIDS = ladder("49999.5", "0.5", 100)
+ASKS = ladder("50000.5", "0.5", 100, descending=False)
 
 
 def copy_of(snapshot: dict, depth: int) -> ClientBook:
@@ -141,21 +141,24 @@ async def test_a_stalled_client_gets_merged_book_updates_that_verify(cache, feed
     updates (counted as conflated); when it reads again every checksum verifies and its copy
     ends equal to the service's book."""
     query = {"batch_ms": batch_ms} if batch_ms else {}
-    await feed.book(book_snapshot(sequence=1, levels=30))
+    await feed.book(book_snapshot(sequence=1, levels=100))
     async with running_bridge(cache.target, max_backlog=50) as b:
         sock = small_buffer_socket(b.port)
         async with connect(b.ws_url(ALICE, **query), sock=sock, max_queue=1, max_size=None) as ws:
             c = Client(ws)
             assert (await c.recv())["type"] == "connection"
-            result = await c.subscribe(channel="book", exchange="binance", symbol="BTC/USDT", depth=10)
-            copy = copy_of(result["snapshot"], 10)
+            result = await c.subscribe(channel="book", exchange="binance", symbol="BTC/USDT", depth=100)
+            copy = copy_of(result["snapshot"], 100)
             ws.transport.pause_reading()
             sequence = 1
-            for _ in range(200):   # bounded; stops as soon as the bridge merges
+            # Bounded, and quick: the paused client answers no keepalive ping, so the bridge
+            # would close it after 40 s. Each delta rewrites the whole depth-100 cut (7 KB
+            # frames), so the socket buffers fill after a few hundred.
+            for _ in range(100):
                 if b.app.metrics.value("bridge_conflated_updates_total") > 0:
                     break
                 deltas = []
-                for _ in range(50):   # each changes the whole depth-10 cut: big frames
+                for _ in range(20):
                     sequence += 1
                     qty = f"{sequence}.12345678"
                     deltas.append(book_delta(sequence=sequence, bids=[(p, qty) for p, _ in BIDS],
@@ -174,7 +177,7 @@ async def test_a_stalled_client_gets_merged_book_updates_that_verify(cache, feed
 
 
 async def feed_book(feed) -> dict:  # type: ignore[no-untyped-def]
-    book = await feed.stub.GetBook(pb.GetBookRequest(exchange="binance", symbol="BTC/USDT", depth=10), timeout=10)
+    book = await feed.stub.GetBook(pb.GetBookRequest(exchange="binance", symbol="BTC/USDT", depth=100), timeout=10)
     return book_channel.encode(book)
 
 
