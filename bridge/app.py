@@ -26,6 +26,7 @@ from bridge.upstream import Upstream
 from bridge.wsconnection import BatchingConnection
 
 log = logging.getLogger("bridge")
+CLOSE_STEP_S = 10.0   # how long each step of close() may take
 
 CLOSE_TIMEOUT_S = 5.0
 # Connections the kernel may hold completed but not yet accepted. asyncio's default is 100: a
@@ -148,8 +149,15 @@ class BridgeApp:
         await self.close()
 
     async def close(self) -> None:
-        """Release upstream resources (streams, channel)."""
+        """Release upstream resources (streams, channel); each step bounded by
+        ``CLOSE_STEP_S``, a hung one logged (with the tasks still running) and passed, so a stuck
+        part cannot keep the process from exiting."""
         if self.server is not None:
             self.server.close()
-        await self.fanout.close()
-        await self.upstream.close()
+        for name, step in (("topics", self.fanout.close()), ("upstream channel", self.upstream.close())):
+            try:
+                async with asyncio.timeout(CLOSE_STEP_S):
+                    await step
+            except TimeoutError:
+                running = "\n".join(repr(task) for task in asyncio.all_tasks())
+                log.error("closing the %s took over %g s; going on. Tasks:\n%s", name, CLOSE_STEP_S, running)
