@@ -351,6 +351,19 @@ def test_bridge_values_reach_the_environment() -> None:
         "777", "12.5", "9", "250", "DEBUG", "HS256 HS512")
 
 
+def test_cache_retention_values_reach_the_environment() -> None:
+    from tests.k8s.chart import merge
+
+    env = env_of(_containers(render(BASE), "-cache-service"))
+    assert (env["CACHE_TERMINAL_ORDER_RETENTION_S"], env["CACHE_TRADE_RETENTION"],
+            env["CACHE_CANDLE_RETENTION"]) == ("86400", "1000", "1000")
+    values = merge(BASE, {"cacheService": {"config": {"terminalOrderRetentionS": 0, "tradeRetention": 50,
+                                                      "candleRetention": 10}}})
+    env = env_of(_containers(render(values), "-cache-service"))
+    assert (env["CACHE_TERMINAL_ORDER_RETENTION_S"], env["CACHE_TRADE_RETENTION"],
+            env["CACHE_CANDLE_RETENTION"]) == ("0", "50", "10")
+
+
 def test_the_default_install_refuses_tokens_without_exp() -> None:
     from tests.k8s.chart import merge
 
