@@ -3,6 +3,8 @@
 python -m bench                         # everything, on a local stack (about 10 minutes)
 python -m bench --quick                 # the smallest end-to-end run (< 60 s)
 python -m bench fanout --rates 10000 --modes batch
+python -m bench depth trades                    # order books (checksums) and trades: sweeps up to 10,000/s
+python -m bench depth --depth-rates 2000,5000,10000
 python -m bench --bridge-url ws://HOST/ws --grpc-target HOST:50051 --jwt-secret S
 """
 
@@ -16,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench import capacity, churn, fanout, grpc_batching, plot, report, targets, unary
+from bench import capacity, churn, depth, fanout, grpc_batching, plot, report, targets, trades, unary
 from bench.config import BenchConfig, ConfigError, parse
 from bench.stack import Endpoints, LocalStack, StackError, StackOptions
 
@@ -64,6 +66,25 @@ def fanout_points(config: BenchConfig, endpoints: Endpoints) -> list[fanout.Fano
     ]
 
 
+def depth_points(config: BenchConfig) -> list[depth.DepthSettings]:
+    return [
+        depth.DepthSettings(
+            rate=rate,
+            books=config.depth_books,
+            clients=config.clients,
+            depth=config.depth_levels,
+            duration_s=config.duration,
+            batch_ms=config.batch_ms,
+            workers=config.workers,
+            probes=config.depth_probes,
+            publisher_streams=config.publisher_streams or 1,
+            drain_s=config.drain,
+            profile_dir=config.profile_dir,
+        )
+        for rate in config.depth_rates
+    ]
+
+
 def _attempt(document: dict[str, Any], label: str, step: Callable[[], Any]) -> Any:
     """Run one measurement; a failure is recorded in the document and the run goes on."""
     try:
@@ -86,6 +107,28 @@ def run_scenarios(config: BenchConfig, endpoints: Endpoints, document: dict[str,
             )  # type: ignore[misc]
             if point:
                 document["fanout"].append(point)
+                print(report.fanout_line(point), flush=True)
+            report.write(document, config.json_path)
+    if "depth" in config.scenarios:
+        for point_settings in depth_points(config):
+            point = _attempt(
+                document,
+                f"depth {point_settings.rate:g}/s",
+                lambda s=point_settings: depth.run_point(s, endpoints),
+            )  # type: ignore[misc]
+            if point:
+                document["depth"].append(point)
+                print(report.depth_line(point), flush=True)
+            report.write(document, config.json_path)
+    if "trades" in config.scenarios:
+        for trade_settings in trades.points(config):
+            point = _attempt(
+                document,
+                f"trades {trade_settings.rate:g}/s",
+                lambda s=trade_settings: trades.run_point(s, endpoints),
+            )  # type: ignore[misc]
+            if point:
+                document["trades"].append(point)
                 print(report.fanout_line(point), flush=True)
             report.write(document, config.json_path)
     scenarios: list[tuple[str, str, Callable[[], Any], Callable[[Any], str]]] = [
@@ -170,9 +213,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print("\n".join(targets.lines(document["targets"])), flush=True)
     report.write(document, config.json_path)
-    plot.render(document, config.png_path)
+    # The fan-out figure, and the depth and trades figure: <name>-market.png beside it, or
+    # <name>.png itself when the run measured only depth and trades.
+    written = [config.json_path]
+    market = bool(document["depth"] or document["trades"])
+    fanout_figure = bool(document["fanout"] or document["capacity"]) or not market
+    if fanout_figure:
+        plot.render(document, config.png_path)
+        written.append(config.png_path)
+    if market:
+        market_png = config.market_png_path if fanout_figure else config.png_path
+        plot.render_market(document, market_png)
+        written.append(market_png)
     print(
-        f"bench: wrote {config.json_path} and {config.png_path} in {document['elapsed_s']}s",
+        f"bench: wrote {', '.join(map(str, written))} in {document['elapsed_s']}s",
         flush=True,
     )
     return 1 if document["errors"] else 0

@@ -18,7 +18,8 @@ from marketbridge.settings import ConfigError, Raw, RaisingParser, convert, flag
 __all__ = ["BenchConfig", "ConfigError", "build_parser", "parse", "validate"]
 
 MODES = ("plain", "batch", "baseline", "baseline_batch")
-SCENARIOS = ("fanout", "capacity", "churn", "unary", "grpc")
+SCENARIOS = ("fanout", "capacity", "churn", "unary", "grpc", "depth", "trades")
+BOOK_DEPTHS = (10, 25, 100, 500)
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 
 
@@ -60,6 +61,13 @@ class BenchConfig:
     unary_depth: int = 4
     # (e) gRPC per-message cost
     grpc_tickers: int = 30_000
+    # (f) depth: order books (deltas/s over all books) to --clients at --depth-levels
+    depth_rates: tuple[float, ...] = (250, 500, 1000, 2000, 10000)
+    depth_books: int = 50
+    depth_levels: int = 25
+    depth_probes: int = 4  # clients that keep and check a copy of every book (the rest count)
+    # (g) trades: trades/s over --symbols to --clients (probes: --probe-every)
+    trade_rates: tuple[float, ...] = (1000, 2000, 5000, 10000)
 
     @property
     def local(self) -> bool:
@@ -78,6 +86,11 @@ class BenchConfig:
     def png_path(self) -> Path:
         return self.out / f"{self.name}.png"
 
+    @property
+    def market_png_path(self) -> Path:
+        """The depth and trades scenarios' plot."""
+        return self.out / f"{self.name}-market.png"
+
 
 QUICK = {
     "rates": (200, 400),
@@ -95,6 +108,10 @@ QUICK = {
     "unary_connections": 4,
     "unary_depth": 2,
     "grpc_tickers": 2_000,
+    "depth_rates": (200,),
+    "depth_books": 4,
+    "depth_probes": 2,
+    "trade_rates": (400,),
 }
 
 
@@ -108,9 +125,11 @@ NUMBERS: dict[str, type] = {
     "clients": int, "symbols": int, "duration": float, "batch_ms": int, "workers": int,
     "publisher_streams": int, "drain": float, "probe_every": int, "churn_duration": float,
     "churn_concurrency": int, "unary_duration": float, "unary_connections": int,
-    "unary_depth": int, "grpc_tickers": int,
+    "unary_depth": int, "grpc_tickers": int, "depth_books": int, "depth_levels": int,
+    "depth_probes": int,
 }
-NUMBER_LISTS: dict[str, type] = {"rates": float, "capacity_steps": int}
+NUMBER_LISTS: dict[str, type] = {"rates": float, "capacity_steps": int, "depth_rates": float,
+                                 "trade_rates": float}
 
 
 def _numbers(name: str, value: str) -> object:
@@ -127,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description=(
             "Load harness: (a) fanout sweep, (b) idle connection capacity, (c) connect churn, "
-            "(d) unary get_ticker. With no target it starts its own local stack."
+            "(d) unary get_ticker, (e) grpc per-message cost, (f) depth (order books with "
+            "checksums), (g) trades. With no target it starts its own local stack."
         ),
     )
     p.add_argument(
@@ -188,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("unary_connections", "connections sending get_ticker"),
         ("unary_depth", "requests in flight per connection"),
         ("grpc_tickers", "tickers streamed per packing in the grpc scenario"),
+        ("depth_books", "order books published in the depth scenario"),
+        ("depth_levels", "book depth the depth scenario's clients subscribe at (10, 25, 100, 500)"),
+        ("depth_probes", "depth clients that keep a checked copy of every book (the rest count)"),
     ):
         p.add_argument(flag_name(name), dest=name, help=text)
     p.add_argument(
@@ -199,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--capacity-steps", help="idle connection counts to reach (e.g. 1000,10000)"
     )
+    p.add_argument("--depth-rates", help="depth scenario: book deltas/s over all books (e.g. 10000)")
+    p.add_argument("--trade-rates", help="trades scenario: trades/s over all symbols (e.g. 10000)")
     return p
 
 
@@ -235,10 +260,17 @@ def validate(config: BenchConfig) -> None:
     # None (publisher_streams not given): the default applies
     require_positive(config, ("clients", "symbols", "workers", "publisher_streams",
                               "churn_concurrency", "probe_every", "unary_connections",
-                              "unary_depth", "duration", "churn_duration", "unary_duration"),
+                              "unary_depth", "duration", "churn_duration", "unary_duration",
+                              "depth_books", "depth_probes"),
                      lambda flag, _value: f"{flag} must be > 0")
     if not config.rates or min(config.rates) <= 0:
         raise ConfigError("--rates must list positive rates")
+    for name in ("depth_rates", "trade_rates"):
+        values = getattr(config, name)
+        if not values or min(values) <= 0:
+            raise ConfigError(f"{flag_name(name)} must list positive rates")
+    if config.depth_levels not in BOOK_DEPTHS:
+        raise ConfigError(f"--depth-levels must be one of {', '.join(map(str, BOOK_DEPTHS))}")
     if not config.capacity_steps or min(config.capacity_steps) <= 0:
         raise ConfigError("--capacity-steps must list positive counts")
     if not 1 <= config.batch_ms <= 1000:
@@ -246,7 +278,7 @@ def validate(config: BenchConfig) -> None:
     if config.bridge_url is not None:
         if not config.bridge_url.startswith(("ws://", "wss://")):
             raise ConfigError("--bridge-url must be a ws:// or wss:// URL")
-        if config.grpc_target is None and any(s in config.scenarios for s in ("fanout", "unary")):
+        if config.grpc_target is None and any(s in config.scenarios for s in ("fanout", "unary", "depth", "trades")):
             raise ConfigError(
                 "--bridge-url needs --grpc-target too (the publisher writes through gRPC)"
             )

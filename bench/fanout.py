@@ -22,6 +22,11 @@ Both kinds speak WebSocket through bench/lean_connection.py (an asyncio Protocol
 sans-I/O reader of bench/rawws.py), so the load generator spends its CPU on checking updates,
 not on client machinery: the measurement takes as little as it can of the two cores the
 servers it measures run on.
+
+The same machinery measures the ``trades`` channel (bench/trades.py): ``channel="trades"``
+publishes ``PublishTrades`` (each symbol's trade ids numbered 1, 2, 3...) and checks each
+``trade_update``'s ``trade_id`` the way a ticker's sequence is checked: every published trade
+received by every client exactly once, in order. Trades are never conflated.
 """
 
 from __future__ import annotations
@@ -77,6 +82,7 @@ class FanoutSettings:
     compression: str | None = None
     probe_every: int = 1
     profile_dir: Path | None = None
+    channel: str = "tickers"  # or "trades" (bench/trades.py)
 
 
 @dataclass
@@ -91,8 +97,11 @@ class FanoutJob:
     timeout_s: float
     compression: str | None
     probes: list[bool]
+    channel: str = "tickers"
 
 
+# Per channel: the update action, and the field that carries the publisher's per-symbol number.
+CHANNELS = {"tickers": ("ticker_update", "volume"), "trades": ("trade_update", "trade_id")}
 UPDATE_MARK = b'"ticker_update"'
 QUIET_S = 1.0
 
@@ -140,7 +149,7 @@ class _LeanClient:
             if welcome.get("type") != "connection" or welcome.get("status") != "connected":
                 raise SessionError(f"unexpected first frame: {welcome}")
             params = {
-                "channel": "tickers",
+                "channel": job.channel,
                 "exchange": job.exchange,
                 "symbols": job.symbols,
                 "snapshot": False,
@@ -161,9 +170,10 @@ class ProbeClient(_LeanClient):
 
     probe = True
 
-    def __init__(self, exchange: str, hist: LatencyHistogram) -> None:
+    def __init__(self, exchange: str, hist: LatencyHistogram, channel: str = "tickers") -> None:
         super().__init__()
         self.exchange = exchange
+        self.action, self.number = CHANNELS[channel]
         self.hist = hist
         self.checker = SequenceChecker()
         self.foreign = 0
@@ -182,16 +192,16 @@ class ProbeClient(_LeanClient):
         """Time every update against the moment its message is read, then check its sequence."""
         now, exchange = time.time(), self.exchange
         frame = decode(bytes(buf[start:stop])) if opcode == OP_TEXT else None
-        updates = ticker_updates(frame) if frame is not None else []
+        updates = ticker_updates(frame, self.action) if frame is not None else []
         if not updates:
             self._other(frame)  # parsed once, here
             return
-        observe, record = self.checker.observe, self.hist.record
+        observe, record, number = self.checker.observe, self.hist.record, self.number
         for ticker in updates:
             if ticker["exchange"] != exchange:  # another point's straggler
                 self.foreign += 1
                 continue
-            observe(ticker["symbol"], int(ticker["volume"]))
+            observe(ticker["symbol"], int(ticker[number]))
             record(now - ticker["time"])
 
 
@@ -200,9 +210,10 @@ class CounterClient(_LeanClient):
 
     probe = False
 
-    def __init__(self) -> None:
+    def __init__(self, channel: str = "tickers") -> None:
         super().__init__()
         self.received = 0
+        self.mark = f'"{CHANNELS[channel][0]}"'.encode()
 
     def holes(self, final: dict[str, int]) -> int:
         return max(0, sum(final.values()) - self.received)
@@ -214,7 +225,7 @@ class CounterClient(_LeanClient):
         return now - self.last_frame > QUIET_S
 
     def on_message(self, opcode: int, buf: bytes | bytearray, start: int, stop: int) -> None:
-        found = buf.count(UPDATE_MARK, start, stop)
+        found = buf.count(self.mark, start, stop)
         if found:
             self.received += found
         else:
@@ -227,7 +238,9 @@ Client = ProbeClient | CounterClient
 async def _connect(
     job: FanoutJob, url: str, probe: bool, hist: LatencyHistogram, gate: asyncio.Semaphore
 ) -> Client:
-    client: Client = ProbeClient(job.exchange, hist) if probe else CounterClient()
+    client: Client = (
+        ProbeClient(job.exchange, hist, job.channel) if probe else CounterClient(job.channel)
+    )
     async with gate:
         try:
             await client.open(job, url)
@@ -296,8 +309,10 @@ def publisher_process(kind: str, where: str, plan: PublishPlan, out: Any) -> Non
     """Process entry point: publish the plan (gRPC or pub/sub) and put the PublishResult."""
 
     async def go() -> PublishResult:
-        if kind == "grpc":
-            coro = publish_grpc(where, plan, deadline_s=plan.duration_s * 4 + 60)
+        if kind in ("grpc", "grpc_trades"):
+            coro = publish_grpc(
+                where, plan, deadline_s=plan.duration_s * 4 + 60, trades=kind == "grpc_trades"
+            )
         else:
             coro = publish_pubsub(where, BASELINE_CHANNEL, plan)
         return await asyncio.wait_for(coro, timeout=plan.duration_s * 4 + 90)
@@ -330,6 +345,7 @@ def _jobs(settings: FanoutSettings, endpoints: Endpoints, exchange: str) -> list
             timeout_s=settings.connect_timeout_s,
             compression=settings.compression,
             probes=probes[i],
+            channel=settings.channel,
         )
         for i in range(count)
     ]
@@ -391,7 +407,8 @@ def _measure(
         assert endpoints.redis_url is not None
         publisher = start_process(publisher_process, "pubsub", endpoints.redis_url, plan, out)
     else:
-        publisher = start_process(publisher_process, "grpc", endpoints.grpc_target, plan, out)
+        kind = "grpc_trades" if settings.channel == "trades" else "grpc"
+        publisher = start_process(publisher_process, kind, endpoints.grpc_target, plan, out)
     sampler = ProcessSampler(dict(endpoints.pids))
     profiler = _profiler(settings, endpoints, plan)
     started = time.time()
@@ -421,7 +438,8 @@ def _profiler(settings: FanoutSettings, endpoints: Endpoints, plan: PublishPlan)
         return None
     names = ("baseline",) if is_baseline(settings.mode) else ("bridge", "cache_service")
     pids = {n: endpoints.pids[n] for n in names if n in endpoints.pids}
-    label = f"{settings.mode}-{settings.rate:g}"
+    prefix = "" if settings.channel == "tickers" else f"{settings.channel}-"
+    label = f"{prefix}{settings.mode}-{settings.rate:g}"
     return Profiler(pids, plan.duration_s, settings.profile_dir, label) if pids else None
 
 
@@ -452,6 +470,7 @@ def _summarise(
     expected = published.sent * connected
     accounted = int(conflated or 0)
     return {
+        "channel": settings.channel,
         "mode": settings.mode,
         "offered_rate": settings.rate,
         "clients": settings.clients,

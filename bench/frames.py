@@ -23,8 +23,9 @@ def decode(raw: bytes | str) -> dict[str, Any]:
     return value
 
 
-def ticker_updates(frame: dict[str, Any]) -> list[dict[str, Any]]:
-    """The ``ticker_update`` payloads carried by a frame (none for other frame types)."""
+def ticker_updates(frame: dict[str, Any], action: str = "ticker_update") -> list[dict[str, Any]]:
+    """The ``action`` payloads (``ticker_update`` unless said) carried by a frame (none for
+    other frame types)."""
     kind = frame.get("type")
     if kind == "update":
         updates = [frame]
@@ -32,4 +33,16 @@ def ticker_updates(frame: dict[str, Any]) -> list[dict[str, Any]]:
         updates = frame.get("updates") or []
     else:
         return []
-    return [u["result"] for u in updates if u.get("action") == "ticker_update"]
+    return [u["result"] for u in updates if u.get("action") == action]
+
+
+def update_entries(frame: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    """The whole ``action`` updates of a frame (``subscription_id``, ``seq``, ``result``)."""
+    kind = frame.get("type")
+    if kind == "update":
+        updates = [frame]
+    elif kind == "batch":
+        updates = frame.get("updates") or []
+    else:
+        return []
+    return [u for u in updates if u.get("action") == action]

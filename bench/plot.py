@@ -1,5 +1,6 @@
-"""The PNG: fan-out latency percentiles and delivered throughput against the offered rate,
-per mode, and the bridge's memory against idle connections."""
+"""The PNGs: fan-out latency percentiles and delivered throughput against the offered rate,
+per mode, and the bridge's memory against idle connections; and (``render_market``) the depth
+and trades scenarios: latency percentiles, published against offered rate, server CPU."""
 
 from __future__ import annotations
 
@@ -102,6 +103,63 @@ def render(document: dict[str, Any], path: Path) -> None:
             ax.legend(fontsize=7)
     fig.suptitle(
         f"marketbridge benchmarks ({document['started_at']}, "
+        f"{document['machine']['cpus']} shared cores, loadavg at start "
+        f"{document['machine']['loadavg_at_start'][0]})",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render_market(document: dict[str, Any], path: Path) -> None:
+    """Depth and trades points: latency, what was published of what was offered, and the
+    servers' CPU (per process, % of one core), each against the offered rate."""
+    fig, (lat_ax, pub_ax, cpu_ax) = plt.subplots(1, 3, figsize=(16, 5))
+    series = {
+        "depth": sorted(document.get("depth") or [], key=lambda p: p["offered_rate"]),
+        "trades": sorted(document.get("trades") or [], key=lambda p: p["offered_rate"]),
+    }
+    colors = {"depth": "tab:green", "trades": "tab:blue"}
+    for name, points in series.items():
+        if not points:
+            continue
+        rates = [p["offered_rate"] for p in points]
+        color = colors[name]
+        what = (f"depth: {points[0]['books']} books, depth {points[0]['depth']}"
+                if name == "depth" else "trades")
+        for pct, dash in (("p50_ms", ":"), ("p95_ms", "--"), ("p99_ms", "-")):
+            timed = [(p["offered_rate"], p["latency"][pct]) for p in points]
+            timed = [(r, v) for r, v in timed if v]  # a point nobody received has no latency
+            if timed:
+                lat_ax.plot(*zip(*timed, strict=True), linestyle=dash, marker="o", color=color,
+                            label=f"{what} {pct[:-3]}")
+        pub_ax.plot(rates, [max(p["publisher"]["achieved_rate"], 1e-3) for p in points],
+                    marker="o", color=color, label=f"{what}: published/s")
+        for proc, dash in (("bridge", "-"), ("cache_service", "--"), ("redis", ":")):
+            values = [(p["offered_rate"], p["processes"].get(proc, {}).get("cpu_pct_of_one_core"))
+                      for p in points]
+            values = [(r, v) for r, v in values if v is not None]
+            if values:
+                cpu_ax.plot(*zip(*values, strict=True), linestyle=dash, marker="o", color=color,
+                            label=f"{what}: {proc}")
+    all_rates = sorted({p["offered_rate"] for ps in series.values() for p in ps})
+    if all_rates:
+        pub_ax.plot(all_rates, all_rates, color="grey", linestyle=":", label="offered")
+    lat_ax.axhline(50, color="black", linewidth=0.8, linestyle="-.", label="depth target p99 50 ms")
+    lat_ax.set(xscale="log", yscale="log", xlabel="offered updates/s (deltas or trades)",
+               ylabel="publish-to-receive latency (ms)", title="Latency (probe clients)")
+    pub_ax.set(xscale="log", yscale="log", xlabel="offered updates/s",
+               ylabel="published updates/s", title="Published (held back by the cache service)")
+    cpu_ax.set(xscale="log", xlabel="offered updates/s", ylabel="% of one core",
+               title="Server CPU over the point")
+    for ax in (lat_ax, pub_ax, cpu_ax):
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(
+        f"marketbridge depth and trades ({document['started_at']}, "
         f"{document['machine']['cpus']} shared cores, loadavg at start "
         f"{document['machine']['loadavg_at_start'][0]})",
         fontsize=10,

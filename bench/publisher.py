@@ -109,8 +109,25 @@ async def _paced(pacer: Pacer, emit: Any, stop_at: float) -> None:
             await asyncio.sleep(max(TICK_SLOT_S, pacer.next_wakeup(now)))
 
 
-async def publish_grpc(target: str, plan: PublishPlan, deadline_s: float) -> PublishResult:
-    """Publish the plan through ``PublishTickers`` client streams, one per symbol partition."""
+def trade_fields(exchange: str, symbol: str, seq: int, sent_at: float) -> dict[str, Any]:
+    """A Trade numbered ``seq`` for its symbol (``trade_id``), stamped ``sent_at``; decimal
+    strings as an exchange writes them."""
+    return {
+        "exchange": exchange,
+        "symbol": symbol,
+        "trade_id": str(seq),
+        "price": f"{100 + (seq % 1000) * 0.01:.2f}",
+        "amount": "0.25000000",
+        "side": "buy" if seq % 2 else "sell",
+        "time": sent_at,
+    }
+
+
+async def publish_grpc(
+    target: str, plan: PublishPlan, deadline_s: float, trades: bool = False
+) -> PublishResult:
+    """Publish the plan through ``PublishTickers`` client streams, one per symbol partition
+    (``trades``: ``PublishTrades``, each symbol's trade ids 1, 2, 3...)."""
     import grpc
 
     from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
@@ -120,6 +137,12 @@ async def publish_grpc(target: str, plan: PublishPlan, deadline_s: float) -> Pub
     parts = plan.partitions()
     result.streams = len(parts)
     share = plan.total // len(plan.symbols)
+    if trades:
+        item, fields_of, request = cache_pb2.Trade, trade_fields, cache_pb2.PublishTradesRequest
+        method, field_name = "PublishTrades", "trades"
+    else:
+        item, fields_of, request = cache_pb2.Ticker, ticker_fields, cache_pb2.PublishTickerRequest
+        method, field_name = "PublishTickers", "tickers"
 
     async def one_stream(stub: Any, symbols: list[str]) -> None:
         counter = SequenceCounter(symbols)
@@ -134,11 +157,11 @@ async def publish_grpc(target: str, plan: PublishPlan, deadline_s: float) -> Pub
             tickers = []
             for _ in range(count):
                 symbol, seq = counter.next()
-                fields = ticker_fields(plan.exchange, symbol, seq, time.time())
-                tickers.append(cache_pb2.Ticker(**fields))
+                fields = fields_of(plan.exchange, symbol, seq, time.time())
+                tickers.append(item(**fields))
             for start in range(0, count, GRPC_MESSAGE_MAX):
                 batch = tickers[start : start + GRPC_MESSAGE_MAX]
-                await queue.put(cache_pb2.PublishTickerRequest(tickers=batch))
+                await queue.put(request(**{field_name: batch}))
             result.sent += count
 
         async def requests() -> AsyncIterator[Any]:
@@ -148,7 +171,7 @@ async def publish_grpc(target: str, plan: PublishPlan, deadline_s: float) -> Pub
                     return
                 yield item
 
-        call = stub.PublishTickers(requests(), timeout=deadline_s)
+        call = getattr(stub, method)(requests(), timeout=deadline_s)
         await _paced(pacer, emit, result.started_at + plan.stop_at_offset_s)
         await queue.put(None)
         await call

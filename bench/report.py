@@ -57,6 +57,8 @@ def new_document(config: BenchConfig) -> dict[str, Any]:
         "churn": None,
         "unary": None,
         "grpc_batching": None,
+        "depth": [],
+        "trades": [],
         "errors": [],
     }
 
@@ -74,9 +76,24 @@ def fanout_line(point: dict[str, Any]) -> str:
     cpu = point["processes"]
     servers = " ".join(f"{k}={v['cpu_pct_of_one_core']:.0f}%" for k, v in cpu.items())
     return (
-        f"fanout {point['mode']:<8} rate={point['offered_rate']:>7.0f}/s "
+        f"{'trades' if point.get('channel') == 'trades' else 'fanout'} {point['mode']:<8} rate={point['offered_rate']:>7.0f}/s "
         f"sent={point['publisher']['achieved_rate']:>7.0f}/s delivered={point['delivered_per_s']:>9.0f}/s "
         f"lost={point['lost']} conflated={point['conflated']} dup={point['duplicates']} "
+        f"p50={lat['p50_ms']}ms p99={lat['p99_ms']}ms max={lat['max_ms']}ms cpu[{servers}]"
+    )
+
+
+def depth_line(point: dict[str, Any]) -> str:
+    lat = point["latency"]
+    cpu = point["processes"]
+    servers = " ".join(f"{k}={v['cpu_pct_of_one_core']:.0f}%" for k, v in cpu.items())
+    return (
+        f"depth {point['books']} books rate={point['offered_rate']:>7.0f}/s "
+        f"sent={point['publisher']['achieved_rate']:>7.0f}/s "
+        f"delivered={point['delivered_per_s']:>9.0f}/s to {point['connected']} clients "
+        f"lost={point['lost']} merged={point['merged']} "
+        f"checksum_failures={point['checksum_failures']} final_mismatches={point['final_mismatches']} "
+        f"skipped={point['probe'].get('skipped')} "
         f"p50={lat['p50_ms']}ms p99={lat['p99_ms']}ms max={lat['max_ms']}ms cpu[{servers}]"
     )
 

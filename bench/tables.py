@@ -116,6 +116,49 @@ def profile_tables(profile: dict[str, Any], title: str, top: int = 12) -> str:
     return "\n\n".join(parts)
 
 
+def depth_table(points: list[dict[str, Any]]) -> str:
+    head = (
+        "| books x depth | offered deltas/s | published/s | clients (probes) | feed updates/client "
+        "| delivered updates/s | lost | merged | checksums verified | checksum failures "
+        "| skipped | final = GetBook | p50 ms | p95 ms | p99 ms | max ms | bridge CPU | cache CPU "
+        "| redis CPU | publisher CPU s | clients CPU s |"
+    )
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for p in sorted(points, key=lambda p: p["offered_rate"]):
+        lat, pub, probe = p["latency"], p["publisher"], p["probe"]
+        equal = f"{p['probes'] * p['books'] - p['final_mismatches']}/{p['probes'] * p['books']}"
+        rows.append(
+            f"| {p['books']} x {p['depth']} | {p['offered_rate']:.0f} | {pub['achieved_rate']:.0f} "
+            f"| {p['connected']} ({p['probes']}) | {p['feed_updates_per_client']} "
+            f"| {p['delivered_per_s']:.0f} | {p['lost']} | {p['merged']} "
+            f"| {probe.get('verified', 0)} | {p['checksum_failures']} | {probe.get('skipped', 0)} "
+            f"| {equal} | {_ms(lat['p50_ms'])} | {_ms(lat['p95_ms'])} | {_ms(lat['p99_ms'])} "
+            f"| {_ms(lat['max_ms'])} | {_cpu(p, 'bridge')} | {_cpu(p, 'cache_service')} "
+            f"| {_cpu(p, 'redis')} | {pub['cpu_s']} | {p['load_generator_cpu_s']['clients']} |"
+        )
+    return "\n".join(rows)
+
+
+def trades_table(points: list[dict[str, Any]]) -> str:
+    head = (
+        "| offered trades/s | published/s | clients | delivered updates/s | expected | received "
+        "| lost | dup/reorder | closed early | p50 ms | p95 ms | p99 ms | max ms | bridge CPU "
+        "| cache CPU | redis CPU | publisher CPU s | clients CPU s |"
+    )
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for p in sorted(points, key=lambda p: p["offered_rate"]):
+        lat, pub = p["latency"], p["publisher"]
+        rows.append(
+            f"| {p['offered_rate']:.0f} | {pub['achieved_rate']:.0f} | {p['connected']} "
+            f"| {p['delivered_per_s']:.0f} | {p['expected_updates']} | {p['received_updates']} "
+            f"| {p['lost']} | {p['duplicates']}/{p['reordered']} | {p['closed_early'] or 0} "
+            f"| {_ms(lat['p50_ms'])} | {_ms(lat['p95_ms'])} | {_ms(lat['p99_ms'])} "
+            f"| {_ms(lat['max_ms'])} | {_cpu(p, 'bridge')} | {_cpu(p, 'cache_service')} "
+            f"| {_cpu(p, 'redis')} | {pub['cpu_s']} | {p['load_generator_cpu_s']['clients']} |"
+        )
+    return "\n".join(rows)
+
+
 def render(document: dict[str, Any]) -> str:
     parts = [f"Run {document['started_at']}, machine {document['machine']}"]
     if document.get("fanout"):
@@ -135,6 +178,14 @@ def render(document: dict[str, Any]) -> str:
             parts.append(profile_tables(document[name]["profile"], name))
     if document.get("grpc_batching"):
         parts.append(grpc_table(document["grpc_batching"]))
+    if document.get("depth"):
+        parts.append(depth_table(document["depth"]))
+    if document.get("trades"):
+        parts.append(trades_table(document["trades"]))
+    for name in ("depth", "trades"):
+        for point in document.get(name) or []:
+            if point.get("profile"):
+                parts.append(profile_tables(point["profile"], f"{name} {point['offered_rate']:.0f}/s"))
     if document.get("errors"):
         parts.append("Errors: " + "; ".join(document["errors"]))
     return "\n\n".join(parts)

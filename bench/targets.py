@@ -9,6 +9,11 @@
   ``below_sweep``, but do not decide the verdict: there the relay's two fewer hops give it the
   lower latency, and the table says so.
 
+- depth (issue 14): 50 books x 200 deltas/s (10,000 deltas/s published) to 100 clients at depth
+  25, ``batch_ms=10``: 0 updates lost, every probe's every checksum verified (and its final
+  copy equal to ``GetBook``), p99 under 50 ms;
+- trades (issue 14): 10,000 trades/s to 100 clients, 0 lost (p99 reported, no limit).
+
 Each verdict carries the figures it was judged on, so a reader can see by how much.
 """
 
@@ -122,12 +127,72 @@ def baseline_target(points: list[dict[str, Any]]) -> dict[str, Any]:
     return {"met": all(r["ahead"] for r in judged), "rates": judged, "below_sweep": below}
 
 
+DEPTH_RATE = 10_000.0
+DEPTH_BOOKS = 50
+DEPTH_LEVELS = 25
+TRADE_RATE = 10_000.0
+
+
+def depth_target(points: list[dict[str, Any]]) -> dict[str, Any]:
+    point = next((p for p in points if p["offered_rate"] == DEPTH_RATE
+                  and p["books"] >= DEPTH_BOOKS and p["depth"] == DEPTH_LEVELS
+                  and p["clients"] >= FANOUT_CLIENTS), None)
+    if point is None:
+        return {"met": None, "why": "no depth point at 10,000 deltas/s, 50 books, depth 25, "
+                                    "100 clients in this run"}
+    achieved = point["publisher"]["achieved_rate"]
+    p99 = point["latency"]["p99_ms"]
+    checked = point["probe"].get("verified", 0)
+    met = (
+        point["lost"] == 0
+        and point["checksum_failures"] == 0
+        and point["final_mismatches"] == 0
+        and point["probe"].get("skipped", 0) == 0
+        and point["probe"].get("unchecked", 0) == 0
+        and checked > 0
+        and p99 is not None
+        and p99 < P99_LIMIT_MS
+        and achieved >= 0.95 * DEPTH_RATE
+    )
+    return {
+        "met": met,
+        "published_per_s": achieved,
+        "lost": point["lost"],
+        "merged": point["merged"],
+        "checksum_failures": point["checksum_failures"],
+        "checksums_verified": checked,
+        "final_mismatches": point["final_mismatches"],
+        "p99_ms": p99,
+        "delivered_per_s": point["delivered_per_s"],
+    }
+
+
+def trades_target(points: list[dict[str, Any]]) -> dict[str, Any]:
+    point = next((p for p in points if p["offered_rate"] == TRADE_RATE
+                  and p["clients"] >= FANOUT_CLIENTS), None)
+    if point is None:
+        return {"met": None, "why": "no trades point at 10,000 trades/s with 100 clients in this run"}
+    achieved = point["publisher"]["achieved_rate"]
+    met = (point["lost"] == 0 and point["duplicates"] == 0 and point["reordered"] == 0
+           and not point["closed_early"] and achieved >= 0.95 * TRADE_RATE)
+    return {
+        "met": met,
+        "published_per_s": achieved,
+        "lost": point["lost"],
+        "duplicates": point["duplicates"],
+        "p99_ms": point["latency"]["p99_ms"],
+        "delivered_per_s": point["delivered_per_s"],
+    }
+
+
 def evaluate(document: dict[str, Any]) -> dict[str, Any]:
     points = document.get("fanout") or []
     return {
         "fanout_10k_batch": fanout_target(points),
         "idle_10k": capacity_target(document.get("capacity")),
         "ahead_of_baseline": baseline_target(points),
+        "depth_10k": depth_target(document.get("depth") or []),
+        "trades_10k": trades_target(document.get("trades") or []),
     }
 
 

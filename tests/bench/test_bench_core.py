@@ -233,3 +233,76 @@ def test_probes_are_spread_over_workers_and_through_each_connection_order() -> N
     assert [i for i, probe in enumerate(layout[0]) if probe] == [4, 12, 20]
     assert probe_layout([3, 2], 5) == [[True] * 3, [True] * 2]
     assert probe_layout([2, 2, 1], 1) == [[False, True], [False, False], [False]]
+
+
+def test_depth_and_trades_targets_and_flags() -> None:
+    depth_point = {
+        "offered_rate": 10000.0, "books": 50, "depth": 25, "clients": 100,
+        "publisher": {"achieved_rate": 9990.0}, "latency": {"p99_ms": 30.0}, "lost": 0,
+        "merged": 0, "checksum_failures": 0, "final_mismatches": 0, "delivered_per_s": 1.0,
+        "probe": {"verified": 10, "skipped": 0, "unchecked": 0},
+    }
+    trade_point = {
+        "offered_rate": 10000.0, "clients": 100, "publisher": {"achieved_rate": 9990.0},
+        "latency": {"p99_ms": 80.0}, "lost": 0, "duplicates": 0, "reordered": 0,
+        "closed_early": {}, "delivered_per_s": 1.0,
+    }
+    verdicts = evaluate({"fanout": [], "capacity": None, "depth": [depth_point],
+                         "trades": [trade_point]})
+    assert verdicts["depth_10k"]["met"] is True and verdicts["trades_10k"]["met"] is True
+    slow = {**depth_point, "publisher": {"achieved_rate": 3000.0}}
+    failed = {**depth_point, "checksum_failures": 1}
+    for bad in (slow, failed):
+        assert evaluate({"depth": [bad]})["depth_10k"]["met"] is False
+    assert evaluate({})["depth_10k"]["met"] is None
+    config = parse(["depth", "--depth-rates", "2000,10000", "--depth-levels", "10"])
+    assert config.depth_rates == (2000.0, 10000.0) and config.depth_levels == 10
+    for argv, message in ((["--depth-levels", "30"], "--depth-levels"),
+                          (["--trade-rates", "0"], "--trade-rates"),
+                          (["--depth-probes", "0"], "--depth-probes")):
+        with pytest.raises(ConfigError, match=message):
+            parse(argv)
+
+
+def test_depth_probe_verifies_checksums_and_finds_skipped_updates() -> None:
+    """The probe's copy follows the server's updates, a wrong checksum is counted (not
+    trusted), and the coordinator's check finds an update the feed had and the probe lacks."""
+    import orjson
+
+    from bench.depth import DepthClient, DepthJob, _probe_checks
+    from bench.latency import LatencyHistogram
+    from bench.rawws import OP_TEXT
+    from marketbridge.market.book import Book
+    from marketbridge.market.depth_feed import DepthFeed
+
+    book = Book()
+    book.apply_snapshot([("99.0", "1"), ("98.0", "2")], [("101.0", "1"), ("102.0", "3")], 7)
+    feed = DepthFeed(book, 10)
+    job = DepthJob(0, [], "x", ["B/USDT"], 10, 5.0, [True])
+    client = DepthClient(job, True, LatencyHistogram())
+    view, check = feed.snapshot()
+    client.on_message(OP_TEXT, orjson.dumps({
+        "type": "response", "action": "subscribe", "request_id": 1, "success": True,
+        "result": {"subscription_id": "s1", "seq": "5-0", "snapshot": {
+            "bids": view.bids, "asks": view.asks, "checksum": check}}}), 0, 10**9)
+
+    def frame(seq: str, update: object, checksum: int) -> bytes:
+        return orjson.dumps({"type": "batch", "updates": [{
+            "type": "update", "action": "book_update", "subscription_id": "s1", "seq": seq,
+            "result": {"bids": update.bids, "asks": update.asks,  # type: ignore[attr-defined]
+                       "checksum": checksum, "time": 0.0}}]})
+
+    book.apply_delta([("99.5", "4")], [], 8)
+    update = feed.advance()
+    raw = frame("6-0", update, update.checksum)
+    client.on_message(OP_TEXT, raw, 0, len(raw))
+    book.apply_delta([], [("101.0", "0")], 9)
+    update = feed.advance()
+    raw = frame("8-0", update, update.checksum ^ 1)  # a wrong checksum
+    client.on_message(OP_TEXT, raw, 0, len(raw))
+    [sub] = client.subs.values()
+    assert (sub.verified, sub.failures, sub.seqs) == (1, 1, ["6-0", "8-0"])
+    report = client.report()
+    tally = _probe_checks(report, {"B/USDT": ["5-0", "6-0", "7-0", "8-0"]},
+                          {"B/USDT": report["B/USDT"]["view"]})
+    assert (tally["skipped"], tally["unexpected"], tally["failures"]) == (1, 0, 1)

@@ -83,3 +83,40 @@ def test_quick_run_capacity_churn_unary_grpc(
     assert set(document["unary"]["outcomes"]) == {"ok"}
     packings = [row["tickers_per_message"] for row in document["grpc_batching"]["rows"]]
     assert packings == [1, 10, 100]
+
+
+@pytest.mark.timeout(200)
+def test_quick_run_depth_books_are_checked_and_end_equal(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _proc, out = quick_run
+    document = json.loads((out / "quick.json").read_text())
+    assert (out / "quick-market.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    [point] = document["depth"]
+    assert point["connected"] == point["clients"] and point["probes"] > 0
+    assert point["publisher"]["error"] is None
+    assert point["publisher"]["accepted"] == point["publisher"]["sent"] > 0
+    probe = point["probe"]
+    # every update a probe was sent was applied and its checksum verified
+    assert probe["verified"] == probe["received"] == probe["expected"] > 0, probe
+    assert probe["failures"] == probe["skipped"] == probe["unexpected"] == 0, probe
+    assert probe["reordered"] == probe["unchecked"] == 0, probe
+    assert point["final_mismatches"] == 0 and point["checksum_failures"] == 0
+    assert point["bridge_checksum_failures"] == 0
+    assert point["lost"] == 0 and point["received_updates"] == point["expected_updates"]
+    assert point["latency"]["samples"] == probe["received"]
+
+
+@pytest.mark.timeout(200)
+def test_quick_run_trades_arrive_once_each(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _proc, out = quick_run
+    document = json.loads((out / "quick.json").read_text())
+    [point] = document["trades"]
+    assert point["channel"] == "trades" and point["connected"] == point["clients"]
+    assert point["publisher"]["error"] is None
+    assert point["received_updates"] == point["expected_updates"] > 0
+    assert point["lost"] == point["duplicates"] == point["reordered"] == 0, point
+    assert point["conflated"] == 0 and point["closed_early"] == {}
+    assert point["latency"]["samples"] > 0
