@@ -144,10 +144,10 @@ async def test_book_chart_and_tape_follow_what_was_published(redis_url: str, tmp
             # Live trades go on top of the tape, newest first, side-coloured.
             at = time.time()
             live = [TradeFactory(symbol="BTC/USDT", trade_id=f"live{i}", price=f"5010{i}.25",
-                                 amount="0.00500000", side="buy" if i % 2 else "sell", time=at)
+                                 amount="0.00500000", side="buy" if i % 2 else "sell", time=at + i * 0.5)
                     for i in range(4)]
-            # The live trades open a seventh candle if the clock has passed the sixth minute.
-            candles = 6 if int(at // 60) * 60 == start + 5 * 60 else 7
+            # Live trades past the sixth minute (the clock moved on) open candles of their own.
+            candles = 6 + len({int(t.time // 60) * 60 for t in live} - {start + 5 * 60})
             for trade in live:
                 await stack.feed.trades(trade)
             await wait_page(page, f"{TRADE_IDS}[0] === 'live3'")
