@@ -142,7 +142,9 @@ async def test_book_chart_and_tape_follow_what_was_published(redis_url: str, tmp
             assert await page.evaluate("document.getElementById('book-spread').dataset.spread") == "1.15"
 
             # Live trades go on top of the tape, newest first, side-coloured.
-            at = time.time()
+            # After every snapshot trade (the current minute's may lie ahead of the clock: a
+            # close is the latest trade by time, so an earlier live trade would not be it).
+            at = max(time.time(), max(t.time for t in minute_trades(start, 6)) + 1)
             live = [TradeFactory(symbol="BTC/USDT", trade_id=f"live{i}", price=f"5010{i}.25",
                                  amount="0.00500000", side="buy" if i % 2 else "sell", time=at + i * 0.5)
                     for i in range(4)]
