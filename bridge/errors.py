@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
+
+log = logging.getLogger("bridge.upstream")
 
 INVALID_MESSAGE = "INVALID_MESSAGE"
 UNKNOWN_ACTION = "UNKNOWN_ACTION"
@@ -32,6 +36,9 @@ _STATUS_MAP: dict[grpc.StatusCode, tuple[str, bool]] = {
     grpc.StatusCode.UNAVAILABLE: (UNAVAILABLE, False),
     grpc.StatusCode.DEADLINE_EXCEEDED: (TIMEOUT, False),
     grpc.StatusCode.PERMISSION_DENIED: (FORBIDDEN, False),
+    # The call was cancelled on the way (a burst of calls on one channel, a service draining):
+    # nothing is wrong with the request, so the client is told to try again, not "internal".
+    grpc.StatusCode.CANCELLED: (UNAVAILABLE, False),
 }
 # What a client is told when a code carries no details it may see (or none at all): each
 # code its own message (a refused argument must not read "Not found").
@@ -48,5 +55,7 @@ _GENERIC_MESSAGES = {
 def from_grpc(code: grpc.StatusCode | None, details: str | None) -> BridgeError:
     """Translate a failed gRPC call; internal details are never passed to clients."""
     mapped, show_details = _STATUS_MAP.get(code, (INTERNAL, False)) if code else (INTERNAL, False)
+    if code not in _STATUS_MAP:   # the client hears only "Internal error": the log says what
+        log.warning("upstream call failed with %s: %s", code.name if code else "no status", details)
     message = details if show_details and details else _GENERIC_MESSAGES[mapped]
     return BridgeError(mapped, message)

@@ -51,3 +51,13 @@ def test_every_mapped_code_has_a_generic_message() -> None:
     assert {mapped for mapped, _ in errors._STATUS_MAP.values()} | {errors.INTERNAL} <= set(
         errors._GENERIC_MESSAGES)
     assert len(set(errors._GENERIC_MESSAGES.values())) == len(errors._GENERIC_MESSAGES)
+
+
+def test_a_cancelled_call_is_retryable_and_an_unmapped_code_is_logged(caplog) -> None:
+    import logging
+
+    assert errors.from_grpc(grpc.StatusCode.CANCELLED, "Locally cancelled").code == "UNAVAILABLE"
+    with caplog.at_level(logging.WARNING, logger="bridge.upstream"):
+        err = errors.from_grpc(grpc.StatusCode.DATA_LOSS, "disk on fire")
+    assert (err.code, err.message) == ("INTERNAL", "Internal error")   # no details to the client
+    assert "DATA_LOSS: disk on fire" in caplog.text                   # but the log says what
