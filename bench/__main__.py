@@ -46,24 +46,7 @@ def remote_endpoints(config: BenchConfig) -> Endpoints:
 
 def fanout_points(config: BenchConfig, endpoints: Endpoints) -> list[fanout.FanoutSettings]:
     modes = [m for m in config.modes if not fanout.is_baseline(m) or endpoints.baseline_ws]
-    return [
-        fanout.FanoutSettings(
-            mode=mode,
-            rate=rate,
-            clients=config.clients,
-            symbols=config.symbols,
-            duration_s=config.duration,
-            batch_ms=config.batch_ms,
-            workers=config.workers,
-            publisher_streams=config.publisher_streams,
-            drain_s=config.drain,
-            compression=config.compression,
-            probe_every=config.probe_every,
-            profile_dir=config.profile_dir,
-        )
-        for rate in config.rates
-        for mode in modes
-    ]
+    return [fanout.FanoutSettings.of(config, mode, rate) for rate in config.rates for mode in modes]
 
 
 def depth_points(config: BenchConfig) -> list[depth.DepthSettings]:

@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.fanout import CONNECT_CONCURRENCY, QUIET_S, _LeanClient, _settle, _sum_counts, probe_layout
+from bench.fanout import (CONNECT_CONCURRENCY, QUIET_S, _LeanClient, _settle, _sum_counts, open_gated,
+                          probe_layout)
 from bench.frames import decode, update_entries
 from bench.latency import LatencyHistogram
 from bench.lean_connection import LeanConnection
@@ -360,15 +361,7 @@ class DepthClient(_LeanClient):
 
 async def _connect(job: DepthJob, url: str, probe: bool, hist: LatencyHistogram,
                    gate: asyncio.Semaphore) -> DepthClient:
-    client = DepthClient(job, probe, hist)
-    async with gate:
-        try:
-            await client.open(job, url)
-        except BaseException:
-            if client.conn is not None:
-                client.conn.abort()
-            raise
-    return client
+    return await open_gated(DepthClient(job, probe, hist), job, url, gate)
 
 
 async def _worker_main(job: DepthJob, ctrl: Any, results: Any) -> None:

@@ -84,6 +84,16 @@ class FanoutSettings:
     profile_dir: Path | None = None
     channel: str = "tickers"  # or "trades" (bench/trades.py)
 
+    @classmethod
+    def of(cls, config: Any, mode: str, rate: float, channel: str = "tickers") -> FanoutSettings:
+        """The point at ``mode`` and ``rate`` of a run's config (the tickers sweep and the
+        trades scenario both build theirs here)."""
+        return cls(mode=mode, rate=rate, clients=config.clients, symbols=config.symbols,
+                   duration_s=config.duration, batch_ms=config.batch_ms, workers=config.workers,
+                   publisher_streams=config.publisher_streams, drain_s=config.drain,
+                   compression=config.compression, probe_every=config.probe_every,
+                   profile_dir=config.profile_dir, channel=channel)
+
 
 @dataclass
 class FanoutJob:
@@ -235,12 +245,9 @@ class CounterClient(_LeanClient):
 Client = ProbeClient | CounterClient
 
 
-async def _connect(
-    job: FanoutJob, url: str, probe: bool, hist: LatencyHistogram, gate: asyncio.Semaphore
-) -> Client:
-    client: Client = (
-        ProbeClient(job.exchange, hist, job.channel) if probe else CounterClient(job.channel)
-    )
+async def open_gated(client: Any, job: Any, url: str, gate: asyncio.Semaphore) -> Any:
+    """Open ``client`` within the connect gate; a failed open aborts its half-made connection
+    (the fan-out and depth workers both connect this way)."""
     async with gate:
         try:
             await client.open(job, url)
@@ -249,6 +256,15 @@ async def _connect(
                 client.conn.abort()
             raise
     return client
+
+
+async def _connect(
+    job: FanoutJob, url: str, probe: bool, hist: LatencyHistogram, gate: asyncio.Semaphore
+) -> Client:
+    client: Client = (
+        ProbeClient(job.exchange, hist, job.channel) if probe else CounterClient(job.channel)
+    )
+    return await open_gated(client, job, url, gate)
 
 
 async def _worker_main(job: FanoutJob, ctrl: Any, results: Any) -> None:

@@ -21,24 +21,7 @@ from bench.stack import Endpoints
 
 def points(config: Any) -> list[fanout.FanoutSettings]:
     """The trades points of a run (batch mode: ``?batch_ms=``, as the issue asks)."""
-    return [
-        fanout.FanoutSettings(
-            mode="batch",
-            rate=rate,
-            clients=config.clients,
-            symbols=config.symbols,
-            duration_s=config.duration,
-            batch_ms=config.batch_ms,
-            workers=config.workers,
-            publisher_streams=config.publisher_streams,
-            drain_s=config.drain,
-            compression=config.compression,
-            probe_every=config.probe_every,
-            profile_dir=config.profile_dir,
-            channel="trades",
-        )
-        for rate in config.trade_rates
-    ]
+    return [fanout.FanoutSettings.of(config, "batch", rate, channel="trades") for rate in config.trade_rates]
 
 
 def run_point(settings: fanout.FanoutSettings, endpoints: Endpoints) -> dict[str, Any]:
