@@ -3,8 +3,8 @@
 A topic is opened by its first subscriber and cancelled when the last one leaves. Each event is
 decoded and JSON-encoded once, then handed to the topic's lanes (:mod:`bridge.lanes`): groups of
 subscriptions whose frames are identical, which frame it once for all of their members. Ticker
-topics read ``StreamTickerBatches`` (many events per gRPC message; ``StreamTickers`` from a
-service that predates it). When the upstream
+and trade topics read ``StreamTickerBatches`` / ``StreamTradeBatches`` (many events per gRPC
+message; the one-event methods from a service that predates them). When the upstream
 stream breaks, the topic tells its subscribers ``interrupted`` at once and re-opens with
 ``resume_from`` = its last seq (with backoff); when the service has replayed what was missed it
 says ``resumed`` (``recovered: false`` when the service reported a gap). Clients stay connected.
@@ -159,7 +159,7 @@ class Fanout:
         self.stall_s = stall_s
         self.channels: Mapping[str, Channel] = CHANNELS   # the table of bridge/channels/
         self.topics: dict[TopicKey, Topic] = {}
-        self.batching = True   # False once the service said it has no batched streams
+        self.unbatched: set[str] = set()   # batched methods the service said it does not have
         self.warned_rare_heartbeats = False
 
     async def attach(self, member: Subscriber, sub: Subscription, identity: Identity) -> Topic:
@@ -302,15 +302,16 @@ class Fanout:
                         watch: StallWatch) -> AsyncGenerator[Sequence[Any], None]:
         """The events of one upstream stream, one gRPC message's worth at a time; counts the call.
 
-        A channel with a batched method (tickers) uses it: one message per burst of events
-        instead of one per event, which is most of the cost of a fast stream on both ends. A
-        service that predates it (UNIMPLEMENTED before any message, e.g. mid rolling upgrade)
-        gets the one-event-per-message method, and this process stops asking it for batches.
+        A channel with a batched method (tickers, trades) uses it: one message per burst of
+        events instead of one per event, which is most of the cost of a fast stream on both
+        ends. A service that predates it (UNIMPLEMENTED before any message, e.g. mid rolling
+        upgrade) gets the one-event-per-message method, and this process stops asking it for
+        that batched method (each method on its own: a service may have one and not the other).
 
         A stream whose headers say it carries heartbeats is watched from its first message on
         (``watch.beating``), not only from its first heartbeat: see :mod:`bridge.stall`.
         """
-        batched = channel.batch_method is not None and self.batching
+        batched = channel.batch_method is not None and channel.batch_method not in self.unbatched
         method = channel.batch_method if batched and channel.batch_method else channel.stream_method
         call = self.upstream.stream(method, request, identity)
         received = False
@@ -326,7 +327,7 @@ class Fanout:
                 raise
             log.warning("the cache service has no %s (an older version); using %s", method,
                         channel.stream_method)
-            self.batching = False
+            self.unbatched.add(method)
         else:
             self.upstream.count(method, grpc.StatusCode.OK)
             return

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any, Generic, NoReturn, TypeVar
 
 import grpc
@@ -59,11 +60,25 @@ async def _abort(context: grpc.aio.ServicerContext, error: BaseException) -> NoR
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _ticker_events(items: Sequence[FeedItem]) -> list[bytes]:
-    """Serialized TickerEvents of a change-feed batch (the hot path of both ticker streams)."""
-    return [wire.ticker_event(item.id, item.fields[b"d"]) if isinstance(item, Entry)
-            else _event(cache_pb2.TickerEvent, "ticker", cache_pb2.Ticker, item).SerializeToString()
-            for item in items]
+@dataclass(frozen=True)
+class _Framing:
+    """How one channel's change-feed items become stream events: entries are framed from their
+    stored bytes (:func:`wire.entry_event`), the rest (gap, live, heartbeat) built as messages."""
+
+    event: type[Message]
+    field: str
+    entity: type[Message]
+    batch: type[Message]
+
+    def encode(self, items: Sequence[FeedItem]) -> list[bytes]:
+        """Serialized events of a change-feed batch (the hot path of the batched streams)."""
+        return [wire.entry_event(item.id, item.fields[b"d"]) if isinstance(item, Entry)
+                else _event(self.event, self.field, self.entity, item).SerializeToString()
+                for item in items]
+
+
+_TICKERS = _Framing(cache_pb2.TickerEvent, "ticker", cache_pb2.Ticker, cache_pb2.TickerEventBatch)
+_TRADES = _Framing(cache_pb2.TradeEvent, "trade", cache_pb2.Trade, cache_pb2.TradeEventBatch)
 
 
 def _event(event_type: type[Message], field: str, entity: type[Message], item: FeedItem) -> Message:
@@ -342,37 +357,50 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
                 break
         return None
 
-    async def _ticker_batches(self, request: cache_pb2.StreamTickersRequest,
-                              context: grpc.aio.ServicerContext) -> AsyncGenerator[list[FeedItem], None]:
-        """The change-feed batches of one ticker subscription (both ticker streams use it)."""
+    async def _encoded_batches(self, context: grpc.aio.ServicerContext, key: str, channel: str,
+                               request: cache_pb2.StreamTickersRequest | cache_pb2.StreamTradesRequest,
+                               framing: _Framing) -> AsyncGenerator[list[bytes], None]:
+        """The serialized events of one per-exchange subscription (tickers or trades), a change-feed
+        batch at a time: both the one-event and the batched stream of each channel use it."""
+        match = field_filter(s=list(request.symbols))
+        batches = self.feed.follow_batches(key, channel, match, request.resume_from)
+        async with aclosing(self._guarded(context, batches)) as guarded:
+            async for batch in guarded:
+                try:
+                    encoded = framing.encode(batch)
+                except Exception as exc:
+                    await self._encoding_failed(context, _first_bad(batch, framing.encode), exc)
+                yield encoded
+
+    async def _exchange_events(self, context: grpc.aio.ServicerContext, key: str, channel: str,
+                               request: cache_pb2.StreamTickersRequest | cache_pb2.StreamTradesRequest,
+                               framing: _Framing, batched: bool) -> AsyncGenerator[Message, None]:
+        """Events one message each, or every ready one in one batch message (the *Batches
+        methods, see ChangeFeed.follow_batches)."""
         try:
             validation.require_id("exchange", request.exchange)
         except ServiceError as exc:
             await _abort(context, exc)
-        match = field_filter(s=list(request.symbols))
-        batches = self.feed.follow_batches(ticker_stream(request.exchange), "tickers", match, request.resume_from)
-        async for batch in self._guarded(context, batches):
-            yield batch
+        async with aclosing(self._encoded_batches(context, key, channel, request, framing)) as batches:
+            async for events in batches:
+                if batched:
+                    yield wire.event_batch(framing.batch, events)
+                    continue
+                for event in events:
+                    yield framing.event.FromString(event)
 
     async def StreamTickers(self, request: cache_pb2.StreamTickersRequest,
                             context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.TickerEvent]:
-        async with aclosing(self._ticker_batches(request, context)) as batches:
-            async for batch in batches:
-                for event in await self._encoded_tickers(context, batch):
-                    yield cache_pb2.TickerEvent.FromString(event)
-
-    async def _encoded_tickers(self, context: grpc.aio.ServicerContext, batch: list[FeedItem]) -> list[bytes]:
-        try:
-            return _ticker_events(batch)
-        except Exception as exc:
-            await self._encoding_failed(context, _first_bad(batch, _ticker_events), exc)
+        async for event in self._exchange_events(context, ticker_stream(request.exchange), "tickers",
+                                                 request, _TICKERS, batched=False):
+            yield event
 
     async def StreamTickerBatches(self, request: cache_pb2.StreamTickersRequest,
                                   context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.TickerEventBatch]:
         """StreamTickers' events, every ready one in one message (see ChangeFeed.follow_batches)."""
-        async with aclosing(self._ticker_batches(request, context)) as batches:
-            async for batch in batches:
-                yield wire.ticker_event_batch(await self._encoded_tickers(context, batch))
+        async for batch in self._exchange_events(context, ticker_stream(request.exchange), "tickers",
+                                                 request, _TICKERS, batched=True):
+            yield batch
 
     # ------------------------------------------------------------ orders and bots
 
@@ -542,14 +570,17 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
 
     async def StreamTrades(self, request: cache_pb2.StreamTradesRequest,
                            context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.TradeEvent]:
-        try:
-            validation.require_id("exchange", request.exchange)
-        except ServiceError as exc:
-            await _abort(context, exc)
-        make = lambda item: _event(cache_pb2.TradeEvent, "trade", cache_pb2.Trade, item)
-        async for event in self._stream(context, trade_stream(request.exchange), "trades",
-                                        field_filter(s=list(request.symbols)), request.resume_from, make):
+        async for event in self._exchange_events(context, trade_stream(request.exchange), "trades",
+                                                 request, _TRADES, batched=False):
             yield event
+
+    async def StreamTradeBatches(self, request: cache_pb2.StreamTradesRequest,
+                                 context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.TradeEventBatch]:
+        """StreamTrades' events, every ready one in one message: a 10,000 trades/s tape costs one
+        gRPC message per burst, not per trade (docs/benchmarks.md, trades)."""
+        async for batch in self._exchange_events(context, trade_stream(request.exchange), "trades",
+                                                 request, _TRADES, batched=True):
+            yield batch
 
     async def ListCandles(self, request: cache_pb2.ListCandlesRequest,
                           context: grpc.aio.ServicerContext) -> cache_pb2.ListCandlesResponse:

@@ -1,7 +1,7 @@
-"""Stream events assembled from the stored Ticker bytes, in protobuf wire format.
+"""Stream events assembled from the stored entity bytes, in protobuf wire format.
 
 Why: a ticker stream event is ``TickerEvent{seq, ticker}`` where ``ticker`` is exactly the
-bytes the change feed holds. Parsing those bytes into a ``Ticker`` just to serialize it again
+bytes the change feed holds (a ``TradeEvent{seq, trade}`` likewise, same field numbers). Parsing those bytes into a ``Ticker`` just to serialize it again
 costs about 1.4 us per event in Python; framing them as a length-delimited field costs about
 0.3 us. The framing follows the protobuf encoding spec (field key = number << 3 | 2 for
 length-delimited fields, lengths as base-128 varints), and tests check it against the
@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
+from typing import TypeVar
+
+from google.protobuf.message import Message
 
 from marketbridge.api.v1 import cache_pb2
 
-_SEQ_KEY = b"\x0a"  # TickerEvent.seq: field 1, length-delimited
-_TICKER_KEY = b"\x12"  # TickerEvent.ticker: field 2, length-delimited
-_EVENTS_KEY = b"\x0a"  # TickerEventBatch.events: field 1, length-delimited
+_SEQ_KEY = b"\x0a"  # TickerEvent.seq / TradeEvent.seq: field 1, length-delimited
+_ENTITY_KEY = b"\x12"  # TickerEvent.ticker / TradeEvent.trade: field 2, length-delimited
+_EVENTS_KEY = b"\x0a"  # TickerEventBatch.events / TradeEventBatch.events: field 1, length-delimited
+
+BatchT = TypeVar("BatchT", bound=Message)
 
 
 def varint(value: int) -> bytes:
@@ -37,16 +42,16 @@ def _length(value: int) -> bytes:
     return _SMALL[value] if value < 16384 else varint(value)
 
 
-def ticker_event(seq: str, ticker: bytes) -> bytes:
-    """A serialized ``TickerEvent(seq=seq, ticker=Ticker.FromString(ticker))``."""
+def entry_event(seq: str, entity: bytes) -> bytes:
+    """A serialized ``TickerEvent(seq=seq, ticker=Ticker.FromString(entity))``, which is also
+    the ``TradeEvent`` of a stored Trade (both put ``seq`` in field 1, the entity in field 2)."""
     raw_seq = seq.encode()
-    return _SEQ_KEY + _length(len(raw_seq)) + raw_seq + _TICKER_KEY + _length(len(ticker)) + ticker
+    return _SEQ_KEY + _length(len(raw_seq)) + raw_seq + _ENTITY_KEY + _length(len(entity)) + entity
 
 
-def ticker_event_batch(events: Iterable[bytes]) -> cache_pb2.TickerEventBatch:
-    """A ``TickerEventBatch`` of serialized TickerEvents (parsed once, in C)."""
-    return cache_pb2.TickerEventBatch.FromString(
-        b"".join(_EVENTS_KEY + _length(len(event)) + event for event in events))
+def event_batch(batch_type: type[BatchT], events: Iterable[bytes]) -> BatchT:
+    """A ``TickerEventBatch`` / ``TradeEventBatch`` of serialized events (parsed once, in C)."""
+    return batch_type.FromString(b"".join(_EVENTS_KEY + _length(len(event)) + event for event in events))
 
 
 def _text_field(key: bytes, text: str) -> bytes:

@@ -1,7 +1,7 @@
 """Tickers: public market state, one topic per exchange, conflated for a client that is behind.
 
-The only channel with a batched stream (``StreamTickerBatches``): a fast ticker feed is most of
-the bridge's traffic, and one gRPC message per burst instead of per event is most of its cost.
+It reads the batched stream (``StreamTickerBatches``, trades likewise): a fast ticker feed is most
+of the bridge's traffic, and one gRPC message per burst instead of per event is most of its cost.
 """
 
 from __future__ import annotations

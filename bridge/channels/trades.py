@@ -3,7 +3,8 @@
 A trade is an event, not state: a client that falls too far behind is closed 1013 ``slow
 consumer`` and resumes with ``resume_from`` (like orders), never handed a conflated tape.
 The snapshot is the recent trades (``limit``, default 50), newest last, read at a seq: the
-held events it already holds are dropped, so none is sent twice.
+held events it already holds are dropped, so none is sent twice. Upstream it reads
+``StreamTradeBatches`` (a burst of trades per gRPC message), as tickers do.
 """
 
 from __future__ import annotations
@@ -37,5 +38,5 @@ CHANNEL = Channel(
     filters=("exchange", "symbols", "limit"), private=False, conflates=False,
     stream_method="StreamTrades", entity_field="trade", stream_request=stream_request,
     keys=lambda t: (t.symbol, ""), list_method="ListTrades", list_request=list_request,
-    list_field="trades",
+    list_field="trades", batch_method="StreamTradeBatches",
 )

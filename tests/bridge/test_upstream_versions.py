@@ -1,4 +1,4 @@
-"""A bridge in front of a cache service from before ``StreamTickerBatches`` (a rolling upgrade).
+"""A bridge in front of a cache service from before a batched stream (a rolling upgrade).
 
 The older service here is a real gRPC server that offers exactly the older API: it answers the
 methods an older release had by calling the real cache service, and answers the batched stream
@@ -16,6 +16,7 @@ import pytest
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.api.v1 import cache_pb2_grpc
 from tests.bridge.client import client
+from tests.factories import TradeFactory
 from tests.infra.bridge_runner import running_bridge
 from tests.infra.tokens import make_token
 
@@ -37,12 +38,27 @@ class ServiceBeforeBatches(cache_pb2_grpc.CacheServiceServicer):
             yield event
 
 
-@pytest.fixture
-async def older_service(cache) -> AsyncIterator[str]:
+class ServiceBeforeTradeBatches(ServiceBeforeBatches):
+    """A release with StreamTickerBatches and trades, but not yet StreamTradeBatches."""
+
+    async def StreamTickerBatches(self, request: pb.StreamTickersRequest,
+                                  context: Any) -> AsyncIterator[pb.TickerEventBatch]:
+        async for batch in self.upstream.StreamTickerBatches(request):
+            yield batch
+
+    async def ListTrades(self, request: pb.ListTradesRequest, context: Any) -> Any:
+        return await self.upstream.ListTrades(request, timeout=10)
+
+    async def StreamTrades(self, request: pb.StreamTradesRequest,
+                           context: Any) -> AsyncIterator[pb.TradeEvent]:
+        async for event in self.upstream.StreamTrades(request):
+            yield event
+
+
+async def _serve(cache: Any, servicer: type[ServiceBeforeBatches]) -> AsyncIterator[str]:
     channel = grpc.aio.insecure_channel(cache.target)
     server = grpc.aio.server()
-    cache_pb2_grpc.add_CacheServiceServicer_to_server(
-        ServiceBeforeBatches(cache_pb2_grpc.CacheServiceStub(channel)), server)
+    cache_pb2_grpc.add_CacheServiceServicer_to_server(servicer(cache_pb2_grpc.CacheServiceStub(channel)), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -50,6 +66,18 @@ async def older_service(cache) -> AsyncIterator[str]:
     finally:
         await server.stop(0)
         await channel.close()
+
+
+@pytest.fixture
+async def older_service(cache) -> AsyncIterator[str]:
+    async for target in _serve(cache, ServiceBeforeBatches):
+        yield target
+
+
+@pytest.fixture
+async def service_before_trade_batches(cache) -> AsyncIterator[str]:
+    async for target in _serve(cache, ServiceBeforeTradeBatches):
+        yield target
 
 
 async def test_bridge_falls_back_to_one_event_per_message_streams(older_service, feed) -> None:
@@ -69,3 +97,25 @@ async def test_bridge_falls_back_to_one_event_per_message_streams(older_service,
                                        {"method": method, "code": code})
 
         assert calls("StreamTickerBatches", "UNIMPLEMENTED") == 1   # asked once, not per topic
+
+
+async def test_each_batched_method_falls_back_on_its_own(service_before_trade_batches, feed) -> None:
+    """A service without StreamTradeBatches: trades use StreamTrades, tickers stay batched."""
+    async with running_bridge(service_before_trade_batches) as b:
+        async with client(b.ws_url(ALICE, batch_ms=5)) as c:
+            await c.subscribe(channel="trades", exchange="binance", snapshot=False)
+            trade = TradeFactory(exchange="binance")
+            seq = await feed.trades(trade)
+            (u,) = await c.updates(1)
+            assert (u["seq"], u["result"]["trade_id"]) == (seq, trade.trade_id)
+            await c.subscribe(channel="tickers", exchange="binance", snapshot=False)
+            seq = await feed.ticker(symbol="BTC/USDT")
+            (u,) = await c.updates(1)
+            assert u["seq"] == seq
+
+        def calls(method: str, code: str) -> float:
+            return b.app.metrics.value("bridge_grpc_requests_total",
+                                       {"method": method, "code": code})
+
+        assert calls("StreamTradeBatches", "UNIMPLEMENTED") == 1
+        assert calls("StreamTickerBatches", "UNIMPLEMENTED") == 0

@@ -20,7 +20,7 @@ from marketbridge.seq import seq_key
 from marketbridge.api.v1 import cache_pb2_grpc
 from cache_service.store import Store, ticker_stream
 from tests.infra.cache_calls import EVENT_TIMEOUT, next_message, rpc_error
-from tests.factories import OrderFactory, TickerFactory
+from tests.factories import OrderFactory, TickerFactory, TradeFactory
 from tests.infra.cache_service_runner import running_cache_service
 
 
@@ -334,12 +334,20 @@ async def test_batch_stream_ends_unavailable_on_a_redis_restart_and_resumes(fres
 def test_framed_events_equal_the_generated_serialization(symbol: str) -> None:
     ticker = TickerFactory(symbol=symbol)
     data = ticker.SerializeToString()
-    framed = wire.ticker_event("1700000000000-7", data)
+    framed = wire.entry_event("1700000000000-7", data)
     assert framed == pb.TickerEvent(seq="1700000000000-7", ticker=ticker).SerializeToString()
     gap = pb.TickerEvent(seq="1-0", gap=pb.StreamGap(requested="1-0")).SerializeToString()
-    batch = wire.ticker_event_batch([framed, gap] * 300)
+    batch = wire.event_batch(pb.TickerEventBatch, [framed, gap] * 300)
     assert list(batch.events) == [pb.TickerEvent(seq="1700000000000-7", ticker=ticker),
                                   pb.TickerEvent.FromString(gap)] * 300
+
+
+def test_a_stored_trade_frames_as_its_trade_event() -> None:
+    trade = TradeFactory()
+    framed = wire.entry_event("1700000000000-3", trade.SerializeToString())
+    assert framed == pb.TradeEvent(seq="1700000000000-3", trade=trade).SerializeToString()
+    batch = wire.event_batch(pb.TradeEventBatch, [framed] * 3)
+    assert list(batch.events) == [pb.TradeEvent(seq="1700000000000-3", trade=trade)] * 3
 
 
 @pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 16383, 16384, 2**21 + 5, 2**40])
@@ -350,7 +358,7 @@ def test_varint_matches_protobuf(value: int) -> None:
 
 def test_large_events_use_long_lengths() -> None:
     big = b"\x0a" + wire.varint(20_000) + b"e" * 20_000  # a Ticker whose exchange is 20,000 bytes
-    batch = wire.ticker_event_batch([wire.ticker_event("5-0", big)])
+    batch = wire.event_batch(pb.TickerEventBatch, [wire.entry_event("5-0", big)])
     assert batch.events[0].ticker.exchange == "e" * 20_000
 
 

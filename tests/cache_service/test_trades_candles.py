@@ -145,6 +145,26 @@ async def test_trade_stream_filters_symbols_and_resumes(stub) -> None:
     resumed.cancel()
 
 
+async def test_trade_batches_carry_the_same_events_as_the_trade_stream(stub) -> None:
+    """StreamTradeBatches: the events of StreamTrades, several per message, in order."""
+    first = await publish(stub, TradeFactory(symbol="BTC/USDT", time=T0))
+    written = await publish(stub, *[TradeFactory(symbol=s, time=T0) for s in ("BTC/USDT", "ETH/USDT") * 200],
+                            per_message=400)
+    request = pb.StreamTradesRequest(exchange="binance", symbols=["BTC/USDT"], resume_from=first.last_seq)
+    stream = stub.StreamTrades(request)
+    single = await read_until_live(stream)
+    stream.cancel()
+    batches = stub.StreamTradeBatches(request)
+    messages = await read_until_live(batches)
+    batches.cancel()
+    batched = [event for message in messages for event in message.events]
+    assert [e.trade.trade_id for e in batched] == [e.trade.trade_id for e in single]
+    assert [e.seq for e in batched] == [e.seq for e in single]
+    assert len(batched) == 201 and len(messages) < 5   # 200 BTC trades and live, in a few messages
+    assert {e.trade.symbol for e in batched[:-1]} == {"BTC/USDT"}
+    assert seq_key(batched[-2].seq) < seq_key(written.last_seq)   # the last one written is ETH
+
+
 async def test_candles_survive_a_service_restart(redis_url) -> None:
     async with serving(redis_url) as (_service, stub):
         await publish(stub, TradeFactory(time=T0 + 5, price="10", amount="1"),

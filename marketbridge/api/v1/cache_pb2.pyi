@@ -476,6 +476,12 @@ class TradeEvent(_message.Message):
     heartbeat: StreamHeartbeat
     def __init__(self, seq: _Optional[str] = ..., trade: _Optional[_Union[Trade, _Mapping]] = ..., gap: _Optional[_Union[StreamGap, _Mapping]] = ..., live: _Optional[_Union[StreamLive, _Mapping]] = ..., heartbeat: _Optional[_Union[StreamHeartbeat, _Mapping]] = ...) -> None: ...
 
+class TradeEventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[TradeEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[TradeEvent, _Mapping]]] = ...) -> None: ...
+
 class Candle(_message.Message):
     __slots__ = ("exchange", "symbol", "interval", "open_time", "open", "high", "low", "close", "volume", "trades", "closed")
     EXCHANGE_FIELD_NUMBER: _ClassVar[int]

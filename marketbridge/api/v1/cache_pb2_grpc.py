@@ -136,6 +136,11 @@ class CacheServiceStub:
                 request_serializer=cache_dot_v1_dot_cache__pb2.StreamTradesRequest.SerializeToString,
                 response_deserializer=cache_dot_v1_dot_cache__pb2.TradeEvent.FromString,
                 _registered_method=True)
+        self.StreamTradeBatches = channel.unary_stream(
+                '/cache.v1.CacheService/StreamTradeBatches',
+                request_serializer=cache_dot_v1_dot_cache__pb2.StreamTradesRequest.SerializeToString,
+                response_deserializer=cache_dot_v1_dot_cache__pb2.TradeEventBatch.FromString,
+                _registered_method=True)
         self.ListCandles = channel.unary_unary(
                 '/cache.v1.CacheService/ListCandles',
                 request_serializer=cache_dot_v1_dot_cache__pb2.ListCandlesRequest.SerializeToString,
@@ -280,6 +285,14 @@ class CacheServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamTradeBatches(self, request, context):
+        """The events of StreamTrades, several per message, as StreamTickerBatches is to StreamTickers:
+        a fast tape costs one message per burst instead of one per trade.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListCandles(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -394,6 +407,11 @@ def add_CacheServiceServicer_to_server(servicer, server):
                     servicer.StreamTrades,
                     request_deserializer=cache_dot_v1_dot_cache__pb2.StreamTradesRequest.FromString,
                     response_serializer=cache_dot_v1_dot_cache__pb2.TradeEvent.SerializeToString,
+            ),
+            'StreamTradeBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamTradeBatches,
+                    request_deserializer=cache_dot_v1_dot_cache__pb2.StreamTradesRequest.FromString,
+                    response_serializer=cache_dot_v1_dot_cache__pb2.TradeEventBatch.SerializeToString,
             ),
             'ListCandles': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCandles,
@@ -948,6 +966,33 @@ class CacheService:
             '/cache.v1.CacheService/StreamTrades',
             cache_dot_v1_dot_cache__pb2.StreamTradesRequest.SerializeToString,
             cache_dot_v1_dot_cache__pb2.TradeEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamTradeBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cache.v1.CacheService/StreamTradeBatches',
+            cache_dot_v1_dot_cache__pb2.StreamTradesRequest.SerializeToString,
+            cache_dot_v1_dot_cache__pb2.TradeEventBatch.FromString,
             options,
             channel_credentials,
             insecure,
