@@ -13,8 +13,10 @@ queued, socket buffer over its high-water mark, closing) takes the events one by
 own queue instead, where conflation and the slow-consumer rule apply exactly as before: sharing
 changes what a client costs, never what it receives.
 
-A plain lane (no ``batch_ms``) flushes after each upstream message; a batched one ``batch_ms``
-after the first event it holds (docs/protocol.md: at most N ms after the first update in a batch). Events a
+A plain lane (no ``batch_ms``) flushes after each upstream message; a batched one at the next
+multiple of ``batch_ms`` on the event loop's clock (:func:`flush_time`: at most N ms after the
+first update in a batch, docs/protocol.md; all lanes of one ``batch_ms`` at once, so a client's
+topics share one socket write). Events a
 batched lane hands to a member one by one are due at once in that member's queue: they have
 waited for their batch already.
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Protocol
 
 from bridge.codec import batch_frame
@@ -64,6 +67,16 @@ def contain(metrics: BridgeMetrics, member: Member, sub: Subscription, where: st
         log.exception("fan-out: failing subscription %s raised too", sub.id)
 
 
+def flush_time(now: float, batch_s: float) -> float:
+    """The next multiple of ``batch_s`` after ``now`` (loop time): when a batched lane flushes.
+
+    Every lane with one ``batch_ms`` flushes on the same grid, so the lanes of a client's many
+    topics (50 books, say) fire in the same event-loop turn, and the connection joins their
+    frames into one socket write (:meth:`bridge.wsconnection.BatchingConnection.write_frames`)
+    instead of one per topic: a batch still waits at most ``batch_ms`` after its first update."""
+    return (math.floor(now / batch_s) + 1) * batch_s
+
+
 def lane_key(sub: Subscription, batch_ms: int | None) -> LaneKey:
     """Everything a frame's bytes depend on: subscription id and action (the prefix), filters,
     and whether updates go out one per frame or batched (and how often)."""
@@ -96,7 +109,8 @@ class Lane:
             return
         self.pending.append(event)
         if self.batch_s is not None and self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(self.batch_s, self.flush)
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_at(flush_time(loop.time(), self.batch_s), self.flush)
 
     def flush(self) -> None:
         """Send what is pending: shared bytes to members keeping up, one by one to the rest.

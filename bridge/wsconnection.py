@@ -9,11 +9,18 @@ is written synchronously (:meth:`BatchingConnection.send_now`), sparing a task s
 
 Frames shared by many clients (:mod:`bridge.lanes`) are framed once by :func:`text_frames` and
 written as bytes (:meth:`BatchingConnection.write_frames`): the server neither masks nor
-compresses (``compression=None``), so a frame's bytes are the same on every connection.
+compresses (``compression=None``), so a frame's bytes are the same on every connection. Those
+bytes are held until the end of the event-loop turn and written together: a client subscribed
+to 50 books has 50 lanes flushing in the same turn (their timers share a grid,
+:func:`bridge.lanes.flush_time`), and one ``send(2)`` for all of them instead of 50 was most of
+the bridge's CPU per book update (docs/benchmarks.md, depth). Every other write (websockets'
+own, through :meth:`BatchingConnection.send_data`) writes the held bytes first, so frame order
+holds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 
@@ -37,6 +44,8 @@ class BatchingConnection(ServerConnection):
     three ways: what ``?heartbeat_s`` measures silence against."""
 
     last_sent: float = 0.0
+    _held: list[bytes] | None = None     # shared frames waiting for the end of this loop turn
+    _held_size = 0
 
     async def send_texts(self, frames: Sequence[str]) -> None:
         """Send text frames in order, as separate WebSocket messages, in one write."""
@@ -51,7 +60,7 @@ class BatchingConnection(ServerConnection):
         """Write one text frame synchronously, as ``websockets.broadcast`` does, if the socket
         has nothing queued; False means "not now" and the caller queues the frame instead."""
         if (self.protocol.state is not State.OPEN or self.fragmented_send_waiter is not None
-                or self.transport.get_write_buffer_size() > 0):
+                or self._held is not None or self.transport.get_write_buffer_size() > 0):
             return False
         try:
             self.protocol.send_text(frame.encode())
@@ -69,14 +78,27 @@ class BatchingConnection(ServerConnection):
         transport = self.transport
         if (self.protocol.state is not State.OPEN or self.fragmented_send_waiter is not None
                 or transport.is_closing()
-                or transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]):
+                or transport.get_write_buffer_size() + self._held_size > transport.get_write_buffer_limits()[1]):
             return False
-        transport.write(data)
+        if self._held is None:
+            self._held = []
+            asyncio.get_running_loop().call_soon(self._write_held)
+        self._held.append(data)
+        self._held_size += len(data)
         self.last_sent = time.monotonic()
         return True
 
+    def _write_held(self) -> None:
+        """Write the shared frames held this loop turn, joined (see the module doc)."""
+        held, self._held, self._held_size = self._held, None, 0
+        if held and not self.transport.is_closing():
+            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
+
     def send_data(self) -> None:
-        """Join the protocol's pending bytes into one write (b"" still means half-close)."""
+        """Join the protocol's pending bytes into one write (b"" still means half-close),
+        after the shared frames held so far, which were queued before them."""
+        if self._held is not None:
+            self._write_held()
         pending: list[bytes] = []
         for data in self.protocol.data_to_send():
             if data:

@@ -15,6 +15,8 @@ Rules that keep a held connection correct:
   out a fresh one, which with Sentinel means asking for the current primary.
 - A connection that sat idle longer than ``IDLE_PROBE_S`` is probed as the pool would (a
   restarted Redis closes it while nobody is looking); a busy one never is.
+
+Commands are packed by hiredis (C) rather than redis-py's Python packer: see :func:`_packed`.
 """
 
 from __future__ import annotations
@@ -24,12 +26,24 @@ from contextlib import suppress
 from types import TracebackType
 from typing import Any, Self
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 
 IDLE_PROBE_S = 1.0
 
 Command = tuple[Any, ...]
+
+
+def _packed(conn: AbstractConnection, commands: tuple[Command, ...]) -> bytes | list[bytes]:
+    """The commands in RESP, packed by hiredis in C: redis-py's asyncio connection packs in
+    Python, about 0.7 us per argument, and a book batch's script call has thousands of them
+    (a 300-argument command: 229 us in redis-py, 39 us in hiredis). Anything hiredis does not
+    take (None, bool) goes through redis-py, which raises its usual DataError."""
+    try:
+        return b"".join([hiredis.pack_command(command) for command in commands])
+    except TypeError:
+        return conn.pack_commands(commands)
 
 
 class PinnedConnection:
@@ -55,7 +69,7 @@ class PinnedConnection:
         """
         conn = await self._connection()
         try:
-            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            await conn.send_packed_command(_packed(conn, commands), check_health=False)
             replies = [await conn.read_response() for _ in commands]
         except BaseException:
             await self._drop()

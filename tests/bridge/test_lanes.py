@@ -15,7 +15,7 @@ from websockets.frames import Frame, Opcode
 
 from bridge.channels import CHANNELS
 from bridge.events import Event
-from bridge.lanes import Lane, contain, lane_key
+from bridge.lanes import Lane, contain, flush_time, lane_key
 from bridge.metrics import LATENCY_BUCKETS, BridgeMetrics, observe_all
 from bridge.protocol import SubscribeParams
 from bridge.subscriptions import Subscription, SubscriptionBook
@@ -253,3 +253,14 @@ def test_events_a_lane_cannot_frame_go_one_by_one(caplog: pytest.LogCaptureFixtu
     assert all(m.shared == [] and m.delivered == [good, bad] for m in members)
     assert metrics.value("bridge_fanout_failures_total") == 1
     assert "could not frame 2 events (5-0..5-1)" in caplog.text
+
+
+@pytest.mark.parametrize("now", [0.0, 0.0001, 12.3449, 12.345, 1e6 + 0.0099, 86400.00999])
+def test_batched_lanes_flush_on_one_grid(now: float) -> None:
+    """Lanes of one batch_ms started at different moments of a window flush at the same time
+    (so a client's topics share a socket write), never later than batch_ms after their start."""
+    batch_s = 0.01
+    due = flush_time(now, batch_s)
+    assert now < due <= now + batch_s + 1e-9
+    later_in_window = min(due - 1e-7, now + (due - now) / 2)
+    assert flush_time(later_in_window, batch_s) == due
