@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from marketbridge.market.book import BookView, check_depth, parse_levels, present
-from marketbridge.market.checksum import checksum
+from marketbridge.market.checksum import CHECKSUM_LEVELS, checksum
 from marketbridge.market.ladder import Ladder, Level
 from marketbridge.market.merge import BookUpdate
 
@@ -39,12 +39,14 @@ class ClientBook:
             for price, level in parse_levels(levels, side, delta=True):
                 ladder.set(price, level)
         self._truncate()
-        if self.checksum() != update.checksum:
-            raise ChecksumMismatch(f"checksum {self.checksum()} != {update.checksum}")
+        found = self.checksum()
+        if found != update.checksum:
+            raise ChecksumMismatch(f"checksum {found} != {update.checksum}")
 
     def checksum(self) -> int:
-        """Checksum of the copy as it stands."""
-        return checksum(self.bids.top(self.depth), self.asks.top(self.depth))
+        """Checksum of the copy as it stands (of its top 10 a side: depth is never below 10,
+        so that is the top of the cut; cutting all ``depth`` levels first was wasted work)."""
+        return checksum(self.bids.top(CHECKSUM_LEVELS), self.asks.top(CHECKSUM_LEVELS))
 
     def view(self) -> BookView:
         """The copy as a BookView, to compare with the server's cut."""
