@@ -12,7 +12,9 @@ import re
 
 SeqKey = tuple[int, int]
 
-_STRICT = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
+# ASCII digits only, the whole string: ``\d`` also takes other scripts' digits ("١-٠") and ``$``
+# a trailing newline, both of which int() accepts, so "1-0\n" would pass and be echoed back.
+_STRICT = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
 
 
 def seq_key(seq: str) -> SeqKey:
@@ -28,7 +30,7 @@ def seq_time_ms(seq: str) -> int:
 
 def parse_seq(text: str) -> SeqKey | None:
     """Order key of an id from outside (a client), or None when it is not ``<ms>[-<n>]``."""
-    match = _STRICT.match(text)
+    match = _STRICT.fullmatch(text)
     if match is None:
         return None
     return int(match.group(1)), int(match.group(2) or 0)
