@@ -31,6 +31,7 @@ from bridge.protocol import (
     Request,
     bad_params,
     check_known,
+    is_unicode,
     market_params,
     ok,
     opt_choice,
@@ -55,65 +56,136 @@ class Client(Protocol):
     subscriptions: Subscriptions
 
     async def call(self, method: str, request: Message) -> Any: ...
-    def refresh(self, token: str) -> float | None: ...
+    async def refresh(self, token: str) -> float | None: ...
 
 
 Handler = Callable[[Client, Request], Awaitable[Reply | None]]
 
 
+Params = Mapping[str, Any]
+
+# ------------------------------------------------------------------ params
+# Each action's params, validated into what goes upstream by a plain function (sans-I/O), so
+# tests/bridge/test_fuzz_protocol.py throws any JSON at every one of them directly. Building
+# the protobuf message is part of it: a value protobuf refuses must be INVALID_PARAMS here,
+# not an INTERNAL error in the middle of a call.
+
+
+def no_params(params: Params) -> None:
+    """``ping`` and ``list_bots`` take none: any name is unknown, so a typo is refused."""
+    check_known(params, ())
+
+
+def ticker_request(params: Params) -> pb.GetTickerRequest:
+    check_known(params, ("exchange", "symbol"))
+    return pb.GetTickerRequest(exchange=req_str(params, "exchange"),
+                               symbol=req_str(params, "symbol"))
+
+
+def tickers_request(params: Params) -> pb.ListTickersRequest:
+    check_known(params, ("exchange", "symbols"))
+    return pb.ListTickersRequest(exchange=opt_str(params, "exchange") or "",
+                                 symbols=list(opt_str_list(params, "symbols") or ()))
+
+
+def order_request(params: Params) -> pb.GetOrderRequest:
+    check_known(params, ("order_id",))
+    return pb.GetOrderRequest(order_id=req_str(params, "order_id"))
+
+
+def bot_request(params: Params) -> pb.GetBotRequest:
+    check_known(params, ("bot_id",))
+    return pb.GetBotRequest(bot_id=req_str(params, "bot_id"))
+
+
+def orders_request(params: Params) -> pb.ListOrdersRequest:
+    check_known(params, ("status", "symbol", "bot_id", "limit"))
+    return pb.ListOrdersRequest(
+        status=opt_choice(params, "status", ORDER_STATUSES) or "",
+        symbol=opt_str(params, "symbol") or "", bot_id=opt_str(params, "bot_id") or "",
+        limit=opt_int(params, "limit", 1, MAX_LIST_LIMIT) or 0)
+
+
+def book_request(params: Params) -> pb.GetBookRequest:
+    check_known(params, ("exchange", "symbol", "depth"))
+    market = market_params(params, ("symbol", "depth"))
+    return pb.GetBookRequest(exchange=req_str(params, "exchange"), symbol=market["symbol"],
+                             depth=market["depth"])
+
+
+def trades_request(params: Params) -> pb.ListTradesRequest:
+    check_known(params, ("exchange", "symbols", "limit"))
+    limit = market_params(params, ("limit",))["limit"]
+    return pb.ListTradesRequest(exchange=req_str(params, "exchange"),
+                                symbols=list(opt_str_list(params, "symbols") or ()),
+                                limit=limit or SNAPSHOT_TRADES)
+
+
+def candles_request(params: Params) -> pb.ListCandlesRequest:
+    check_known(params, ("exchange", "symbol", "interval", "limit"))
+    market = market_params(params, ("symbol", "interval", "limit"))
+    return pb.ListCandlesRequest(exchange=req_str(params, "exchange"), symbol=market["symbol"],
+                                 interval=market["interval"],
+                                 limit=market["limit"] or SNAPSHOT_CANDLES)
+
+
+def refresh_token(params: Params) -> str:
+    """The JWT of a ``refresh``: bounded, and encodable (PyJWT raises on a lone surrogate)."""
+    check_known(params, ("token",))
+    token = params.get("token")
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN or not is_unicode(token):
+        raise bad_params(f"'token' is required: a JWT string of at most {MAX_TOKEN} characters")
+    return token
+
+
+def subscription_id(params: Params) -> str:
+    check_known(params, ("subscription_id",))
+    return req_str(params, "subscription_id")
+
+
+# ------------------------------------------------------------------ handlers
+
+
 async def ping(client: Client, request: Request) -> Reply:
-    check_known(request.params, ())
+    no_params(request.params)
     return Reply(pong_frame(request.request_id, time.time()), "pong")
 
 
 async def get_ticker(client: Client, request: Request) -> Reply:
-    check_known(request.params, ("exchange", "symbol"))
-    message = pb.GetTickerRequest(exchange=req_str(request.params, "exchange"),
-                                  symbol=req_str(request.params, "symbol"))
-    ticker = await client.call("GetTicker", message)
+    ticker = await client.call("GetTicker", ticker_request(request.params))
     return ok(request, entity_to_dict(ticker))
 
 
 async def list_tickers(client: Client, request: Request) -> Reply:
-    check_known(request.params, ("exchange", "symbols"))
-    message = pb.ListTickersRequest(exchange=opt_str(request.params, "exchange") or "",
-                                    symbols=list(opt_str_list(request.params, "symbols") or ()))
-    reply = await client.call("ListTickers", message)
+    reply = await client.call("ListTickers", tickers_request(request.params))
     return ok(request, [entity_to_dict(t) for t in reply.tickers])
 
 
 async def get_owned(client: Client, request: Request, id_name: str, method: str,
-                    message_type: Callable[..., Message]) -> Reply:
+                    message: Message) -> Reply:
     """Get one order or bot by id; another user's is NOT_FOUND, exactly like a missing one."""
-    check_known(request.params, (id_name,))
-    key = req_str(request.params, id_name)
-    entity = await client.call(method, message_type(**{id_name: key}))
+    entity = await client.call(method, message)
     if not visible(client.identity, entity):
+        key = getattr(message, id_name)
         raise BridgeError(NOT_FOUND, f"{id_name.removesuffix('_id')} {key!r} not found")
     return ok(request, entity_to_dict(entity))
 
 
 async def get_order(client: Client, request: Request) -> Reply:
-    return await get_owned(client, request, "order_id", "GetOrder", pb.GetOrderRequest)
+    return await get_owned(client, request, "order_id", "GetOrder", order_request(request.params))
 
 
 async def list_orders(client: Client, request: Request) -> Reply:
-    params = request.params
-    check_known(params, ("status", "symbol", "bot_id", "limit"))
-    message = pb.ListOrdersRequest(
-        status=opt_choice(params, "status", ORDER_STATUSES) or "",
-        symbol=opt_str(params, "symbol") or "", bot_id=opt_str(params, "bot_id") or "",
-        limit=opt_int(params, "limit", 1, MAX_LIST_LIMIT) or 0)
-    reply = await client.call("ListOrders", message)
+    reply = await client.call("ListOrders", orders_request(request.params))
     return ok(request, [entity_to_dict(o) for o in reply.orders if visible(client.identity, o)])
 
 
 async def get_bot(client: Client, request: Request) -> Reply:
-    return await get_owned(client, request, "bot_id", "GetBot", pb.GetBotRequest)
+    return await get_owned(client, request, "bot_id", "GetBot", bot_request(request.params))
 
 
 async def list_bots(client: Client, request: Request) -> Reply:
-    check_known(request.params, ())
+    no_params(request.params)
     reply = await client.call("ListBots", pb.ListBotsRequest())
     return ok(request, [entity_to_dict(b) for b in reply.bots if visible(client.identity, b)])
 
@@ -121,30 +193,19 @@ async def list_bots(client: Client, request: Request) -> Reply:
 async def get_book(client: Client, request: Request) -> Reply:
     """The book cut to ``depth`` (default 10), with its checksum; ``stale: true`` when it no
     longer matches the exchange (waiting for the publisher's snapshot)."""
-    check_known(request.params, ("exchange", "symbol", "depth"))
-    params = market_params(request.params, ("symbol", "depth"))
-    book = await client.call("GetBook", pb.GetBookRequest(
-        exchange=req_str(request.params, "exchange"), symbol=params["symbol"], depth=params["depth"]))
+    book = await client.call("GetBook", book_request(request.params))
     return ok(request, book_channel.encode(book))
 
 
 async def list_trades(client: Client, request: Request) -> Reply:
     """Recent trades, newest last (``limit``, default 50)."""
-    check_known(request.params, ("exchange", "symbols", "limit"))
-    limit = market_params(request.params, ("limit",))["limit"]
-    reply = await client.call("ListTrades", pb.ListTradesRequest(
-        exchange=req_str(request.params, "exchange"),
-        symbols=list(opt_str_list(request.params, "symbols") or ()), limit=limit or SNAPSHOT_TRADES))
+    reply = await client.call("ListTrades", trades_request(request.params))
     return ok(request, [entity_to_dict(t) for t in reply.trades])
 
 
 async def list_candles(client: Client, request: Request) -> Reply:
     """The last candles of a series, oldest first (``limit``, default 100); the last may be open."""
-    check_known(request.params, ("exchange", "symbol", "interval", "limit"))
-    params = market_params(request.params, ("symbol", "interval", "limit"))
-    reply = await client.call("ListCandles", pb.ListCandlesRequest(
-        exchange=req_str(request.params, "exchange"), symbol=params["symbol"],
-        interval=params["interval"], limit=params["limit"] or SNAPSHOT_CANDLES))
+    reply = await client.call("ListCandles", candles_request(request.params))
     return ok(request, [entity_to_dict(c) for c in reply.candles])
 
 
@@ -152,11 +213,7 @@ async def refresh(client: Client, request: Request) -> Reply:
     """A fresh token for the same user: the connection now lives until its ``exp``
     (bridge.token_life); a token for someone else, or one that does not verify, is FORBIDDEN
     and the connection keeps its old ``exp``."""
-    check_known(request.params, ("token",))
-    token = request.params.get("token")
-    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN:
-        raise bad_params(f"'token' is required: a JWT string of at most {MAX_TOKEN} characters")
-    return ok(request, {"expires_at": client.refresh(token)})
+    return ok(request, {"expires_at": await client.refresh(refresh_token(request.params))})
 
 
 async def subscribe(client: Client, request: Request) -> None:
@@ -166,8 +223,7 @@ async def subscribe(client: Client, request: Request) -> None:
 
 
 async def unsubscribe(client: Client, request: Request) -> Reply:
-    check_known(request.params, ("subscription_id",))
-    sub_id = req_str(request.params, "subscription_id")
+    sub_id = subscription_id(request.params)
     client.subscriptions.unsubscribe(sub_id)
     return ok(request, {"subscription_id": sub_id})
 

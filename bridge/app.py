@@ -16,7 +16,9 @@ from bridge.auth import Authenticator, AuthError, extract_token, query_params
 from bridge.config import BridgeConfig
 from bridge.session import Session
 from bridge.fanout import Fanout
+from bridge.guarded_connection import Handshakes
 from bridge.handshake_log import server_logger
+from bridge.jwks_fetch import JwksClient
 from bridge.limits import SHUTDOWN_REASON, ConnectionRegistry
 from bridge.metrics import BridgeMetrics
 from bridge.origins import OriginPolicy
@@ -58,7 +60,9 @@ class BridgeApp:
                              ready_timeout=config.grpc_deadline,
                              stall_s=config.upstream_stall_s)
         self.registry = ConnectionRegistry(config.max_connections, config.max_connections_per_user)
-        self.authenticator = Authenticator(config)
+        self.jwks = JwksClient(config, self.metrics.registry) if config.jwks_url else None
+        self.authenticator = Authenticator(config, self.jwks)
+        self.handshakes = Handshakes(config, self.metrics)
         self.sessions: set[Session] = set()
         self.draining = False
         self.server: Server | None = None
@@ -74,18 +78,26 @@ class BridgeApp:
             return "draining"
         if not self.upstream.serving:
             return "upstream not serving"
-        return None
+        return self.jwks.not_ready_reason() if self.jwks is not None else None
+
+    def ready_detail(self) -> str | None:
+        """What a ready ``/readyz`` adds: a failing JWKS key server whose cached keys serve."""
+        return self.jwks.detail() if self.jwks is not None else None
 
     async def start(self) -> None:
         self.upstream.start()
+        if self.jwks is not None:
+            await self.jwks.start()   # keys before the first client, bounded by --jwks-timeout-s
         self.server = await serve(
             self.handle, self.config.host, self.config.port,
             process_request=Routes(
                 self.not_ready_reason, self.metrics.render,
                 OriginPolicy.parse(self.config.allowed_origins),
-                lambda outcome: self.metrics.connections_total.labels(outcome).inc()).process_request,
+                lambda outcome: self.metrics.connections_total.labels(outcome).inc(),
+                ready_detail=self.ready_detail).process_request,
             max_size=self.config.max_frame_bytes, close_timeout=CLOSE_TIMEOUT_S,
-            compression=None, server_header="marketbridge", create_connection=BatchingConnection,
+            open_timeout=self.config.handshake_timeout_s, compression=None,
+            server_header="marketbridge", create_connection=self.handshakes.connection_class(),
             backlog=LISTEN_BACKLOG, logger=server_logger(),
         )
         log.info("bridge listening on %s:%s (upstream %s, auth %s)", self.config.host, self.port,
@@ -105,7 +117,7 @@ class BridgeApp:
             query = query_params(request.path)
             batch_ms = parse_batch_ms(query.get("batch_ms"), self.config.batch_limit_ms)
             heartbeat_s = parse_heartbeat_s(query.get("heartbeat_s"))
-            identity = self.authenticator.authenticate(extract_token(request.path, request.headers))
+            identity = await self.authenticator.verify(extract_token(request.path, request.headers))
         except AuthError as exc:
             return await self._refuse(ws, "auth_failed", 1008, exc.reason)
         except ValueError as exc:
@@ -154,6 +166,8 @@ class BridgeApp:
         part cannot keep the process from exiting."""
         if self.server is not None:
             self.server.close()
+        if self.jwks is not None:
+            await self.jwks.close()
         for name, step in (("topics", self.fanout.close()), ("upstream channel", self.upstream.close())):
             try:
                 async with asyncio.timeout(CLOSE_STEP_S):

@@ -2,17 +2,24 @@
 
 Sans-I/O: takes the request path and headers, returns an identity or raises :class:`AuthError`
 whose ``reason`` is exactly what docs/protocol.md puts in the 1008 close frame.
+
+With ``--jwks-url`` the key is the one the token's ``kid`` names in the JWKS cache
+(bridge/jwks.py). A ``kid`` the cache lacks may be a key the identity provider just rotated
+in, so :meth:`Authenticator.verify` (async) lets the cache refetch once (rate-limited) and
+tries again; :meth:`Authenticator.authenticate` itself never waits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
 
 from bridge.config import BridgeConfig
+from bridge.jwks import Jwk
 from marketbridge.metadata import ADMIN_SCOPE
 
 AUTH_REQUIRED = "Authentication required"
@@ -27,6 +34,21 @@ class AuthError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class UnknownKeyError(AuthError):
+    """The token's ``kid`` is not in the JWKS cache: ``Invalid token`` unless a refetch finds it."""
+
+    def __init__(self, kid: str) -> None:
+        super().__init__(INVALID_TOKEN)
+        self.kid = kid
+
+
+class KeySource(Protocol):
+    """Keys by ``kid`` (bridge.jwks_fetch.JwksClient): a cache read, and a refetch to await."""
+
+    def key(self, kid: str) -> Jwk | None: ...
+    async def refetch_for(self, kid: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -81,10 +103,11 @@ def identity_from_claims(claims: Mapping[str, object]) -> Identity:
 
 
 class Authenticator:
-    """Verifies tokens per the configuration (``--auth``, secret or public key, algorithms)."""
+    """Verifies tokens per the configuration (``--auth``, secret, public key or JWKS, algorithms)."""
 
-    def __init__(self, config: BridgeConfig) -> None:
+    def __init__(self, config: BridgeConfig, jwks: KeySource | None = None) -> None:
         self.enabled = config.auth == "jwt"
+        self.jwks = jwks
         self.key = config.jwt_secret or config.jwt_public_key or ""
         self.algorithms = list(config.algorithms)
         # aud/iss are checked only when configured (tokens of an IdP usually carry an aud).
@@ -97,8 +120,9 @@ class Authenticator:
             return self._unverified(token)
         if not token:
             raise AuthError(AUTH_REQUIRED)
+        key, algorithms = self._key_for(token)
         try:
-            claims = jwt.decode(token, self.key, algorithms=self.algorithms,
+            claims = jwt.decode(token, key, algorithms=algorithms,
                                 audience=self.audience, issuer=self.issuer,
                                 options={"require": self.require, "verify_aud": bool(self.audience)})
         except jwt.ExpiredSignatureError:
@@ -106,6 +130,33 @@ class Authenticator:
         except jwt.PyJWTError:
             raise AuthError(INVALID_TOKEN) from None
         return identity_from_claims(claims)
+
+    async def verify(self, token: str | None) -> Identity:
+        """:meth:`authenticate`, but a ``kid`` missing from the JWKS cache first waits for one
+        refetch (at most one per 10 s, bridge.jwks): the identity provider may have rotated."""
+        try:
+            return self.authenticate(token)
+        except UnknownKeyError as exc:
+            if self.jwks is None or not await self.jwks.refetch_for(exc.kid):
+                raise
+        return self.authenticate(token)
+
+    def _key_for(self, token: str) -> tuple[Any, list[str]]:
+        """The key and algorithms to verify ``token`` with: the configured key, or the JWKS
+        key its ``kid`` names (only that key's algorithm, so a header cannot pick another)."""
+        if self.jwks is None:
+            return self.key, self.algorithms
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthError(INVALID_TOKEN) from None
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid or header.get("alg") not in self.algorithms:
+            raise AuthError(INVALID_TOKEN)   # no kid, or an algorithm no refetch could serve
+        jwk = self.jwks.key(kid)
+        if jwk is None:
+            raise UnknownKeyError(kid)
+        return jwk.key, [jwk.algorithm]
 
     @staticmethod
     def _unverified(token: str | None) -> Identity:

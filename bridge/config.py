@@ -13,7 +13,9 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
+from bridge.jwks import JWKS_ALGORITHMS
 from bridge.origins import OriginPolicy
 from marketbridge.settings import (ConfigError, Raw, RaisingParser, add_flags, convert, env_name, gather,
                                   require_positive)
@@ -25,6 +27,7 @@ AUTH_MODES = ("jwt", "none")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SECRET_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "EdDSA"})
+MIN_HEADER_BYTES = 1024  # --max-header-bytes below this would refuse ordinary upgrades
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,12 @@ class BridgeConfig:
     jwt_algorithms: tuple[str, ...] = ()
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    # Keys by ``kid`` from a JWK Set (bridge/jwks.py), instead of --jwt-secret or a PEM key:
+    # refetched every jwks_refresh_s; HTTPS checked against the system CAs or jwks_ca_file's.
+    jwks_url: str | None = None
+    jwks_refresh_s: float = 300.0
+    jwks_ca_file: str | None = None
+    jwks_timeout_s: float = 5.0
     max_connections: int = 10000
     max_connections_per_user: int = 50
     max_subscriptions: int = 200
@@ -47,6 +56,13 @@ class BridgeConfig:
     rate_limit: float = 50.0
     rate_burst: int = 100
     max_frame_bytes: int = 65536
+    # Opening handshakes (bridge/handshake_guard.py): at most this many in progress at once
+    # (503 at accept beyond it), each dropped if not complete this long after its accept
+    # (websockets' open_timeout: silent and trickling sockets), with a request head of at most
+    # this many bytes (431 beyond it).
+    max_handshakes: int = 4096
+    handshake_timeout_s: float = 10.0
+    max_header_bytes: int = 16384
     batch_max_ms: int = 1000
     max_backlog: int = 1000
     shutdown_grace: float = 20.0
@@ -90,8 +106,12 @@ def validate(config: BridgeConfig) -> None:
     require_positive(config, ("max_connections", "max_connections_per_user", "max_subscriptions",
                               "idle_timeout", "rate_limit", "rate_burst", "max_frame_bytes",
                               "batch_max_ms", "max_backlog", "grpc_deadline", "upstream_stall_s",
-                              "rate_limit_close_after", "upstream_backoff_max", "token_warning_s"),
+                              "rate_limit_close_after", "upstream_backoff_max", "token_warning_s",
+                              "max_handshakes", "handshake_timeout_s"),
                      lambda flag, value: f"{flag} must be > 0, got {value}")
+    if config.max_header_bytes < MIN_HEADER_BYTES:
+        raise ConfigError(f"--max-header-bytes must be >= {MIN_HEADER_BYTES} (an upgrade request "
+                          f"with a token takes about 600), got {config.max_header_bytes}")
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"--port must be from 0 to 65535, got {config.port}")
     if config.shutdown_grace < 0:
@@ -115,8 +135,10 @@ def validate(config: BridgeConfig) -> None:
 
 
 def _validate_jwt(config: BridgeConfig) -> None:
+    if config.jwks_url or config.jwks_ca_file:
+        return _validate_jwks(config)
     if not config.jwt_secret and not config.jwt_public_key:
-        raise ConfigError("--auth jwt needs --jwt-secret or --jwt-public-key-file (or --auth none for local development)")
+        raise ConfigError("--auth jwt needs --jwt-secret, --jwt-public-key-file or --jwks-url (or --auth none for local development)")
     if config.jwt_secret and config.jwt_public_key:
         raise ConfigError("give either --jwt-secret or --jwt-public-key-file, not both")
     allowed = SECRET_ALGORITHMS if config.jwt_secret else KEY_ALGORITHMS
@@ -124,6 +146,35 @@ def _validate_jwt(config: BridgeConfig) -> None:
     if wrong:
         kind = "a shared secret" if config.jwt_secret else "a public key"
         raise ConfigError(f"--jwt-algorithms {' '.join(wrong)} cannot be used with {kind}")
+
+
+MAX_JWKS_TIMEOUT_S = 30.0   # a connection with a new kid waits for the fetch: keep it short
+
+
+def _validate_jwks(config: BridgeConfig) -> None:
+    """``--jwks-url``: the only key source, an http(s) URL, RS256/ES256, bounded timings."""
+    url = config.jwks_url
+    if not url:
+        raise ConfigError("--jwks-ca-file needs --jwks-url")
+    if config.jwt_secret or config.jwt_public_key:
+        raise ConfigError("give either --jwks-url or --jwt-secret / --jwt-public-key-file, not both")
+    try:
+        scheme, host = urlsplit(url).scheme, urlsplit(url).hostname
+    except ValueError:   # e.g. an unclosed [IPv6 literal
+        scheme, host = "", None
+    if scheme not in ("http", "https") or not host:
+        raise ConfigError(f"--jwks-url must be an http:// or https:// URL, got {url!r}")
+    if config.jwks_ca_file and scheme != "https":
+        raise ConfigError("--jwks-ca-file applies to an https:// --jwks-url only")
+    wrong = [alg for alg in config.algorithms if alg not in JWKS_ALGORITHMS]
+    if wrong:
+        raise ConfigError(f"--jwt-algorithms {' '.join(wrong)} cannot be used with --jwks-url "
+                          f"(allowed: {', '.join(JWKS_ALGORITHMS)})")
+    if config.jwks_refresh_s <= 0:
+        raise ConfigError(f"--jwks-refresh-s must be > 0, got {config.jwks_refresh_s}")
+    if not 0 < config.jwks_timeout_s <= MAX_JWKS_TIMEOUT_S:
+        raise ConfigError(f"--jwks-timeout-s must be > 0 and <= {MAX_JWKS_TIMEOUT_S:g}, "
+                          f"got {config.jwks_timeout_s}")
 
 
 # ------------------------------------------------------------------ parsing

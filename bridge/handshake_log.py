@@ -6,7 +6,10 @@ TCP connection that closes before sending its HTTP request (a load balancer's TC
 check, a port scan, a client giving up) and one that sends something that is not HTTP. Those
 are not the server's faults, and a TCP health check every few seconds would fill the error
 log with tracebacks that hide real ones. They are logged here in one line: DEBUG for a
-connection that closed before its request, INFO for a request that was not valid HTTP.
+connection that closed before its request, INFO for a request that was not valid HTTP (at
+most one such line per 10 s, carrying the count since the last: a client sending garbage in a
+loop must not flood the log; ``bridge_handshakes_*`` and bridge/guarded_connection.py handle
+the other handshake refusals the same way).
 Anything else (a failure in the bridge's own request handling) stays an ERROR with its
 traceback.
 
@@ -27,12 +30,19 @@ import re
 
 from websockets.exceptions import InvalidMessage
 
+from bridge.handshake_guard import Throttle
+
 WS_LOGGER = "bridge.ws"  # the websockets server's records: listening, handshakes, closes
 HTTP_ANSWERED = "connection rejected (%d %s)"   # websockets' record of a process_request answer
+INVALID_LOG_INTERVAL_S = 10.0
 
 
 class ClientHandshakeFaults(logging.Filter):
     """Rewrites "opening handshake failed" records whose cause is the client's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.invalid = Throttle(INVALID_LOG_INTERVAL_S)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg == HTTP_ANSWERED and record.args and record.args[0] < 400:  # type: ignore[index,operator]
@@ -47,7 +57,17 @@ class ClientHandshakeFaults(logging.Filter):
         message = record.getMessage()
         record.msg, record.args = "%s: %s (%s)", (message, error, error.__cause__)
         record.exc_info = record.exc_text = None
-        return logging.getLogger(record.name).isEnabledFor(record.levelno)
+        if not logging.getLogger(record.name).isEnabledFor(record.levelno):
+            return False
+        return closed_early or self._invalid_due(record)
+
+    def _invalid_due(self, record: logging.LogRecord) -> bool:
+        """Whether an invalid request's line goes out now; if so it says how many it stands for."""
+        count = self.invalid.note("invalid", record.created)
+        if count > 1:
+            record.msg += "; %d such requests since the last such line"
+            record.args = (*record.args, count)  # type: ignore[misc]
+        return count > 0
 
 
 REQUEST_LINE = "< GET %s HTTP/1.1"       # websockets' DEBUG record of a request line

@@ -46,6 +46,13 @@ class BridgeMetrics:
             "bridge_connections_total", "Connection attempts by outcome", ["outcome"], registry=r)
         self.disconnects_total = Counter(
             "bridge_disconnects_total", "Closed connections by close code", ["code"], registry=r)
+        self.handshakes_in_progress = Gauge(
+            "bridge_handshakes_in_progress", "TCP connections accepted whose opening handshake "
+            "has not ended yet (bounded by --max-handshakes)", registry=r)
+        self.handshakes_rejected_total = Counter(
+            "bridge_handshakes_rejected_total", "Opening handshakes refused or dropped, by reason: "
+            "busy (503 at accept, --max-handshakes in progress), header_too_large (431), timeout "
+            "(not complete within --handshake-timeout-s)", ["reason"], registry=r)
         self.messages_received_total = Counter(
             "bridge_messages_received_total", "Client frames by action", ["action"], registry=r)
         self.messages_sent_total = Counter(
@@ -101,6 +108,36 @@ class BridgeMetrics:
         """One sample's current value (0 when absent): for tests and the readiness logic."""
         result = self.registry.get_sample_value(name, labels or {})
         return 0.0 if result is None else result
+
+
+class JwksMetrics:
+    """The ``--jwks-url`` metrics (bridge/jwks_fetch.py), registered on a bridge's registry
+    only when it uses a JWKS: a ``bridge_jwks_fetch_ok`` of 0 on a bridge with a static key
+    would page someone for nothing."""
+
+    def __init__(self, registry: CollectorRegistry, failure_reasons: Iterable[str]) -> None:
+        r = registry
+        self.fetches_total = Counter(
+            "bridge_jwks_fetches_total", "JWKS document fetches, by what started them "
+            "(start, periodic, unknown_kid)", ["trigger"], registry=r)
+        self.fetch_failures_total = Counter(
+            "bridge_jwks_fetch_failures_total", "JWKS fetches that left the cached keys as "
+            "they were, by reason", ["reason"], registry=r)
+        self.skipped_keys_total = Counter(
+            "bridge_jwks_skipped_keys_total", "Keys of fetched JWKS documents that were not "
+            "used, by reason (the document's other keys were)", ["reason"], registry=r)
+        self.unknown_kid_total = Counter(
+            "bridge_jwks_unknown_kid_total", "Tokens naming a kid the cache did not hold: "
+            "refetched, or rate_limited (refused without a fetch)", ["outcome"], registry=r)
+        self.keys = Gauge("bridge_jwks_keys", "Keys in the JWKS cache", registry=r)
+        self.last_success_timestamp_seconds = Gauge(
+            "bridge_jwks_last_success_timestamp_seconds", "Unix time of the last JWKS fetch "
+            "that replaced the cached keys (0: none yet)", registry=r)
+        self.fetch_ok = Gauge(
+            "bridge_jwks_fetch_ok", "1 when the last JWKS fetch succeeded, 0 when it failed "
+            "(the cached keys stay in use)", registry=r)
+        for reason in failure_reasons:   # every series exists from the start, for increase()
+            self.fetch_failures_total.labels(reason)
 
 
 def observe_all(histogram: Histogram, amounts: Sequence[float], copies: int = 1) -> None:

@@ -19,7 +19,9 @@ from marketbridge.market.candles import INTERVALS
 from marketbridge.vocabulary import ORDER_STATUSES
 
 PROTOCOL_VERSION = 1
-SEQ_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+# ASCII digits, the whole string: ``\d`` also takes "١٧" and ``$`` a trailing "\n", which
+# passed and came back in the subscribe result's ``seq`` as sent
+SEQ_RE = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 MAX_FILTER_ITEMS = 1000
 MAX_STRING = 256
 MAX_LIST_LIMIT = 1000
@@ -56,16 +58,19 @@ def parse_request(frame: str | bytes) -> Request:
         raise _invalid("binary frames are not supported, send JSON text frames")
     try:
         data = loads(frame)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
+        # RecursionError: the stdlib fallback decoder (bench --no-orjson) recurses per level of
+        # nesting, and a 64 KiB frame of "[" is 65,536 levels (orjson stops at 1,024 itself)
         raise _invalid(f"not valid JSON ({_short(str(exc))})") from None
     if not isinstance(data, dict):
         raise _invalid(f"expected a JSON object, got {_json_type(data)}")
     request_id = data.get("request_id")
     if request_id is not None and (isinstance(request_id, bool)
-                                   or not isinstance(request_id, str | int)):
+                                   or not isinstance(request_id, str | int)
+                                   or isinstance(request_id, str) and not is_unicode(request_id)):
         raise _invalid("'request_id' must be a string or an integer")
     action = data.get("action")
-    if not isinstance(action, str) or not action:
+    if not isinstance(action, str) or not action or not is_unicode(action):
         raise _invalid("'action' must be a non-empty string", request_id)
     params = data.get("params", {})
     if params is None:
@@ -107,10 +112,24 @@ def check_known(params: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
         raise bad_params(f"unknown parameter {names} (accepted: {accepted})")
 
 
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` can be encoded (UTF-8) to go upstream or back in a reply.
+
+    orjson refuses a lone surrogate (``"\\ud800"``) when it parses; the stdlib fallback decoder
+    lets it through, and protobuf, PyJWT and the socket then raise on it: an echoed ``action``
+    made the reply unsendable, a param became an ``INTERNAL`` error instead of ``INVALID_PARAMS``.
+    """
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def is_text(value: Any) -> bool:
     """A usable identifier: a non-empty, bounded string without control characters."""
     return (isinstance(value, str) and 0 < len(value) <= MAX_STRING
-            and not any(ord(ch) < 32 or ord(ch) == 127 for ch in value))
+            and not any(ord(ch) < 32 or ord(ch) == 127 for ch in value) and is_unicode(value))
 
 
 def opt_str(params: Mapping[str, Any], name: str) -> str | None:
@@ -167,7 +186,7 @@ def opt_seq(params: Mapping[str, Any], name: str) -> str | None:
     value = params.get(name)
     if value is None:
         return None
-    if not isinstance(value, str) or not SEQ_RE.match(value):
+    if not isinstance(value, str) or not SEQ_RE.fullmatch(value):
         raise bad_params(f"'{name}' must be a sequence id like \"1700000000000-0\" (from an update's seq)")
     return value
 

@@ -67,6 +67,8 @@ class Routes:
     render_metrics: Callable[[], bytes]          # the ``/metrics`` page
     origins: OriginPolicy = OriginPolicy(frozenset(), any_origin=True)
     refused: Callable[[str], None] = lambda _outcome: None   # counts a refused handshake
+    # a note for a ready ``/readyz`` (still 200): e.g. a failing JWKS server, cached keys served
+    ready_detail: Callable[[], str | None] = lambda: None
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = unquote(urlsplit(request.path).path)
@@ -89,7 +91,10 @@ class Routes:
             return text(connection, 200, "ok")
         if path == "/readyz":
             problem = self.not_ready_reason()
-            return text(connection, 503, problem) if problem else text(connection, 200, "ready")
+            if problem:
+                return text(connection, 503, problem)
+            detail = self.ready_detail()
+            return text(connection, 200, f"ready; {detail}" if detail else "ready")
         if path == "/metrics":
             return respond(connection, 200, self.render_metrics(), CONTENT_TYPE)
         found = static_file("index.html" if path == "/" else path.lstrip("/"))

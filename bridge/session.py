@@ -237,10 +237,11 @@ class Session:
                 return
             await self.token_changed.wait()
 
-    def refresh(self, token: str) -> float | None:
-        """A ``refresh`` request's token: verified, same user and scopes, the new ``exp``."""
+    async def refresh(self, token: str) -> float | None:
+        """A ``refresh`` request's token: verified (a new JWKS ``kid`` may wait for a refetch),
+        same user and scopes, the new ``exp``."""
         try:
-            fresh = self.app.authenticator.authenticate(token)
+            fresh = await self.app.authenticator.verify(token)
         except AuthError as exc:
             raise BridgeError(FORBIDDEN, f"refresh refused: {exc.reason}") from None
         expires_at = self.token.refreshed(self.identity, fresh)

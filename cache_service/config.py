@@ -16,7 +16,9 @@ from typing import Any
 
 from cache_service.feed_health import FeedPolicy
 from cache_service.redis_url import RedisTarget, RedisUrlError, parse_redis_url
-from marketbridge.settings import ConfigError, RaisingParser, add_flags, convert, env_name, gather, require_positive
+from cache_service.trust import MODES, MTLS, UserMetadataPolicy
+from marketbridge.settings import (ConfigError, RaisingParser, Raw, add_flags, convert, env_name, gather,
+                                  require_positive)
 
 __all__ = ["CacheConfig", "ConfigError", "build_parser", "configure_logging", "load_config", "validate"]
 
@@ -55,6 +57,10 @@ class CacheConfig:
     # Filled, canceled and rejected orders leave the latest state this long after their last
     # write (cache_service/order_retention.py); 0 keeps them forever. Bots never expire.
     terminal_order_retention_s: float = 86400.0
+    # Whose x-user-id / x-user-scope is believed (cache_service/trust.py): any caller's (local
+    # use), or with "mtls" only a peer whose client certificate names one of the peers.
+    user_metadata_from: str = "any"
+    user_metadata_peers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         validate(self)
@@ -75,6 +81,11 @@ class CacheConfig:
     @property
     def tls_enabled(self) -> bool:
         return self.tls_cert_file is not None
+
+    @property
+    def user_metadata_policy(self) -> UserMetadataPolicy:
+        """Whose user metadata is believed (cache_service.trust)."""
+        return UserMetadataPolicy(self.user_metadata_from, frozenset(self.user_metadata_peers))
 
 
 def _port(name: str, value: int) -> None:
@@ -114,6 +125,24 @@ def validate(config: CacheConfig) -> None:
         raise ConfigError("--tls-client-ca-file needs --tls-cert-file and --tls-key-file")
     for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
         _readable(name.replace("_", "-"), getattr(config, name))
+    _validate_trust(config)
+
+
+def _validate_trust(config: CacheConfig) -> None:
+    """``mtls`` trusts client certificates, so it needs them required and a peer to trust."""
+    if config.user_metadata_from not in MODES:
+        raise ConfigError(f"--user-metadata-from: {config.user_metadata_from!r} "
+                          f"is not one of {', '.join(MODES)}")
+    if config.user_metadata_from != MTLS:
+        if config.user_metadata_peers:
+            raise ConfigError("--user-metadata-peers needs --user-metadata-from mtls (it would be ignored)")
+        return
+    if config.tls_client_ca_file is None:
+        raise ConfigError("--user-metadata-from mtls needs --tls-client-ca-file "
+                          "(client certificates are what it trusts)")
+    if not config.user_metadata_peers:
+        raise ConfigError("--user-metadata-from mtls needs --user-metadata-peers (the CN or SAN of the bridge's "
+                          "client certificate)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,12 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _convert(raw: Raw, annotation: object) -> Any:
+    """The shared conversion, and a comma-separated list for the one tuple field (the peers)."""
+    if annotation == "tuple[str, ...]":
+        return tuple(part.strip() for part in raw.text.split(",") if part.strip())
+    return convert(raw, annotation)
+
+
 def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> CacheConfig:
     """Build the config from flags, then environment, then defaults; raise ConfigError."""
     environ = os.environ if environ is None else environ
     args = vars(build_parser().parse_args(argv))
     types = {f.name: f.type for f in fields(CacheConfig)}
-    values: dict[str, Any] = {name: convert(raw, types[name])
+    values: dict[str, Any] = {name: _convert(raw, types[name])
                               for name, raw in gather(args, args, environ, ENV_PREFIX).items()
                               if not (raw.text == "" and name.startswith("tls_"))}
     return CacheConfig(**values)

@@ -1,4 +1,5 @@
-"""A server interceptor that counts and times every RPC for ``cache_grpc_*`` metrics.
+"""Server interceptors: one counts and times every RPC for ``cache_grpc_*`` metrics; one refuses
+user metadata from peers not allowed to send it (``--user-metadata-from mtls``).
 
 Doing it here, not in each handler, means no RPC (health and reflection included) can be
 forgotten, and the status code recorded is the one the client actually received.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from contextlib import contextmanager
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -16,7 +18,13 @@ from typing import Any
 import grpc
 
 from cache_service.metrics import Metrics
+from cache_service.trust import LogThrottle, Peer, UserMetadataPolicy, carries_user_metadata
 from marketbridge.service import METHOD_PREFIX
+
+log = logging.getLogger(__name__)
+Behavior = Callable[..., Any]
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+REFUSAL_LOG_INTERVAL_S = 10.0
 
 
 def method_label(full_method: str) -> str:
@@ -56,6 +64,19 @@ async def _resolve(behavior: Callable[..., Any], request: Any, context: grpc.aio
             await context.write(response)
         return None
     return result
+
+
+def rebuild(handler: grpc.RpcMethodHandler, wrap: Callable[[Behavior], Behavior]) -> grpc.RpcMethodHandler:
+    """The same handler (shape, codec) with its behavior replaced by ``wrap(behavior)``."""
+    codec = {"request_deserializer": handler.request_deserializer,
+             "response_serializer": handler.response_serializer}
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary), **codec)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary), **codec)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream), **codec)
+    return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream), **codec)
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
@@ -106,21 +127,59 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         finally:
             self._record(method, context, start, error)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    async def intercept_service(self, continuation: Continuation,
+                                handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
         method = method_label(handler_call_details.method)
-        codec = {"request_deserializer": handler.request_deserializer,
-                 "response_serializer": handler.response_serializer}
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(self._wrap(method, handler.unary_unary), **codec)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(self._wrap(method, handler.stream_unary), **codec)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(self._wrap(method, handler.unary_stream), **codec)
-        return grpc.stream_stream_rpc_method_handler(self._wrap(method, handler.stream_stream), **codec)
+        return rebuild(handler, lambda behavior: self._wrap(method, behavior))
+
+
+class UserMetadataInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses a call that carries user metadata from a peer the policy does not trust
+    (cache_service.trust), before its handler runs: PERMISSION_DENIED, counted in
+    ``cache_user_metadata_refused_total`` and logged at most once per ``REFUSAL_LOG_INTERVAL_S``.
+
+    Installed after the metrics interceptor, so refusals are counted as RPCs too. A call
+    without user metadata (an internal writer's) goes through untouched, at no cost."""
+
+    def __init__(self, policy: UserMetadataPolicy, metrics: Metrics) -> None:
+        self.policy = policy
+        self.metrics = metrics
+        self.throttle = LogThrottle(REFUSAL_LOG_INTERVAL_S)
+
+    async def intercept_service(self, continuation: Continuation,
+                                handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or not carries_user_metadata(handler_call_details.invocation_metadata):
+            return handler
+        method = method_label(handler_call_details.method)
+        return rebuild(handler, lambda behavior: self._guard(method, behavior))
+
+    def _guard(self, method: str, behavior: Behavior) -> Behavior:
+        """``behavior`` run only once the peer is admitted (the peer is known only per call)."""
+        if inspect.isasyncgenfunction(behavior):
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                await self._admit(method, context)
+                async for response in behavior(request, context):
+                    yield response
+            return stream
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await self._admit(method, context)
+            return await _resolve(behavior, request, context)
+        return call
+
+    async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        peer = Peer.from_auth_context(context.auth_context())
+        refusal = self.policy.refusal(context.invocation_metadata(), peer)
+        if refusal is None:
+            return
+        self.metrics.user_metadata_refused.inc()
+        held = self.throttle.admit(time.monotonic())
+        if held is not None:
+            log.warning("refused %s from %s (%s): it carries user metadata, and only %s may "
+                        "(--user-metadata-peers); %d more such refusals since the last line",
+                        method, peer.shown, context.peer(), ", ".join(sorted(self.policy.peers)), held)
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)

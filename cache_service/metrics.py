@@ -56,6 +56,9 @@ class Metrics:
         self.candle_trades_late = Counter(
             "cache_candle_trades_late", "Trades older than every retained candle of an interval, "
             "once per such interval (stored as trades, not counted in that interval's candles)", registry=self.registry)
+        self.user_metadata_refused = Counter(
+            "cache_user_metadata_refused", "Calls refused PERMISSION_DENIED for carrying x-user-id or "
+            "x-user-scope from a peer not allowed to (--user-metadata-from mtls)", registry=self.registry)
         for stage in FEED_STAGES:
             self.feed_failures.labels(stage)
         for cause in CAUSES:

@@ -28,7 +28,7 @@ from cache_service.periodic import Periodic
 from cache_service.changefeed import ChangeFeed
 from cache_service.config import CacheConfig
 from cache_service.health import RedisMonitor
-from cache_service.interceptor import MetricsInterceptor
+from cache_service.interceptor import MetricsInterceptor, UserMetadataInterceptor
 from cache_service.metrics import Metrics
 from cache_service.order_retention import OrderRetention
 from marketbridge.api.v1 import cache_pb2_grpc
@@ -111,7 +111,7 @@ class CacheServer:
         self._monitor_redis = connect(config.redis_target, MONITOR_TIMEOUT_S)
         self.monitor = RedisMonitor(self._monitor_redis, health_servicer, self.metrics,
                                     timeout=MONITOR_TIMEOUT_S, where=config.redis_target.shown)
-        server = grpc.aio.server(interceptors=[MetricsInterceptor(self.metrics)], options=GRPC_OPTIONS)
+        server = grpc.aio.server(interceptors=self._interceptors(), options=GRPC_OPTIONS)
         self.trades = TradeDesk(TradeStore(store, config.trade_retention), self.metrics, config.candle_retention)
         books = BookKeeper(BookStore(store), self.metrics)
         cache_pb2_grpc.add_CacheServiceServicer_to_server(
@@ -145,8 +145,16 @@ class CacheServer:
         except OSError as exc:
             await self.stop(0)
             raise StartupError(f"cannot serve metrics on port {config.metrics_port}: {exc}") from None
-        log.info("%s listening on %s (tls=%s, metrics port %s)", SERVICE_NAME, address,
-                 config.tls_enabled, config.metrics_port or "off")
+        log.info("%s listening on %s (tls=%s, user metadata from %s, metrics port %s)", SERVICE_NAME, address,
+                 config.tls_enabled, ", ".join(config.user_metadata_peers) or config.user_metadata_from,
+                 config.metrics_port or "off")
+
+    def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """Metrics first (outermost: they count refusals too), then the user-metadata gate,
+        which ``any`` mode does without (docs/cache_service.md, "Trust model")."""
+        policy = self.config.user_metadata_policy
+        gate = [UserMetadataInterceptor(policy, self.metrics)] if policy.checks_peers else []
+        return [MetricsInterceptor(self.metrics), *gate]
 
     async def _close_due_candles(self) -> None:
         assert self.trades is not None

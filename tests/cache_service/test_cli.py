@@ -31,6 +31,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     (["--tls-cert-file", "/nonexistent.pem", "--tls-key-file", "/nonexistent.key"], "cannot read"),
     (["--tls-cert-file", "/etc/hostname"], "together"),
     (["--log-level", "chatty"], "--log-level"),
+    (["--user-metadata-from", "mtls", "--user-metadata-peers", "bridge"], "needs --tls-client-ca-file"),
 ])
 def test_bad_config_is_one_line_and_exit_2(args, text) -> None:
     result = run_cli(*args)

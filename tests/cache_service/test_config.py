@@ -30,3 +30,26 @@ def test_environment_errors_name_the_variable() -> None:
 def test_config_rejects(values) -> None:
     with pytest.raises(ConfigError):
         CacheConfig(**values)
+
+
+MTLS_FILES = {name: "/etc/hostname" for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file")}
+
+
+def test_user_metadata_trust_from_environment() -> None:
+    environ = {f"CACHE_{k.upper()}": v for k, v in MTLS_FILES.items()}
+    environ |= {"CACHE_USER_METADATA_FROM": "mtls", "CACHE_USER_METADATA_PEERS": "bridge, mb-bridge.svc"}
+    config = load_config([], environ)
+    assert config.user_metadata_policy.checks_peers
+    assert config.user_metadata_peers == ("bridge", "mb-bridge.svc")
+    assert not load_config([], {}).user_metadata_policy.checks_peers   # "any" by default
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"user_metadata_from": "everyone"}, "--user-metadata-from: 'everyone' is not one of any, mtls"),
+    ({"user_metadata_from": "mtls", "user_metadata_peers": ("bridge",)}, "needs --tls-client-ca-file"),
+    ({**MTLS_FILES, "user_metadata_from": "mtls"}, "needs --user-metadata-peers"),
+    ({"user_metadata_peers": ("bridge",)}, "--user-metadata-peers needs --user-metadata-from mtls"),
+])
+def test_user_metadata_trust_rejects(values, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        CacheConfig(**values)

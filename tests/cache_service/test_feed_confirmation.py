@@ -62,7 +62,9 @@ async def newest_id(url: str) -> str:
 async def test_an_unconfirmed_write_is_delivered_only_once_a_replica_has_it(
         primary_with_replica: tuple[RedisServer, RedisServer]) -> None:
     primary, replica = primary_with_replica
-    async with serving(primary.url, min_replica_acks=1, replica_ack_timeout_ms=200, feed_stall_s=60) as (svc, stub):
+    # 1 s for a replica's ack: the first write must be confirmed, and on a loaded machine a
+    # container replica has missed 200 ms (the paused one costs the full second, once)
+    async with serving(primary.url, min_replica_acks=1, replica_ack_timeout_ms=1000, feed_stall_s=60) as (svc, stub):
         confirmed = (await stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()), timeout=10)).seq
         call = stub.StreamOrders(pb.StreamOrdersRequest(resume_from="0"))
         assert [e.seq for e in await read_until_live(call)][:-1] == [confirmed]

@@ -70,7 +70,7 @@ async def running_bridge(target: str, **overrides: Any) -> AsyncIterator[Running
     settings: dict[str, Any] = {"grpc_target": target, "host": "127.0.0.1", "port": 0,
                                 "jwt_secret": TEST_SECRET, "upstream_backoff_max": 0.5,
                                 "shutdown_grace": 5.0}
-    if overrides.get("auth") == "none" or overrides.get("jwt_public_key"):
+    if overrides.get("auth") == "none" or overrides.get("jwt_public_key") or overrides.get("jwks_url"):
         settings.pop("jwt_secret")
     settings.update(overrides)
     app = BridgeApp(BridgeConfig(**settings))

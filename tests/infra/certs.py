@@ -1,13 +1,16 @@
 """Throw-away X.509 material for TLS tests: one CA, a server and a client certificate.
 
 ``make_pki`` lays them out like cert-manager's Secrets (ca.crt, tls.crt, tls.key), as the chart
-mounts them; ``make_tls_files`` is the same PKI for a server on 127.0.0.1/localhost, named by role.
+mounts them; ``make_pki_clients`` is the same with client certificates of the names you choose
+(several peers of one CA); ``make_tls_files`` is the PKI for a server on 127.0.0.1/localhost,
+named by role.
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +58,16 @@ def _san(name: str) -> x509.GeneralName:
 
 def make_pki(root: Path, server_names: list[str]) -> tuple[CertDir, CertDir]:
     """(server dir, client dir), both signed by one new CA; the server cert names `server_names`
-    and, like the chart asks for, serves both server and client auth (its probe presents it)."""
+    and, like the chart asks for, serves both server and client auth (its probe presents it).
+    The client certificate's CN and DNS SAN are ``bridge``."""
+    server, clients = make_pki_clients(root, server_names, ["bridge"])
+    return server, clients["bridge"]
+
+
+def make_pki_clients(root: Path, server_names: list[str], client_names: Sequence[str]
+                     ) -> tuple[CertDir, dict[str, CertDir]]:
+    """(server dir, client name -> its dir) of one new CA: each client certificate's CN and DNS
+    SAN are its name, so tests can tell peers apart by certificate (cache_service.trust)."""
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
@@ -66,7 +78,8 @@ def make_pki(root: Path, server_names: list[str]) -> tuple[CertDir, CertDir]:
         .sign(ca_key, hashes.SHA256())
     )
     dirs = []
-    for kind, cn, sans in (("server", server_names[0], server_names), ("client", "bridge", ["bridge"])):
+    peers = [("server", server_names[0], server_names)] + [(f"client-{n}", n, [n]) for n in client_names]
+    for kind, cn, sans in peers:
         key = ec.generate_private_key(ec.SECP256R1())
         usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
         cert = (
@@ -83,7 +96,7 @@ def make_pki(root: Path, server_names: list[str]) -> tuple[CertDir, CertDir]:
         out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         out.key.write_bytes(_pem_key(key))
         dirs.append(out)
-    return dirs[0], dirs[1]
+    return dirs[0], dict(zip(client_names, dirs[1:], strict=True))
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 BASE: dict[str, Any] = {"jwt": {"secret": HS_SECRET}}
+JWKS_URL = "https://idp.example/realms/trading/protocol/openid-connect/certs"
 
 CASES: list[Case] = [
     Case("defaults", BASE, {"Deployment": 2, "StatefulSet": 1, "HorizontalPodAutoscaler": 2, "Pod": 1,
@@ -91,10 +92,12 @@ CASES: list[Case] = [
                                                           "external": {"url": "redis://r:6379/0"}}}),
          {"NetworkPolicy": 2}),
     Case("tls", merge(BASE, {"tls": {"enabled": True, "cacheService": {"secretName": "cache-tls"},
-                                     "bridge": {"secretName": "bridge-tls"}}}),
+                                     "bridge": {"secretName": "bridge-tls", "identity": "bridge"}}}),
          {"ConfigMap": 2}),
     Case("jwt-public-key", {"jwt": {"publicKey": PUBLIC_KEY}}, {"Secret": 2}),
     Case("jwt-existing-secret", {"jwt": {"existingSecret": "my-jwt"}}, {"Secret": 1}),
+    Case("jwt-jwks", {"jwt": {"jwksUrl": JWKS_URL, "jwksCaSecret": "idp-ca"},
+                      "networkPolicy": {"enabled": True}}, {"Secret": 1, "NetworkPolicy": 3}),
     Case("no-autoscaling", merge(BASE, {"bridge": {"autoscaling": {"enabled": False}, "replicaCount": 3},
                                         "cacheService": {"autoscaling": {"enabled": False},
                                                          "pdb": {"maxUnavailable": None,

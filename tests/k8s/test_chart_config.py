@@ -14,7 +14,7 @@ import pytest
 from bridge.config import load_config as load_bridge_config
 from cache_service.config import load_config as load_cache_config
 from tests.infra.certs import make_pki
-from tests.k8s.chart import BASE, CASES, PUBLIC_KEY, Case, Obj, by_kind, merge, render
+from tests.k8s.chart import BASE, CASES, JWKS_URL, PUBLIC_KEY, Case, Obj, by_kind, merge, render
 
 pytestmark = pytest.mark.k8s
 
@@ -22,6 +22,7 @@ EXISTING_SECRETS = {  # what the user's own Secrets would hold
     "my-jwt": {"jwt-secret": "existing-secret-0123456789abcdef0123456789"},
     "my-redis": {"redis-url": "redis://:pw@redis.example:6379/1"},
     "my-redis-auth": {"password": "existingpass"},
+    "idp-ca": {"ca.crt": "-----BEGIN CERTIFICATE-----\n(the key server's CA)\n"},
 }
 
 
@@ -89,7 +90,7 @@ def configs(values: dict[str, Any], tmp_path: Path, extra_secrets: dict[str, dic
 def test_services_accept_the_charts_configuration(case: Case, tmp_path: Path) -> None:
     bridge, cache, secrets = configs(case.values, tmp_path)
     assert bridge.grpc_target.startswith("dns:///") and bridge.port == 8080
-    assert bridge.auth == "jwt" and (bridge.jwt_secret or bridge.jwt_public_key)
+    assert bridge.auth == "jwt" and (bridge.jwt_secret or bridge.jwt_public_key or bridge.jwks_url)
     assert cache.port == 50051 and cache.metrics_port == 9101
     target = cache.redis_target
     if case.values.get("redis", {}).get("mode") == "sentinel":
@@ -114,6 +115,22 @@ def test_public_key_reaches_the_bridge_as_a_file(tmp_path: Path) -> None:
     assert bridge.algorithms == ("ES256",)
 
 
+def test_jwks_url_and_its_ca_reach_the_bridge(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from bridge.jwks_fetch import JwksClient
+
+    server, _client = make_pki(tmp_path / "pki", ["idp.example"])
+    values = {"jwt": {"jwksUrl": JWKS_URL, "jwksRefreshSeconds": 120, "jwksCaSecret": "my-idp-ca"}}
+    bridge, _cache, secrets = configs(values, tmp_path, {"my-idp-ca": {"ca.crt": server.ca.read_text()}})
+    assert (bridge.jwks_url, bridge.jwks_refresh_s) == (JWKS_URL, 120.0)
+    assert bridge.jwt_secret is None and bridge.jwt_public_key is None
+    assert bridge.algorithms == ("RS256", "ES256") and not bridge.jwt_allow_no_exp
+    assert bridge.jwks_ca_file and Path(bridge.jwks_ca_file).read_text() == server.ca.read_text()
+    JwksClient(bridge, CollectorRegistry())       # the mounted CA loads (no fetch is made)
+    assert "mb-marketbridge-jwt" not in secrets                       # no JWT Secret is made
+
+
 def test_existing_secrets_are_used(tmp_path: Path) -> None:
     values = {"jwt": {"existingSecret": "my-jwt"},
               "redis": {"mode": "sentinel", "auth": {"existingSecret": "my-redis-auth",
@@ -130,9 +147,10 @@ def test_tls_files_reach_both_services(tmp_path: Path) -> None:
     server, client = make_pki(tmp_path / "pki", ["mb-marketbridge-cache-service-headless.trading.svc.cluster.local"])
     read = lambda d: {"tls.crt": d.cert.read_text(), "tls.key": d.key.read_text(), "ca.crt": d.ca.read_text()}  # noqa: E731
     values = merge(BASE, {"tls": {"enabled": True, "cacheService": {"secretName": "cache-tls"},
-                                  "bridge": {"secretName": "bridge-tls"}}})
+                                  "bridge": {"secretName": "bridge-tls", "identity": "bridge"}}})
     bridge, cache, _ = configs(values, tmp_path, {"cache-tls": read(server), "bridge-tls": read(client)})
     assert cache.tls_enabled and cache.tls_client_ca_file
+    assert cache.user_metadata_from == "mtls" and cache.user_metadata_peers == ("bridge",)  # the client cert's CN
     assert Path(cache.tls_cert_file).read_text() == server.cert.read_text()
     assert Path(bridge.grpc_tls_cert_file).read_text() == client.cert.read_text()
     assert Path(bridge.grpc_tls_ca_file).read_text() == client.ca.read_text()

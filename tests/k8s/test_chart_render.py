@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 
 from tests.k8s.chart import (
-    BASE, CASES, CHART_DIR, NAMESPACE, RELEASE, Case, Obj, by_kind, env_of, pod_specs, render,
+    BASE, CASES, CHART_DIR, NAMESPACE, RELEASE, Case, Obj, by_kind, env_of, merge, pod_specs, render,
 )
 
 pytestmark = pytest.mark.k8s
@@ -311,6 +311,24 @@ def test_network_policies_chain_clients_bridge_cache_redis() -> None:
     for spec in policies.values():
         dns = spec["egress"][-1]
         assert "to" not in dns and {p["port"] for p in dns["ports"]} == {53}
+
+
+def test_with_a_jwks_url_the_bridge_fetches_keys_and_may_reach_the_key_server() -> None:
+    policy = lambda values: next(  # noqa: E731
+        p["spec"] for p in by_kind(render(values), "NetworkPolicy") if p["metadata"]["name"].endswith("-bridge"))
+    jwks = next(c for c in CASES if c.name == "jwt-jwks")
+    bridge = _containers(rendered(jwks), "-bridge")
+    env = env_of(bridge)
+    assert (env["BRIDGE_JWKS_URL"], env["BRIDGE_JWKS_REFRESH_S"]) == (jwks.values["jwt"]["jwksUrl"], "300")
+    assert env["BRIDGE_JWKS_CA_FILE"] == "/etc/marketbridge/jwks-ca/ca.crt"
+    assert "BRIDGE_JWT_SECRET" not in env and "BRIDGE_JWT_PUBLIC_KEY_FILE" not in env
+    assert {"name": "jwks-ca", "mountPath": "/etc/marketbridge/jwks-ca", "readOnly": True} in bridge["volumeMounts"]
+    egress = policy(jwks.values)["egress"]
+    assert egress[1] == {"ports": [{"port": 443, "protocol": "TCP"}]}      # any address, https
+    peers = [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
+    narrowed = policy(merge(jwks.values, {"networkPolicy": {"jwksTo": peers, "jwksPorts": [8443]}}))
+    assert narrowed["egress"][1] == {"ports": [{"port": 8443, "protocol": "TCP"}], "to": peers}
+    assert len(policy(merge(BASE, {"networkPolicy": {"enabled": True}}))["egress"]) == 2  # none without
 
 
 def test_commonlabels_and_digest_reach_every_object() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import helm_python
 import pytest
 
-from tests.k8s.chart import BASE, HS_SECRET, PUBLIC_KEY, merge, notes, render, render_files
+from tests.k8s.chart import BASE, HS_SECRET, JWKS_URL, PUBLIC_KEY, merge, notes, render, render_files
 
 pytestmark = pytest.mark.k8s
 
@@ -35,6 +35,10 @@ SCHEMA_REJECTS: list[tuple[dict[str, Any], str]] = [
     (merge(BASE, {"metrics": {"serviceMonitor": {"interval": "often"}}}), "/metrics/serviceMonitor/interval"),
     (merge(BASE, {"brdige": {"replicaCount": 3}}), "'brdige' not allowed"),
     (merge(BASE, {"redis": {"auth": {"password": "p@ss/word"}}}), "/redis/auth/password"),
+    (merge(BASE, {"tls": {"bridge": {"identity": "bridge, other"}}}), "/tls/bridge/identity"),
+    ({"jwt": {"jwksUrl": "ftp://idp.example/jwks"}}, "/jwt/jwksUrl"),
+    ({"jwt": {"jwksUrl": JWKS_URL, "jwksRefreshSeconds": 0}}, "/jwt/jwksRefreshSeconds"),
+    ({"jwt": {"jwksUrl": JWKS_URL}, "networkPolicy": {"jwksPorts": [0]}}, "/networkPolicy/jwksPorts/0"),
 ]
 
 # Cross-field rules the chart checks itself, with the message it gives.
@@ -52,6 +56,8 @@ TEMPLATE_REJECTS: list[tuple[dict[str, Any], str]] = [
      "cacheService.terminationGracePeriodSeconds must exceed"),
     (merge(BASE, {"redis": {"mode": "external"}}), "redis.mode=external needs redis.external.url"),
     (merge(BASE, {"tls": {"enabled": True}}), "tls.enabled needs tls.cacheService.secretName"),
+    (merge(BASE, {"tls": {"enabled": True, "cacheService": {"secretName": "c"}, "bridge": {"secretName": "b"}}}),
+     "tls.bridge.secretName needs tls.bridge.identity"),
     (merge(BASE, {"bridge": {"pdb": {"minAvailable": 1}}}),
      "set only one of bridge.pdb.minAvailable and bridge.pdb.maxUnavailable"),
     (merge(BASE, {"bridge": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}),
@@ -60,6 +66,12 @@ TEMPLATE_REJECTS: list[tuple[dict[str, Any], str]] = [
      "redis.sentinel.quorum must not exceed redis.sentinel.replicas"),
     (merge(BASE, {"jwt": {"algorithms": "HS256 RS256"}}), "jwt.algorithms RS256 need a public key"),
     ({"jwt": {"publicKey": PUBLIC_KEY, "algorithms": "ES256 HS512"}}, "jwt.algorithms HS512 need a shared secret"),
+    ({"jwt": {"secret": HS_SECRET, "jwksUrl": JWKS_URL}},
+     "set only one of jwt.secret, jwt.publicKey, jwt.existingSecret, jwt.jwksUrl (got jwt.secret, jwt.jwksUrl)"),
+    ({"jwt": {"jwksUrl": JWKS_URL, "algorithms": "RS256 HS256 PS256"}},
+     "jwt.algorithms HS256 PS256 cannot be used with jwt.jwksUrl"),
+    ({"jwt": {"jwksUrl": "http://idp.example/jwks", "jwksCaSecret": "ca"}},
+     "jwt.jwksCaSecret needs an https:// jwt.jwksUrl"),
 ]
 
 
@@ -114,6 +126,8 @@ def test_notes_tell_how_to_connect_and_get_a_token() -> None:
     assert "wss://md.example/ws" in text and 'websocat "wss://md.example/ws?token=$TOKEN"' in text
     text = notes({"jwt": {"publicKey": PUBLIC_KEY}, "bridge": {"service": {"type": "LoadBalancer"}}})
     assert "RS256" in text and "loadBalancer.ingress" in text
+    text = notes({"jwt": {"jwksUrl": JWKS_URL}})
+    assert f"keys published at\n   {JWKS_URL}" in text and "get secret mb-marketbridge-jwt" not in text
 
 
 def test_release_name_containing_the_chart_name_is_not_repeated() -> None:

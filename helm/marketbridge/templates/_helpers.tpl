@@ -97,6 +97,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-headless" (include "marketbridge.cache.fullname" .) }}
 {{- end }}
 
+{{/* Whose user metadata the cache service believes under mTLS (CACHE_USER_METADATA_PEERS): the
+bridge's certificate names, or, when the bridge presents the cache service's own certificate
+(no tls.bridge.secretName), the name that certificate must carry. */}}
+{{- define "marketbridge.bridge.tlsIdentity" -}}
+{{- if .Values.tls.bridge.identity }}{{ .Values.tls.bridge.identity }}
+{{- else }}{{ include "marketbridge.svcHost" (dict "ctx" . "name" (include "marketbridge.cache.headless" .)) }}
+{{- end }}
+{{- end }}
+
 {{/* The bridge's upstream: dns:/// over the headless Service, so gRPC balances across pods. */}}
 {{- define "marketbridge.grpcTarget" -}}
 {{- printf "dns:///%s:%d" (include "marketbridge.svcHost" (dict "ctx" . "name" (include "marketbridge.cache.headless" .))) (int .Values.cacheService.port) }}
@@ -191,11 +200,15 @@ template so `helm template` of any single file fails the same way.
 {{- if $v.jwt.secret }}{{ $given = append $given "jwt.secret" }}{{ end }}
 {{- if $v.jwt.publicKey }}{{ $given = append $given "jwt.publicKey" }}{{ end }}
 {{- if $v.jwt.existingSecret }}{{ $given = append $given "jwt.existingSecret" }}{{ end }}
+{{- if $v.jwt.jwksUrl }}{{ $given = append $given "jwt.jwksUrl" }}{{ end }}
 {{- if eq (len $given) 0 }}
-{{- fail "marketbridge: a JWT key is required: set jwt.secret (HS256, 32+ characters), jwt.publicKey (PEM, RS256/ES256) or jwt.existingSecret" }}
+{{- fail "marketbridge: a JWT key is required: set jwt.secret (HS256, 32+ characters), jwt.publicKey (PEM, RS256/ES256), jwt.existingSecret or jwt.jwksUrl (RS256/ES256 by kid)" }}
 {{- end }}
 {{- if gt (len $given) 1 }}
-{{- fail (printf "marketbridge: set only one of jwt.secret, jwt.publicKey, jwt.existingSecret (got %s)" (join ", " $given)) }}
+{{- fail (printf "marketbridge: set only one of jwt.secret, jwt.publicKey, jwt.existingSecret, jwt.jwksUrl (got %s)" (join ", " $given)) }}
+{{- end }}
+{{- if and $v.jwt.jwksCaSecret (not (hasPrefix "https://" $v.jwt.jwksUrl)) }}
+{{- fail "marketbridge: jwt.jwksCaSecret needs an https:// jwt.jwksUrl" }}
 {{- end }}
 {{- if and $v.jwt.secret (lt (len $v.jwt.secret) 32) }}
 {{- fail "marketbridge: jwt.secret must be at least 32 characters (HS256 keys shorter than the hash are brute-forceable)" }}
@@ -204,11 +217,18 @@ template so `helm template` of any single file fails the same way.
 {{- range $alg := splitList " " $v.jwt.algorithms }}
 {{- if hasPrefix "HS" $alg }}{{ $hmac = append $hmac $alg }}{{ else if $alg }}{{ $keyed = append $keyed $alg }}{{ end }}
 {{- end }}
+{{- if $v.jwt.jwksUrl }}
+{{- $other := without (concat $hmac $keyed) "RS256" "ES256" }}
+{{- if $other }}
+{{- fail (printf "marketbridge: jwt.algorithms %s cannot be used with jwt.jwksUrl (RS256, ES256 only)" (join " " $other)) }}
+{{- end }}
+{{- else }}
 {{- if and (include "marketbridge.jwt.usesPublicKey" $) $hmac }}
 {{- fail (printf "marketbridge: jwt.algorithms %s need a shared secret, but the bridge gets a public key" (join " " $hmac)) }}
 {{- end }}
 {{- if and (not (include "marketbridge.jwt.usesPublicKey" $)) $keyed }}
 {{- fail (printf "marketbridge: jwt.algorithms %s need a public key (jwt.publicKey), but the bridge gets a shared secret" (join " " $keyed)) }}
+{{- end }}
 {{- end }}
 {{- if and $v.jwt.publicKey (not (contains "-----BEGIN" $v.jwt.publicKey)) }}
 {{- fail "marketbridge: jwt.publicKey must be a PEM public key (-----BEGIN PUBLIC KEY-----...)" }}
@@ -233,6 +253,9 @@ template so `helm template` of any single file fails the same way.
 {{- end }}
 {{- if and $v.tls.enabled (not $v.tls.cacheService.secretName) }}
 {{- fail "marketbridge: tls.enabled needs tls.cacheService.secretName (a Secret with tls.crt, tls.key, ca.crt)" }}
+{{- end }}
+{{- if and $v.tls.enabled $v.tls.requireClientCert $v.tls.bridge.secretName (not $v.tls.bridge.identity) }}
+{{- fail "marketbridge: tls.bridge.secretName needs tls.bridge.identity (the CN or a SAN of the bridge's client certificate: the one peer the cache service takes x-user-id from)" }}
 {{- end }}
 {{- range $name, $c := dict "bridge" $v.bridge "cacheService" $v.cacheService }}
 {{- if and $c.pdb.enabled (not (kindIs "invalid" $c.pdb.minAvailable)) (not (kindIs "invalid" $c.pdb.maxUnavailable)) }}
