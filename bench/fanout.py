@@ -301,6 +301,7 @@ async def _worker_main(job: FanoutJob, ctrl: Any, results: Any) -> None:
             "cpu_s": time.process_time() - cpu_at_ready,  # reading and checking only
             "setup_cpu_s": cpu_at_ready,  # starting Python, importing, connecting
             "reads": sum(c.conn.reads for c in clients if c.conn),
+            "wire_bytes": sum(c.conn.wire_bytes for c in clients if c.conn),
             "frames": sum(c.conn.reader.frames for c in clients if c.conn and c.conn.reader),
             "probes": len(probes),
             "received": sum(c.received for c in clients),
@@ -525,6 +526,9 @@ def _summarise(
             "clients": round(sum(r["cpu_s"] for r in results), 2),
             "clients_setup": round(sum(r["setup_cpu_s"] for r in results), 2),
         },
+        "compression": settings.compression,
+        "wire_bytes_per_update": round(sum(r["wire_bytes"] for r in results) / received, 1)
+        if received else None,
         "client_reads_per_frame": round(
             sum(r["reads"] for r in results) / max(1, sum(r["frames"] for r in results)), 2
         ),

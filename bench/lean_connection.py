@@ -38,6 +38,7 @@ class LeanConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.last_data = 0.0  # wall clock of the last bytes read, as the publisher's stamps
         self.reads = 0  # data_received calls: more than frames when frames arrive in pieces
+        self.wire_bytes = 0  # everything read, handshake included: what compression saves
         self._head = bytearray()
         loop = asyncio.get_running_loop()
         self._switched: asyncio.Future[None] = loop.create_future()
@@ -76,6 +77,7 @@ class LeanConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_data = time.time()
         self.reads += 1
+        self.wire_bytes += len(data)
         reader = self.reader
         if reader is None:
             self._handshake(data)

@@ -13,6 +13,7 @@ import logging
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from bridge.auth import Authenticator, AuthError, extract_token, query_params
+from bridge.compression import server_extensions
 from bridge.config import BridgeConfig
 from bridge.session import Session
 from bridge.fanout import Fanout
@@ -97,6 +98,7 @@ class BridgeApp:
                 ready_detail=self.ready_detail).process_request,
             max_size=self.config.max_frame_bytes, close_timeout=CLOSE_TIMEOUT_S,
             open_timeout=self.config.handshake_timeout_s, compression=None,
+            extensions=server_extensions(self.config.compression),
             server_header="marketbridge", create_connection=self.handshakes.connection_class(),
             backlog=LISTEN_BACKLOG, logger=server_logger(),
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
+from bridge.compression import COMPRESSION_MODES
 from bridge.jwks import JWKS_ALGORITHMS
 from bridge.origins import OriginPolicy
 from marketbridge.settings import (ConfigError, Raw, RaisingParser, add_flags, convert, env_name, gather,
@@ -56,6 +57,9 @@ class BridgeConfig:
     rate_limit: float = 50.0
     rate_burst: int = 100
     max_frame_bytes: int = 65536
+    # permessage-deflate for clients that offer it (bridge/compression.py): shared frames are
+    # compressed once for all the clients that share them; "none" declines the extension.
+    compression: str = "deflate"
     # Opening handshakes (bridge/handshake_guard.py): at most this many in progress at once
     # (503 at accept beyond it), each dropped if not complete this long after its accept
     # (websockets' open_timeout: silent and trickling sockets), with a request head of at most
@@ -118,6 +122,9 @@ def validate(config: BridgeConfig) -> None:
         raise ConfigError(f"--shutdown-grace must be >= 0, got {config.shutdown_grace}")
     if not config.grpc_target.strip():
         raise ConfigError("--grpc-target must not be empty")
+    if config.compression not in COMPRESSION_MODES:
+        raise ConfigError(f"--compression must be one of {', '.join(COMPRESSION_MODES)}, "
+                          f"got {config.compression!r}")
     if config.auth not in AUTH_MODES:
         raise ConfigError(f"--auth must be one of {', '.join(AUTH_MODES)}, got {config.auth!r}")
     if config.log_level.upper() not in LOG_LEVELS:

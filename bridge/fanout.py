@@ -95,10 +95,10 @@ class Topic:
         self.check = channel.self_check(key) if channel.self_check is not None else None
 
     def join(self, sub: Subscription, member: Subscriber) -> None:
-        key = lane_key(sub, member.batch_ms)
+        key = lane_key(sub, member.batch_ms, member.codec)
         lane = self.lanes.get(key)
         if lane is None:
-            lane = self.lanes[key] = Lane(sub, member.batch_ms, self.metrics)
+            lane = self.lanes[key] = Lane(sub, member.batch_ms, self.metrics, member.codec)
         lane.members[sub] = member
         self.lane_of[sub] = lane
 

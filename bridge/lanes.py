@@ -38,17 +38,18 @@ from bridge.codec import batch_frame
 from bridge.events import Event
 from bridge.metrics import BridgeMetrics
 from bridge.subscriptions import Subscription
-from bridge.wsconnection import text_frames
+from bridge.compression import FrameCodec
 
 log = logging.getLogger("bridge.lanes")
 
-LaneKey = tuple[str, frozenset[str] | None, frozenset[str] | None, int | None]
+LaneKey = tuple[str, frozenset[str] | None, frozenset[str] | None, int | None, FrameCodec | None]
 
 
 class Member(Protocol):
     """What a lane needs from a connection."""
 
     batch_ms: int | None
+    codec: FrameCodec | None   # how its shared frames are built; None: it takes none
 
     def deliver(self, sub: Subscription, event: Event) -> None: ...
     def write_shared(self, sub: Subscription, data: bytes, last: Event) -> bool: ...
@@ -77,17 +78,20 @@ def flush_time(now: float, batch_s: float) -> float:
     return (math.floor(now / batch_s) + 1) * batch_s
 
 
-def lane_key(sub: Subscription, batch_ms: int | None) -> LaneKey:
+def lane_key(sub: Subscription, batch_ms: int | None, codec: FrameCodec | None) -> LaneKey:
     """Everything a frame's bytes depend on: subscription id and action (the prefix), filters,
-    and whether updates go out one per frame or batched (and how often)."""
-    return (sub.prefix, sub.symbols, sub.bot_ids, batch_ms)
+    whether updates go out one per frame or batched (and how often), and the connection's
+    compression (:mod:`bridge.compression`)."""
+    return (sub.prefix, sub.symbols, sub.bot_ids, batch_ms, codec)
 
 
 class Lane:
     """Members whose frames are identical, and the events waiting for the next flush."""
 
-    def __init__(self, sub: Subscription, batch_ms: int | None, metrics: BridgeMetrics) -> None:
-        self.key = lane_key(sub, batch_ms)
+    def __init__(self, sub: Subscription, batch_ms: int | None, metrics: BridgeMetrics,
+                 codec: FrameCodec | None) -> None:
+        self.key = lane_key(sub, batch_ms, codec)
+        self.codec = codec
         self.prefix = sub.prefix
         self.symbols = sub.symbols
         self.bot_ids = sub.bot_ids
@@ -122,7 +126,7 @@ class Lane:
         events, self.pending = self.pending, []
         if not events or not self.members:
             return
-        data = self._shared_bytes(events)
+        data = self._shared_bytes(events) if self.codec is not None else None
         first, last = events[0].key, events[-1]
         shared = 0
         for sub, member in list(self.members.items()):
@@ -151,9 +155,11 @@ class Lane:
             return None
 
     def encode(self, events: list[Event]) -> bytes:
-        """The WebSocket bytes of one flush: one batch frame, or one update frame per event."""
+        """The WebSocket bytes of one flush: one batch frame, or one update frame per event,
+        compressed once for every member when the lane's codec says so."""
+        assert self.codec is not None
         updates = [self.prefix + event.tail for event in events]
-        return text_frames([batch_frame(updates)] if self.batched else updates)
+        return self.codec.frames([batch_frame(updates)] if self.batched else updates)
 
     def close(self) -> None:
         """The last member left: pending events have nobody to go to."""

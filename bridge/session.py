@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from websockets.exceptions import ConnectionClosed
 
 from bridge.auth import TOKEN_EXPIRED, AuthError, Identity
+from bridge.compression import codec_of
 from bridge.dispatch import Dispatcher
 from bridge.errors import FORBIDDEN, BridgeError
 from bridge.events import Event
@@ -67,6 +68,7 @@ class Session:
         self.closing: tuple[int, str] | None = None
         self.close_task: asyncio.Task[None] | None = None
         self.batch_ms = batch_ms
+        self.codec = codec_of(ws.protocol)   # how its shared frames are built (bridge.compression)
         self.heartbeat_s = heartbeat_s
         self.token = TokenLife(identity.expires_at, config.token_warning_s)
         self.token_changed = asyncio.Event()

@@ -7,10 +7,10 @@ to the transport joined: one system call per backlog instead of per frame. Flow 
 close handling are websockets' own (``send_context``). When nothing is queued at all, a frame
 is written synchronously (:meth:`BatchingConnection.send_now`), sparing a task switch per frame.
 
-Frames shared by many clients (:mod:`bridge.lanes`) are framed once by :func:`text_frames` and
-written as bytes (:meth:`BatchingConnection.write_frames`): the server neither masks nor
-compresses (``compression=None``), so a frame's bytes are the same on every connection. Those
-bytes are held until the end of the event-loop turn and written together: a client subscribed
+Frames shared by many clients (:mod:`bridge.lanes`) are framed once, and compressed once when
+the connections negotiated permessage-deflate (:mod:`bridge.compression`: a fresh window per
+message makes a frame's bytes the same on every connection with the same settings), and written
+as bytes (:meth:`BatchingConnection.write_frames`). Those bytes are held until the end of the event-loop turn and written together: a client subscribed
 to 50 books has 50 lanes flushing in the same turn (their timers share a grid,
 :func:`bridge.lanes.flush_time`), and one ``send(2)`` for all of them instead of 50 was most of
 the bridge's CPU per book update (docs/benchmarks.md, depth). Every other write (websockets'
@@ -26,15 +26,7 @@ from collections.abc import Sequence
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import InvalidState
-from websockets.frames import Frame, Opcode
 from websockets.protocol import State
-
-
-def text_frames(payloads: Sequence[str]) -> bytes:
-    """Final text frames as a server writes them (unmasked, no extensions), one per payload,
-    joined: websockets' own framing, done once for every connection that shares them."""
-    return b"".join(Frame(Opcode.TEXT, payload.encode()).serialize(mask=False)
-                    for payload in payloads)
 
 
 class BatchingConnection(ServerConnection):
@@ -71,10 +63,11 @@ class BatchingConnection(ServerConnection):
         return True
 
     def write_frames(self, data: bytes) -> bool:
-        """Write frames already serialised by :func:`text_frames`, if the connection is open and
-        its write buffer is within its high-water mark; False means "not now" (the caller
-        queues instead). Nothing of websockets' state depends on data frames sent (no
-        fragmentation here, no compression), so writing the bytes directly is safe."""
+        """Write frames already serialised (:meth:`bridge.compression.FrameCodec.frames`), if
+        the connection is open and its write buffer is within its high-water mark; False means
+        "not now" (the caller queues instead). Nothing of websockets' state depends on data frames sent (no
+        fragmentation here; permessage-deflate only with a fresh window per message, so its
+        compressor keeps no state across messages), so writing the bytes directly is safe."""
         transport = self.transport
         if (self.protocol.state is not State.OPEN or self.fragmented_send_waiter is not None
                 or transport.is_closing()

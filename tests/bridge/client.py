@@ -104,7 +104,8 @@ async def client(url: str, welcome: bool = True, **kwargs: Any) -> AsyncIterator
 
 def small_buffer_socket(port: int) -> socket.socket:
     """A connected client socket with a 4 KiB receive buffer, so a reader that pauses backs the
-    bridge up quickly (its queue, then its delivery rules, take over)."""
+    bridge up quickly (its queue, then its delivery rules, take over). Connect over it with
+    ``compression=None``: deflated frames are so small that the buffers would take ages to fill."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.settimeout(10)

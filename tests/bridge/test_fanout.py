@@ -9,6 +9,7 @@ import pytest
 from google.protobuf.message import Message
 
 from bridge.auth import Identity
+from bridge.compression import FrameCodec
 from bridge.channels import CHANNELS, Channel
 from bridge.errors import INVALID_PARAMS, BridgeError
 from bridge.events import Event
@@ -28,6 +29,7 @@ class Recorder:
     """A subscriber that keeps what it is given (a plain object, not a socket stand-in)."""
 
     batch_ms: int | None = None
+    codec: FrameCodec | None = None   # no shared frames: every event through deliver()
 
     def __init__(self) -> None:
         self.events: list[Event] = []

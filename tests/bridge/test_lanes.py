@@ -15,11 +15,11 @@ from websockets.frames import Frame, Opcode
 
 from bridge.channels import CHANNELS
 from bridge.events import Event
+from bridge.compression import PLAIN, FrameCodec
 from bridge.lanes import Lane, contain, flush_time, lane_key
 from bridge.metrics import LATENCY_BUCKETS, BridgeMetrics, observe_all
 from bridge.protocol import SubscribeParams
 from bridge.subscriptions import Subscription, SubscriptionBook
-from bridge.wsconnection import text_frames
 from tests.factories import TickerFactory
 
 
@@ -28,6 +28,7 @@ class Member:
 
     def __init__(self, batch_ms: int | None = None, keeping_up: bool = True) -> None:
         self.batch_ms = batch_ms
+        self.codec = PLAIN
         self.keeping_up = keeping_up
         self.shared: list[bytes] = []
         self.delivered: list[Event] = []
@@ -105,15 +106,16 @@ def frames_of(data: bytes) -> list[dict]:
 
 def test_identical_subscriptions_of_different_connections_share_a_lane() -> None:
     a, b = subscription(), subscription()
-    assert a.id == b.id and lane_key(a, None) == lane_key(b, None)
-    assert lane_key(a, None) != lane_key(a, 10)
-    assert lane_key(a, None) != lane_key(subscription(("BTC/USDT",)), None)
+    assert a.id == b.id and lane_key(a, None, PLAIN) == lane_key(b, None, PLAIN)
+    assert lane_key(a, None, PLAIN) != lane_key(a, 10, PLAIN)
+    assert lane_key(a, None, PLAIN) != lane_key(subscription(("BTC/USDT",)), None, PLAIN)
+    assert lane_key(a, None, PLAIN) != lane_key(a, None, FrameCodec(12))
 
 
 def test_plain_lane_writes_one_frame_per_update_once_for_every_member_keeping_up() -> None:
     metrics = BridgeMetrics()
     subs = [subscription() for _ in range(3)]
-    lane = Lane(subs[0], None, metrics)
+    lane = Lane(subs[0], None, metrics, PLAIN)
     members = [Member(), Member(), Member(keeping_up=False)]
     for sub, member in zip(subs, members):
         lane.members[sub] = member
@@ -135,7 +137,7 @@ def test_plain_lane_writes_one_frame_per_update_once_for_every_member_keeping_up
 
 def test_lane_filters_and_skips_what_a_member_already_has() -> None:
     sub = subscription(("BTC/USDT",))
-    lane = Lane(sub, None, BridgeMetrics())
+    lane = Lane(sub, None, BridgeMetrics(), PLAIN)
     member = Member()
     lane.members[sub] = member
     sub.delivered(ticker_event("5-0", "BTC/USDT"))   # e.g. sent by a resume's replay
@@ -148,7 +150,7 @@ def test_lane_filters_and_skips_what_a_member_already_has() -> None:
 
 async def test_batched_lane_sends_one_batch_frame_within_batch_ms() -> None:
     sub = subscription()
-    lane = Lane(sub, 20, BridgeMetrics())
+    lane = Lane(sub, 20, BridgeMetrics(), PLAIN)
     member = Member(batch_ms=20)
     lane.members[sub] = member
     for i in range(5):
@@ -163,19 +165,12 @@ async def test_batched_lane_sends_one_batch_frame_within_batch_ms() -> None:
 
 async def test_closed_lane_drops_its_timer_and_pending_events() -> None:
     sub = subscription()
-    lane = Lane(sub, 1000, BridgeMetrics())
+    lane = Lane(sub, 1000, BridgeMetrics(), PLAIN)
     lane.members[sub] = Member(batch_ms=1000)
     lane.offer(ticker_event("7-0", "BTC/USDT"))
     assert lane.timer is not None
     lane.close()
     assert lane.timer is None and not lane.pending
-
-
-@given(st.lists(st.text(max_size=20) | st.sampled_from(
-    ["", "x" * 125, "x" * 126, "é" * 40000, "x" * 65535, "x" * 65536]), max_size=4))
-def test_text_frames_are_what_websockets_would_write(payloads: list[str]) -> None:
-    expected = b"".join(Frame(Opcode.TEXT, p.encode()).serialize(mask=False) for p in payloads)
-    assert text_frames(payloads) == expected
 
 
 @settings(deadline=None)   # up to 6,000 observations a case: a loaded machine takes > 200 ms
@@ -202,7 +197,7 @@ def test_a_member_that_raises_is_contained_and_the_others_get_everything(
         keeping_up: bool, caplog: pytest.LogCaptureFixture) -> None:
     metrics = BridgeMetrics()
     subs = [subscription() for _ in range(3)]
-    lane = Lane(subs[0], None, metrics)
+    lane = Lane(subs[0], None, metrics, PLAIN)
     faulty = FaultyMember("BAD/USDT", keeping_up=keeping_up)
     members = [Member(), faulty, Member(keeping_up=False)]
     for sub, member in zip(subs, members):
@@ -240,7 +235,7 @@ def test_events_a_lane_cannot_frame_go_one_by_one(caplog: pytest.LogCaptureFixtu
     logged and counted; members then take the events one by one, each contained on its own."""
     metrics = BridgeMetrics()
     subs = [subscription(), subscription()]
-    lane = Lane(subs[0], None, metrics)
+    lane = Lane(subs[0], None, metrics, PLAIN)
     members = [Member(), Member()]
     for sub, member in zip(subs, members):
         lane.members[sub] = member

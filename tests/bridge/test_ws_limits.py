@@ -113,7 +113,7 @@ async def test_slow_consumer_of_orders_is_closed_1013(cache, feed) -> None:
                 client(b.ws_url(ALICE)) as bystander):
         await bystander.subscribe(channel="tickers", exchange="binance", snapshot=False)
         sock = small_buffer_socket(b.port)
-        async with connect(b.ws_url(ALICE), sock=sock, max_queue=1, max_size=None) as ws:
+        async with connect(b.ws_url(ALICE), sock=sock, compression=None, max_queue=1, max_size=None) as ws:
             slow = Client(ws)
             assert (await slow.recv())["type"] == "connection"
             await slow.subscribe(channel="bots", snapshot=False)
@@ -132,7 +132,7 @@ async def test_stalled_reader_is_closed_1013_and_freed_without_waiting_for_it(ca
     comes; the connection, its subscription and its upstream share are freed."""
     async with running_bridge(cache.target, max_backlog=5) as b:
         sock = small_buffer_socket(b.port)
-        async with connect(b.ws_url(ALICE), sock=sock, max_queue=1, max_size=None,
+        async with connect(b.ws_url(ALICE), sock=sock, compression=None, max_queue=1, max_size=None,
                            close_timeout=1) as ws:
             stalled = Client(ws)
             assert (await stalled.recv())["type"] == "connection"
@@ -157,7 +157,7 @@ async def test_tickers_conflate_latest_wins_for_a_client_that_falls_behind(
     query = {"batch_ms": batch_ms} if batch_ms else {}
     async with running_bridge(cache.target, max_backlog=50) as b:
         sock = small_buffer_socket(b.port)
-        async with connect(b.ws_url(ALICE, **query), sock=sock, max_queue=1,
+        async with connect(b.ws_url(ALICE, **query), sock=sock, compression=None, max_queue=1,
                            max_size=None) as ws:
             c = Client(ws)
             assert (await c.recv())["type"] == "connection"
@@ -201,9 +201,9 @@ async def test_a_stalled_client_leaves_its_lane_and_the_others_keep_every_update
     """Two clients with the same subscription share frames; when one stops reading it falls
     back to its own queue (conflated), while the other still gets every update, in order."""
     async with running_bridge(cache.target, max_backlog=50) as b, \
-            client(b.ws_url(ALICE, batch_ms=5)) as reader:
+            client(b.ws_url(ALICE, batch_ms=5), compression=None) as reader:   # the stalled one's lane
         sock = small_buffer_socket(b.port)
-        async with connect(b.ws_url(ALICE, batch_ms=5), sock=sock, max_queue=1,
+        async with connect(b.ws_url(ALICE, batch_ms=5), sock=sock, compression=None, max_queue=1,
                            max_size=None) as ws:
             stalled = Client(ws)
             assert (await stalled.recv())["type"] == "connection"

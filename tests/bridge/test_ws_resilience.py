@@ -128,7 +128,7 @@ async def test_catch_up_survives_a_cache_restart_midway(redis_url) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.connect(("127.0.0.1", b.port))
             sock.setblocking(False)
-            async with connect(b.ws_url(ALICE), sock=sock, max_queue=1, max_size=None) as ws:
+            async with connect(b.ws_url(ALICE), sock=sock, compression=None, max_queue=1, max_size=None) as ws:
                 c = Client(ws)
                 assert (await c.recv())["type"] == "connection"
                 await c.send({"action": "subscribe", "request_id": 1,

@@ -144,7 +144,7 @@ async def test_a_stalled_client_gets_merged_book_updates_that_verify(cache, feed
     await feed.book(book_snapshot(sequence=1, levels=100))
     async with running_bridge(cache.target, max_backlog=50) as b:
         sock = small_buffer_socket(b.port)
-        async with connect(b.ws_url(ALICE, **query), sock=sock, max_queue=1, max_size=None) as ws:
+        async with connect(b.ws_url(ALICE, **query), sock=sock, compression=None, max_queue=1, max_size=None) as ws:
             c = Client(ws)
             assert (await c.recv())["type"] == "connection"
             result = await c.subscribe(channel="book", exchange="binance", symbol="BTC/USDT", depth=100)
