@@ -116,7 +116,7 @@ def run_scenarios(config: BenchConfig, endpoints: Endpoints, document: dict[str,
             report.write(document, config.json_path)
     scenarios: list[tuple[str, str, Callable[[], Any], Callable[[Any], str]]] = [
         ("capacity", "capacity",
-         lambda: capacity.run(endpoints, config.capacity_steps, config.workers),
+         lambda: capacity.run(endpoints, config.capacity_steps, config.workers, config.compression),
          lambda result: "\n".join(report.capacity_lines(result))),
         ("churn", "churn",
          lambda: churn.run(endpoints, config.churn_duration, config.churn_concurrency,

@@ -34,6 +34,7 @@ class CapacityJob:
     worker: int
     urls: list[str]
     timeout_s: float
+    compression: str | None = None   # "deflate": offer permessage-deflate, as browsers do
 
 
 async def _worker_main(job: CapacityJob, ctrl: Any, results: Any) -> None:
@@ -44,7 +45,7 @@ async def _worker_main(job: CapacityJob, ctrl: Any, results: Any) -> None:
     async def open_one(url: str) -> None:
         async with gate:
             try:
-                sockets.append(await open_session(url, job.timeout_s))
+                sockets.append(await open_session(url, job.timeout_s, compression=job.compression))
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 failures[type(exc).__name__ + ": " + str(exc)[:100]] += 1
 
@@ -86,7 +87,8 @@ def _bridge_rss(sampler: ProcessSampler | None, metrics_url: str | None) -> floa
     return None
 
 
-def run(endpoints: Endpoints, steps: tuple[int, ...], workers: int) -> dict[str, Any]:
+def run(endpoints: Endpoints, steps: tuple[int, ...], workers: int,
+        compression: str | None = None) -> dict[str, Any]:
     """Grow to each step in turn; returns the per-step table."""
     largest = max(steps)
     run_id = uuid.uuid4().hex[:6]
@@ -96,7 +98,7 @@ def run(endpoints: Endpoints, steps: tuple[int, ...], workers: int) -> dict[str,
     ]
     count = max(1, min(workers, largest))
     pool = WorkerPool.start(
-        capacity_worker, [CapacityJob(i, urls[i::count], 30.0) for i in range(count)]
+        capacity_worker, [CapacityJob(i, urls[i::count], 30.0, compression) for i in range(count)]
     )
     sampler = (
         ProcessSampler({"bridge": endpoints.pids["bridge"]}) if "bridge" in endpoints.pids else None
@@ -117,7 +119,8 @@ def run(endpoints: Endpoints, steps: tuple[int, ...], workers: int) -> dict[str,
     finally:
         pool.broadcast(None)
         pool.close()
-    return {"baseline_rss_mib": None if rss0 is None else round(rss0, 1), "steps": rows}
+    return {"baseline_rss_mib": None if rss0 is None else round(rss0, 1), "compression": compression,
+            "steps": rows}
 
 
 def _row(

@@ -10,6 +10,10 @@ bytes depend only on the message and the connection's window size and settings, 
 every connection that negotiated them. So the bridge's lanes (:mod:`bridge.lanes`) compress a
 flush once per :class:`FrameCodec`, and write those bytes to each member as they are.
 
+``client_no_context_takeover`` too: a client's few, small requests gain little from a running
+window, and without one the bridge holds no inflate state per idle connection (a zlib stream
+and its window, several KiB each) but makes one per message it reads.
+
 Frames that are not shared (responses, snapshots, a client's own backlog) go through websockets,
 which compresses them for that connection with the same settings. A connection whose
 negotiated extensions the lanes cannot reproduce (anything but no compression or
@@ -95,5 +99,6 @@ def server_extensions(mode: str) -> list[ServerExtensionFactory]:
     if mode == "none":
         return []
     return [ServerPerMessageDeflateFactory(
-        server_no_context_takeover=True, server_max_window_bits=WINDOW_BITS,
-        client_max_window_bits=WINDOW_BITS, compress_settings={"memLevel": MEM_LEVEL})]
+        server_no_context_takeover=True, client_no_context_takeover=True,
+        server_max_window_bits=WINDOW_BITS, client_max_window_bits=WINDOW_BITS,
+        compress_settings={"memLevel": MEM_LEVEL})]

@@ -77,6 +77,7 @@ async def test_every_client_reads_the_same_updates(deflate_bridge, feed, batch_m
         assert _negotiated(clients["none"]) == ""
         for name in OFFERS.keys() - {"none"}:
             assert "server_no_context_takeover" in _negotiated(clients[name]), name
+            assert "client_no_context_takeover" in _negotiated(clients[name]), name
         assert "server_max_window_bits=10" in _negotiated(clients["small_server_window"])
         for c in clients.values():
             await c.subscribe(channel="tickers", exchange="binance", snapshot=False)
