@@ -71,7 +71,7 @@ class Session:
         self.codec = codec_of(ws.protocol)   # how its shared frames are built (bridge.compression)
         self.heartbeat_s = heartbeat_s
         self.token = TokenLife(identity.expires_at, config.token_warning_s)
-        self.token_changed = asyncio.Event()
+        self._token_timer: asyncio.TimerHandle | None = None
         # Plain mode writes an update straight to an idle socket; batches always queue.
         self.direct = batch_ms is None
 
@@ -90,7 +90,8 @@ class Session:
         self.ws.last_sent = time.monotonic()   # heartbeats count silence from the welcome on
         self.send(Reply(welcome_frame(self.id, self.limits()), "connection"))
         writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.id}")
-        beats = [asyncio.create_task(self._token_clock(), name=f"token-{self.id}")]
+        self._arm_token_clock()
+        beats: list[asyncio.Task[None]] = []
         if self.heartbeat_s:
             beats.append(asyncio.create_task(self._heartbeats(self.heartbeat_s), name=f"heartbeat-{self.id}"))
         try:
@@ -99,6 +100,8 @@ class Session:
             pass
         finally:
             writer.cancel()
+            if self._token_timer is not None:
+                self._token_timer.cancel()
             for beat in beats:
                 beat.cancel()
             await asyncio.gather(writer, *beats, *self.requests.cancel(), return_exceptions=True)
@@ -217,27 +220,31 @@ class Session:
             return
         self.wake.set()
 
-    async def _token_clock(self) -> None:
-        """Warn before the token's ``exp``, close 1008 ``Token expired`` at it (bridge.token_life);
-        a ``refresh`` sets ``token_changed`` and the clock starts over from the new ``exp``."""
-        while self.closing is None:
-            self.token_changed.clear()
-            step = self.token.next(time.time())
-            if step is not None:
-                try:
-                    async with asyncio.timeout(max(0.0, step[1] - time.time())):
-                        await self.token_changed.wait()
-                    continue
-                except TimeoutError:
-                    pass
-                if step[0] == WARN:
-                    self.token.warned = True
-                    assert self.token.expires_at is not None
-                    self.send(Reply(token_expiring_frame(self.token.expires_at), "token_expiring"))
-                    continue
-                self.close_soon(1008, TOKEN_EXPIRED)
-                return
-            await self.token_changed.wait()
+    def _arm_token_clock(self) -> None:
+        """Schedule the token's next step (bridge.token_life): the ``token_expiring`` warning,
+        then the 1008 ``Token expired`` close. A loop timer, not a task per connection: most
+        connections sit idle for the whole life of their token, and a task with its coroutine
+        frame and wait future cost about 1.5 KiB each of them. A ``refresh`` re-arms it."""
+        if self._token_timer is not None:
+            self._token_timer.cancel()
+            self._token_timer = None
+        now = time.time()
+        step = self.token.next(now)
+        if step is None or self.closing is not None:
+            return
+        self._token_timer = self.loop.call_later(max(0.0, step[1] - now), self._token_due, step[0])
+
+    def _token_due(self, kind: str) -> None:
+        self._token_timer = None
+        if self.closing is not None:
+            return
+        if kind == WARN:
+            self.token.warned = True
+            assert self.token.expires_at is not None
+            self.send(Reply(token_expiring_frame(self.token.expires_at), "token_expiring"))
+            self._arm_token_clock()
+            return
+        self.close_soon(1008, TOKEN_EXPIRED)
 
     async def refresh(self, token: str) -> float | None:
         """A ``refresh`` request's token: verified (a new JWKS ``kid`` may wait for a refetch),
@@ -247,7 +254,7 @@ class Session:
         except AuthError as exc:
             raise BridgeError(FORBIDDEN, f"refresh refused: {exc.reason}") from None
         expires_at = self.token.refreshed(self.identity, fresh)
-        self.token_changed.set()
+        self._arm_token_clock()
         return expires_at
 
     async def _heartbeats(self, interval: int) -> None:

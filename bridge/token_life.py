@@ -3,7 +3,8 @@
 SPEC §9.3: ``--token-warning-s`` seconds before ``exp`` (at once when less is left) the client
 gets ``{"type":"token_expiring","expires_at":T}``; a ``refresh`` with a valid token for the
 same ``sub`` moves ``exp``; at ``exp`` without one the connection is closed 1008 ``Token
-expired``. This module decides (sans I/O); :meth:`bridge.session.Session._token_clock` waits.
+expired``. This module decides (sans I/O); :meth:`bridge.session.Session._arm_token_clock`
+schedules each step on the event loop.
 
 A token without ``exp`` is accepted only with ``--jwt-allow-no-exp`` (the local default; the
 chart turns it off): such a connection lives until it closes, and ``refresh`` is still allowed.
