@@ -34,6 +34,7 @@ install-run: $(PYTHON)
 
 install: $(PYTHON)
 	$(PYTHON) -m pip install -q -e '.[test]'
+	$(PYTHON) -m pip install -q -e clients/python
 
 proto:
 	bash scripts/gen_proto.sh

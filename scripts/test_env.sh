@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare what the test suite needs, then exec the command given (default: the full suite).
 #  - system packages: redis-server and redis-sentinel (process fallback, local image source),
-#    docker.io (the engine), chromium (live page checks); installed with apt-get when missing and we are root.
+#    docker.io (the engine), chromium (live page checks), nodejs (the JavaScript client's tests);
+#    installed with apt-get when missing and we are root.
 #  - a Docker engine: used if reachable; else dockerd is started (vfs storage) and stopped at exit.
 #  - a Redis image: $REDIS_IMAGE if set and present; else redis:7-alpine if it can be pulled;
 #    else one built locally from Debian's redis-server (scripts/build_redis_image.sh).
@@ -16,6 +17,7 @@ command -v redis-sentinel >/dev/null || need_pkgs+=(redis-sentinel)
 # The engine, not the client: a machine may have a `docker` client binary and no engine at all.
 command -v dockerd >/dev/null || need_pkgs+=(docker.io)
 command -v chromium >/dev/null || need_pkgs+=(chromium)   # headless browser checks of the live page
+command -v node >/dev/null || need_pkgs+=(nodejs)      # the JavaScript client's tests (node --test)
 if [ ${#need_pkgs[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   log "installing ${need_pkgs[*]}"
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null \

@@ -1,11 +1,12 @@
 /*
- * marketbridge live page: a WebSocket protocol v1 client (docs/protocol.md) in plain JS, no build step.
- *
- * Three layers, like the server's: pure helpers (frame expansion, backoff, rates, formatting:
- * no DOM, no socket), a Client that owns the socket (requests, subscriptions with resume,
- * reconnect), and the view that renders what the client reports. Rendering is batched into
- * animation frames so a burst of updates costs one layout, not hundreds.
+ * marketbridge live page, on the JavaScript client (clients/js/marketbridge.js, served here as
+ * /marketbridge.js): the client owns the socket, requests, subscriptions that resume after a
+ * reconnect, re-snapshots after a gap, and the order book copy with its checksum checks. This
+ * file is the view: it renders what the client reports, batched into animation frames so a
+ * burst of updates costs one layout, not hundreds.
  */
+import * as MB from './marketbridge.js';
+
 (() => {
   'use strict';
 
@@ -25,22 +26,11 @@
 
   // ------------------------------------------------------------------ pure helpers
 
-  /** The updates a server frame carries: one for `update`, many for `batch`, none otherwise. */
-  function updatesOf(frame) {
-    if (frame.type === 'update') return [frame];
-    if (frame.type === 'batch' && Array.isArray(frame.updates)) return frame.updates;
-    return [];
-  }
+  const updatesOf = MB.updatesOf;
 
-  /** Capped exponential backoff with jitter, so a restarted bridge is not hit by every tab at once. */
-  class Backoff {
-    constructor(firstMs = 500, capMs = 15000) { this.firstMs = firstMs; this.capMs = capMs; this.reset(); }
-    reset() { this.attempt = 0; }
-    next() {
-      const base = Math.min(this.capMs, this.firstMs * 2 ** this.attempt);
-      this.attempt += 1;
-      return Math.round(base * (0.75 + Math.random() * 0.5));
-    }
+  /** The page's backoff: the client's, with a narrower jitter (0.75-1.25) than the default. */
+  class Backoff extends MB.Backoff {
+    constructor(firstMs = 500, capMs = 15000) { super(firstMs, capMs, 0.25); }
   }
 
   /** Events per second over a sliding one-second window. */
@@ -142,186 +132,38 @@
   // ------------------------------------------------------------------ the protocol client
 
   /**
-   * One logical session over successive sockets. Subscriptions are registered once by key and
-   * re-established after every welcome, with `resume_from` set to the last seq seen, so a
-   * reconnect replays what was missed instead of starting over.
+   * A page handler ({snapshot, update, failed}) as a subscription's event listener; stream
+   * statuses go to `events.streamStatus` with the subscription's key, as before.
    */
-  class Client {
-    constructor(urlFor, events) {
-      this.urlFor = urlFor;
-      this.events = events;
-      this.backoff = new Backoff();
-      this.socket = null;
-      this.nextId = 1;
-      this.pending = new Map();
-      this.subs = new Map();      // key -> {params, lastSeq, id, handler}
-      this.byId = new Map();      // subscription_id -> key
-      this.pingTimer = null;
-      this.retryTimer = null;
-      this.stopped = false;
-    }
+  function listen(key, handler, events) {
+    return (event) => {
+      if (event.type === 'snapshot') handler.snapshot(event.snapshot || [], event.result, event);
+      else if (event.type === 'update') handler.update(event.result, event.update, event);
+      else if (event.type === 'error') handler.failed(event.error);
+      else if (event.type === 'status' && event.status !== 'disconnected') events.streamStatus(event.frame, key);
+      else if (handler[event.type]) handler[event.type](event);   // the book's stale, mismatch, resync
+    };
+  }
 
-    start() {
-      this.stopped = false;
-      clearTimeout(this.retryTimer);
-      if (this.socket) this.socket.close(1000, 'reconnecting');
-      this.open();
-    }
-
-    stop(message) {
-      this.stopped = true;
-      clearTimeout(this.retryTimer);
-      if (this.socket) this.socket.close(1000, 'bye');
-      this.events.state('closed', message);
-    }
-
-    open() {
-      const url = this.urlFor();
-      this.events.state('connecting', 'connecting');
-      const socket = new WebSocket(url);
-      this.socket = socket;
-      socket.onmessage = (event) => { if (socket === this.socket) this.receive(event.data); };
-      socket.onclose = (event) => { if (socket === this.socket) this.closed(event.code, event.reason); };
-    }
-
-    closed(code, reason) {
-      clearInterval(this.pingTimer);
-      this.socket = null;
-      this.byId.clear();
-      for (const [, waiter] of this.pending) waiter.reject(new Error('connection closed'));
-      this.pending.clear();
-      if (this.stopped) return;
-      const advice = closeAdvice(code, reason);
-      this.events.closed(code, reason, advice);
-      if (!advice.retry) { this.stopped = true; this.events.state('closed', advice.message); return; }
-      if (advice.fast) this.backoff.reset();
-      const delay = this.backoff.next();
-      this.events.state('waiting', `${advice.message} · retry in ${(delay / 1000).toFixed(1)}s`);
-      this.retryTimer = setTimeout(() => this.open(), delay);
-    }
-
-    receive(data) {
-      let frame;
-      try { frame = JSON.parse(data); } catch (_) { return; }
-      if (frame.type === 'connection') return this.welcomed(frame);
-      if (frame.type === 'response' || frame.type === 'pong') return this.settle(frame);
-      if (frame.type === 'stream_status') return this.events.streamStatus(frame, this.byId.get(frame.subscription_id));
-      if (frame.type === 'error') return this.events.error(frame.error || {});
-      const updates = updatesOf(frame);
-      if (updates.length) this.deliver(updates, frame.type === 'batch');
-    }
-
-    welcomed(frame) {
-      this.backoff.reset();
-      this.events.state('open', 'connected');
-      this.events.welcome(frame);
-      clearInterval(this.pingTimer);
-      this.pingTimer = setInterval(() => this.ping(), PING_EVERY_MS);
-      this.ping();
-      for (const key of this.subs.keys()) this.establish(key);
-    }
-
-    deliver(updates, batched) {
-      this.events.received(updates.length, batched);
-      for (const update of updates) {
-        const key = this.byId.get(update.subscription_id);
-        const sub = key && this.subs.get(key);
-        if (!sub) continue;
-        if (update.seq) sub.lastSeq = update.seq;
-        sub.handler.update(update.result, update);
-      }
-    }
-
-    request(action, params) {
-      if (!this.socket || this.socket.readyState !== WebSocket.OPEN) return Promise.reject(new Error('not connected'));
-      const id = this.nextId++;
-      const message = params === undefined ? { action, request_id: id } : { action, request_id: id, params };
-      this.socket.send(JSON.stringify(message));
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => { this.pending.delete(id); reject(new Error(`${action}: no reply`)); }, REQUEST_TIMEOUT_MS);
-        this.pending.set(id, {
-          resolve: (value) => { clearTimeout(timer); resolve(value); },
-          reject: (error) => { clearTimeout(timer); reject(error); },
-        });
-      });
-    }
-
-    settle(frame) {
-      const waiter = this.pending.get(frame.request_id);
-      if (!waiter) return;
-      this.pending.delete(frame.request_id);
-      if (frame.type === 'pong' || frame.success) waiter.resolve(frame.type === 'pong' ? frame : frame.result);
-      else {
-        const error = new Error((frame.error && frame.error.message) || 'request failed');
-        error.code = frame.error && frame.error.code;
-        waiter.reject(error);
-      }
-    }
-
-    async ping() {
-      const sent = performance.now();
-      try {
-        await this.request('ping');
-        this.events.latency(performance.now() - sent);
-      } catch (_) { /* the close handler reports it */ }
-    }
-
-    /**
-     * Re-snapshot `key` after events were lost (`recovered: false`, docs/protocol.md): unsubscribe and
-     * subscribe again without `resume_from`, so the reply carries the current state.
-     */
-    refresh(key) {
-      const sub = this.subs.get(key);
-      if (sub) this.subscribe(key, sub.params, sub.handler);
-    }
-
+  /**
+   * The page's session: a marketbridge Client per token (a new token is a new user: every
+   * subscription starts over), with the page's events wired to it.
+   */
+  function makeClient(url, token, events) {
+    const c = new MB.Client(url, {
+      token: token || null, batchMs: batchMs > 0 ? batchMs : null, heartbeatS: 10,
+      pingIntervalMs: PING_EVERY_MS, requestTimeoutMs: REQUEST_TIMEOUT_MS, backoff: { jitter: 0.25 },
+    });
+    c.on('state', ({ state, detail }) => events.state(state, detail));
+    c.on('welcome', (frame) => { events.welcome(frame); c.ping().catch(() => {}); });
+    c.on('close', ({ code, reason }) => events.closed(code, reason, closeAdvice(code, reason)));
+    c.on('updates', ({ count, batched }) => events.received(count, batched));
+    c.on('latency', (ms) => events.latency(ms));
+    c.on('resubscribed', ({ key, recovered }) => events.resubscribed(key, recovered));
+    c.on('error', (error) => { if (error instanceof MB.RequestError) events.error(error); });
     /** Register (or replace) the subscription under `key`; it follows every reconnect. */
-    subscribe(key, params, handler) {
-      const previous = this.subs.get(key);
-      if (previous && previous.id && this.socket) {
-        this.byId.delete(previous.id);
-        this.request('unsubscribe', { subscription_id: previous.id }).catch(() => {});
-      }
-      this.subs.set(key, { params, lastSeq: null, id: null, handler });
-      if (this.socket && this.socket.readyState === WebSocket.OPEN) this.establish(key);
-    }
-
-    /** Register `key` without subscribing now: for a welcome, whose caller subscribes every key next. */
-    watch(key, params, handler) {
-      if (!this.subs.has(key)) this.subs.set(key, { params, lastSeq: null, id: null, handler });
-    }
-
-    /** Forget `key`: unsubscribe it, and do not bring it back on a reconnect. */
-    drop(key) {
-      const sub = this.subs.get(key);
-      if (!sub) return;
-      this.subs.delete(key);
-      if (sub.id) {
-        this.byId.delete(sub.id);
-        if (this.socket && this.socket.readyState === WebSocket.OPEN) {
-          this.request('unsubscribe', { subscription_id: sub.id }).catch(() => {});
-        }
-      }
-    }
-
-    async establish(key) {
-      const sub = this.subs.get(key);
-      const params = Object.assign({}, sub.params);
-      if (sub.lastSeq) params.resume_from = sub.lastSeq;
-      try {
-        const result = await this.request('subscribe', params);
-        if (this.subs.get(key) !== sub) {  // replaced or dropped meanwhile: do not leave it running
-          this.request('unsubscribe', { subscription_id: result.subscription_id }).catch(() => {});
-          return;
-        }
-        sub.id = result.subscription_id;
-        this.byId.set(sub.id, key);
-        sub.handler.snapshot(result.snapshot || [], result);
-        if (params.resume_from) this.events.resubscribed(key, Boolean(result.recovered));
-      } catch (error) {
-        if (this.subs.get(key) === sub) sub.handler.failed(error);
-      }
-    }
+    c.track = (key, params, handler) => c.subscribe(params, { key, onEvent: listen(key, handler, events) });
+    return c;
   }
 
   // ------------------------------------------------------------------ the view
@@ -353,7 +195,7 @@
   const M = window.marketbridgeMarket;
   const market = {                 // the selected symbol's book, tape and candles
     subscribed: false,             // subscriptions are set up for (exchange, symbol)
-    book: new M.BookCopy(BOOK_DEPTH),
+    book: new MB.OrderBook(BOOK_DEPTH),
     bookLoaded: false,             // the copy holds a snapshot (false while resyncing)
     bookStale: '',                 // why the book is stale (the server said so), or ''
     verified: 0,                   // updates whose checksum matched
@@ -376,14 +218,11 @@
   const failures = new Map();      // key -> why its subscription was refused
   const resumed = { recovered: [], gaps: [] };  // outcome of the resubscriptions after a reconnect
 
+  /** The endpoint; the client adds `?token=`, `?batch_ms=` and `?heartbeat_s=`. */
   function wsUrl() {
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const query = new URLSearchParams();
-    if (token) query.set('token', token);
-    if (batchMs > 0) query.set('batch_ms', String(batchMs));
-    const qs = query.toString();
     $('endpoint').textContent = `/ws${batchMs > 0 ? `?batch_ms=${batchMs}` : ''}`;
-    return `${scheme}://${location.host}/ws${qs ? `?${qs}` : ''}`;
+    return `${scheme}://${location.host}/ws`;
   }
 
   function banner(kind, text, hideAfterMs) {
@@ -602,7 +441,7 @@
   };
 
   function subscribeTickers() {
-    client.subscribe('tickers', { channel: 'tickers', exchange }, tickerHandler);
+    client.track('tickers', { channel: 'tickers', exchange }, tickerHandler);
   }
 
   async function discoverExchanges() {
@@ -640,7 +479,7 @@
 
   function resetMarket(key) {
     if (key === 'book') {
-      market.book = new M.BookCopy(BOOK_DEPTH);
+      market.book = new MB.OrderBook(BOOK_DEPTH);
       market.bookLoaded = false;
       market.bookStale = '';
       market.verified = 0;
@@ -661,9 +500,10 @@
       resetMarket(key);
       if (features.has(key)) {
         panels.add(key);
-        client.subscribe(key, marketParams(key), marketHandlers[key]);
+        const sub = client.track(key, marketParams(key), marketHandlers[key]);
+        if (key === 'book') market.book = sub.book;   // the client's copy, kept and verified by it
       } else {
-        client.drop(key);
+        client.unsubscribe(key);
         panels.remove(key);
       }
       renderPanel(key);
@@ -675,7 +515,7 @@
   function dropMarket() {
     market.subscribed = false;
     for (const key of MARKET_KEYS) {
-      client.drop(key);
+      client.unsubscribe(key);
       panels.remove(key);
       resetMarket(key);
       renderPanel(key);
@@ -688,12 +528,13 @@
     features = new Set(Array.isArray(list) ? list : []);
     for (const key of MARKET_KEYS) {
       if (!features.has(key)) {
-        client.drop(key);
+        client.unsubscribe(key);
         panels.remove(key);
         interrupted.delete(key);
       } else if (market.subscribed && !client.subs.has(key)) {
         panels.add(key);
-        client.watch(key, marketParams(key), marketHandlers[key]);  // the welcome subscribes it next
+        const sub = client.track(key, marketParams(key), marketHandlers[key]);
+        if (key === 'book') market.book = sub.book;
       }
       renderPanel(key);
     }
@@ -722,18 +563,11 @@
     });
   }
 
-  // The book: the documented copy, its checksum checked on every update.
+  // The book: the client keeps the copy (`market.book` is the subscription's OrderBook), applies
+  // each update, verifies its checksum and re-subscribes on a mismatch; the page counts and shows.
 
-  function bookMismatch() {
-    market.mismatches += 1;
-    market.bookLoaded = false;  // until the fresh snapshot: updates of the old subscription are not applied
-    client.refresh('book');
-    markMarket('book');
-  }
-
-  /** Replace the copy with a whole book (a subscribe snapshot, or a `snapshot: true` update). */
-  function loadBook(book) {
-    if (!market.book.load(book || {})) { bookMismatch(); return; }
+  /** The copy was replaced by a whole book (a subscribe snapshot, or a `snapshot: true` update). */
+  function bookReplaced(book) {
     market.bookLoaded = true;
     market.bookStale = book && book.stale ? 'waiting for a fresh snapshot' : '';
     setPanel('book', market.bookStale || interrupted.has('book') ? 'stale' : 'live');
@@ -741,23 +575,23 @@
   }
 
   const bookHandler = {
-    snapshot(snapshot) {
-      const book = Array.isArray(snapshot) ? snapshot[0] : snapshot;
-      if (!book && market.bookLoaded) { setPanel('book', market.bookStale ? 'stale' : 'live'); return; }  // resumed
-      loadBook(book);
+    snapshot(snapshot, _result, event) {
+      if (!event.reset && market.bookLoaded) { setPanel('book', market.bookStale ? 'stale' : 'live'); return; }  // resumed
+      bookReplaced(Array.isArray(snapshot) ? snapshot[0] : snapshot);
     },
     update(update) {
-      if (!update || (update.symbol && update.symbol !== symbol)) return;
-      if (update.snapshot === true) { loadBook(update); return; }  // the book was replaced
-      if (update.stale === true) {  // no longer the exchange's book: kept, marked, until a snapshot
-        market.bookStale = update.reason || 'the feed missed an update';
-        setPanel('book', 'stale');
-        markMarket('book');
-        return;
-      }
-      if (!market.bookLoaded) return;
-      if (!market.book.apply(update)) { bookMismatch(); return; }
+      if (update.snapshot === true) { bookReplaced(update); return; }  // the book was replaced
       market.verified += 1;
+      markMarket('book');
+    },
+    stale(event) {  // no longer the exchange's book: kept, marked, until a snapshot
+      market.bookStale = event.reason || 'the feed missed an update';
+      setPanel('book', 'stale');
+      markMarket('book');
+    },
+    mismatch() {  // the client resubscribes for a fresh snapshot
+      market.mismatches += 1;
+      market.bookLoaded = false;
       markMarket('book');
     },
     failed(error) { failPanel('book', `No book for ${symbol}: ${error.message}`); },
@@ -966,7 +800,7 @@
     panels.add('candles');
     renderPanel('candles');
     renderBadge();
-    client.subscribe('candles', marketParams('candles'), candlesHandler);
+    client.track('candles', marketParams('candles'), candlesHandler);
   }
 
   const marketHandlers = { book: bookHandler, trades: tradesHandler, candles: candlesHandler };
@@ -1032,7 +866,7 @@
 
   // ---- connection events
 
-  const client = new Client(wsUrl, {
+  const events = {
     state(state, text) {
       $('conn').dataset.state = state;
       $('conn-text').textContent = text;
@@ -1074,7 +908,7 @@
     },
     resubscribed(key, recovered) {
       (recovered ? resumed.recovered : resumed.gaps).push(key);
-      if (!recovered) client.refresh(key);
+      // a gap (recovered: false) is re-snapshotted by the client itself
       if (interrupted.size) return;
       const text = [
         resumed.recovered.length ? `${resumed.recovered.join(', ')} resumed where they left off` : '',
@@ -1094,7 +928,7 @@
       }
       interrupted.delete(key);
       if (panels.get(key) === 'stale' && !(key === 'book' && market.bookStale)) setPanel(key, 'live');
-      if (!frame.recovered) { missed.add(key); client.refresh(key); }
+      if (!frame.recovered) missed.add(key);   // the client re-snapshots it
       if (interrupted.size) { showInterruption(); return; }
       const lost = Array.from(missed);
       missed.clear();
@@ -1103,7 +937,18 @@
         : 'Feed back: no updates were lost.', 5000);
     },
     error(error) { banner('error', `Server: ${error.message || error.code || 'error'}`, 5000); },
-  });
+  };
+
+  let client = null;
+
+  /** A new session (the first load, or another token): every subscription starts over on it. */
+  function startClient() {
+    if (client) client.close();
+    client = makeClient(wsUrl(), token, events);
+    market.subscribed = false;
+    subscribeAll();
+    client.connect().catch(() => {});   // a refusal is shown by the close event
+  }
 
   // ---- token panel
 
@@ -1125,8 +970,7 @@
     panels.set('orders', 'loading'); panels.set('bots', 'loading');
     renderOrders(); renderBots();
     resetTickers();
-    subscribeAll();
-    client.start();
+    startClient();
   });
   $('token-forget').addEventListener('click', () => {
     token = '';
@@ -1139,8 +983,8 @@
 
   function subscribeAll() {
     subscribeTickers();
-    client.subscribe('orders', { channel: 'orders' }, recordHandler(orders, 'order_id', renderOrders, 'orders'));
-    client.subscribe('bots', { channel: 'bots' }, recordHandler(bots, 'bot_id', renderBots, 'bots'));
+    client.track('orders', { channel: 'orders' }, recordHandler(orders, 'order_id', renderOrders, 'orders'));
+    client.track('bots', { channel: 'bots' }, recordHandler(bots, 'bot_id', renderBots, 'bots'));
   }
 
   // Ages and the rate counter tick once a second, updates or not.
@@ -1151,7 +995,15 @@
   }, 1000);
 
   // The pure helpers, for the browser console and the page's tests.
-  window.marketbridge = Object.freeze({ updatesOf, Backoff, RateMeter, closeAdvice, PanelStates, jwtClaims, fmtPrice, fmtChange, fmtAge, client, market: M });
+  // `market`: the client's book and checksum helpers with the page's chart helpers.
+  const marketHelpers = Object.freeze({
+    ...M, crc32: MB.crc32, checksumString: MB.checksumString, bookChecksum: MB.bookChecksum, BookCopy: MB.OrderBook,
+    decimalKey: MB.decimalKey, isZero: MB.isZero, compareDecimal: MB.compareDecimal, subtractDecimal: MB.subtractDecimal,
+  });
+  window.marketbridge = Object.freeze({
+    updatesOf, Backoff, RateMeter, closeAdvice, PanelStates, jwtClaims, fmtPrice, fmtChange, fmtAge,
+    get client() { return client; }, market: marketHelpers, module: MB,
+  });
 
   if (batchMs > 0) { $('batch-stat').hidden = false; $('batch').textContent = `${batchMs} ms`; }
   showUser();
@@ -1162,6 +1014,5 @@
   renderOrders();
   renderBots();
   renderBadge();
-  subscribeAll();
-  client.start();
+  startClient();
 })();

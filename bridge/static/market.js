@@ -1,147 +1,14 @@
 /*
- * marketbridge live page, market depth logic (docs/protocol.md section 10): decimal strings,
- * the book checksum (CRC32), a client copy of a book, a candle series and the candle chart's
- * geometry. Pure: no DOM and no socket, so app.js renders and the page's tests check it.
+ * marketbridge live page, market panels' logic (docs/protocol.md section 10): a candle series,
+ * the candle chart's geometry and the book ladder's totals. Pure: no DOM and no socket, so
+ * app.js renders and the page's tests check it. The book copy, its checksum and the decimal
+ * strings are the client's (clients/js/marketbridge.js).
  *
- * Prices and quantities stay the decimal strings the server sent; they are compared and
- * subtracted as decimals here, and turned into floats only for bar widths and chart scaling.
+ * Prices and quantities stay the decimal strings the server sent; they are turned into floats
+ * only for bar widths and chart scaling.
  */
 (() => {
   'use strict';
-
-  // ------------------------------------------------------------------ decimal strings
-
-  /** `"050000.10"` -> `["50000", "1"]`: the integer part without leading zeros, the fraction without trailing ones. */
-  function decimalParts(text) {
-    const [whole = '', fraction = ''] = String(text).trim().split('.');
-    return [whole.replace(/^0+/, '') || '0', fraction.replace(/0+$/, '')];
-  }
-
-  /** The decimal value as a canonical string: `"50000.1"` and `"50000.10"` are one level. */
-  function decimalKey(text) {
-    const [whole, fraction] = decimalParts(text);
-    return fraction ? `${whole}.${fraction}` : whole;
-  }
-
-  /** Any zero (`"0"`, `"0.000"`, `".0"`): the level is removed. */
-  const isZero = (text) => /^0*\.?0*$/.test(String(text).trim());
-
-  /** -1, 0 or 1: compares two non-negative decimal strings by value, exactly. */
-  function compareDecimal(a, b) {
-    const [aw, af] = decimalParts(a);
-    const [bw, bf] = decimalParts(b);
-    if (aw.length !== bw.length) return aw.length < bw.length ? -1 : 1;
-    if (aw !== bw) return aw < bw ? -1 : 1;
-    const width = Math.max(af.length, bf.length);
-    const x = af.padEnd(width, '0');
-    const y = bf.padEnd(width, '0');
-    return x === y ? 0 : x < y ? -1 : 1;
-  }
-
-  /** `a - b` for non-negative decimal strings, exact (`"50000.5" - "49999.75"` is `"0.75"`). */
-  function subtractDecimal(a, b) {
-    const [aw, af] = decimalParts(a);
-    const [bw, bf] = decimalParts(b);
-    const scale = Math.max(af.length, bf.length);
-    const diff = BigInt(aw + af.padEnd(scale, '0')) - BigInt(bw + bf.padEnd(scale, '0'));
-    const negative = diff < 0n;
-    const digits = (negative ? -diff : diff).toString().padStart(scale + 1, '0');
-    const whole = digits.slice(0, digits.length - scale);
-    const fraction = scale ? digits.slice(digits.length - scale).replace(/0+$/, '') : '';
-    return `${negative ? '-' : ''}${whole}${fraction ? `.${fraction}` : ''}`;
-  }
-
-  // ------------------------------------------------------------------ checksum
-
-  const CRC_TABLE = (() => {
-    const table = new Uint32Array(256);
-    for (let n = 0; n < 256; n += 1) {
-      let c = n;
-      for (let k = 0; k < 8; k += 1) c = c & 1 ? 0xEDB88320 ^ (c >>> 1) : c >>> 1;
-      table[n] = c >>> 0;
-    }
-    return table;
-  })();
-
-  /** CRC32 (IEEE 802.3, as zlib.crc32) of an ASCII string, unsigned. */
-  function crc32(text) {
-    let crc = 0xFFFFFFFF;
-    for (let i = 0; i < text.length; i += 1) crc = CRC_TABLE[(crc ^ text.charCodeAt(i)) & 0xFF] ^ (crc >>> 8);
-    return (crc ^ 0xFFFFFFFF) >>> 0;
-  }
-
-  const CHECKSUM_LEVELS = 10;
-  const strip = (text) => String(text).replace(/\./g, '').replace(/^0+/, '');
-
-  /** The string the checksum hashes: top 10 asks then top 10 bids, price then qty, `.` and leading zeros removed. */
-  function checksumString(bids, asks) {
-    const part = ([price, qty]) => strip(price) + strip(qty);
-    return asks.slice(0, CHECKSUM_LEVELS).map(part).join('') + bids.slice(0, CHECKSUM_LEVELS).map(part).join('');
-  }
-
-  const bookChecksum = (bids, asks) => crc32(checksumString(bids, asks));
-
-  // ------------------------------------------------------------------ a client copy of a book
-
-  /** A level as `[price, qty]` strings, from the wire's `[price, qty]` or `{price, qty}`. */
-  function levelOf(level) {
-    if (Array.isArray(level)) return [String(level[0]), String(level[1])];
-    return [String(level.price), String(level.qty)];
-  }
-
-  /**
-   * The book as docs/protocol.md "Keeping a book" says: load a snapshot, set each level of an
-   * update (qty zero removes it), truncate each side to `depth`, and compare the checksum.
-   */
-  class BookCopy {
-    constructor(depth = 25) { this.depth = depth; this.bids = []; this.asks = []; this.checksum = null; }
-
-    load(book) {
-      this.bids = [];
-      this.asks = [];
-      this.setLevels(book.bids || [], book.asks || []);
-      return this.verify(book.checksum);
-    }
-
-    /** Apply an update's changed levels; true when the copy's checksum equals the update's. */
-    apply(update) {
-      this.setLevels(update.bids || [], update.asks || []);
-      return this.verify(update.checksum);
-    }
-
-    setLevels(bids, asks) {
-      for (const level of bids) this.bids = setLevel(this.bids, levelOf(level), -1);
-      for (const level of asks) this.asks = setLevel(this.asks, levelOf(level), 1);
-      this.bids = this.bids.slice(0, this.depth);
-      this.asks = this.asks.slice(0, this.depth);
-    }
-
-    /** A missing checksum (a server that sends none) is not a mismatch. */
-    verify(expected) {
-      this.checksum = bookChecksum(this.bids, this.asks);
-      return expected === undefined || expected === null || Number(expected) === this.checksum;
-    }
-
-    bestBid() { return this.bids.length ? this.bids[0] : null; }
-    bestAsk() { return this.asks.length ? this.asks[0] : null; }
-    /** Best ask minus best bid, as an exact decimal string; null with a side empty. */
-    spread() {
-      const bid = this.bestBid();
-      const ask = this.bestAsk();
-      return bid && ask ? subtractDecimal(ask[0], bid[0]) : null;
-    }
-  }
-
-  /** `side` best first; `order` 1 for asks (ascending), -1 for bids (descending). */
-  function setLevel(side, [price, qty], order) {
-    const key = decimalKey(price);
-    const rest = side.filter(([p]) => decimalKey(p) !== key);
-    if (isZero(qty)) return rest;
-    let at = rest.findIndex(([p]) => compareDecimal(p, price) * order > 0);
-    if (at < 0) at = rest.length;
-    rest.splice(at, 0, [price, qty]);
-    return rest;
-  }
 
   /** Each level with its running total (floats: for the bars only). */
   function withTotals(side) {
@@ -201,8 +68,5 @@
     return (unit <= 1 ? 1 : unit <= 2 ? 2 : unit <= 5 ? 5 : 10) * power;
   }
 
-  window.marketbridgeMarket = Object.freeze({
-    decimalKey, isZero, compareDecimal, subtractDecimal, crc32, checksumString, bookChecksum,
-    BookCopy, withTotals, CandleSeries, candleLayout,
-  });
+  window.marketbridgeMarket = Object.freeze({ withTotals, CandleSeries, candleLayout });
 })();

@@ -1,0 +1,1 @@
+../../bridge/static/marketbridge.js
