@@ -52,9 +52,16 @@ class FrameCodec:
         """Final text frames, unmasked (a server's), one per payload, joined: websockets' own
         framing and, when compressed, permessage-deflate's encoding of a message from an empty
         window (what ``PerMessageDeflate.encode`` does with ``local_no_context_takeover``)."""
+        return self.sized_frames(payloads)[0]
+
+    def sized_frames(self, payloads: Sequence[str]) -> tuple[bytes, int]:
+        """:meth:`frames`, and how many bytes the payloads held before compression (what
+        ``bridge_compression_ratio`` compares the compressed frames with)."""
+        raw = [payload.encode() for payload in payloads]
+        size = sum(len(data) for data in raw)
         if self.window_bits is None:
-            return b"".join(_frame(_TEXT, payload.encode()) for payload in payloads)
-        return b"".join(_frame(_DEFLATED_TEXT, self.deflate(payload.encode())) for payload in payloads)
+            return b"".join(_frame(_TEXT, data) for data in raw), size
+        return b"".join(_frame(_DEFLATED_TEXT, self.deflate(data)) for data in raw), size
 
     def deflate(self, data: bytes) -> bytes:
         """One message's compressed payload, from a fresh window, without the sync-flush tail."""

@@ -159,7 +159,10 @@ class Lane:
         compressed once for every member when the lane's codec says so."""
         assert self.codec is not None
         updates = [self.prefix + event.tail for event in events]
-        return self.codec.frames([batch_frame(updates)] if self.batched else updates)
+        data, raw_size = self.codec.sized_frames([batch_frame(updates)] if self.batched else updates)
+        if self.codec.window_bits is not None:
+            self.metrics.compressed(raw_size, len(data))
+        return data
 
     def close(self) -> None:
         """The last member left: pending events have nobody to go to."""

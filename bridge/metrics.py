@@ -80,6 +80,13 @@ class BridgeMetrics:
             "bridge_grpc_requests_total", "Upstream gRPC calls by method and status",
             ["method", "code"], registry=r)
         self.sent = {kind: self.messages_sent_total.labels(kind) for kind in FRAME_TYPES}
+        # SPEC 9.5: bytes out / bytes in of the compressed shared frames (each compressed once
+        # per lane for all its members: bridge.compression), since start; 1 before any
+        self._compressed_in = 0
+        self._compressed_out = 0
+        Gauge("bridge_compression_ratio", "Bytes written / bytes before compression, over the "
+              "compressed shared frames since start (1 before any)", registry=r).set_function(
+            lambda: self._compressed_out / self._compressed_in if self._compressed_in else 1.0)
         self.upstream_stalls_total = Counter(
             "bridge_upstream_stalls_total",
             "Upstream streams given up after --upstream-stall-s without a message, by channel",
@@ -99,6 +106,11 @@ class BridgeMetrics:
         now_ms = time.time() * 1000.0
         observe_all(self.delivery_latency_seconds,
                     [(now_ms - event_ms) / 1000.0 for event_ms in event_times_ms], copies)
+
+    def compressed(self, raw_bytes: int, frame_bytes: int) -> None:
+        """Count one compressed flush: its payloads' size and its frames' (headers included)."""
+        self._compressed_in += raw_bytes
+        self._compressed_out += frame_bytes
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this bridge's registry."""

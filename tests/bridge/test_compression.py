@@ -88,6 +88,7 @@ async def test_every_client_reads_the_same_updates(deflate_bridge, feed, batch_m
     results = [[(u["seq"], u["result"]) for u in updates] for updates in received]
     assert all(r == results[0] for r in results[1:])
     assert [r["price"] for _, r in results[0]] == [t.price for t in tickers]
+    assert 0 < deflate_bridge.app.metrics.value("bridge_compression_ratio") < 1
 
 
 async def test_one_compression_per_lane_serves_every_client_that_shares_it(deflate_bridge, feed) -> None:
@@ -115,3 +116,4 @@ async def test_compression_none_declines_the_extension(cache, feed) -> None:
             await feed.ticker(symbol="BTC/USDT", price=7.0)
             (u,) = await c.updates(1)
             assert u["result"]["price"] == 7.0
+        assert b.app.metrics.value("bridge_compression_ratio") == 1.0   # nothing compressed
