@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
+import grpc
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from bridge.auth import Authenticator, AuthError, extract_token, query_params
+from bridge.canary import CANARY_IDENTITY, CANARY_TOPIC, CHANNEL as CANARY_CHANNEL, CanaryFreshness
 from bridge.compression import server_extensions
 from bridge.config import BridgeConfig
 from bridge.session import Session
@@ -27,6 +30,7 @@ from bridge.protocol import parse_batch_ms, parse_heartbeat_s
 from bridge.routes import Routes
 from bridge.upstream import Upstream
 from bridge.wsconnection import BatchingConnection
+from marketbridge.seq import seq_time_ms
 
 log = logging.getLogger("bridge")
 CLOSE_STEP_S = 10.0   # how long each step of close() may take
@@ -67,6 +71,8 @@ class BridgeApp:
         self.sessions: set[Session] = set()
         self.draining = False
         self.server: Server | None = None
+        self.canary: CanaryFreshness | None = None
+        self.metrics.ready.set_function(lambda: 0.0 if self.not_ready_reason() else 1.0)
 
     @property
     def port(self) -> int:
@@ -79,6 +85,10 @@ class BridgeApp:
             return "draining"
         if not self.upstream.serving:
             return "upstream not serving"
+        if self.canary is not None:
+            stale = self.canary.stale_reason(asyncio.get_running_loop().time())
+            if stale is not None:
+                return stale
         return self.jwks.not_ready_reason() if self.jwks is not None else None
 
     def ready_detail(self) -> str | None:
@@ -87,6 +97,8 @@ class BridgeApp:
 
     async def start(self) -> None:
         self.upstream.start()
+        if self.config.canary_s:
+            self._follow_canary()
         if self.jwks is not None:
             await self.jwks.start()   # keys before the first client, bounded by --jwks-timeout-s
         self.server = await serve(
@@ -104,6 +116,26 @@ class BridgeApp:
         )
         log.info("bridge listening on %s:%s (upstream %s, auth %s)", self.config.host, self.port,
                  self.config.grpc_target, self.config.auth)
+
+    def _follow_canary(self) -> None:
+        """Follow the canary stream (bridge/canary.py): its freshness gates ``/readyz`` and
+        feeds ``bridge_canary_age_seconds`` (computed at each scrape, so it grows while stuck)."""
+        loop = asyncio.get_running_loop()
+        canary = self.canary = CanaryFreshness(self.config.canary_s, loop.time())
+        self.fanout.follow(CANARY_CHANNEL, CANARY_TOPIC, CANARY_IDENTITY,
+                           lambda seq: canary.arrived(loop.time(), seq_time_ms(seq)),
+                           lambda code: self._canary_ended(canary, code))
+        self.metrics.canary_age_seconds.set_function(lambda: canary.age_s(loop.time(), time.time()))
+
+    @staticmethod
+    def _canary_ended(canary: CanaryFreshness, code: grpc.StatusCode) -> None:
+        """A cache service without ``StreamCanary`` (an older release, e.g. mid rolling
+        upgrade) must not keep every new bridge out of rotation: readiness stops depending on
+        the canary, with a warning, until a canary arrives again."""
+        if code is grpc.StatusCode.UNIMPLEMENTED and not canary.not_offered:
+            canary.not_offered = True
+            log.warning("the cache service has no StreamCanary (an older version): /readyz does "
+                        "not judge the pipe by the canary until one arrives")
 
     async def handle(self, ws: BatchingConnection) -> None:  # type: ignore[override]
         """One WebSocket connection, from authentication to the last frame."""

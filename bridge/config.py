@@ -74,6 +74,10 @@ class BridgeConfig:
     # A subscribed topic that hears nothing (no event, no heartbeat) for this long is stalled:
     # its subscribers are told ``interrupted`` and the stream is re-opened (bridge/stall.py).
     upstream_stall_s: float = 3.0
+    # The end-to-end canary (bridge/canary.py): the cache service's --canary-s (set both the
+    # same); /readyz says 503 after 3 intervals without one. 0: not followed (a cache service
+    # that predates StreamCanary).
+    canary_s: float = 5.0
     grpc_tls_ca_file: str | None = None
     grpc_tls_cert_file: str | None = None
     grpc_tls_key_file: str | None = None
@@ -118,6 +122,8 @@ def validate(config: BridgeConfig) -> None:
                           f"with a token takes about 600), got {config.max_header_bytes}")
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"--port must be from 0 to 65535, got {config.port}")
+    if config.canary_s < 0:
+        raise ConfigError(f"--canary-s must be >= 0 (0: no canary), got {config.canary_s}")
     if config.shutdown_grace < 0:
         raise ConfigError(f"--shutdown-grace must be >= 0, got {config.shutdown_grace}")
     if not config.grpc_target.strip():

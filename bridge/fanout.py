@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, Protocol, cast
 
@@ -38,6 +39,7 @@ from bridge.subscriptions import Subscription, TopicKey
 from bridge.upstream import Upstream
 from marketbridge.backoff import Backoff
 from marketbridge.metadata import heartbeat_interval
+from marketbridge.seq import seq_time_ms
 
 log = logging.getLogger("bridge.fanout")
 
@@ -93,6 +95,11 @@ class Topic:
         self.task: asyncio.Task[None] | None = None
         # a book topic's own copy, checking every update's checksum (bridge.book_check)
         self.check = channel.self_check(key) if channel.self_check is not None else None
+        # an internal topic's listener (the canary, bridge.canary): told each new event's seq
+        self.on_event: Callable[[str], None] | None = None
+        # ... and told how each of its streams ended (the canary: UNIMPLEMENTED, an older service)
+        self.on_status: Callable[[grpc.StatusCode], None] | None = None
+        self.lag = metrics.upstream_lag_seconds.labels(channel.name)
 
     def join(self, sub: Subscription, member: Subscriber) -> None:
         key = lane_key(sub, member.batch_ms, member.codec)
@@ -123,6 +130,8 @@ class Topic:
         if key <= self.last_key:
             return   # already delivered before a resume
         self.last_seq, self.last_key = seq, key
+        if self.on_event is not None:
+            self.on_event(seq)
         if self.check is not None and not self.check.verify(entity):  # type: ignore[arg-type]
             self.metrics.book_checksum_failures_total.inc()
         event = self.channel.event(seq, entity)  # type: ignore[arg-type]
@@ -159,6 +168,8 @@ class Fanout:
         self.stall_s = stall_s
         self.channels: Mapping[str, Channel] = CHANNELS   # the table of bridge/channels/
         self.topics: dict[TopicKey, Topic] = {}
+        # topics of the bridge's own (the canary): no subscriber, open until close()
+        self.internal: dict[TopicKey, Topic] = {}
         self.unbatched: set[str] = set()   # batched methods the service said it does not have
         self.warned_rare_heartbeats = False
 
@@ -190,6 +201,20 @@ class Fanout:
         if not topic.lane_of:
             self._close(topic)
 
+    def follow(self, channel: Channel, key: TopicKey, identity: Identity,
+               on_event: Callable[[str], None],
+               on_status: Callable[[grpc.StatusCode], None] | None = None) -> Topic:
+        """Open a topic of the bridge's own: no client can join it, ``on_event`` gets each new
+        event's seq (``on_status`` each ended stream's status), and it is resumed and
+        stall-watched like any topic until :meth:`close`. Not counted in
+        ``bridge_upstream_streams`` (that gauge is the clients' topics)."""
+        topic = Topic(key, identity, self.metrics, channel)
+        topic.on_event = on_event
+        topic.on_status = on_status
+        self.internal[key] = topic
+        self._start(topic, pause=0.0)
+        return topic
+
     def _open(self, key: TopicKey, identity: Identity) -> Topic:
         topic = Topic(key, identity, self.metrics, self.channels[key[0]])
         self.topics[key] = topic
@@ -208,7 +233,8 @@ class Fanout:
         other way while its topic is still registered, its subscribers would silently get
         nothing more: say so, count it, and start it again (after a pause, so a task that
         keeps dying cannot spin)."""
-        if task.cancelled() or self.topics.get(topic.key) is not topic:
+        registered = self.topics.get(topic.key) is topic or self.internal.get(topic.key) is topic
+        if task.cancelled() or not registered:
             return
         exc = task.exception()
         log.error("topic %s: its task ended (%r); restarting it", topic.key, exc, exc_info=exc)
@@ -231,6 +257,8 @@ class Fanout:
         backoff = Backoff(INITIAL_BACKOFF_S, self.backoff_max)
         while True:
             code, details = await self._stream_contained(topic)
+            if topic.on_status is not None:
+                topic.on_status(code)
             # A stream that went live starts the backoff again; a fan-out failure does not, so
             # a defect that fails every message is retried (and logged) at most every
             # ``backoff_max`` seconds, not ten times a second.
@@ -282,9 +310,12 @@ class Fanout:
             async with stall_guard(watch), \
                     aclosing(self._messages(channel, request, topic.identity, watch)) as messages:
                 async for events in messages:
+                    oldest = ""
                     for reply in events:
                         kind = reply.WhichOneof("event")
                         if kind in channel.entity_fields:
+                            if not oldest:
+                                oldest = reply.seq
                             topic.dispatch(reply.seq, getattr(reply, kind))
                         elif kind == "live":
                             self._went_live(topic, reply.seq, recovered=not gap)
@@ -294,6 +325,8 @@ class Fanout:
                             watch.beating = True
                     topic.flush()
                     watch.last = clock()
+                    if oldest:   # one observation per message: its oldest event, the most delayed
+                        topic.lag.observe(max(0.0, time.time() - seq_time_ms(oldest) / 1000.0))
         except grpc.aio.AioRpcError as exc:
             return exc.code(), exc.details() or ""
         return grpc.StatusCode.OK, ""
@@ -420,7 +453,11 @@ class Fanout:
             raise StreamStalled.of(watch) from None
 
     async def close(self) -> None:
-        tasks = [t.task for t in self.topics.values() if t.task is not None]
+        tasks = [t.task for t in (*self.topics.values(), *self.internal.values()) if t.task is not None]
         for topic in list(self.topics.values()):
             self._close(topic)
+        for topic in self.internal.values():
+            if topic.task is not None:
+                topic.task.cancel()
+        self.internal.clear()
         await asyncio.gather(*tasks, return_exceptions=True)

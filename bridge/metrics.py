@@ -96,6 +96,17 @@ class BridgeMetrics:
             "Unexpected errors fanning a topic out, by channel and part (stream: the topic "
             "re-opened its stream; task: the topic's task ended and was restarted); one "
             "client's failures are bridge_fanout_failures_total", ["channel", "part"], registry=r)
+        self.upstream_lag_seconds = Histogram(
+            "bridge_upstream_lag_seconds", "Event time (seq id: when Redis appended it) to the "
+            "bridge reading it, by channel; one observation per upstream gRPC message, of its "
+            "oldest event", ["channel"], buckets=LATENCY_BUCKETS, registry=r)
+        self.ready = Gauge(
+            "bridge_ready", "1 while /readyz answers 200, 0 while it answers 503 (draining, "
+            "upstream not serving, canary stale, no JWKS keys): alertable without kube-state-metrics",
+            registry=r)
+        self.canary_age_seconds = Gauge(
+            "bridge_canary_age_seconds", "Age of the newest canary that went Redis -> cache "
+            "service -> bridge (bridge/canary.py); since start before the first one", registry=r)
 
     def record_sent(self, kind: str, frames: int, event_times_ms: Iterable[int],
                     copies: int = 1) -> None:

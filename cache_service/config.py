@@ -50,6 +50,9 @@ class CacheConfig:
     # (at once on a lost connection); idle live streams carry a heartbeat this often.
     feed_stall_s: float = 2.0
     stream_heartbeat_s: float = 1.0
+    # The end-to-end canary (cache_service/canary.py): one event into the reserved canary
+    # stream this often; bridges go unready after 3 intervals without one.
+    canary_s: float = 5.0
     # Market data (docs/market_data.md): recent trades kept per symbol for ListTrades, and
     # candles kept per symbol and interval (the newest N intervals).
     trade_retention: int = 1000
@@ -110,7 +113,7 @@ def validate(config: CacheConfig) -> None:
         raise ConfigError(f"--stream-maxlen: must be > 0, got {config.stream_maxlen}")
     if config.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"--log-level: {config.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
-    require_positive(config, ("redis_timeout", "shutdown_grace", "feed_stall_s", "stream_heartbeat_s",
+    require_positive(config, ("redis_timeout", "shutdown_grace", "feed_stall_s", "stream_heartbeat_s", "canary_s",
                               "subscriber_queue", "trade_retention", "candle_retention"), lambda flag, _value: f"{flag}: must be > 0")
     if config.terminal_order_retention_s < 0:
         raise ConfigError("--terminal-order-retention-s: must be >= 0 (0 keeps terminal orders "

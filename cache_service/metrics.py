@@ -47,6 +47,10 @@ class Metrics:
         self.feed_interruptions = Counter(
             "cache_feed_interruptions", "Change-feed readers that ended their streams UNAVAILABLE, "
             "by cause: connection, stalled, unconfirmed, internal", ["cause"], registry=self.registry)
+        self.replica_acks_missing = Counter(
+            "cache_replica_acks_missing", "Writes answered UNAVAILABLE because fewer than "
+            "--min-replica-acks replicas confirmed them within --replica-ack-timeout-ms (the "
+            "write may exist on the primary)", registry=self.registry)
         self.books_stale = Gauge(
             "cache_books_stale", "Books waiting for a snapshot (a delta was missed or would have "
             "crossed them), among the books this process writes", registry=self.registry)

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from cache_service.book_store import BookStore
 from cache_service.books import BookKeeper
+from cache_service.canary import CanaryWriter, writer_name
 from cache_service.periodic import Periodic
 from cache_service.changefeed import ChangeFeed
 from cache_service.config import CacheConfig
@@ -86,6 +87,7 @@ class CacheServer:
         self.order_retention: OrderRetention | None = None
         self.trades: TradeDesk | None = None
         self._candle_clock: Periodic | None = None
+        self._canary: Periodic | None = None
 
     def _check_port_free(self) -> None:
         """Fail before building anything if the port is taken (grpc's own bind error is
@@ -104,7 +106,7 @@ class CacheServer:
         self._check_port_free()
         self.redis = connect(config.redis_target, config.redis_timeout)
         store = Store(self.redis, config.stream_maxlen, config.min_replica_acks or 0,
-                      config.replica_ack_timeout_ms)
+                      config.replica_ack_timeout_ms, unconfirmed=self.metrics.replica_acks_missing.inc)
         self.feed = ChangeFeed(self.redis, self.metrics, config.subscriber_queue, config.redis_timeout,
                                config.feed_policy)
         health_servicer = health.aio.HealthServicer()
@@ -140,6 +142,9 @@ class CacheServer:
         # closes candles whose interval ended without a later trade (cache_service.trades)
         self._candle_clock = Periodic("candle-clock", self._close_due_candles, CANDLE_CLOCK_S)
         self._candle_clock.start()
+        canary = CanaryWriter(self.redis, writer_name(self.port), config.canary_s)
+        self._canary = Periodic("canary", canary.step, config.canary_s)
+        self._canary.start()
         try:
             self.metrics.serve(config.host, config.metrics_port)
         except OSError as exc:
@@ -174,6 +179,9 @@ class CacheServer:
         if self._candle_clock is not None:
             await self._step("candle clock", self._candle_clock.stop())
             self._candle_clock = None
+        if self._canary is not None:
+            await self._step("canary", self._canary.stop())
+            self._canary = None
         if self.feed is not None:
             await self._step("change feed", self.feed.close())
         if self._server is not None:

@@ -23,9 +23,10 @@ from redis.exceptions import ReadOnlyError, RedisError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cache_service import validation, wire
-from cache_service.changefeed import ChangeFeed, Entry, FeedItem, Gap, Heartbeat, Match, field_filter
+from cache_service.changefeed import ChangeFeed, Entry, FeedItem, Gap, Heartbeat, Match, field_filter, match_all
 from cache_service.book_store import book_stream
 from cache_service.books import BookKeeper, book_entry_event, book_filter, requested_depth
+from cache_service.canary import CANARY_CHANNEL, CANARY_STREAM
 from cache_service.errors import InvalidArgument, NotFound, ServiceError
 from cache_service.metrics import Metrics
 from marketbridge.api.v1 import cache_pb2, cache_pb2_grpc
@@ -36,6 +37,7 @@ from cache_service.trade_store import candle_stream, trade_stream
 from cache_service.trades import (CANDLES_LIMIT_DEFAULT, TRADES_LIMIT_DEFAULT, TradeDesk,
                                   check_interval)
 from marketbridge.metadata import HEARTBEAT_HEADER
+from marketbridge.seq import seq_key
 from marketbridge.vocabulary import ORDER_STATUSES
 
 log = logging.getLogger(__name__)
@@ -605,3 +607,25 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         async for event in self._stream(context, candle_stream(request.exchange), "candles", match,
                                         request.resume_from, make):
             yield event
+
+    # ------------------------------------------------------------ canary
+
+    async def StreamCanary(self, request: cache_pb2.StreamCanaryRequest,
+                           context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.CanaryEvent]:
+        """The reserved canary stream (cache_service.canary), like any other change stream."""
+        async for item in self._guarded(context, self._canary_items(request.resume_from)):
+            yield _event(cache_pb2.CanaryEvent, "canary", cache_pb2.Canary, item)
+
+    async def _canary_items(self, resume_from: str) -> AsyncGenerator[FeedItem, None]:
+        """Without ``resume_from`` the newest canary first, then the feed after it: a bridge
+        that just started (or re-opened without a position) learns at once that the pipe
+        works, instead of waiting up to an interval for the next canary."""
+        if not resume_from:
+            newest = await self.store.redis.xrevrange(CANARY_STREAM, count=1)
+            if newest:
+                raw_id, fields = newest[0]
+                resume_from = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+                yield Entry(resume_from, seq_key(resume_from), fields)
+        async with aclosing(self.feed.follow(CANARY_STREAM, CANARY_CHANNEL, match_all, resume_from)) as items:
+            async for item in items:
+                yield item

@@ -195,11 +195,13 @@ class Store:
     ``WRITE_BATCH`` tickers), pipelined with ``WAIT`` when replicas must confirm them."""
 
     def __init__(self, redis: aioredis.Redis, stream_maxlen: int, min_replica_acks: int = 0,
-                 replica_ack_timeout_ms: int = 500) -> None:
+                 replica_ack_timeout_ms: int = 500,
+                 unconfirmed: Callable[[], None] = lambda: None) -> None:
         self.redis = redis
         self.stream_maxlen = stream_maxlen
         self.min_replica_acks = min_replica_acks
         self.replica_ack_timeout_ms = replica_ack_timeout_ms
+        self.unconfirmed = unconfirmed   # counts a write the replicas did not confirm in time
         self._tickers_write = redis.register_script(_TICKERS_WRITE)
         self._owned_write = redis.register_script(_OWNED_WRITE)
         self._owned_read = redis.register_script(_OWNED_READ)
@@ -252,6 +254,7 @@ class Store:
         result, confirmed = await conn.execute(
             command, ("WAIT", self.min_replica_acks, self.replica_ack_timeout_ms))
         if int(confirmed) < self.min_replica_acks:
+            self.unconfirmed()
             raise Unavailable(
                 f"write not confirmed by replicas ({confirmed} of {self.min_replica_acks} within "
                 f"{self.replica_ack_timeout_ms} ms); it may or may not have been applied, retry")

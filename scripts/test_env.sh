@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare what the test suite needs, then exec the command given (default: the full suite).
 #  - system packages: redis-server and redis-sentinel (process fallback, local image source),
-#    docker.io (the engine), chromium (live page checks), nodejs (the JavaScript client's tests);
+#    docker.io (the engine), chromium (live page checks), nodejs (the JavaScript client's tests),
+#    prometheus (its promtool runs the chart's alert rules: tests/k8s/test_alerts.py);
 #    installed with apt-get when missing and we are root.
 #  - a Docker engine: used if reachable; else dockerd is started (vfs storage) and stopped at exit.
 #  - a Redis image: $REDIS_IMAGE if set and present; else redis:7-alpine if it can be pulled;
@@ -18,6 +19,7 @@ command -v redis-sentinel >/dev/null || need_pkgs+=(redis-sentinel)
 command -v dockerd >/dev/null || need_pkgs+=(docker.io)
 command -v chromium >/dev/null || need_pkgs+=(chromium)   # headless browser checks of the live page
 command -v node >/dev/null || need_pkgs+=(nodejs)      # the JavaScript client's tests (node --test)
+command -v promtool >/dev/null || need_pkgs+=(prometheus)  # promtool test rules over the chart's alerts
 if [ ${#need_pkgs[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   log "installing ${need_pkgs[*]}"
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null \

@@ -29,6 +29,8 @@ def test_config_precedence_and_env() -> None:
     (["--jwt-secret", "s", "--grpc-tls-cert-file", "c"], {}, "must be given together"),
     (["--jwt-secret", "s", "--grpc-target", " "], {}, "--grpc-target must not be empty"),
     (["--jwt-secret", "s", "--shutdown-grace", "-1"], {}, "--shutdown-grace must be >= 0"),
+    (["--jwt-secret", "s", "--canary-s", "-1"], {}, "--canary-s must be >= 0 (0: no canary)"),
+    (["--jwt-secret", "s"], {"BRIDGE_CANARY_S": "often"}, "BRIDGE_CANARY_S: expected a number"),
 ])
 def test_bad_config_one_line(argv: list[str], env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -7,6 +7,7 @@ the way any gRPC server answers a method it does not have (UNIMPLEMENTED).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from marketbridge.api.v1 import cache_pb2_grpc
 from tests.bridge.client import client
 from tests.factories import TradeFactory
 from tests.infra.bridge_runner import running_bridge
+from tests.infra.eventually import eventually
 from tests.infra.tokens import make_token
 
 ALICE = make_token("alice")
@@ -119,3 +121,18 @@ async def test_each_batched_method_falls_back_on_its_own(service_before_trade_ba
 
         assert calls("StreamTradeBatches", "UNIMPLEMENTED") == 1
         assert calls("StreamTickerBatches", "UNIMPLEMENTED") == 0
+
+
+async def test_a_service_without_the_canary_does_not_keep_the_bridge_unready(older_service) -> None:
+    """StreamCanary answered UNIMPLEMENTED (a release before it): after the canary's 3 intervals
+    of silence the canary still does not make the bridge unready, instead of taking every
+    bridge out of the load balancer's rotation in the middle of a rolling upgrade."""
+    async with running_bridge(older_service, canary_s=0.1) as b:
+        canary = b.app.canary
+        assert canary is not None
+        await eventually(lambda: canary.not_offered)
+        loop = asyncio.get_running_loop()
+        await eventually(lambda: canary.silent_s(loop.time()) > canary.limit_s)
+        assert canary.stale_reason(loop.time()) is None
+        # (this older-release server has no health service, so /readyz says so, not "canary")
+        assert "canary" not in (b.app.not_ready_reason() or "")

@@ -53,3 +53,12 @@ def test_user_metadata_trust_from_environment() -> None:
 def test_user_metadata_trust_rejects(values, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         CacheConfig(**values)
+
+
+def test_canary_interval_from_flag_or_environment_and_validated_in_one_line() -> None:
+    assert load_config([], {}).canary_s == 5.0
+    assert load_config([], {"CACHE_CANARY_S": "0.5"}).canary_s == 0.5
+    assert load_config(["--canary-s", "2"], {"CACHE_CANARY_S": "0.5"}).canary_s == 2.0
+    with pytest.raises(ConfigError) as info:
+        load_config(["--canary-s", "0"], {})
+    assert str(info.value) == "--canary-s: must be > 0"

@@ -74,6 +74,7 @@ async def test_an_unconfirmed_write_is_delivered_only_once_a_replica_has_it(
         try:
             error = await rpc_error(stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()), timeout=10))
             assert "not confirmed by replicas" in (error.details() or "")
+            assert svc.server.metrics.replica_acks_missing._value.get() == 1
             held = await newest_id(primary.url)       # the primary applied it all the same
             await eventually(lambda: reader.cursor == held)   # the reader has read it...
             assert reader.last_id == confirmed and [e.id for e in reader.unconfirmed] == [held]

@@ -105,7 +105,8 @@ CASES: list[Case] = [
          {"HorizontalPodAutoscaler": 0}),
     Case("everything", merge(BASE, {
         "redis": {"mode": "sentinel"}, "ingress": {"enabled": True},
-        "metrics": {"serviceMonitor": {"enabled": True}}, "grafana": {"dashboard": {"enabled": True}},
+        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+        "grafana": {"dashboard": {"enabled": True}},
         "networkPolicy": {"enabled": True}, "tls": {"enabled": True, "cacheService": {"secretName": "c"}},
         "image": {"digest": "sha256:" + "a" * 64}, "commonLabels": {"team": "trading"}})),
 ]

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.k8s
 # Two recent Kubernetes releases whose schemas kubernetes-validate ships.
 KUBE_VERSIONS = ["1.33.0", "1.37.0"]
 # Kinds from CRDs that kubernetes-validate has no schema for; checked structurally instead.
-CRD_KINDS = {"ServiceMonitor"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 REQUIRED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance",
                    "app.kubernetes.io/managed-by", "app.kubernetes.io/version", "helm.sh/chart")
 
@@ -353,8 +353,14 @@ def test_dashboard_covers_every_spec_metric() -> None:
         "bridge_conflated_updates_total", "bridge_grpc_requests_total", "cache_grpc_requests_total",
         "cache_grpc_request_duration_seconds", "cache_redis_up", "cache_redis_reconnects_total",
         "cache_stream_subscribers", "cache_events_published_total",
+        # SPEC 9.5 and the operational counters the alerts of docs/deploy.md point at
+        "bridge_canary_age_seconds", "bridge_upstream_lag_seconds", "bridge_book_checksum_failures_total",
+        "bridge_compression_ratio", "bridge_handshakes_rejected_total", "bridge_jwks_fetch_failures_total",
+        "cache_user_metadata_refused_total", "cache_feed_interruptions_total",
     ]
     assert [m for m in spec_metrics if m not in exprs] == []
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "duplicate panel ids"
 
 
 def test_bridge_values_reach_the_environment() -> None:

@@ -553,3 +553,31 @@ class CandleEvent(_message.Message):
     live: StreamLive
     heartbeat: StreamHeartbeat
     def __init__(self, seq: _Optional[str] = ..., candle: _Optional[_Union[Candle, _Mapping]] = ..., gap: _Optional[_Union[StreamGap, _Mapping]] = ..., live: _Optional[_Union[StreamLive, _Mapping]] = ..., heartbeat: _Optional[_Union[StreamHeartbeat, _Mapping]] = ...) -> None: ...
+
+class Canary(_message.Message):
+    __slots__ = ("writer", "interval_s")
+    WRITER_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    writer: str
+    interval_s: float
+    def __init__(self, writer: _Optional[str] = ..., interval_s: _Optional[float] = ...) -> None: ...
+
+class StreamCanaryRequest(_message.Message):
+    __slots__ = ("resume_from",)
+    RESUME_FROM_FIELD_NUMBER: _ClassVar[int]
+    resume_from: str
+    def __init__(self, resume_from: _Optional[str] = ...) -> None: ...
+
+class CanaryEvent(_message.Message):
+    __slots__ = ("seq", "canary", "gap", "live", "heartbeat")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    GAP_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    seq: str
+    canary: Canary
+    gap: StreamGap
+    live: StreamLive
+    heartbeat: StreamHeartbeat
+    def __init__(self, seq: _Optional[str] = ..., canary: _Optional[_Union[Canary, _Mapping]] = ..., gap: _Optional[_Union[StreamGap, _Mapping]] = ..., live: _Optional[_Union[StreamLive, _Mapping]] = ..., heartbeat: _Optional[_Union[StreamHeartbeat, _Mapping]] = ...) -> None: ...

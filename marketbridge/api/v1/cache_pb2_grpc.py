@@ -151,6 +151,11 @@ class CacheServiceStub:
                 request_serializer=cache_dot_v1_dot_cache__pb2.StreamCandlesRequest.SerializeToString,
                 response_deserializer=cache_dot_v1_dot_cache__pb2.CandleEvent.FromString,
                 _registered_method=True)
+        self.StreamCanary = channel.unary_stream(
+                '/cache.v1.CacheService/StreamCanary',
+                request_serializer=cache_dot_v1_dot_cache__pb2.StreamCanaryRequest.SerializeToString,
+                response_deserializer=cache_dot_v1_dot_cache__pb2.CanaryEvent.FromString,
+                _registered_method=True)
 
 
 class CacheServiceServicer:
@@ -305,6 +310,14 @@ class CacheServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamCanary(self, request, context):
+        """The canary stream (internal: bridges follow it to prove their pipe works, never shown to
+        clients). Without `resume_from` the newest canary comes first (if any), then `live`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -422,6 +435,11 @@ def add_CacheServiceServicer_to_server(servicer, server):
                     servicer.StreamCandles,
                     request_deserializer=cache_dot_v1_dot_cache__pb2.StreamCandlesRequest.FromString,
                     response_serializer=cache_dot_v1_dot_cache__pb2.CandleEvent.SerializeToString,
+            ),
+            'StreamCanary': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamCanary,
+                    request_deserializer=cache_dot_v1_dot_cache__pb2.StreamCanaryRequest.FromString,
+                    response_serializer=cache_dot_v1_dot_cache__pb2.CanaryEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1047,6 +1065,33 @@ class CacheService:
             '/cache.v1.CacheService/StreamCandles',
             cache_dot_v1_dot_cache__pb2.StreamCandlesRequest.SerializeToString,
             cache_dot_v1_dot_cache__pb2.CandleEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamCanary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cache.v1.CacheService/StreamCanary',
+            cache_dot_v1_dot_cache__pb2.StreamCanaryRequest.SerializeToString,
+            cache_dot_v1_dot_cache__pb2.CanaryEvent.FromString,
             options,
             channel_credentials,
             insecure,
