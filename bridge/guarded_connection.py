@@ -32,12 +32,13 @@ from websockets.protocol import State
 from bridge.config import BridgeConfig
 from bridge.handshake_guard import (BUSY, BUSY_RESPONSE, HEADER_TOO_LARGE,
                                     HEADER_TOO_LARGE_RESPONSE, REASONS, TIMEOUT, HandshakeGuard,
-                                    RequestHead, RequestLimits, Throttle, drop_at)
+                                    RequestHead, RequestLimits, drop_at)
 from bridge.metrics import BridgeMetrics
 from bridge.wsconnection import BatchingConnection
+from marketbridge.log_throttle import Throttle
 
 log = logging.getLogger("bridge.handshakes")
-LOG_INTERVAL_S = 10.0   # at most one line per reason this often (bridge/handshake_guard.Throttle)
+LOG_INTERVAL_S = 10.0   # at most one line per reason this often (marketbridge.log_throttle.Throttle)
 
 
 class Handshakes:

@@ -14,7 +14,8 @@ a failure or its close. Each one holds a task, a protocol object and its buffers
   (module constants there, ``WEBSOCKETS_MAX_LINE_LENGTH`` / ``WEBSOCKETS_MAX_NUM_HEADERS``):
   checked before ``websockets`` parses the bytes, so the client gets a 431 where ``websockets``
   would only half-close the socket.
-- :class:`Throttle` keeps the log to one line per reason per interval, carrying the count of
+- :class:`~marketbridge.log_throttle.Throttle` (shared with the cache service) keeps the log to
+  one line per reason per interval, carrying the count of
   the events it stands for: a flood of refusals is a few lines a minute, not one per socket.
 
 The wall-clock bound (a silent or trickling socket dropped within ``--handshake-timeout-s``) is
@@ -25,10 +26,12 @@ a deadline over the whole handshake, not an idle timer, so a byte a second does 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from websockets.datastructures import Headers
 from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS, Response
+
+from marketbridge.log_throttle import Throttle  # noqa: F401 - the throttle of its refusals' log lines
 
 BUSY = "busy"                            # more than --max-handshakes in progress
 HEADER_TOO_LARGE = "header_too_large"    # the request head over a limit of RequestLimits
@@ -134,23 +137,3 @@ def refusal(status: int, reason_phrase: str, text: str) -> bytes:
 BUSY_RESPONSE = refusal(503, "Service Unavailable", "too many handshakes in progress")
 HEADER_TOO_LARGE_RESPONSE = refusal(431, "Request Header Fields Too Large",
                                     "request header too large")
-
-
-@dataclass
-class Throttle:
-    """At most one log line per reason per ``interval_s``, each carrying how many events it
-    stands for (itself and those held back since the last line)."""
-
-    interval_s: float
-    _held: dict[str, int] = field(default_factory=dict)
-    _last: dict[str, float] = field(default_factory=dict)
-
-    def note(self, reason: str, now: float) -> int:
-        """Count one event at ``now`` (monotonic seconds): the count to log now, or 0 (not due)."""
-        held = self._held.get(reason, 0) + 1
-        last = self._last.get(reason)
-        if last is not None and now - last < self.interval_s:
-            self._held[reason] = held
-            return 0
-        self._held[reason], self._last[reason] = 0, now
-        return held

@@ -30,7 +30,7 @@ import re
 
 from websockets.exceptions import InvalidMessage
 
-from bridge.handshake_guard import Throttle
+from marketbridge.log_throttle import Throttle
 
 WS_LOGGER = "bridge.ws"  # the websockets server's records: listening, handshakes, closes
 HTTP_ANSWERED = "connection rejected (%d %s)"   # websockets' record of a process_request answer

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from marketbridge.log_throttle import Throttle
 from marketbridge.metadata import SCOPE_HEADER, USER_HEADER
 
 ANY, MTLS = "any", "mtls"
@@ -82,19 +83,13 @@ class UserMetadataPolicy:
 
 
 class LogThrottle:
-    """At most one log line per ``interval_s``, so a misbehaving peer cannot flood the log;
-    the next line says how many were left out, so nothing is hidden."""
+    """The one-reason view of :class:`marketbridge.log_throttle.Throttle` this module logs by:
+    a misbehaving peer cannot flood the log, and the next line says how many were left out."""
 
     def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self._next_at: float | None = None
-        self._held = 0
+        self._throttle = Throttle(interval_s)
 
     def admit(self, now: float) -> int | None:
         """None: do not log this one. Else log it, with the count of those held back before it."""
-        if self._next_at is not None and now < self._next_at:
-            self._held += 1
-            return None
-        held, self._held = self._held, 0
-        self._next_at = now + self.interval_s
-        return held
+        count = self._throttle.note("refused", now)
+        return count - 1 if count else None
