@@ -1,22 +1,29 @@
 """The Redis layout of order books, and the one script that writes them (docs/market_data.md).
 
-Layout (prefix ``cache:v1:``), per exchange + symbol:
+Layout (prefix ``cache:v1:``), per exchange EX + symbol SYM, every key of one book under the
+hash tag ``{book:EX:SYM}`` (one slot on a Redis Cluster: cache_service/slots.py):
 
-- hash ``book:{exchange}:{symbol}``: one field per level, ``b<price>`` / ``a<price>`` (the price
+- hash ``{book:EX:SYM}:levels``: one field per level, ``b<price>`` / ``a<price>`` (the price
   in canonical form, so ``"50000.1"`` and ``"50000.10"`` are one field) holding
   ``"<price> <qty>"`` as the publisher spelled them; and the book's state, ``@sequence`` (the
   exchange's sequence of the last update), ``@time``, ``@stale`` (why it waits for a snapshot;
   empty when fresh) and ``@seq`` (the change-feed id the levels are at).
-- stream ``stream:book:{exchange}:{symbol}``: one entry per accepted message or stale mark.
+- stream ``{book:EX:SYM}:stream``: one entry per accepted message or stale mark.
   ``k`` is ``s`` (snapshot: ``d`` holds the Book cut to 500 levels), ``d`` (delta: ``u10``,
   ``u25``, ``u100``, ``u500`` hold the BookUpdate of each depth whose cut changed) or ``x``
   (stale: ``d`` holds a BookStale). A StreamBook at depth N reads ``s``, ``x`` and the
   entries that have ``uN``.
-- set ``books:{exchange}``: the symbols that have a book.
+- set ``books:EX`` (no tag: its own slot): the symbols that have a book; added to before the
+  book is written (cache_service.store, index sets), so a listed book may be missing after a
+  failed write, but a written book is always listed.
 
 **Atomic.** One script call writes a batch of messages: for each, the levels, the state fields
 and the stream entry together, so the levels never disagree with the feed, and it stores the
-entry id as ``@seq`` so a ``GetBook`` snapshot names the point its stream resumes from.
+entry id as ``@seq`` so a ``GetBook`` snapshot names the point its stream resumes from. On a
+Redis Cluster a script's keys must share a slot, so a batch is one call per book, in order:
+each book's messages are still all or none, but a failure part way leaves the books before it
+written (their publisher learns nothing of their seqs; the service reloads every book of the
+batch, cache_service.books).
 
 **One writer per book, checked.** The service validates sequences against its in-memory copy
 (:mod:`cache_service.books`); the script checks that Redis still holds the ``@sequence`` that
@@ -34,16 +41,17 @@ from decimal import Decimal
 from redis.exceptions import ResponseError
 
 from cache_service.pinned import PinnedConnection
-from cache_service.store import PREFIX, Store
+from cache_service.slots import PREFIX, tagged
+from cache_service.store import Store
 from marketbridge.market.decimals import format_decimal
 from marketbridge.market.ladder import Level
 
 CONFLICT = "BOOKCONFLICT"
 ANY_SEQUENCE = "*"      # a snapshot replaces whatever is there
 
-# KEYS: per book (state hash, stream), then the books set of each exchange named in ARGV.
+# KEYS: per book (state hash, stream).
 # ARGV: maxlen, op count, then per op: book index (1-based), expected @sequence (or "*"),
-#   replace (1 = snapshot: drop every level first), symbol, books-set index, new @sequence,
+#   replace (1 = snapshot: drop every level first), new @sequence,
 #   n set pairs, pairs..., n deleted fields, fields..., n entry pairs, pairs...
 # Checks every op's expected @sequence first (following the batch's own writes), then writes.
 _BOOK_WRITE = """
@@ -61,8 +69,8 @@ for o = 1, ops do
   if expect ~= '*' and expect ~= current then
     return redis.error_reply('BOOKCONFLICT ' .. KEYS[k] .. ' is at sequence ' .. current .. ', expected ' .. expect)
   end
-  seen[k] = ARGV[a + 5]
-  a = a + 6
+  seen[k] = ARGV[a + 3]
+  a = a + 4
   local sets = tonumber(ARGV[a]); a = a + 1 + sets * 2
   local dels = tonumber(ARGV[a]); a = a + 1 + dels
   local entry = tonumber(ARGV[a]); a = a + 1 + entry * 2
@@ -72,8 +80,7 @@ for o = 1, ops do
   a = starts[o]
   local k = tonumber(ARGV[a]) * 2 - 1
   if ARGV[a + 2] == '1' then redis.call('DEL', KEYS[k]) end
-  redis.call('SADD', KEYS[tonumber(ARGV[a + 4])], ARGV[a + 3])
-  a = a + 6
+  a = a + 4
   local sets = tonumber(ARGV[a]); a = a + 1
   for i = 0, sets - 1 do redis.call('HSET', KEYS[k], ARGV[a + i * 2], ARGV[a + i * 2 + 1]) end
   a = a + sets * 2
@@ -96,12 +103,12 @@ class BookConflict(Exception):
 
 
 def book_key(exchange: str, symbol: str) -> str:
-    return f"{PREFIX}book:{exchange}:{symbol}"
+    return tagged(f"book:{exchange}:{symbol}", "levels")
 
 
 def book_stream(exchange: str, symbol: str) -> str:
     """The change-feed key of one book."""
-    return f"{PREFIX}stream:book:{exchange}:{symbol}"
+    return tagged(f"book:{exchange}:{symbol}", "stream")
 
 
 def books_key(exchange: str) -> str:
@@ -182,23 +189,30 @@ class BookStore:
         self._write_script = store.redis.register_script(_BOOK_WRITE)
 
     async def write(self, writes: Sequence[BookWrite], conn: PinnedConnection | None = None) -> list[str]:
-        """Apply ``writes`` in order, all or none; the stream ids, one per write.
+        """Apply ``writes`` in order, all or none (on a cluster: per book); the stream ids, one
+        per write.
 
         BookConflict when Redis no longer holds a sequence some write expects."""
+        ids = [""] * len(writes)
+        for group in self.store.groups([book_stream(w.exchange, w.symbol) for w in writes]):
+            written = await self._write_group([writes[i] for i in group], conn)
+            for i, seq in zip(group, written, strict=True):
+                ids[i] = seq
+        return ids
+
+    async def _write_group(self, writes: Sequence[BookWrite], conn: PinnedConnection | None) -> list[str]:
+        """One script call: writes whose books may share one call (one slot on a cluster)."""
         books: dict[tuple[str, str], int] = {}
-        exchanges: dict[str, int] = {}
+        listed: dict[str, dict[str, None]] = {}
         for w in writes:
             books.setdefault((w.exchange, w.symbol), len(books) + 1)
-        for w in writes:
-            exchanges.setdefault(w.exchange, 2 * len(books) + len(exchanges) + 1)
+            listed.setdefault(w.exchange, {})[w.symbol] = None
         keys: list[str] = []
         for exchange, symbol in books:
             keys += (book_key(exchange, symbol), book_stream(exchange, symbol))
-        keys += [books_key(exchange) for exchange in exchanges]
         args: list[object] = [self.store.stream_maxlen, len(writes)]
         for w in writes:
-            args += (books[(w.exchange, w.symbol)], w.expected, 1 if w.replace else 0, w.symbol,
-                     exchanges[w.exchange], w.sequence, len(w.sets))
+            args += (books[(w.exchange, w.symbol)], w.expected, 1 if w.replace else 0, w.sequence, len(w.sets))
             for name, value in w.sets:
                 args += (name, value)
             args.append(len(w.deletes))
@@ -207,7 +221,8 @@ class BookStore:
             for name, value in w.entry:
                 args += (name, value)
         try:
-            ids = await self.store.run_write(self._write_script, keys, args, conn)
+            index = [(books_key(exchange), list(symbols)) for exchange, symbols in listed.items()]
+            ids = await self.store.run_write(self._write_script, keys, args, conn, index)
         except ResponseError as exc:
             if str(exc).startswith(CONFLICT):
                 raise BookConflict(str(exc)) from None

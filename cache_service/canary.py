@@ -20,15 +20,15 @@ import logging
 import os
 import socket
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from cache_service.store import PREFIX
+from cache_service.redis_url import RedisClient
+from cache_service.slots import tagged
 from marketbridge.api.v1 import cache_pb2
 
 log = logging.getLogger(__name__)
 
-CANARY_STREAM = f"{PREFIX}stream:canary"   # reserved: written by the service only
+CANARY_STREAM = tagged("canary", "stream")   # reserved: written by the service only
 CANARY_CHANNEL = "canary"                  # its change-feed metrics label
 CANARY_MAXLEN = 1000
 
@@ -45,7 +45,7 @@ class CanaryWriter:
     subscribers notice the missing canaries, which is the point.
     """
 
-    def __init__(self, redis: aioredis.Redis, writer: str, interval_s: float) -> None:
+    def __init__(self, redis: RedisClient, writer: str, interval_s: float) -> None:
         self.redis = redis
         self.data = cache_pb2.Canary(writer=writer, interval_s=interval_s).SerializeToString()
         self.failing = False

@@ -1,5 +1,9 @@
 """Change feed: one shared Redis Stream reader per stream key, fanned out to subscribers.
 
+A reader reads one key, so on a Redis Cluster it reads one slot, on the node that owns it
+(cache_service.pinned routes by key): each shard's streams have readers of their own, and a
+shard that fails over interrupts and resumes only its own streams.
+
 Why shared: a thousand bridge streams on BTC/USDT must cost Redis one XREAD, not a thousand.
 A reader starts with its first subscriber and stops when its last one leaves.
 
@@ -34,14 +38,14 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from cache_service.errors import Internal, ResourceExhausted, Unavailable
 from cache_service.feed_health import INTERNAL, FeedPolicy, Interruption, ReaderHealth
 from cache_service.metrics import Metrics
 from cache_service.pinned import Command, PinnedConnection
-from cache_service.store import PREFIX
+from cache_service.redis_url import RedisClient
+from cache_service.slots import confirm_key
 from cache_service.validation import require_seq
 from marketbridge.backoff import Backoff
 from marketbridge.seq import format_seq, seq_key
@@ -50,7 +54,7 @@ log = logging.getLogger(__name__)
 
 READ_COUNT = 1000
 BATCH_MAX = 1000  # entries per batch handed to a subscriber
-CONFIRM_CHANNEL = f"{PREFIX}feed-confirm"  # reserved: a PUBLISH here only moves the replication offset
+CONFIRM_TTL_MS = 60_000   # a reader's scratch key (slots.confirm_key) outlives its last use by this
 REPLAY_PAGE = 500
 BACKOFF_START_S = 0.05
 BACKOFF_CAP_S = 2.0
@@ -232,7 +236,7 @@ class StreamReader:
     forgets it) and stops. It never rides an outage out in silence.
     """
 
-    def __init__(self, redis: aioredis.Redis, key: str, channel: str, policy: FeedPolicy,
+    def __init__(self, redis: RedisClient, key: str, channel: str, policy: FeedPolicy,
                  metrics: Metrics, on_end: Callable[[StreamReader, Interruption], None]) -> None:
         self.redis = redis
         self.key = key
@@ -247,7 +251,8 @@ class StreamReader:
         self.health = ReaderHealth(policy, time.monotonic())
         self.interruption: Interruption | None = None
         self.task: asyncio.Task[None] | None = None
-        self._confirm = (("PUBLISH", CONFIRM_CHANNEL, ""), ("WAIT", policy.min_acks, policy.ack_timeout_ms))
+        self._confirm = (("SET", confirm_key(key), "", "PX", CONFIRM_TTL_MS),
+                         ("WAIT", policy.min_acks, policy.ack_timeout_ms))
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"reader:{self.key}")
@@ -318,13 +323,15 @@ class StreamReader:
     async def _confirmed(self, conn: PinnedConnection, *commands: Command) -> tuple[list[Any], bool]:
         """``commands``' replies, and whether ``min_acks`` replicas hold everything they saw.
 
-        PUBLISH is propagated to replicas, so it sets this connection's replication offset past
-        every entry those commands returned; the WAIT after it (same connection, same round
-        trip) counts the replicas that reached that offset.
+        A SET of a scratch key in the stream's slot (so on its node, on a cluster) is
+        replicated after every entry those commands returned, so it sets this connection's
+        replication offset past them; the WAIT after it (same connection, same round trip)
+        counts the replicas that reached that offset. (PUBLISH did this on a single Redis, but
+        a cluster sends PUBLISH over its bus, not down the replication stream.)
         """
         if not self.policy.min_acks:
-            return await conn.execute(*commands), True
-        *replies, _published, acked = await conn.execute(*commands, *self._confirm)
+            return await conn.execute(*commands, key=self.key), True
+        *replies, _set, acked = await conn.execute(*commands, *self._confirm, key=self.key)
         return replies, int(acked) >= self.policy.min_acks
 
     async def _position(self, conn: PinnedConnection) -> None:
@@ -342,7 +349,8 @@ class StreamReader:
     async def _read(self, conn: PinnedConnection) -> None:
         """One XREAD BLOCK from the cursor; hand over what is confirmed (all of it when N = 0)."""
         (response,) = await conn.execute(
-            ("XREAD", "COUNT", READ_COUNT, "BLOCK", self.policy.block_ms, "STREAMS", self.key, self.cursor))
+            ("XREAD", "COUNT", READ_COUNT, "BLOCK", self.policy.block_ms, "STREAMS", self.key, self.cursor),
+            key=self.key)
         entries = _read_entries(response)
         if not self.policy.min_acks:
             if entries:
@@ -391,7 +399,7 @@ class ChangeFeed:
 
     reader_type: type[StreamReader] = StreamReader
 
-    def __init__(self, redis: aioredis.Redis, metrics: Metrics, queue_limit: int, timeout: float,
+    def __init__(self, redis: RedisClient, metrics: Metrics, queue_limit: int, timeout: float,
                  policy: FeedPolicy | None = None) -> None:
         self.redis = redis
         self.metrics = metrics

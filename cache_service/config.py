@@ -42,8 +42,8 @@ class CacheConfig:
     redis_timeout: float = 3.0
     shutdown_grace: float = 10.0
     subscriber_queue: int = 10_000
-    # None = 1 with redis+sentinel:// (writes must reach a replica before they are
-    # acknowledged, so a failover keeps them), else 0; resolved in __post_init__.
+    # None = 1 with redis+sentinel:// and redis+cluster:// (writes must reach a replica before
+    # they are acknowledged, so a failover keeps them), else 0; resolved in __post_init__.
     min_replica_acks: int | None = None
     replica_ack_timeout_ms: int = 500
     # A change-feed reader that cannot read Redis for this long ends its streams UNAVAILABLE
@@ -68,7 +68,8 @@ class CacheConfig:
     def __post_init__(self) -> None:
         validate(self)
         if self.min_replica_acks is None:
-            object.__setattr__(self, "min_replica_acks", 1 if self.redis_target.is_sentinel else 0)
+            target = self.redis_target
+            object.__setattr__(self, "min_replica_acks", 1 if target.is_sentinel or target.is_cluster else 0)
 
     @property
     def redis_target(self) -> RedisTarget:

@@ -6,6 +6,9 @@ that cannot reach Redis is taken out of rotation while it keeps retrying.
 The monitor has a Redis client of its own whose socket timeout IS the probe timeout: a probe
 ends by itself and is never cancelled mid-command (cancelling redis-py while it connects can
 leave the task stuck), and stopping waits for the current probe instead of cancelling it.
+
+On a Redis Cluster the probe PINGs every primary (the nodes that take writes): Redis is up
+when every slot's owner answers. A replica that is down does not make it NOT_SERVING.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import asyncio
 import logging
 import os
 
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from grpc_health.v1 import health, health_pb2
 from redis.exceptions import RedisError
 
 from cache_service.metrics import Metrics
+from cache_service.redis_url import RedisClient
 from marketbridge.service import SERVICE_NAME
 
 log = logging.getLogger(__name__)
@@ -45,7 +49,7 @@ def describe_failure(exc: BaseException) -> str:
 class RedisMonitor:
     """Owns the SERVING/NOT_SERVING state of the service."""
 
-    def __init__(self, redis: aioredis.Redis, servicer: health.aio.HealthServicer, metrics: Metrics,
+    def __init__(self, redis: RedisClient, servicer: health.aio.HealthServicer, metrics: Metrics,
                  interval: float = 1.0, timeout: float = 1.0, where: str = "Redis") -> None:
         self.redis = redis
         self.where = where   # how logs name this Redis (its URL, password masked)
@@ -61,7 +65,10 @@ class RedisMonitor:
     async def check(self) -> bool:
         """One PING, bounded by ``timeout``; updates state, gauge and counter."""
         try:
-            ok = bool(await self.redis.ping())
+            if isinstance(self.redis, RedisCluster):
+                ok = bool(await self.redis.ping(target_nodes=RedisCluster.PRIMARIES))
+            else:
+                ok = bool(await self.redis.ping())
             self.cause = "" if ok else "no PONG"
         except (RedisError, OSError) as exc:
             ok = False

@@ -17,6 +17,18 @@ Rules that keep a held connection correct:
   restarted Redis closes it while nobody is looking); a busy one never is.
 
 Commands are packed by hiredis (C) rather than redis-py's Python packer: see :func:`_packed`.
+
+On a Redis Cluster a loop writes to, or reads from, keys on several nodes, so it holds one
+connection per node, and every ``execute`` names a ``key`` whose slot picks the node (all
+commands of one call must be in that slot, as a script's keys are anyway). The cluster
+client's slot map is the truth: a MOVED reply (a failover, a migrated slot) updates it and the
+call is sent again to the new owner (the command did not run); ASK is followed for that one
+call; a broken connection or CLUSTERDOWN drops the connection and makes the client relearn the
+map (``RedisCluster.aclose``, what redis-py does itself) before the next command.
+
+A READONLY reply or a broken connection on a single Redis (maybe a demoted primary, with
+Sentinel) disconnects the pool's idle connections, so the next command asks the Sentinels for
+the current primary instead of reusing a demoted one.
 """
 
 from __future__ import annotations
@@ -28,9 +40,17 @@ from typing import Any, Self
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import AskError, ClusterDownError, MovedError, ReadOnlyError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from cache_service.slots import slot_of
 
 IDLE_PROBE_S = 1.0
+REDIRECTS = 5   # MOVED/ASK followed per call, as redis-py's cluster client does (it allows 16)
+_BROKEN = (RedisConnectionError, RedisTimeoutError, ClusterDownError, OSError)
 
 Command = tuple[Any, ...]
 
@@ -46,14 +66,22 @@ def _packed(conn: AbstractConnection, commands: tuple[Command, ...]) -> bytes | 
         return conn.pack_commands(commands)
 
 
-class PinnedConnection:
-    """One pool connection, checked out on first use and returned on ``close``."""
+class _Held:
+    """One held connection, where it came from, and when it last answered."""
 
-    def __init__(self, redis: aioredis.Redis, idle_probe_s: float = IDLE_PROBE_S) -> None:
-        self._pool = redis.connection_pool
+    def __init__(self, conn: AbstractConnection, node: ClusterNode | None) -> None:
+        self.conn = conn
+        self.node = node
+        self.last_used = time.monotonic()
+
+
+class PinnedConnection:
+    """One pool connection (one per cluster node), checked out on first use, returned on ``close``."""
+
+    def __init__(self, redis: aioredis.Redis | RedisCluster, idle_probe_s: float = IDLE_PROBE_S) -> None:
+        self._redis = redis
         self._idle_probe_s = idle_probe_s
-        self._conn: AbstractConnection | None = None
-        self._last_used = 0.0
+        self._held: dict[str, _Held] = {}   # by node name; "" on a single Redis
 
     async def __aenter__(self) -> Self:
         return self
@@ -62,49 +90,101 @@ class PinnedConnection:
                         tb: TracebackType | None) -> None:
         await self.close()
 
-    async def execute(self, *commands: Command) -> list[Any]:
+    async def execute(self, *commands: Command, key: str | None = None) -> list[Any]:
         """Send ``commands`` in one write and return their replies in order.
 
+        ``key``: a key of the commands' slot, required on a cluster (ignored otherwise).
         An error reply raises (as redis-py's client does) after dropping the connection.
         """
-        conn = await self._connection()
+        if not isinstance(self._redis, RedisCluster):
+            return await self._send("", None, commands)
+        if key is None:
+            raise ValueError("a cluster connection needs the key whose slot the commands are in")
+        cluster = self._redis
+        asking: ClusterNode | None = None
+        for _ in range(REDIRECTS):
+            await cluster.initialize()
+            node = asking or cluster.nodes_manager.get_node_from_slot(slot_of(key))
+            sent = (("ASKING",), *commands) if asking is not None else commands
+            try:
+                replies = await self._send(node.name, node, sent)
+            except MovedError as exc:   # not run: the slot has a new owner
+                cluster.nodes_manager.update_moved_exception(exc)
+                asking = None
+                continue
+            except AskError as exc:     # not run: the slot is migrating, this key has moved on
+                asking = cluster.get_node(host=exc.host, port=exc.port)
+                if asking is None:
+                    await cluster.aclose()   # a node it does not know yet: relearn the map
+                    raise
+                continue
+            return replies[1:] if asking is not None else replies
+        raise ClusterDownError(f"more than {REDIRECTS} MOVED/ASK redirects for a key in slot {slot_of(key)}")
+
+    async def _send(self, name: str, node: ClusterNode | None, commands: tuple[Command, ...]) -> list[Any]:
+        held = await self._connection(name, node)
+        conn = held.conn
         try:
             await conn.send_packed_command(_packed(conn, commands), check_health=False)
             replies = [await conn.read_response() for _ in commands]
-        except BaseException:
-            await self._drop()
+        except BaseException as exc:
+            await self._drop(name)
+            await self._after_failure(exc)
             raise
-        self._last_used = time.monotonic()
+        held.last_used = time.monotonic()
         return replies
 
-    async def _connection(self) -> AbstractConnection:
-        conn = self._conn
-        if conn is not None and time.monotonic() - self._last_used > self._idle_probe_s:
+    async def _after_failure(self, exc: BaseException) -> None:
+        """Make the client find the servers again after an error that may mean they moved."""
+        if isinstance(self._redis, RedisCluster):
+            if isinstance(exc, _BROKEN):
+                await self._redis.aclose()
+        elif isinstance(exc, (ReadOnlyError, RedisConnectionError)):
+            await self._redis.connection_pool.disconnect(inuse_connections=False)
+
+    async def _connection(self, name: str, node: ClusterNode | None) -> _Held:
+        held = self._held.get(name)
+        if held is not None and held.node is not node:   # the client relearnt the map: a new node object
+            await self._drop(name)
+            held = None
+        if held is not None and time.monotonic() - held.last_used > self._idle_probe_s:
             try:
-                stale = await conn.can_read_destructive()
+                stale = await held.conn.can_read_destructive()
             except Exception:  # noqa: BLE001 - a probe that fails says the same as unread data
                 stale = True
             if stale:
-                await self._drop()
-                conn = None
-        if conn is None:
-            conn = self._conn = await self._pool.get_connection()
-        return conn
+                await self._drop(name)
+                held = None
+        if held is None:
+            if node is None:
+                conn = await self._redis.connection_pool.get_connection()  # type: ignore[union-attr]
+            else:
+                conn = node.acquire_connection()
+            held = self._held[name] = _Held(conn, node)
+        return held
 
-    async def _drop(self) -> None:
+    async def _drop(self, name: str) -> None:
         """Disconnect and hand back the connection (the pool reconnects it when reused)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.disconnect()
-            await self._release(conn)
+        held = self._held.pop(name, None)
+        if held is not None:
+            await held.conn.disconnect()
+            await self._release(held)
 
     async def close(self) -> None:
-        """Return the connection to the pool, still connected, for others to reuse."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await self._release(conn)
+        """Return the connections to their pools, still connected, for others to reuse."""
+        for name in tuple(self._held):
+            held = self._held.pop(name)
+            await self._release(held)
 
-    async def _release(self, conn: AbstractConnection) -> None:
-        # a pool that was reset meanwhile (client closed at shutdown) no longer knows it
-        with suppress(ValueError):
-            await self._pool.release(conn)
+    async def _release(self, held: _Held) -> None:
+        if held.node is None:
+            # a pool that was reset meanwhile (client closed at shutdown) no longer knows it
+            with suppress(ValueError):
+                await self._redis.connection_pool.release(held.conn)  # type: ignore[union-attr]
+            return
+        cluster = self._redis
+        assert isinstance(cluster, RedisCluster)
+        if cluster.nodes_manager.nodes_cache.get(held.node.name) is held.node:
+            held.node.release(held.conn)
+        else:   # that node object was replaced when the client relearnt the map: nobody would close it
+            await held.conn.disconnect()

@@ -1,10 +1,15 @@
 """Parse ``--redis-url`` and open the matching ``redis.asyncio`` client.
 
-Three forms: ``redis://`` and ``rediss://`` (TLS) go straight to redis-py;
+Four forms: ``redis://`` and ``rediss://`` (TLS) go straight to redis-py;
 ``redis+sentinel://[user:pass@]h1:26379,h2:26379/MASTER[/DB]`` asks the Sentinels for the
 current master on every (re)connect, so a failover needs no restart. The password in the
 userinfo is the master's password; the Sentinels are assumed to need none unless
 ``sentinel_password`` is given as a query parameter.
+
+``redis+cluster://[user:pass@]h1:6379,h2:6379[/?tls=1]`` opens a Redis Cluster client
+(``redis.asyncio.cluster.RedisCluster``): the listed nodes are only where it starts; it learns
+every node and slot from them, and follows MOVED/ASK and failovers by itself. A cluster has
+no databases, so a path other than ``/`` is refused; ``tls=1`` speaks TLS to every node.
 """
 
 from __future__ import annotations
@@ -15,12 +20,17 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
-SCHEMES = ("redis", "rediss", "redis+sentinel")
+SCHEMES = ("redis", "rediss", "redis+sentinel", "redis+cluster")
 DEFAULT_SENTINEL_PORT = 26379
+DEFAULT_CLUSTER_PORT = 6379
+
+# What connect() returns: one client type per topology, the same commands on each.
+RedisClient = aioredis.Redis | RedisCluster
 
 
 class RedisUrlError(ValueError):
@@ -29,7 +39,7 @@ class RedisUrlError(ValueError):
 
 @dataclass(frozen=True)
 class RedisTarget:
-    """Where Redis is: a plain URL, or Sentinels plus a master name."""
+    """Where Redis is: a plain URL, Sentinels plus a master name, or a cluster's seed nodes."""
 
     url: str
     scheme: str
@@ -39,10 +49,16 @@ class RedisTarget:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     sentinel_password: str | None = field(default=None, repr=False)
+    nodes: tuple[tuple[str, int], ...] = ()   # redis+cluster: the seed nodes
+    tls: bool = False                          # redis+cluster: TLS to every node
 
     @property
     def is_sentinel(self) -> bool:
         return self.scheme == "redis+sentinel"
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.scheme == "redis+cluster"
 
     @property
     def shown(self) -> str:
@@ -51,24 +67,47 @@ class RedisTarget:
         return re.sub(r"(?i)(password=)[^&]*", r"\1***", masked)
 
 
-def _parse_host_port(item: str) -> tuple[str, int]:
+def _parse_host_port(item: str, default_port: int, what: str) -> tuple[str, int]:
     host, sep, port = item.rpartition(":")
-    if not sep:
-        return item, DEFAULT_SENTINEL_PORT
+    if not sep or (item.startswith("[") and item.endswith("]")):
+        return item.strip("[]"), default_port
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise RedisUrlError(f"bad sentinel address {item!r} (want host:port)")
+        raise RedisUrlError(f"bad {what} address {item!r} (want host:port)")
     return host, int(port)
 
 
-def _parse_sentinel(url: str) -> RedisTarget:
-    rest = url[len("redis+sentinel://"):]
+@dataclass(frozen=True)
+class _MultiHostUrl:
+    """The shared shape of the two many-host schemes: ``scheme://[user:pass@]h:p,h:p/path?query``."""
+
+    hosts: str
+    path: str
+    username: str | None
+    password: str | None
+    params: dict[str, list[str]]
+
+
+def _split_multi_host(url: str, scheme: str) -> _MultiHostUrl:
+    rest = url[len(scheme) + 3:]
     rest, _, query = rest.partition("?")
     userinfo, at, hostpart = rest.rpartition("@")
     if not at:
         userinfo, hostpart = "", rest
     hosts, _, path = hostpart.partition("/")
+    username, password = None, None
+    if userinfo:
+        user, colon, pw = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(pw) if colon else None
+    return _MultiHostUrl(hosts, path, username, password, parse_qs(query))
+
+
+def _parse_sentinel(url: str) -> RedisTarget:
+    parsed = _split_multi_host(url, "redis+sentinel")
+    hosts, path, params = parsed.hosts, parsed.path, parsed.params
+    username, password = parsed.username, parsed.password
     parts = [p for p in path.split("/") if p]
     if not hosts:
         raise RedisUrlError("redis+sentinel:// URL names no sentinel host")
@@ -76,16 +115,10 @@ def _parse_sentinel(url: str) -> RedisTarget:
         raise RedisUrlError("redis+sentinel:// URL names no master (redis+sentinel://h:26379/MASTER[/DB])")
     if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
         raise RedisUrlError(f"bad redis+sentinel:// path {path!r} (want /MASTER[/DB])")
-    username, password = None, None
-    if userinfo:
-        user, colon, pw = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(pw) if colon else None
-    params = parse_qs(query)
     return RedisTarget(
         url=url,
         scheme="redis+sentinel",
-        sentinels=tuple(_parse_host_port(h) for h in hosts.split(",") if h),
+        sentinels=tuple(_parse_host_port(h, DEFAULT_SENTINEL_PORT, "sentinel") for h in hosts.split(",") if h),
         master=unquote(parts[0]),
         db=int(parts[1]) if len(parts) == 2 else 0,
         username=username,
@@ -94,15 +127,40 @@ def _parse_sentinel(url: str) -> RedisTarget:
     )
 
 
+def _parse_cluster(url: str) -> RedisTarget:
+    parsed = _split_multi_host(url, "redis+cluster")
+    if not parsed.hosts:
+        raise RedisUrlError("redis+cluster:// URL names no node (redis+cluster://h1:6379,h2:6379)")
+    if parsed.path.strip("/"):
+        raise RedisUrlError(f"bad redis+cluster:// path {parsed.path!r}: a cluster has no databases (want / or nothing)")
+    unknown = sorted(set(parsed.params) - {"tls"})
+    if unknown:
+        raise RedisUrlError(f"unknown redis+cluster:// parameter {unknown[0]!r} (known: tls)")
+    tls = parsed.params.get("tls", ["0"])[0]
+    if tls not in ("0", "1"):
+        raise RedisUrlError(f"bad redis+cluster:// tls={tls!r} (want 0 or 1)")
+    return RedisTarget(
+        url=url,
+        scheme="redis+cluster",
+        nodes=tuple(_parse_host_port(h, DEFAULT_CLUSTER_PORT, "cluster node") for h in parsed.hosts.split(",") if h),
+        username=parsed.username,
+        password=parsed.password,
+        tls=tls == "1",
+    )
+
+
 def parse_redis_url(url: str) -> RedisTarget:
     """Check the scheme and shape of ``url``; raise RedisUrlError with a one-line reason."""
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme not in SCHEMES:
         raise RedisUrlError(
-            f"unsupported Redis URL {url!r}: scheme must be redis://, rediss:// or redis+sentinel://"
+            f"unsupported Redis URL {url!r}: scheme must be redis://, rediss://, redis+sentinel:// "
+            "or redis+cluster://"
         )
     if scheme == "redis+sentinel":
         return _parse_sentinel(url)
+    if scheme == "redis+cluster":
+        return _parse_cluster(url)
     parts = urlsplit(url)
     try:
         _ = parts.port   # raises ValueError for a bad port
@@ -113,11 +171,13 @@ def parse_redis_url(url: str) -> RedisTarget:
     return RedisTarget(url=url, scheme=scheme)
 
 
-def connect(target: RedisTarget, timeout: float) -> aioredis.Redis:
+def connect(target: RedisTarget, timeout: float) -> RedisClient:
     """Open a client that fails fast: socket timeouts everywhere, no hidden retries.
 
     Retrying is the caller's decision (stream readers back off, unary calls report
-    UNAVAILABLE), so redis-py's built-in retry is switched off.
+    UNAVAILABLE), so redis-py's built-in retry is switched off. A cluster client still follows
+    MOVED and ASK redirects (they are answers, not failures), and after a failed command it
+    relearns the slot map on its next one, which is how it finds a promoted replica.
     """
     common = {
         "socket_timeout": timeout,
@@ -125,6 +185,13 @@ def connect(target: RedisTarget, timeout: float) -> aioredis.Redis:
         "retry": Retry(NoBackoff(), 0),
         "health_check_interval": 0,
     }
+    if target.is_cluster:
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+            username=target.username, password=target.password, ssl=target.tls,
+            socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0), health_check_interval=0,
+        )
     if not target.is_sentinel:
         return aioredis.Redis.from_url(target.url, **common)
     sentinel_kwargs = {"socket_timeout": timeout, "socket_connect_timeout": timeout}

@@ -18,7 +18,6 @@ from collections.abc import Awaitable
 from pathlib import Path
 
 import grpc
-import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -34,7 +33,7 @@ from cache_service.metrics import Metrics
 from cache_service.order_retention import OrderRetention
 from marketbridge.api.v1 import cache_pb2_grpc
 from marketbridge.service import SERVICE_NAME
-from cache_service.redis_url import connect
+from cache_service.redis_url import RedisClient, connect
 from cache_service.servicer import CacheServicer
 from cache_service.store import Store
 from cache_service.trade_store import TradeStore
@@ -79,8 +78,8 @@ class CacheServer:
         self.config = config
         self.metrics = Metrics()
         self.port: int = config.port
-        self.redis: aioredis.Redis | None = None
-        self._monitor_redis: aioredis.Redis | None = None
+        self.redis: RedisClient | None = None
+        self._monitor_redis: RedisClient | None = None
         self.feed: ChangeFeed | None = None
         self.monitor: RedisMonitor | None = None
         self._server: grpc.aio.Server | None = None

@@ -1,25 +1,36 @@
 """The Redis layout and the atomic write scripts.
 
-Layout (prefix ``cache:v1:``):
+Layout (prefix ``cache:v1:``; the ``{...}`` part of each key is its Redis Cluster hash tag, so
+keys with one tag share a slot: see cache_service/slots.py and docs/cache_service.md):
 
-- tickers: hash ``tickers:{exchange}`` (symbol -> Ticker bytes), set ``exchanges``,
-  change feed ``stream:tickers:{exchange}`` (fields ``d`` = bytes, ``s`` = symbol).
-- orders: hash ``orders:user:{user_id}`` (order_id -> Order bytes), hash ``order_owner``
+- tickers of exchange EX: hash ``{tickers:EX}:latest`` (symbol -> Ticker bytes), change feed
+  ``{tickers:EX}:stream`` (fields ``d`` = bytes, ``s`` = symbol); set ``exchanges`` (no tag:
+  its own slot) lists the exchanges.
+- orders: hash ``{orders}:user:<user_id>`` (order_id -> Order bytes), hash ``{orders}:owner``
   (order_id -> user_id) so GetOrder is one lookup and an owner change drops the old copy,
-  set ``order_users``; change feed ``stream:orders`` (``d``, ``u`` user, ``b`` bot, ``s`` symbol).
-- bots: the same shape (``bots:user:{user_id}``, ``bot_owner``, ``bot_users``,
-  ``stream:bots`` with ``d``, ``u``, ``b``).
-- terminal orders (filled, canceled, rejected): sorted set ``order_expiry`` (order_id scored
+  set ``{orders}:users``; change feed ``{orders}:stream`` (``d``, ``u`` user, ``b`` bot, ``s``
+  symbol). Every order key has the one tag ``{orders}``: the change feed is one ordered stream
+  of every user's orders (StreamOrders of all users, resume by one seq), and an owner change
+  moves a record between two users' hashes in the same script, so they share a slot.
+- bots: the same shape under ``{bots}`` (``{bots}:user:<user_id>``, ``{bots}:owner``,
+  ``{bots}:users``, ``{bots}:stream`` with ``d``, ``u``, ``b``).
+- terminal orders (filled, canceled, rejected): sorted set ``{orders}:expiry`` (order_id scored
   by the Redis clock, in ms, of its last terminal write), kept by the same write script; an
   order that is written non-terminal again leaves it. The retention sweep
   (cache_service/order_retention.py) drops orders older than ``--terminal-order-retention-s``
-  from ``orders:user:*``, ``order_owner`` and the set, in one script; the change feed keeps
+  from ``{orders}:user:*``, ``{orders}:owner`` and the set, in one script; the change feed keeps
   its own ``MAXLEN`` retention. Bots never expire.
 
 Each write and its XADD run as ONE Lua script, so the latest state and the change feed never
 disagree, and the script returns the new stream id: the ``seq`` the writer gets back is the
 ``seq`` every subscriber sees. Streams are capped with ``MAXLEN ~ stream_maxlen``. A batch of
-tickers is one script call (up to ``WRITE_BATCH`` tickers). Scripts run by EVALSHA, loaded
+tickers is one script call (up to ``WRITE_BATCH`` tickers); on a cluster, one per exchange in
+the batch (a script's keys must share a slot), the seqs still in the batch's order.
+
+Index sets (``exchanges``; the books of an exchange, cache_service/book_store.py) are written
+before the data they index, by SADD on the same connection (a cluster: on the set's own node,
+confirmed like any write): a failed write may leave an exchange listed with nothing under it,
+never data that no listing finds. Scripts run by EVALSHA, loaded
 again only when Redis answers NOSCRIPT (a restarted or failed-over Redis): redis-py's pipelined
 ``Script`` would ask ``SCRIPT EXISTS`` before every write, a round trip each time.
 
@@ -29,42 +40,47 @@ fewer than N replicas confirmed raises ``Unavailable`` instead of returning a se
 replication is asynchronous, so without this a write acknowledged by a primary that is then
 replaced (failover to a lagging replica; a planned failover while the old primary still takes
 writes) is lost. An unconfirmed write may still exist (at-least-once); a returned seq survives
-a failover. A READONLY reply or a broken connection drops every idle pooled connection, so the
-next call asks the Sentinels for the current primary instead of reusing a demoted one.
+a failover. On a cluster, ``WAIT`` runs on the node that took the write and counts its own
+replicas. Finding the current primary after a failover is cache_service.pinned's job.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-import redis.asyncio as aioredis
 from google.protobuf.message import Message
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ReadOnlyError
+from redis.exceptions import NoScriptError
 
 from cache_service.errors import Unavailable
+from cache_service.pinned import Command, PinnedConnection
+from cache_service.redis_url import RedisClient
+from cache_service.slots import PREFIX, slot_groups, slot_of, tagged
 from marketbridge.api.v1 import cache_pb2
-from cache_service.pinned import PinnedConnection
 from marketbridge.vocabulary import TERMINAL_ORDER_STATUSES
 
-PREFIX = "cache:v1:"
+__all__ = ["PREFIX", "WRITE_BATCH", "ORDERS", "BOTS", "EXCHANGES", "Index", "OwnedKind", "Store",
+           "ticker_stream", "tickers_key"]
+
 WRITE_BATCH = 500
+EXCHANGES = f"{PREFIX}exchanges"
+
+# Index sets a write adds members to before it runs: (set key, members).
+Index = Sequence[tuple[str, Sequence[str]]]
 
 # One call writes a whole batch of tickers (one Lua call, not one per ticker: the per-call
 # cost of Redis and of redis-py dwarfs the per-ticker work).
-# KEYS: exchanges set, then (latest hash, stream) of each exchange in the batch
-# ARGV: maxlen, exchange count E, the E exchange names, then (exchange index, symbol, bytes)
-#       per ticker. Returns the stream ids in ticker order.
+# KEYS: (latest hash, stream) of each exchange in the batch
+# ARGV: maxlen, then (exchange index, symbol, bytes) per ticker. Returns the stream ids in
+#       ticker order.
 _TICKERS_WRITE = """
 local maxlen = ARGV[1]
-local exchanges = tonumber(ARGV[2])
-for i = 1, exchanges do redis.call('SADD', KEYS[1], ARGV[2 + i]) end
 local ids = {}
-for a = 3 + exchanges, #ARGV, 3 do
-  local k = tonumber(ARGV[a]) * 2
+for a = 2, #ARGV, 3 do
+  local k = tonumber(ARGV[a]) * 2 - 1
   local symbol, data = ARGV[a + 1], ARGV[a + 2]
   redis.call('HSET', KEYS[k], symbol, data)
   ids[#ids + 1] = redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', maxlen, '*', 'd', data, 's', symbol)
@@ -126,7 +142,12 @@ M = TypeVar("M", bound=Message)
 
 def ticker_stream(exchange: str) -> str:
     """The change-feed key of one exchange's tickers."""
-    return f"{PREFIX}stream:tickers:{exchange}"
+    return tagged(f"tickers:{exchange}", "stream")
+
+
+def tickers_key(exchange: str) -> str:
+    """The latest tickers of one exchange (symbol -> Ticker bytes)."""
+    return tagged(f"tickers:{exchange}", "latest")
 
 
 @dataclass(frozen=True)
@@ -144,23 +165,23 @@ class OwnedKind(Generic[M]):
 
     @property
     def records_prefix(self) -> str:
-        return f"{PREFIX}{self.name}:user:"
+        return tagged(self.name, "user:")
 
     @property
     def owner_key(self) -> str:
-        return f"{PREFIX}{self.singular}_owner"
+        return tagged(self.name, "owner")
 
     @property
     def users_key(self) -> str:
-        return f"{PREFIX}{self.singular}_users"
+        return tagged(self.name, "users")
 
     @property
     def stream(self) -> str:
-        return f"{PREFIX}stream:{self.name}"
+        return tagged(self.name, "stream")
 
     @property
     def expiry_key(self) -> str:
-        return f"{PREFIX}{self.singular}_expiry"
+        return tagged(self.name, "expiry")
 
     def expiry_flag(self, record: M) -> str:
         """ARGV of _OWNED_WRITE: '1' into the expiry set, '0' out of it, '' never tracked."""
@@ -194,7 +215,7 @@ class Store:
     """Reads and writes of the three entities. Writes are atomic Lua scripts (one per
     ``WRITE_BATCH`` tickers), pipelined with ``WAIT`` when replicas must confirm them."""
 
-    def __init__(self, redis: aioredis.Redis, stream_maxlen: int, min_replica_acks: int = 0,
+    def __init__(self, redis: RedisClient, stream_maxlen: int, min_replica_acks: int = 0,
                  replica_ack_timeout_ms: int = 500,
                  unconfirmed: Callable[[], None] = lambda: None) -> None:
         self.redis = redis
@@ -209,61 +230,84 @@ class Store:
 
     # ------------------------------------------------------------ durable writes
 
+    @property
+    def cluster(self) -> bool:
+        """Whether Redis is a cluster: a script's keys must then share one slot."""
+        return isinstance(self.redis, RedisCluster)
+
+    def groups(self, keys: Sequence[str]) -> list[list[int]]:
+        """Which items of a batch one script call may write together: ``keys[i]`` is a key of
+        item i; the indices grouped by slot on a cluster, all of them in one group otherwise."""
+        return slot_groups(keys, self.cluster)
+
     def connection(self) -> PinnedConnection:
         """A connection to hold for many writes in a row (bulk ingest): see cache_service.pinned."""
         return PinnedConnection(self.redis)
 
     async def _write(self, script: AsyncScript, keys: list[str], args: list[object],
-                     conn: PinnedConnection | None = None) -> object:
-        """Run one write script by EVALSHA (then WAIT, when configured) and return its result,
-        on ``conn`` when the caller holds one, else on a connection held for this call.
+                     conn: PinnedConnection | None = None, index: Index = ()) -> object:
+        """Add ``index`` members, then run one write script by EVALSHA (then WAIT, when
+        configured) and return its result, on ``conn`` when the caller holds one, else on a
+        connection held for this call. On a single Redis it is all one round trip.
 
         NOSCRIPT means Redis did not run it (a restarted Redis forgot its scripts): load it
-        and run it again, once. READONLY or a broken connection may mean a demoted primary:
-        idle connections to it must not serve the next call, so they are all dropped.
+        and run it again, once (the SADDs again too: they are idempotent).
         """
         if conn is None:
             async with self.connection() as own:
-                return await self._write(script, keys, args, own)
+                return await self._write(script, keys, args, own, index)
+        route = keys[0]
+        ahead: list[Command] = []
+        for set_key, members in index:
+            sadd = ("SADD", set_key, *members)
+            if self.cluster and slot_of(set_key) != slot_of(route):
+                await self._durable(conn, set_key, [sadd])
+            else:
+                ahead.append(sadd)
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         for attempt in (1, 2):
             try:
-                return await self._evalsha(conn, script.sha, keys, args)
+                return (await self._durable(conn, route, [*ahead, command]))[-1]
             except NoScriptError:
                 if attempt == 2:
                     raise
-            except (ReadOnlyError, RedisConnectionError):
-                await self.redis.connection_pool.disconnect(inuse_connections=False)
-                raise
-            await conn.execute(("SCRIPT", "LOAD", script.script))
+            await conn.execute(("SCRIPT", "LOAD", script.script), key=route)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def run_write(self, script: AsyncScript, keys: list[str], args: list[object],
-                        conn: PinnedConnection | None = None) -> object:
-        """The durable write path (EVALSHA, NOSCRIPT reload, WAIT) for another module's script:
-        the book and trade stores write through it so every write obeys the same rules."""
-        return await self._write(script, keys, args, conn)
+                        conn: PinnedConnection | None = None, index: Index = ()) -> object:
+        """The durable write path (index SADDs, EVALSHA, NOSCRIPT reload, WAIT) for another
+        module's script: the book and trade stores write through it so every write obeys the
+        same rules. ``keys`` must share a slot on a cluster (split with ``groups``)."""
+        return await self._write(script, keys, args, conn, index)
 
-    async def _evalsha(self, conn: PinnedConnection, sha: str, keys: list[str], args: list[object]) -> object:
-        """EVALSHA alone, or pipelined with ``WAIT`` when replicas must confirm; raises
-        Unavailable when fewer than ``min_replica_acks`` did (the write may still exist: the
-        caller must not report a seq)."""
-        command = ("EVALSHA", sha, len(keys), *keys, *args)
+    async def _durable(self, conn: PinnedConnection, key: str, commands: list[Command]) -> list[Any]:
+        """``commands`` (in ``key``'s slot) alone, or pipelined with ``WAIT`` when replicas must
+        confirm; their replies. Raises Unavailable when fewer than ``min_replica_acks`` did
+        (the write may still exist: the caller must not report a seq)."""
         if not self.min_replica_acks:
-            (result,) = await conn.execute(command)
-            return result
-        result, confirmed = await conn.execute(
-            command, ("WAIT", self.min_replica_acks, self.replica_ack_timeout_ms))
+            return await conn.execute(*commands, key=key)
+        *replies, confirmed = await conn.execute(
+            *commands, ("WAIT", self.min_replica_acks, self.replica_ack_timeout_ms), key=key)
         if int(confirmed) < self.min_replica_acks:
             self.unconfirmed()
             raise Unavailable(
                 f"write not confirmed by replicas ({confirmed} of {self.min_replica_acks} within "
                 f"{self.replica_ack_timeout_ms} ms); it may or may not have been applied, retry")
-        return result
+        return replies
+
+    async def read_together(self, key: str, *commands: Command) -> list[Any]:
+        """The raw replies of ``commands`` (all in ``key``'s slot) run as one MULTI/EXEC: a
+        consistent view of several keys, e.g. a list and its feed's position. On a held
+        connection, since redis-py's cluster transactions mis-parse some replies (XREVRANGE)."""
+        async with self.connection() as conn:
+            replies = await conn.execute(("MULTI",), *commands, ("EXEC",), key=key)
+        return list(replies[-1])
 
     # ------------------------------------------------------------ tickers
 
-    def _tickers_call(self, tickers: Sequence[cache_pb2.Ticker]) -> tuple[list[str], list[object]]:
-        """KEYS and ARGV of _TICKERS_WRITE for a batch."""
+    def _tickers_call(self, tickers: Sequence[cache_pb2.Ticker]) -> tuple[list[str], list[object], list[str]]:
+        """KEYS and ARGV of _TICKERS_WRITE for a batch, and its exchanges."""
         exchanges: dict[str, int] = {}
         rows: list[object] = []
         for ticker in tickers:
@@ -272,10 +316,10 @@ class Store:
             if index is None:
                 index = exchanges[exchange] = len(exchanges) + 1
             rows += (index, ticker.symbol, ticker.SerializeToString())
-        keys = [f"{PREFIX}exchanges"]
+        keys: list[str] = []
         for exchange in exchanges:
-            keys += (f"{PREFIX}tickers:{exchange}", ticker_stream(exchange))
-        return keys, [self.stream_maxlen, len(exchanges), *exchanges, *rows]
+            keys += (tickers_key(exchange), ticker_stream(exchange))
+        return keys, [self.stream_maxlen, *rows], list(exchanges)
 
     async def publish_ticker(self, ticker: cache_pb2.Ticker) -> str:
         """Store the latest ticker and append it to its exchange's feed; return the seq."""
@@ -285,23 +329,29 @@ class Store:
     async def publish_tickers(self, tickers: Sequence[cache_pb2.Ticker],
                               conn: PinnedConnection | None = None) -> list[str]:
         """The same write for many tickers, in order: one script call per ``WRITE_BATCH``
-        (on ``conn`` when the caller holds one, as bulk ingest does).
+        (on ``conn`` when the caller holds one, as bulk ingest does); on a cluster one per
+        exchange of each batch.
 
-        Each batch is atomic; a failure ends the call after the batches before it were written.
+        Each call is atomic; a failure ends the call after the calls before it were written.
         """
         seqs: list[str] = []
         for start in range(0, len(tickers), WRITE_BATCH):
-            keys, args = self._tickers_call(tickers[start:start + WRITE_BATCH])
-            ids = await self._write(self._tickers_write, keys, args, conn)
-            seqs += map(_text, ids)  # type: ignore[call-overload]
+            batch = tickers[start:start + WRITE_BATCH]
+            ids = [""] * len(batch)
+            for group in self.groups([ticker_stream(t.exchange) for t in batch]):
+                keys, args, exchanges = self._tickers_call([batch[i] for i in group])
+                written = await self._write(self._tickers_write, keys, args, conn, [(EXCHANGES, exchanges)])
+                for i, seq in zip(group, written, strict=True):  # type: ignore[call-overload]
+                    ids[i] = _text(seq)
+            seqs += ids
         return seqs
 
     async def get_ticker(self, exchange: str, symbol: str) -> cache_pb2.Ticker | None:
-        data = await self.redis.hget(f"{PREFIX}tickers:{exchange}", symbol)
+        data = await self.redis.hget(tickers_key(exchange), symbol)
         return None if data is None else cache_pb2.Ticker.FromString(data)
 
     async def exchanges(self) -> list[str]:
-        return sorted(_text(e) for e in await self.redis.smembers(f"{PREFIX}exchanges"))
+        return sorted(_text(e) for e in await self.redis.smembers(EXCHANGES))
 
     async def list_tickers(self, exchange: str, symbols: Sequence[str]) -> list[cache_pb2.Ticker]:
         """Latest tickers of one exchange (or all), optionally only some symbols; sorted."""
@@ -309,9 +359,9 @@ class Store:
         async with self.redis.pipeline(transaction=False) as pipe:
             for name in exchanges:
                 if symbols:
-                    pipe.hmget(f"{PREFIX}tickers:{name}", list(symbols))
+                    pipe.hmget(tickers_key(name), list(symbols))
                 else:
-                    pipe.hvals(f"{PREFIX}tickers:{name}")
+                    pipe.hvals(tickers_key(name))
             results = await pipe.execute()
         tickers = [cache_pb2.Ticker.FromString(d) for rows in results for d in rows if d is not None]
         tickers.sort(key=lambda t: (t.exchange, t.symbol))

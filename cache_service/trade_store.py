@@ -1,20 +1,22 @@
 """The Redis layout of trades and candles, and the one script that writes both (docs/market_data.md).
 
-Layout (prefix ``cache:v1:``):
+Layout (prefix ``cache:v1:``), every key of one exchange EX under the hash tag ``{trades:EX}``
+(one slot on a Redis Cluster: cache_service/slots.py):
 
-- stream ``stream:trades:{exchange}``: one entry per trade (``d`` = Trade bytes, ``s`` = symbol),
+- stream ``{trades:EX}:stream``: one entry per trade (``d`` = Trade bytes, ``s`` = symbol),
   capped like every stream (``--stream-maxlen``): the change feed of StreamTrades.
-- list ``trades:{exchange}:{symbol}``: the recent trades of one symbol, newest first, each
+- list ``{trades:EX}:recent:SYM``: the recent trades of one symbol, newest first, each
   ``"<seq> <Trade bytes>"``, capped at ``--trade-retention``: what ListTrades reads, so a quiet
   symbol's history is not pushed out of the exchange's stream by a busy one.
-- hash ``candles:{exchange}:{symbol}:{interval}``: ``open_time`` -> ``"<first> <last> <Candle
+- hash ``{trades:EX}:candles:SYM:INTERVAL``: ``open_time`` -> ``"<first> <last> <Candle
   bytes>"``, first and last being the times of the candle's first and last trade (so a
   restarted service orders later trades right); the last ``--candle-retention`` intervals.
-- stream ``stream:candles:{exchange}``: one entry per candle change (``d``, ``s``, ``i`` interval).
+- stream ``{trades:EX}:candles``: one entry per candle change (``d``, ``s``, ``i`` interval).
 
 **Atomic.** A batch of trades, the candles they change and the candles that left the window are
 one script call: the trades' entries, the candle states and their entries never disagree. The
-seq of a trade is its entry id in the exchange's trade stream.
+seq of a trade is its entry id in the exchange's trade stream. On a Redis Cluster a batch that
+spans exchanges is one call per exchange (a script's keys share a slot), in order.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cache_service.pinned import PinnedConnection
-from cache_service.store import PREFIX, Store
+from cache_service.pinned import Command, PinnedConnection
+from cache_service.slots import tagged
+from cache_service.store import Store
 from marketbridge.api.v1 import cache_pb2
 from marketbridge.seq import seq_key
 
@@ -61,20 +64,20 @@ return ids
 
 def trade_stream(exchange: str) -> str:
     """The change-feed key of one exchange's trades."""
-    return f"{PREFIX}stream:trades:{exchange}"
+    return tagged(f"trades:{exchange}", "stream")
 
 
 def candle_stream(exchange: str) -> str:
     """The change-feed key of one exchange's candles."""
-    return f"{PREFIX}stream:candles:{exchange}"
+    return tagged(f"trades:{exchange}", "candles")
 
 
 def trades_key(exchange: str, symbol: str) -> str:
-    return f"{PREFIX}trades:{exchange}:{symbol}"
+    return tagged(f"trades:{exchange}", f"recent:{symbol}")
 
 
 def candles_key(exchange: str, symbol: str, interval: str) -> str:
-    return f"{PREFIX}candles:{exchange}:{symbol}:{interval}"
+    return tagged(f"trades:{exchange}", f"candles:{symbol}:{interval}")
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,24 @@ class TradeStore:
         self._script = store.redis.register_script(_TRADES_WRITE)
 
     async def write(self, batch: TradeBatch, conn: PinnedConnection | None = None) -> list[str]:
-        """Store the batch, all or nothing; the trades' seqs in order."""
+        """Store the batch, all or nothing (on a cluster: per exchange); the trades' seqs in order."""
+        if not self.store.cluster:
+            return await self._write_one(batch, conn)
+        parts: dict[str, TradeBatch] = {}
+        for trade in batch.trades:
+            parts.setdefault(trade.exchange, TradeBatch()).trades.append(trade)
+        for stored in batch.candles:
+            parts.setdefault(stored.candle.exchange, TradeBatch()).candles.append(stored)
+        for drop in batch.drops:
+            parts.setdefault(drop[0], TradeBatch()).drops.append(drop)
+        seqs: dict[str, list[str]] = {}
+        for exchange, part in parts.items():
+            seqs[exchange] = await self._write_one(part, conn)
+        positions = {exchange: iter(ids) for exchange, ids in seqs.items()}
+        return [next(positions[trade.exchange]) for trade in batch.trades]
+
+    async def _write_one(self, batch: TradeBatch, conn: PinnedConnection | None) -> list[str]:
+        """One script call: a batch whose keys may share one call (one slot on a cluster)."""
         keys = _Keys()
         args: list[object] = [self.store.stream_maxlen, self.trade_retention, len(batch.trades)]
         for trade in batch.trades:
@@ -158,14 +178,12 @@ class TradeStore:
         """The newest ``limit`` trades (seq, Trade bytes), newest first, and the exchange's
         trade-feed position, read together (one transaction)."""
         stream = trade_stream(exchange)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xrevrange(stream, count=1)
-            if symbols:
-                for symbol in symbols:
-                    pipe.lrange(trades_key(exchange, symbol), 0, limit - 1)
-            else:
-                pipe.xrevrange(stream, count=limit)
-            results = await pipe.execute()
+        commands: list[Command] = [("XREVRANGE", stream, "+", "-", "COUNT", 1)]
+        if symbols:
+            commands += [("LRANGE", trades_key(exchange, symbol), 0, limit - 1) for symbol in symbols]
+        else:
+            commands.append(("XREVRANGE", stream, "+", "-", "COUNT", limit))
+        results = await self.store.read_together(stream, *commands)
         position = _text(results[0][0][0]) if results[0] else ""
         rows: list[tuple[str, bytes]] = []
         if symbols:
@@ -176,14 +194,13 @@ class TradeStore:
             rows.sort(key=lambda row: seq_key(row[0]), reverse=True)
             rows = rows[:limit]
         else:
-            rows = [(_text(entry_id), fields[b"d"]) for entry_id, fields in results[1]]
+            rows = [(_text(entry_id), dict(zip(flat[::2], flat[1::2]))[b"d"]) for entry_id, flat in results[1]]
         return rows, position
 
     async def candles(self, exchange: str, symbol: str, interval: str) -> tuple[list[StoredCandle], str]:
         """Every retained candle of a series, oldest first, and the candle-feed position."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xrevrange(candle_stream(exchange), count=1)
-            pipe.hvals(candles_key(exchange, symbol, interval))
-            position_rows, values = await pipe.execute()
+        stream = candle_stream(exchange)
+        position_rows, values = await self.store.read_together(
+            stream, ("XREVRANGE", stream, "+", "-", "COUNT", 1), ("HVALS", candles_key(exchange, symbol, interval)))
         stored = sorted((parse_candle(v) for v in values), key=lambda s: s.candle.open_time)
         return stored, _text(position_rows[0][0]) if position_rows else ""

@@ -18,6 +18,8 @@ from marketbridge.market.merge import BookUpdate
 from tests.factories import book_delta, book_snapshot
 from tests.infra.cache_calls import next_message, read_until_live, serving
 
+pytestmark = pytest.mark.cluster_too   # every redis_url test here runs on a Redis Cluster too (tests/conftest.py)
+
 TIMEOUT = 20.0
 
 

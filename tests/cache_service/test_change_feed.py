@@ -7,11 +7,11 @@ import asyncio
 
 import grpc
 import pytest
-import redis.asyncio as aioredis
 
 from cache_service.changefeed import ChangeFeed, Entry, Live, field_filter, match_all
 from cache_service.errors import ResourceExhausted, Unavailable
 from cache_service.metrics import Metrics
+from cache_service.redis_url import connect, parse_redis_url
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.seq import seq_key
 from marketbridge.api.v1 import cache_pb2_grpc
@@ -20,6 +20,8 @@ from tests.infra.cache_calls import ALICE, next_message, read_events, read_until
 from tests.factories import BotFactory, OrderFactory, TickerFactory
 from tests.infra.cache_service_runner import running_cache_service
 from tests.infra.eventually import eventually
+
+pytestmark = pytest.mark.cluster_too   # every redis_url test here runs on a Redis Cluster too (tests/conftest.py)
 
 
 async def publish(stub, count: int, **fields) -> list[str]:
@@ -80,7 +82,7 @@ async def test_resume_from_zero_on_an_empty_stream_goes_live(stub) -> None:
 
 async def test_resume_after_redis_lost_the_stream_reports_a_gap(stub, redis_url: str) -> None:
     seqs = [(await stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()))).seq for _ in range(3)]
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(parse_redis_url(redis_url), 5.0)
     await client.flushall()  # as a Redis restarted without persistence would look
     await client.aclose()
     stream = stub.StreamOrders(pb.StreamOrdersRequest(resume_from=seqs[-1]), metadata=ALICE)
@@ -123,7 +125,7 @@ async def test_resume_from_a_trimmed_seq_reports_a_gap_first(redis_url: str) -> 
 
 async def test_two_subscribers_share_one_redis_reader(svc, stub, redis_url: str) -> None:
     feed = svc.server.feed
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(parse_redis_url(redis_url), 5.0)
     try:
         async def readers_in_redis() -> int:
             clients = await client.client_list()
@@ -157,7 +159,7 @@ async def test_subscriber_gauge_counts_by_channel(svc, stub) -> None:
 
 
 async def test_slow_subscriber_is_ended_with_resource_exhausted(redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
+    client = connect(parse_redis_url(redis_url), 5.0)
     store = Store(client, 1000)
     feed = ChangeFeed(client, Metrics(), queue_limit=5, timeout=5)
     follow = feed.follow(ORDERS.stream, "orders", field_filter(u="alice"))
@@ -198,7 +200,7 @@ async def test_slow_grpc_subscriber_gets_resource_exhausted(redis_url: str) -> N
 
 
 async def test_feed_refuses_new_subscribers_after_close(redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(parse_redis_url(redis_url), 5.0)
     feed = ChangeFeed(client, Metrics(), queue_limit=5, timeout=5)
     await feed.close()
     with pytest.raises(Unavailable):

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from cache_service.config import ConfigError, load_config
 from cache_service.order_retention import OrderRetention, sweep_interval
-from cache_service.store import BOTS, ORDERS, PREFIX, Store
+from cache_service.store import BOTS, ORDERS, Store
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.api.v1 import cache_pb2_grpc
 from tests.factories import BotFactory, OrderFactory
@@ -21,8 +21,8 @@ from tests.infra.eventually import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
-EXPIRY = f"{PREFIX}order_expiry"
-OWNERS = f"{PREFIX}order_owner"
+EXPIRY = ORDERS.expiry_key
+OWNERS = ORDERS.owner_key
 
 
 @pytest.fixture

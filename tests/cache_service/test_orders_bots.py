@@ -21,6 +21,8 @@ from tests.infra.cache_calls import (
 )
 from tests.factories import BotFactory, OrderFactory
 
+pytestmark = pytest.mark.cluster_too   # every redis_url test here runs on a Redis Cluster too (tests/conftest.py)
+
 
 async def upsert_orders(stub, *orders) -> list[str]:
     return [(await stub.UpsertOrder(pb.UpsertOrderRequest(order=o))).seq for o in orders]

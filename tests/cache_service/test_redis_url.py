@@ -25,10 +25,24 @@ def test_sentinel_url() -> None:
     ("redis://h:99999/0", "bad port"),
     ("redis://", "names no host"),
     ("localhost:6379", "scheme must be"),
+    ("redis+cluster://", "names no node"),
+    ("redis+cluster://h1:6379/0", "a cluster has no databases"),
+    ("redis+cluster://h1:x", "bad cluster node address"),
+    ("redis+cluster://h1?tls=yes", "want 0 or 1"),
+    ("redis+cluster://h1?sentinel_password=x", "unknown redis\\+cluster:// parameter"),
 ])
 def test_bad_redis_urls(url, text) -> None:
     with pytest.raises(RedisUrlError, match=text):
         parse_redis_url(url)
+
+
+def test_cluster_url() -> None:
+    target = parse_redis_url("redis+cluster://u:p%40ss@n1:7000,n2,[::1]:7001/?tls=1")
+    assert target.is_cluster and not target.is_sentinel
+    assert target.nodes == (("n1", 7000), ("n2", 6379), ("::1", 7001))
+    assert (target.username, target.password, target.tls) == ("u", "p@ss", True)
+    assert "p@ss" not in repr(target) and "p@ss" not in target.shown
+    assert parse_redis_url("redis+cluster://n1:7000").nodes == (("n1", 7000),)
 
 
 def test_plain_and_tls_urls() -> None:

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from cache_service.config import CacheConfig, ConfigError, load_config
+from cache_service.store import ORDERS, tickers_key
 from marketbridge.api.v1 import cache_pb2 as pb
 from tests.infra.cache_calls import serving, rpc_error
 from tests.factories import BotFactory, OrderFactory, TickerFactory
@@ -65,7 +66,7 @@ async def test_writes_confirmed_by_a_replica_are_acknowledged_and_on_it(
     # WAIT returned 1: the replica already had the write when the seq was sent back.
     on_replica = redis.Redis(port=replica.port, socket_timeout=5)
     try:
-        assert on_replica.hget("cache:v1:order_owner", order.order_id) == order.user_id.encode()
-        assert on_replica.hlen(f"cache:v1:tickers:{tickers[0].exchange}") == len(tickers)
+        assert on_replica.hget(ORDERS.owner_key, order.order_id) == order.user_id.encode()
+        assert on_replica.hlen(tickers_key(tickers[0].exchange)) == len(tickers)
     finally:
         on_replica.close()

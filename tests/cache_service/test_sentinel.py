@@ -10,6 +10,7 @@ import grpc
 import pytest
 import redis
 
+from cache_service.store import ORDERS
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.api.v1 import cache_pb2_grpc
 from tests.infra.cache_calls import read_events, read_until_live
@@ -43,7 +44,7 @@ async def test_reads_writes_and_streams_through_sentinel(redis_url: str, sentine
             assert event.seq == seq
             stream.cancel()
     direct = redis.Redis.from_url(redis_url)
-    assert direct.hget("cache:v1:order_owner", order.order_id) == b"alice"
+    assert direct.hget(ORDERS.owner_key, order.order_id) == b"alice"
     direct.close()
 
 

@@ -12,6 +12,8 @@ from marketbridge.seq import seq_key
 from tests.infra.cache_calls import read_events, read_until_live, rpc_error
 from tests.factories import TickerFactory
 
+pytestmark = pytest.mark.cluster_too   # every redis_url test here runs on a Redis Cluster too (tests/conftest.py)
+
 
 async def test_publish_then_get_returns_the_latest(stub) -> None:
     first = await stub.PublishTicker(pb.PublishTickerRequest(ticker=TickerFactory(symbol="BTC/USDT", price=1.0)))

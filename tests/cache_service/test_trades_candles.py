@@ -17,6 +17,8 @@ from marketbridge.seq import seq_key
 from tests.factories import TradeFactory
 from tests.infra.cache_calls import next_message, read_until_live, serving
 
+pytestmark = pytest.mark.cluster_too   # every redis_url test here runs on a Redis Cluster too (tests/conftest.py)
+
 TIMEOUT = 20.0
 T0 = 1_700_000_040.0   # 13:34:00 UTC: a whole minute
 

@@ -27,6 +27,7 @@ import random
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -430,13 +431,18 @@ class SentinelTopology:
         return True
 
     def close(self) -> None:
-        for node in [*self.sentinels, *self.redis_nodes]:
-            try:
-                node.close()
-            except (DockerException, OSError, subprocess.SubprocessError):
-                pass  # best effort: a node may already be gone
-        if self.network is not None:
-            self.network.close()
+        close_nodes([*self.sentinels, *self.redis_nodes], self.network)
+
+
+def close_nodes(nodes: Sequence[Node], network: DockerNetwork | None) -> None:
+    """Remove every node (best effort: a node may already be gone), then their network."""
+    for node in nodes:
+        try:
+            node.close()
+        except (DockerException, OSError, subprocess.SubprocessError):
+            pass
+    if network is not None:
+        network.close()
 
 
 def _start_process_topology() -> SentinelTopology:
