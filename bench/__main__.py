@@ -10,7 +10,6 @@ python -m bench --bridge-url ws://HOST/ws --grpc-target HOST:50051 --jwt-secret 
 
 from __future__ import annotations
 
-import resource
 import signal
 import sys
 import time
@@ -21,14 +20,16 @@ from urllib.parse import urlsplit
 from bench import capacity, churn, depth, fanout, grpc_batching, plot, report, targets, trades, unary
 from bench.config import BenchConfig, ConfigError, parse
 from bench.stack import Endpoints, LocalStack, StackError, StackOptions
+from bridge.open_files import raise_open_files
+
+CONNECTIONS_HEADROOM = 2_000   # the local bridge's --max-connections above the largest capacity step
+FD_WANTED = 1 << 20   # the capacity scenario's 50,000 sockets and more, in the bridge and the harness
 
 
 def raise_fd_limit() -> int:
-    """Lift the soft open-files limit to the hard one (10,000 sockets need it); children inherit it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
+    """Lift the open-files limit of the harness, which its servers and workers inherit
+    (bridge.open_files: up to the hard limit, beyond it where privileged); the soft limit now."""
+    return raise_open_files(FD_WANTED)
 
 
 def remote_endpoints(config: BenchConfig) -> Endpoints:
@@ -169,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cache_loop=config.cache_loop,
                 orjson=config.bridge_orjson,
                 batch_ms=config.batch_ms,
+                max_connections=max(StackOptions.max_connections,
+                                    max(config.capacity_steps) + CONNECTIONS_HEADROOM),
             )
         )
     )

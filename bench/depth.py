@@ -9,8 +9,9 @@ more than the service's budget per delta at 10,000/s), each serialised without i
 At send time it appends ``time`` (field 7, ``time.time()``) to the stored bytes (protobuf
 takes the last value of a field): the service gets exactly the message ``PublishBookRequest``
 would be, stamped when it leaves. Open-loop paced at the target rate in 2 ms bursts over one
-``PublishBook`` client stream (``--publisher-streams`` splits the books over more; a book
-stays on one stream, sequences are previous + 1 per book). When the cache service cannot
+``PublishBookBatches`` client stream, each burst one ``PublishBookBatch`` (``batched=False``:
+one ``PublishBook`` message per delta; ``--publisher-streams`` splits the books over more
+streams; a book stays on one stream, sequences are previous + 1 per book). When the cache service cannot
 ingest the rate, flow control holds the publisher back and the achieved rate says so.
 
 **Clients.** N WebSocket clients (``?batch_ms=``) each subscribe to the ``book`` channel of
@@ -60,12 +61,16 @@ from bench.stack import Endpoints
 from bench.tokens import client_tokens
 from bench.workers import WorkerPool, new_queue, next_command, run_loop, run_worker, start_process
 from bench.wsclient import SessionError, encode, ws_url
+from cache_service.wire import varint
 
 REPO = Path(__file__).resolve().parent.parent
 BOOK_MARK = b'"book_update"'
 TIME_FIELD = b"\x39"  # PublishBookRequest.time: field 7, wire type 1 (64-bit)
 TICK_SLOT_S = 0.002
 PUBLISH_METHOD = "/cache.v1.CacheService/PublishBook"
+BATCH_METHOD = "/cache.v1.CacheService/PublishBookBatches"
+MESSAGES_KEY = b"\x0a"   # PublishBookBatch.messages: field 1, length-delimited
+BATCH_MAX = 500          # deltas per PublishBookBatch (a burst that fell due is one, or a few)
 SEED = 14
 
 
@@ -93,6 +98,7 @@ class DepthSettings:
     workers: int
     probes: int
     publisher_streams: int = 1
+    batched: bool = True   # PublishBookBatches, a pacer burst per message (False: PublishBook)
     drain_s: float = 10.0
     connect_timeout_s: float = 60.0
     profile_dir: Path | None = None
@@ -142,6 +148,13 @@ async def _publish(target: str, exchange: str, symbols: list[str], settings: Dep
             PUBLISH_METHOD, request_serializer=None,
             response_deserializer=cache_pb2.PublishBookResponse.FromString,
         )
+        if settings.batched:
+            publish_deltas = channel.stream_unary(
+                BATCH_METHOD, request_serializer=None,
+                response_deserializer=cache_pb2.PublishBookResponse.FromString,
+            )
+        else:
+            publish_deltas = publish
         now = time.time()
         await publish([book.snapshot(now).SerializeToString() for book in books], timeout=60)
         out.put({"kind": "books"})
@@ -169,15 +182,21 @@ async def _publish(target: str, exchange: str, symbols: list[str], settings: Dep
                 while (item := await queue.get()) is not None:
                     yield item
 
-            call = publish(requests(), timeout=settings.duration_s * 4 + 60)
+            call = publish_deltas(requests(), timeout=settings.duration_s * 4 + 60)
             while not pacer.done and time.time() < stop_at:
                 due = pacer.due(time.time())
                 if not due:
                     await asyncio.sleep(max(TICK_SLOT_S, pacer.next_wakeup(time.time())))
                     continue
                 tail = TIME_FIELD + struct.pack("<d", time.time())
-                for data in order[pacer.sent : pacer.sent + due]:
-                    await queue.put(data + tail)
+                burst = [data + tail for data in order[pacer.sent : pacer.sent + due]]
+                if settings.batched:   # the burst as PublishBookBatch messages
+                    for at in range(0, len(burst), BATCH_MAX):
+                        await queue.put(b"".join(MESSAGES_KEY + varint(len(m)) + m
+                                                 for m in burst[at : at + BATCH_MAX]))
+                else:
+                    for data in burst:
+                        await queue.put(data)
                 pacer.mark(due)
                 result["sent"] += due
             await queue.put(None)

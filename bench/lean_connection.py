@@ -46,14 +46,18 @@ class LeanConnection(asyncio.Protocol):
 
     @classmethod
     async def open(
-        cls, url: str, on_message: MessageHandler, timeout: float, deflate: bool = False
+        cls, url: str, on_message: MessageHandler, timeout: float, deflate: bool = False,
+        source: str | None = None,
     ) -> LeanConnection:
-        """Connect and complete the opening handshake (101 Switching Protocols)."""
+        """Connect and complete the opening handshake (101 Switching Protocols). ``source``
+        binds the client socket to that address first (another loopback address: one address
+        has only the ~28,000 ports of the ephemeral range towards one server port)."""
         parts = urlsplit(url)
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
             _, conn = await loop.create_connection(
-                lambda: cls(on_message, deflate), parts.hostname, parts.port or 80
+                lambda: cls(on_message, deflate), parts.hostname, parts.port or 80,
+                local_addr=None if source is None else (source, 0),
             )
             assert conn.transport is not None
             conn.transport.write(handshake_request(url, deflate))

@@ -99,12 +99,27 @@ def depth_line(point: dict[str, Any]) -> str:
 
 
 def capacity_lines(result: dict[str, Any]) -> list[str]:
-    return [
+    lines = [
         f"capacity open={row['open']:>6} bridge_rss={row['bridge_rss_mib']}MiB "
         f"per_conn={row['rss_per_connection_kib']}KiB connect={row['connect_seconds']}s "
-        f"failures={sum(row['failures'].values())}"
+        f"failures={sum(row['failures'].values())}" + _kernel_part(row.get("kernel"))
         for row in result["steps"]
     ]
+    if result.get("not_attempted"):
+        skipped = result["not_attempted"]
+        lines.append(f"capacity not attempted: {skipped['steps']} ({skipped['why']})")
+    if "open_seconds" in result:
+        lines.append(f"capacity opened all in {result['open_seconds']}s from "
+                     f"{', '.join(result.get('client_sources') or ['the default address'])}")
+    return lines
+
+
+def _kernel_part(kernel: dict[str, Any] | None) -> str:
+    """The machine's socket memory growth (both ends of loopback connections)."""
+    if not kernel:
+        return ""
+    return (f" kernel: tcp_inuse+{kernel['tcp_inuse']} tcp_mem+{kernel['tcp_mem_kib']}KiB "
+            f"slab+{kernel['slab_mib']}MiB")
 
 
 def churn_line(result: dict[str, Any]) -> str:

@@ -11,9 +11,18 @@ from collections.abc import Sequence
 
 from bridge.config import BridgeConfig, ConfigError, load_config
 from bridge.app import BridgeApp
+from bridge.open_files import connections_allowed
+
+
+log = logging.getLogger("bridge")
 
 
 async def serve_until_signalled(config: BridgeConfig) -> None:
+    allowed = connections_allowed(config.max_connections)
+    if allowed < config.max_connections:
+        log.warning("the open-files limit (RLIMIT_NOFILE) holds %d connections, not the "
+                    "--max-connections %d: beyond it accepts fail (EMFILE); raise the hard "
+                    "limit (ulimit -Hn, LimitNOFILE=)", allowed, config.max_connections)
     app = BridgeApp(config)
     await app.start()
     # Everything made so far (modules, protobuf descriptors, the app) lives as long as the

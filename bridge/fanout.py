@@ -2,9 +2,10 @@
 
 A topic is opened by its first subscriber and cancelled when the last one leaves. Each event is
 decoded and JSON-encoded once, then handed to the topic's lanes (:mod:`bridge.lanes`): groups of
-subscriptions whose frames are identical, which frame it once for all of their members. Ticker
-and trade topics read ``StreamTickerBatches`` / ``StreamTradeBatches`` (many events per gRPC
-message; the one-event methods from a service that predates them). When the upstream
+subscriptions whose frames are identical, which frame it once for all of their members. Ticker,
+trade and book topics read ``StreamTickerBatches`` / ``StreamTradeBatches`` /
+``StreamBookBatches`` (many events per gRPC message; the one-event methods from a service that
+predates them). When the upstream
 stream breaks, the topic tells its subscribers ``interrupted`` at once and re-opens with
 ``resume_from`` = its last seq (with backoff); when the service has replayed what was missed it
 says ``resumed`` (``recovered: false`` when the service reported a gap). Clients stay connected.
@@ -335,7 +336,7 @@ class Fanout:
                         watch: StallWatch) -> AsyncGenerator[Sequence[Any], None]:
         """The events of one upstream stream, one gRPC message's worth at a time; counts the call.
 
-        A channel with a batched method (tickers, trades) uses it: one message per burst of
+        A channel with a batched method (tickers, trades, books) uses it: one message per burst of
         events instead of one per event, which is most of the cost of a fast stream on both
         ends. A service that predates it (UNIMPLEMENTED before any message, e.g. mid rolling
         upgrade) gets the one-event-per-message method, and this process stops asking it for

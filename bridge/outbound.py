@@ -115,7 +115,7 @@ class Outbound:
                 result = Push.CONFLATED
                 if book is not None and queued.book is not None:
                     book = queued.book.then(book)
-                    frame, event_ms = book.frame(), queued.event_ms
+                    frame, event_ms = "", queued.event_ms   # framed when taken (PendingBook)
         elif bounded and len(self) >= self.max_backlog:
             return Push.OVERFLOW
         entry = Entry(frame, "update", key, event_ms, book=book)
@@ -167,7 +167,7 @@ class Outbound:
         self.batch_deadline = None
         self.has_control = False
         if self.batch_s is None:
-            return [Outgoing(e.frame, e.kind, [e.event_ms] if e.kind == "update" else [])
+            return [Outgoing(_text(e), e.kind, [e.event_ms] if e.kind == "update" else [])
                     for e in entries]
         return _batched(entries)
 
@@ -190,4 +190,9 @@ def _batched(entries: deque[Entry]) -> list[Outgoing]:
 
 
 def _batch(updates: list[Entry]) -> Outgoing:
-    return Outgoing(batch_frame([e.frame for e in updates]), "batch", [e.event_ms for e in updates])
+    return Outgoing(batch_frame([_text(e) for e in updates]), "batch", [e.event_ms for e in updates])
+
+
+def _text(entry: Entry) -> str:
+    """An entry's frame: a merged book update is framed only now, once (PendingBook)."""
+    return entry.frame if entry.frame or entry.book is None else entry.book.frame()

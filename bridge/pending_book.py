@@ -29,21 +29,40 @@ class BookDelta:
     update: BookUpdate
 
 
-@dataclass(frozen=True, slots=True)
 class PendingBook:
-    """One subscription's queued book update (possibly several merged)."""
+    """One subscription's queued book update, and the newer ones merged into it.
 
-    prefix: str              # the subscription's frame prefix
-    seq: str
-    delta: BookDelta
+    The merge itself waits until the update is framed (:meth:`frame`, when the client's writer
+    takes its queue): a client that is behind takes many updates of a book between two writes,
+    and merging and framing at each of them cost more than the write (profiled: 30-40 % of a
+    saturated bridge's CPU in ``merge``), where merging once costs one pass."""
+
+    __slots__ = ("prefix", "seq", "delta", "_later")
+
+    def __init__(self, prefix: str, seq: str, delta: BookDelta) -> None:
+        self.prefix = prefix     # the subscription's frame prefix
+        self.seq = seq
+        self.delta = delta
+        self._later: list[BookUpdate] = []   # newer updates, not merged into ``delta`` yet
 
     def then(self, newer: PendingBook) -> PendingBook:
-        """This update followed by ``newer``, as one."""
-        merged = merge([self.delta.update, newer.delta.update])
-        return PendingBook(newer.prefix, newer.seq, BookDelta(newer.delta.base, merged))
+        """This update followed by ``newer``, as one (this object, which ``newer`` joins)."""
+        self._later.append(newer.delta.update)
+        self._later += newer._later
+        self.prefix, self.seq = newer.prefix, newer.seq
+        self.delta = BookDelta(newer.delta.base, self.delta.update)
+        return self
+
+    @property
+    def update(self) -> BookUpdate:
+        """The merged update (merged now, once, if newer ones joined since)."""
+        if self._later:
+            self.delta = BookDelta(self.delta.base, merge([self.delta.update, *self._later]))
+            self._later = []
+        return self.delta.update
 
     def frame(self) -> str:
-        update = self.delta.update
+        update = self.update
         result = {**self.delta.base, "bids": [list(level) for level in update.bids],
                   "asks": [list(level) for level in update.asks], "checksum": update.checksum}
         return self.prefix + update_tail(self.seq, dumps(result))

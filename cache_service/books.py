@@ -35,9 +35,10 @@ from cache_service.pinned import PinnedConnection
 from marketbridge.api.v1 import cache_pb2
 from marketbridge.market.book import (DEFAULT_DEPTH, DEPTHS, MAX_DEPTH, Book, BookView, InvalidBook,
                                       SnapshotNeeded, check_depth)
-from marketbridge.market.checksum import CHECKSUM_LEVELS, checksum
+from marketbridge.market.checksum import checksum
 from marketbridge.market.depth_feed import DepthFeed
 from marketbridge.market.ladder import Level
+from marketbridge.market.merge import BookUpdate
 
 MAX_MESSAGE_LEVELS = 5000   # per side of one message
 MAX_BOOK_LEVELS = 10000     # per side of a book
@@ -93,45 +94,30 @@ def book_from_stored(stored: StoredBook) -> Book:
 
 @dataclass
 class _Tracked:
-    """A book this service writes, and the cut each depth's subscribers hold."""
+    """A book this service writes, and a feed per depth its subscribers may hold."""
 
     book: Book
-    feeds: dict[int, DepthFeed]
+    feeds: tuple[DepthFeed, ...]
 
     @classmethod
     def of(cls, book: Book) -> _Tracked:
-        return cls(book, {depth: DepthFeed(book, depth) for depth in sorted(DEPTHS)})
-
-    def refeed(self) -> None:
-        self.feeds = {depth: DepthFeed(self.book, depth) for depth in self.feeds}
+        return cls(book, tuple(DepthFeed(book, depth) for depth in sorted(DEPTHS)))
 
     def updates(self, key: BookKey, request: cache_pb2.PublishBookRequest) -> list[tuple[int, bytes]]:
         """Each depth's encoded BookUpdate after the delta just applied (depths it left alone
-        have none). The top-10 checksum is computed once for all depths; and a depth whose cut
-        holds the whole book (before and after) sends what the next smaller such depth sends,
-        so a 30-level book costs one diff for depths 100 and 500 together."""
-        book = self.book
-        bid_rank, ask_rank = book.touched
-        top = None
-        if min(bid_rank, ask_rank) < CHECKSUM_LEVELS:
-            top = checksum(book.bids.top(CHECKSUM_LEVELS), book.asks.top(CHECKSUM_LEVELS))
-        size = max(len(book.bids), len(book.asks))
+        have none). Depths whose updates are equal (the whole book fits both cuts, or the
+        delta moved nothing across the larger one's end) share one encoding."""
         out: list[tuple[int, bytes]] = []
-        whole: bytes | None = None     # the update of a depth whose cut was the whole book
-        for depth, feed in self.feeds.items():
-            covers = size <= depth and max(len(feed.view.bids), len(feed.view.asks)) <= depth
-            if covers and whole is not None:
-                feed.view, feed.checksum = book.cut(depth), top if top is not None else feed.checksum
-                out.append((depth, whole))
-                continue
-            update = feed.advance(top)
+        last: BookUpdate | None = None
+        encoded = b""
+        for feed in self.feeds:
+            update = feed.advance()
             if not update:
                 continue
-            encoded = wire.book_update(key[0], key[1], update.bids, update.asks, update.checksum,
-                                       request.time, request.sequence)
-            if covers:
-                whole = encoded
-            out.append((depth, encoded))
+            if update != last:
+                last, encoded = update, wire.book_update(key[0], key[1], update.bids, update.asks,
+                                                         update.checksum, request.time, request.sequence)
+            out.append((feed.depth, encoded))
         return out
 
 
@@ -228,7 +214,6 @@ class BookKeeper:
             book.apply_snapshot(bids, asks, request.sequence)
         except InvalidBook as exc:
             raise InvalidArgument(str(exc)) from None
-        tracked.refeed()
         self._stale.discard(key)
         write = BookWrite(key[0], key[1], ANY_SEQUENCE, str(request.sequence), replace=True)
         for side, ladder in (("b", book.bids), ("a", book.asks)):
@@ -307,6 +292,15 @@ def book_filter(depth: int) -> Callable[[dict[bytes, bytes]], bool]:
     changed that depth's cut."""
     field = update_field(depth)
     return lambda fields: fields.get(b"k") != ENTRY_DELTA or field in fields
+
+
+def book_entry_bytes(seq: str, fields: dict[bytes, bytes], depth: int) -> bytes:
+    """The serialized BookEvent of a stream entry at ``depth`` (one :func:`book_filter`
+    passed). A delta's update is stored encoded: it is framed as it is, not parsed and
+    serialized again (most entries are deltas)."""
+    if fields[b"k"] == ENTRY_DELTA:
+        return wire.book_update_event(seq, fields[update_field(depth)])
+    return book_entry_event(seq, fields, depth).SerializeToString()
 
 
 def book_entry_event(seq: str, fields: dict[bytes, bytes], depth: int) -> cache_pb2.BookEvent:

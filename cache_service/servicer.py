@@ -25,7 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from cache_service import validation, wire
 from cache_service.changefeed import ChangeFeed, Entry, FeedItem, Gap, Heartbeat, Match, field_filter, match_all
 from cache_service.book_store import book_stream
-from cache_service.books import BookKeeper, book_entry_event, book_filter, requested_depth
+from cache_service.books import BookKeeper, book_entry_bytes, book_filter, requested_depth
 from cache_service.canary import CANARY_CHANNEL, CANARY_STREAM
 from cache_service.errors import InvalidArgument, NotFound, ServiceError
 from cache_service.metrics import Metrics
@@ -93,6 +93,20 @@ def _event(event_type: type[Message], field: str, entity: type[Message], item: F
     if isinstance(item, Heartbeat):
         return event_type(seq="", heartbeat=cache_pb2.StreamHeartbeat(server_time=item.server_time))
     return event_type(seq=item.seq, live=cache_pb2.StreamLive())
+
+
+def _book_batch(items: Sequence[FeedItem], depth: int) -> tuple[list[bytes], bool]:
+    """The serialized BookEvents of a change-feed batch, up to and with a gap (the stream
+    starts again from a snapshot after one); and whether there was one."""
+    events: list[bytes] = []
+    for item in items:
+        if isinstance(item, Entry):
+            events.append(book_entry_bytes(item.id, item.fields, depth))
+            continue
+        events.append(_event(cache_pb2.BookEvent, "update", cache_pb2.BookUpdate, item).SerializeToString())
+        if isinstance(item, Gap):
+            return events, True
+    return events, False
 
 
 def _first_bad(items: Sequence[FeedItem], encode: Callable[[Sequence[FeedItem]], Any]) -> FeedItem:
@@ -502,6 +516,18 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
                     break
         return cache_pb2.PublishBookResponse(**await self._ingest(context, ingest, read()))
 
+    async def PublishBookBatches(self, request_iterator: AsyncIterator[cache_pb2.PublishBookBatch],
+                                 context: grpc.aio.ServicerContext) -> cache_pb2.PublishBookResponse:
+        """PublishBook, a burst of messages per gRPC message: the same ingest, in the same
+        order, without the per-message cost (and with no linger: a batch is already a batch)."""
+        ingest: _Ingest[cache_pb2.PublishBookRequest] = _Ingest(self, context, self.books.publish, "book")
+
+        async def read() -> None:
+            async for batch in request_iterator:
+                if batch.messages and not await ingest.add(list(batch.messages)):
+                    break
+        return cache_pb2.PublishBookResponse(**await self._ingest(context, ingest, read()))
+
     async def GetBook(self, request: cache_pb2.GetBookRequest, context: grpc.aio.ServicerContext) -> cache_pb2.Book:
         async def op() -> cache_pb2.Book:
             validation.require_id("exchange", request.exchange)
@@ -514,19 +540,32 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
 
     async def StreamBook(self, request: cache_pb2.StreamBookRequest,
                          context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.BookEvent]:
+        async for batch in self._book_stream(request, context):
+            for event in batch:
+                yield cache_pb2.BookEvent.FromString(event)
+
+    async def StreamBookBatches(self, request: cache_pb2.StreamBookRequest,
+                                context: grpc.aio.ServicerContext) -> AsyncIterator[cache_pb2.BookEventBatch]:
+        """StreamBook's events, every ready one in one message (see ChangeFeed.follow_batches)."""
+        async for batch in self._book_stream(request, context):
+            yield wire.event_batch(cache_pb2.BookEventBatch, batch)
+
+    async def _book_stream(self, request: cache_pb2.StreamBookRequest,
+                           context: grpc.aio.ServicerContext) -> AsyncIterator[list[bytes]]:
         try:
             validation.require_id("exchange", request.exchange)
             validation.require_id("symbol", request.symbol)
             depth = requested_depth(request.depth)
         except ServiceError as exc:
             await _abort(context, exc)
-        events = self._book_events(request.exchange, request.symbol, depth, request.resume_from)
-        async for event in self._guarded(context, events):
-            yield event
+        batches = self._book_events(request.exchange, request.symbol, depth, request.resume_from)
+        async for batch in self._guarded(context, batches):
+            yield batch
 
     async def _book_events(self, exchange: str, symbol: str, depth: int,
-                           resume_from: str) -> AsyncGenerator[cache_pb2.BookEvent, None]:
-        """A book's events at ``depth``: the snapshot now (unless resuming), then the feed.
+                           resume_from: str) -> AsyncGenerator[list[bytes], None]:
+        """A book's serialized events at ``depth``, as many as are ready at a time: the
+        snapshot now (unless resuming), then the feed.
 
         After a gap the retained updates cannot rebuild the subscriber's copy, so the feed is
         re-opened from a fresh snapshot instead of replaying onto a book it does not match."""
@@ -535,15 +574,15 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
             if not resume_from:
                 opening = await self.books.opening(exchange, symbol, depth)
                 if opening is not None:
-                    yield opening
+                    yield [opening.SerializeToString()]
                     resume_from = opening.seq
             gap = False
-            async with aclosing(self.feed.follow(key, "book", match, resume_from)) as items:
-                async for item in items:
-                    yield (book_entry_event(item.id, item.fields, depth) if isinstance(item, Entry)
-                           else _event(cache_pb2.BookEvent, "update", cache_pb2.BookUpdate, item))
-                    if isinstance(item, Gap):
-                        gap, resume_from = True, ""
+            async with aclosing(self.feed.follow_batches(key, "book", match, resume_from)) as batches:
+                async for items in batches:
+                    events, gap = _book_batch(items, depth)
+                    yield events
+                    if gap:
+                        resume_from = ""
                         break
             if not gap:
                 return

@@ -10,6 +10,7 @@ generated classes.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable
 from typing import TypeVar
@@ -20,7 +21,8 @@ from marketbridge.api.v1 import cache_pb2
 
 _SEQ_KEY = b"\x0a"  # TickerEvent.seq / TradeEvent.seq: field 1, length-delimited
 _ENTITY_KEY = b"\x12"  # TickerEvent.ticker / TradeEvent.trade: field 2, length-delimited
-_EVENTS_KEY = b"\x0a"  # TickerEventBatch.events / TradeEventBatch.events: field 1, length-delimited
+_BOOK_UPDATE_KEY = b"\x1a"  # BookEvent.update: field 3, length-delimited
+_EVENTS_KEY = b"\x0a"  # TickerEventBatch / TradeEventBatch / BookEventBatch .events: field 1, length-delimited
 
 BatchT = TypeVar("BatchT", bound=Message)
 
@@ -42,11 +44,20 @@ def _length(value: int) -> bytes:
     return _SMALL[value] if value < 16384 else varint(value)
 
 
+def _event(seq: str, key: bytes, body: bytes) -> bytes:
+    raw_seq = seq.encode()
+    return _SEQ_KEY + _length(len(raw_seq)) + raw_seq + key + _length(len(body)) + body
+
+
 def entry_event(seq: str, entity: bytes) -> bytes:
     """A serialized ``TickerEvent(seq=seq, ticker=Ticker.FromString(entity))``, which is also
     the ``TradeEvent`` of a stored Trade (both put ``seq`` in field 1, the entity in field 2)."""
-    raw_seq = seq.encode()
-    return _SEQ_KEY + _length(len(raw_seq)) + raw_seq + _ENTITY_KEY + _length(len(entity)) + entity
+    return _event(seq, _ENTITY_KEY, entity)
+
+
+def book_update_event(seq: str, update: bytes) -> bytes:
+    """A serialized ``BookEvent(seq=seq, update=BookUpdate.FromString(update))``."""
+    return _event(seq, _BOOK_UPDATE_KEY, update)
 
 
 def event_batch(batch_type: type[BatchT], events: Iterable[bytes]) -> BatchT:
@@ -62,13 +73,17 @@ def _text_field(key: bytes, text: str) -> bytes:
     return key + _length(len(raw)) + raw
 
 
+@functools.lru_cache(maxsize=65536)
+def _level(price: str, qty: str) -> bytes:
+    """A serialized BookLevel{price = 1, qty = 2} with its length in front, remembered: a book's
+    levels recur in update after update (and at every depth of one delta)."""
+    level = _text_field(b"\x0a", price) + _text_field(b"\x12", qty)
+    return _length(len(level)) + level
+
+
 def _levels_field(key: bytes, levels: Iterable[tuple[str, str]]) -> bytes:
-    """Repeated BookLevel{price = 1, qty = 2} under field ``key``."""
-    out = []
-    for price, qty in levels:
-        level = _text_field(b"\x0a", price) + _text_field(b"\x12", qty)
-        out.append(key + _length(len(level)) + level)
-    return b"".join(out)
+    """Repeated BookLevel under field ``key``."""
+    return b"".join([key + _level(price, qty) for price, qty in levels])
 
 
 def book_update(exchange: str, symbol: str, bids: Iterable[tuple[str, str]], asks: Iterable[tuple[str, str]],

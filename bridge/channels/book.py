@@ -11,7 +11,8 @@ Two more kinds travel as ``book_update`` too, so they keep their place among the
   missed an update); no update follows until a ``snapshot: true`` one.
 
 Book updates are never dropped: for a client that is behind, its queue merges them
-(:mod:`bridge.pending_book`), which yields the same book and a valid checksum.
+(:mod:`bridge.pending_book`), which yields the same book and a valid checksum. Upstream it
+reads ``StreamBookBatches`` (every ready event of the book per gRPC message), as tickers do.
 """
 
 from __future__ import annotations
@@ -91,5 +92,5 @@ CHANNEL = Channel(
     keys=lambda _book: ("", ""), list_method="GetBook", list_request=list_request,
     list_field="", topic_params=("symbol", "depth"), more_fields=("snapshot", "stale"),
     encode=encode_update, delta=delta, self_check=lambda topic: BookCheck(int(topic[3])),
-    empty=empty,
+    empty=empty, batch_method="StreamBookBatches",
 )

@@ -22,10 +22,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from marketbridge.market.checksum import CHECKSUM_LEVELS, checksum
 from marketbridge.market.decimals import DecimalError, parse_decimal, parse_positive
-from marketbridge.market.ladder import Ladder, Level
+from marketbridge.market.ladder import Ladder, Level, SideChange
 
 DEPTHS = frozenset({10, 25, 100, 500})
+CUT_DEPTHS = tuple(sorted(DEPTHS))
 DEFAULT_DEPTH = 10
 MAX_DEPTH = max(DEPTHS)
 SNAPSHOT_NEEDED = "snapshot needed"
@@ -98,9 +100,9 @@ class Book:
         self.asks = Ladder(descending=False)
         self.sequence: int | None = None
         self.stale = True   # no snapshot yet: nothing to build deltas on
-        # best rank changed by the last update, per side (bids, asks): levels better than it
-        # are as they were (a snapshot changes everything: 0)
-        self.touched = (0, 0)
+        # what the last delta did to each side (None after a snapshot: everything changed)
+        self.last: tuple[SideChange, SideChange] | None = None
+        self._checksum: int | None = None   # of the top 10 now; None: not computed yet
 
     def apply_snapshot(self, bids: Iterable[Sequence[object]],
                        asks: Iterable[Sequence[object]], sequence: int) -> None:
@@ -113,7 +115,7 @@ class Book:
         self.asks.replace(present(ask_changes))
         self.sequence = sequence
         self.stale = False
-        self.touched = (0, 0)
+        self.last, self._checksum = None, None
 
     def apply_delta(self, bids: Iterable[Sequence[object]], asks: Iterable[Sequence[object]],
                     sequence: int) -> tuple[list[Change], list[Change]]:
@@ -124,16 +126,33 @@ class Book:
         bid_changes = parse_levels(bids, "bids", delta=True)
         ask_changes = parse_levels(asks, "asks", delta=True)
         self._check_sequence(sequence)
-        bid_undo, bid_rank = _apply(self.bids, bid_changes)
-        ask_undo, ask_rank = _apply(self.asks, ask_changes)
+        bid_side = self.bids.apply(bid_changes, CUT_DEPTHS, MAX_DEPTH)
+        ask_side = self.asks.apply(ask_changes, CUT_DEPTHS, MAX_DEPTH)
         if _crossed(self.bids.best(), self.asks.best()):
-            _restore(self.bids, bid_undo)
-            _restore(self.asks, ask_undo)
+            self.bids.undo(bid_side)
+            self.asks.undo(ask_side)
             self.stale = True
             raise SnapshotNeeded(f"delta {sequence} would cross the book")
         self.sequence = sequence
-        self.touched = (bid_rank, ask_rank)
+        self.last = (bid_side, ask_side)
+        if min(bid_side.rank, ask_side.rank) < CHECKSUM_LEVELS:
+            self._checksum = None
         return bid_changes, ask_changes
+
+    def checksum(self) -> int:
+        """The checksum of the top 10 a side, which every cut (depth >= 10) shares; computed
+        once per change of the top, however many depths send it."""
+        if self._checksum is None:
+            self._checksum = checksum(self.bids.top(CHECKSUM_LEVELS), self.asks.top(CHECKSUM_LEVELS))
+        return self._checksum
+
+    def cut_update(self, depth: int) -> tuple[tuple[Level, ...], tuple[Level, ...]]:
+        """What the last delta changed in the ``depth`` cut (bids, asks; both empty when
+        nothing): the levels that turn a copy equal to the cut before it into the cut now."""
+        if self.last is None:
+            raise ValueError("no delta since the last snapshot: send the cut, not an update")
+        bid_side, ask_side = self.last
+        return self.bids.cut_update(bid_side, check_depth(depth)), self.asks.cut_update(ask_side, depth)
 
     def _check_sequence(self, sequence: int) -> None:
         if self.sequence is None:
@@ -157,22 +176,3 @@ def _best(changes: list[Change], pick: type[max] | type[min]) -> Decimal | None:
 
 def _crossed(best_bid: Decimal | None, best_ask: Decimal | None) -> bool:
     return best_bid is not None and best_ask is not None and best_bid >= best_ask
-
-
-def _apply(ladder: Ladder, changes: list[Change]) -> tuple[list[Change], int]:
-    """Apply in order (a later change of a price wins); how to undo it, and the best rank hit.
-
-    Each change leaves the levels better than its rank alone, so the smallest rank over all
-    of them bounds the unchanged top of the side. Untouched: MAX_DEPTH (beyond every cut).
-    """
-    undo: list[Change] = []
-    rank = MAX_DEPTH
-    for price, level in changes:
-        undo.append((price, ladder.get(price)))
-        rank = min(rank, ladder.set(price, level))
-    return undo, rank
-
-
-def _restore(ladder: Ladder, undo: list[Change]) -> None:
-    for price, level in reversed(undo):
-        ladder.set(price, level)

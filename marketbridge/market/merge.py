@@ -3,12 +3,14 @@
 **Update for a depth.** A client holds the book cut to its depth and truncates its copy after
 each update (docs/market_data.md). When a level inside that depth goes, the best level beyond it moves
 in, and the client has never seen it. So the server does not forward the raw delta: for each
-depth it diffs ``cut(depth)`` before and after the delta (:func:`diff`): every level that is
-new or whose strings changed is sent, every price that left the cut (removed, or pushed out
-by a better one) is sent with qty ``"0"``. Applying that to a copy equal to the old cut gives
-exactly the new cut, so the checksum of the new cut verifies. (Kraken does not send the
-"pushed out" removals and lets clients truncate; sending them costs a few bytes and makes
-the copy right even for a client that forgets to truncate.)
+depth it sends the diff of ``cut(depth)`` before and after the delta (:func:`diff` defines
+it): every level that is new or whose strings changed is sent, every price that left the cut
+(removed, or pushed out by a better one) is sent with qty ``"0"``. Applying that to a copy
+equal to the old cut gives exactly the new cut, so the checksum of the new cut verifies.
+(Kraken does not send the "pushed out" removals and lets clients truncate; sending them costs
+a few bytes and makes the copy right even for a client that forgets to truncate.) The service
+computes the same update from the delta itself (``Ladder.cut_update``), without the cuts;
+tests hold the two equal.
 
 **Merge.** Book updates are never dropped (§9.3); for a client that is behind, pending
 updates are merged per side and price, the latest qty winning (:func:`merge`). Why this gives
@@ -27,9 +29,7 @@ from decimal import Decimal
 
 from marketbridge.market.book import BookView
 from marketbridge.market.checksum import checksum
-from marketbridge.market.ladder import Level
-
-REMOVED = "0"
+from marketbridge.market.ladder import REMOVED, Level
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import pytest
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.api.v1 import cache_pb2_grpc
 from tests.bridge.client import client
-from tests.factories import TradeFactory
+from tests.factories import TradeFactory, book_delta, book_snapshot
 from tests.infra.bridge_runner import running_bridge
 from tests.infra.eventually import eventually
 from tests.infra.tokens import make_token
@@ -41,7 +41,8 @@ class ServiceBeforeBatches(cache_pb2_grpc.CacheServiceServicer):
 
 
 class ServiceBeforeTradeBatches(ServiceBeforeBatches):
-    """A release with StreamTickerBatches and trades, but not yet StreamTradeBatches."""
+    """A release with StreamTickerBatches, trades and books, but not yet StreamTradeBatches
+    nor StreamBookBatches."""
 
     async def StreamTickerBatches(self, request: pb.StreamTickersRequest,
                                   context: Any) -> AsyncIterator[pb.TickerEventBatch]:
@@ -54,6 +55,13 @@ class ServiceBeforeTradeBatches(ServiceBeforeBatches):
     async def StreamTrades(self, request: pb.StreamTradesRequest,
                            context: Any) -> AsyncIterator[pb.TradeEvent]:
         async for event in self.upstream.StreamTrades(request):
+            yield event
+
+    async def GetBook(self, request: pb.GetBookRequest, context: Any) -> Any:
+        return await self.upstream.GetBook(request, timeout=10)
+
+    async def StreamBook(self, request: pb.StreamBookRequest, context: Any) -> AsyncIterator[pb.BookEvent]:
+        async for event in self.upstream.StreamBook(request):
             yield event
 
 
@@ -102,7 +110,8 @@ async def test_bridge_falls_back_to_one_event_per_message_streams(older_service,
 
 
 async def test_each_batched_method_falls_back_on_its_own(service_before_trade_batches, feed) -> None:
-    """A service without StreamTradeBatches: trades use StreamTrades, tickers stay batched."""
+    """A service without StreamTradeBatches nor StreamBookBatches: trades and books use the
+    one-event methods, tickers stay batched."""
     async with running_bridge(service_before_trade_batches) as b:
         async with client(b.ws_url(ALICE, batch_ms=5)) as c:
             await c.subscribe(channel="trades", exchange="binance", snapshot=False)
@@ -114,12 +123,18 @@ async def test_each_batched_method_falls_back_on_its_own(service_before_trade_ba
             seq = await feed.ticker(symbol="BTC/USDT")
             (u,) = await c.updates(1)
             assert u["seq"] == seq
+            await feed.book(book_snapshot(sequence=1, levels=12))
+            await c.subscribe(channel="book", exchange="binance", symbol="BTC/USDT", depth=10)
+            seq = await feed.book(book_delta(sequence=2, bids=[("49999.5", "7")]))
+            (u,) = await c.updates(1)
+            assert u["seq"] == seq and ["49999.5", "7"] in u["result"]["bids"]
 
         def calls(method: str, code: str) -> float:
             return b.app.metrics.value("bridge_grpc_requests_total",
                                        {"method": method, "code": code})
 
         assert calls("StreamTradeBatches", "UNIMPLEMENTED") == 1
+        assert calls("StreamBookBatches", "UNIMPLEMENTED") == 1
         assert calls("StreamTickerBatches", "UNIMPLEMENTED") == 0
 
 

@@ -328,6 +328,12 @@ class PublishBookRequest(_message.Message):
     time: float
     def __init__(self, exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., snapshot: _Optional[bool] = ..., bids: _Optional[_Iterable[_Union[BookLevel, _Mapping]]] = ..., asks: _Optional[_Iterable[_Union[BookLevel, _Mapping]]] = ..., sequence: _Optional[int] = ..., time: _Optional[float] = ...) -> None: ...
 
+class PublishBookBatch(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[PublishBookRequest]
+    def __init__(self, messages: _Optional[_Iterable[_Union[PublishBookRequest, _Mapping]]] = ...) -> None: ...
+
 class PublishBookResponse(_message.Message):
     __slots__ = ("accepted", "last_seq")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
@@ -401,6 +407,12 @@ class BookEvent(_message.Message):
     live: StreamLive
     heartbeat: StreamHeartbeat
     def __init__(self, seq: _Optional[str] = ..., snapshot: _Optional[_Union[Book, _Mapping]] = ..., update: _Optional[_Union[BookUpdate, _Mapping]] = ..., stale: _Optional[_Union[BookStale, _Mapping]] = ..., gap: _Optional[_Union[StreamGap, _Mapping]] = ..., live: _Optional[_Union[StreamLive, _Mapping]] = ..., heartbeat: _Optional[_Union[StreamHeartbeat, _Mapping]] = ...) -> None: ...
+
+class BookEventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[BookEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[BookEvent, _Mapping]]] = ...) -> None: ...
 
 class Trade(_message.Message):
     __slots__ = ("exchange", "symbol", "trade_id", "price", "amount", "side", "time")

@@ -121,6 +121,16 @@ class CacheServiceStub:
                 request_serializer=cache_dot_v1_dot_cache__pb2.StreamBookRequest.SerializeToString,
                 response_deserializer=cache_dot_v1_dot_cache__pb2.BookEvent.FromString,
                 _registered_method=True)
+        self.PublishBookBatches = channel.stream_unary(
+                '/cache.v1.CacheService/PublishBookBatches',
+                request_serializer=cache_dot_v1_dot_cache__pb2.PublishBookBatch.SerializeToString,
+                response_deserializer=cache_dot_v1_dot_cache__pb2.PublishBookResponse.FromString,
+                _registered_method=True)
+        self.StreamBookBatches = channel.unary_stream(
+                '/cache.v1.CacheService/StreamBookBatches',
+                request_serializer=cache_dot_v1_dot_cache__pb2.StreamBookRequest.SerializeToString,
+                response_deserializer=cache_dot_v1_dot_cache__pb2.BookEventBatch.FromString,
+                _registered_method=True)
         self.PublishTrades = channel.stream_unary(
                 '/cache.v1.CacheService/PublishTrades',
                 request_serializer=cache_dot_v1_dot_cache__pb2.PublishTradesRequest.SerializeToString,
@@ -272,6 +282,21 @@ class CacheServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishBookBatches(self, request_iterator, context):
+        """PublishBook with several messages per gRPC message (same rules, same response; a refused
+        one ends the call after the ones before it, as in PublishBook).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamBookBatches(self, request, context):
+        """The events of StreamBook, several per message, as StreamTickerBatches is to StreamTickers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PublishTrades(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -405,6 +430,16 @@ def add_CacheServiceServicer_to_server(servicer, server):
                     servicer.StreamBook,
                     request_deserializer=cache_dot_v1_dot_cache__pb2.StreamBookRequest.FromString,
                     response_serializer=cache_dot_v1_dot_cache__pb2.BookEvent.SerializeToString,
+            ),
+            'PublishBookBatches': grpc.stream_unary_rpc_method_handler(
+                    servicer.PublishBookBatches,
+                    request_deserializer=cache_dot_v1_dot_cache__pb2.PublishBookBatch.FromString,
+                    response_serializer=cache_dot_v1_dot_cache__pb2.PublishBookResponse.SerializeToString,
+            ),
+            'StreamBookBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamBookBatches,
+                    request_deserializer=cache_dot_v1_dot_cache__pb2.StreamBookRequest.FromString,
+                    response_serializer=cache_dot_v1_dot_cache__pb2.BookEventBatch.SerializeToString,
             ),
             'PublishTrades': grpc.stream_unary_rpc_method_handler(
                     servicer.PublishTrades,
@@ -903,6 +938,60 @@ class CacheService:
             '/cache.v1.CacheService/StreamBook',
             cache_dot_v1_dot_cache__pb2.StreamBookRequest.SerializeToString,
             cache_dot_v1_dot_cache__pb2.BookEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishBookBatches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/cache.v1.CacheService/PublishBookBatches',
+            cache_dot_v1_dot_cache__pb2.PublishBookBatch.SerializeToString,
+            cache_dot_v1_dot_cache__pb2.PublishBookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamBookBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cache.v1.CacheService/StreamBookBatches',
+            cache_dot_v1_dot_cache__pb2.StreamBookRequest.SerializeToString,
+            cache_dot_v1_dot_cache__pb2.BookEventBatch.FromString,
             options,
             channel_credentials,
             insecure,

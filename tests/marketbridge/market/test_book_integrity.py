@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from marketbridge.market.book import Book, SnapshotNeeded
+from marketbridge.market.book import Book, BookView, SnapshotNeeded
 from marketbridge.market.client_book import ChecksumMismatch, ClientBook
 from marketbridge.market.depth_feed import DepthFeed
 from marketbridge.market.merge import BookUpdate, diff, merge
 
-DEPTHS = (10, 25)
+DEPTHS = (10, 25, 100)
 
 
 def _price(value: int, style: int) -> str:
@@ -43,6 +43,7 @@ class BookIntegrity(RuleBasedStateMachine):
         self.fast: dict[int, ClientBook] = {}
         self.slow: dict[int, ClientBook] = {}
         self.pending: dict[int, list[BookUpdate]] = {}
+        self.cuts: dict[int, BookView] = {}
 
     @rule(bids=st.lists(st.tuples(bid_prices, quantities), max_size=40),
           asks=st.lists(st.tuples(ask_prices, quantities), max_size=40))
@@ -52,6 +53,7 @@ class BookIntegrity(RuleBasedStateMachine):
         for depth in DEPTHS:
             self.feeds[depth] = DepthFeed(self.book, depth)
             view, _ = self.feeds[depth].snapshot()
+            self.cuts[depth] = view
             for clients in (self.fast, self.slow):
                 clients[depth] = ClientBook(depth)
                 clients[depth].load(view.bids, view.asks)
@@ -72,6 +74,10 @@ class BookIntegrity(RuleBasedStateMachine):
         assert skip == 1
         for depth in DEPTHS:
             update = self.feeds[depth].advance()
+            after = self.book.cut(depth)
+            # derived from the delta, it is exactly the diff of the two cuts (order included)
+            assert update == diff(self.cuts[depth], after)
+            self.cuts[depth] = after
             if update:
                 self.fast[depth].apply(update)
                 self.pending[depth].append(update)
