@@ -23,6 +23,7 @@ from bridge.fanout import Fanout
 from bridge.guarded_connection import Handshakes
 from bridge.handshake_log import server_logger
 from bridge.jwks_fetch import JwksClient
+from bridge.keepalive import KeepAlive
 from bridge.limits import SHUTDOWN_REASON, ConnectionRegistry
 from bridge.metrics import BridgeMetrics
 from bridge.origins import OriginPolicy
@@ -72,6 +73,7 @@ class BridgeApp:
         self.draining = False
         self.server: Server | None = None
         self.canary: CanaryFreshness | None = None
+        self._keepalive: asyncio.Task[None] | None = None
         self.metrics.ready.set_function(lambda: 0.0 if self.not_ready_reason() else 1.0)
 
     @property
@@ -109,11 +111,15 @@ class BridgeApp:
                 lambda outcome: self.metrics.connections_total.labels(outcome).inc(),
                 ready_detail=self.ready_detail).process_request,
             max_size=self.config.max_frame_bytes, close_timeout=CLOSE_TIMEOUT_S,
+            ping_interval=None,   # one KeepAlive task for all connections, below
             open_timeout=self.config.handshake_timeout_s, compression=None,
             extensions=server_extensions(self.config.compression),
             server_header="marketbridge", create_connection=self.handshakes.connection_class(),
             backlog=LISTEN_BACKLOG, logger=server_logger(),
         )
+        keepalive = KeepAlive(lambda: [session.ws for session in self.sessions],
+                              self.config.ping_interval, self.config.ping_timeout)
+        self._keepalive = asyncio.create_task(keepalive.run(), name="keepalive")
         log.info("bridge listening on %s:%s (upstream %s, auth %s)", self.config.host, self.port,
                  self.config.grpc_target, self.config.auth)
 
@@ -140,11 +146,27 @@ class BridgeApp:
     async def handle(self, ws: BatchingConnection) -> None:  # type: ignore[override]
         """One WebSocket connection, from authentication to the last frame."""
         try:
-            await self._admit_and_serve(ws)
+            session = await self._admit(ws)
+            if session is None:
+                return
+            self.sessions.add(session)
+            try:
+                await session.run()
+            finally:
+                self.sessions.discard(session)
+                self.registry.release(session.identity.user_id)
+                self.metrics.active_connections.dec()
         finally:
             self.metrics.disconnects_total.labels(str(close_code_of(ws))).inc()
 
-    async def _admit_and_serve(self, ws: BatchingConnection) -> None:
+    async def _admit(self, ws: BatchingConnection) -> Session | None:
+        """Authenticate and admit a connection: its session, or None once refused (closed).
+
+        The handshake's request and response (headers, the token among them: about 3 KB) are
+        emptied once read: an idle connection would otherwise keep them all its life (the
+        request is also held by ``websockets``' parser, which reads the frames on from where
+        it parsed it). ``ws.request`` stays set, emptied: None would tell ``websockets`` that
+        the handshake has not arrived yet."""
         request = ws.request
         assert request is not None
         try:
@@ -156,6 +178,10 @@ class BridgeApp:
             return await self._refuse(ws, "auth_failed", 1008, exc.reason)
         except ValueError as exc:
             return await self._refuse(ws, "invalid_request", 1008, str(exc))
+        finally:
+            request.path = ""
+            request.headers.clear()
+            ws.response = None
         if self.draining:
             return await self._refuse(ws, "draining", 1001, SHUTDOWN_REASON)
         refusal = self.registry.admit(identity.user_id)
@@ -163,14 +189,7 @@ class BridgeApp:
             return await self._refuse(ws, "rejected", refusal.code, refusal.reason)
         self.metrics.connections_total.labels("accepted").inc()
         self.metrics.active_connections.inc()
-        session = Session(self, ws, identity, batch_ms, heartbeat_s)
-        self.sessions.add(session)
-        try:
-            await session.run()
-        finally:
-            self.sessions.discard(session)
-            self.registry.release(identity.user_id)
-            self.metrics.active_connections.dec()
+        return Session(self, ws, identity, batch_ms, heartbeat_s)
 
     async def _refuse(self, ws: ServerConnection, outcome: str, code: int, reason: str) -> None:
         """Close a connection the bridge will not serve; logged with its reason (never the
@@ -200,6 +219,9 @@ class BridgeApp:
         part cannot keep the process from exiting."""
         if self.server is not None:
             self.server.close()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            await asyncio.gather(self._keepalive, return_exceptions=True)
         if self.jwks is not None:
             await self.jwks.close()
         for name, step in (("topics", self.fanout.close()), ("upstream channel", self.upstream.close())):

@@ -51,7 +51,7 @@ class KeySource(Protocol):
     async def refetch_for(self, kid: str) -> bool: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Identity:
     """An authenticated user: ``user_id`` from ``sub``, scopes from the space-separated ``scope``."""
 

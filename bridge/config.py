@@ -90,6 +90,10 @@ class BridgeConfig:
     jwt_allow_no_exp: bool = True
     # Not flags: knobs the tests turn (docs/protocol.md fixes the 10 s of sustained excess).
     rate_limit_close_after: float = 10.0
+    # WebSocket keepalive (bridge/keepalive.py): a ping every interval, 1011 when its pong is
+    # the timeout late; websockets' defaults.
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
     upstream_backoff_max: float = 5.0
     jwt_public_key: str | None = field(default=None, repr=False)
 
@@ -198,7 +202,8 @@ def _to_algorithms(text: str) -> tuple[str, ...]:
 
 
 FLAG_FIELDS = [f for f in fields(BridgeConfig)
-               if f.name not in {"rate_limit_close_after", "upstream_backoff_max", "jwt_public_key"}]
+               if f.name not in {"rate_limit_close_after", "upstream_backoff_max", "jwt_public_key",
+                                 "ping_interval", "ping_timeout"}]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -57,7 +57,9 @@ class Dispatcher:
         self.limiter = limiter
         self.rate_limit = rate_limit   # for the REJECT message
         self.metrics = metrics
-        self.tasks: set[asyncio.Task[None]] = set()
+        # The running handler tasks, in a dict used as a set: an empty set is 216 bytes on
+        # every idle connection, an empty dict 64.
+        self.tasks: dict[asyncio.Task[None], None] = {}
 
     def handle(self, frame: str | bytes) -> None:
         """One frame from the client; never raises, never waits."""
@@ -79,8 +81,8 @@ class Dispatcher:
             reply = Reply(protocol_error_frame(unknown_action_error(request)), "response")
             return self.client.send(reply)
         task = asyncio.create_task(self._run(handler, request))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.tasks[task] = None
+        task.add_done_callback(self._done)
 
     def _over_limit(self, verdict: Verdict, request: Request | None) -> None:
         if verdict is Verdict.CLOSE:
@@ -108,6 +110,9 @@ class Dispatcher:
             self.client.send(reply)
         self.metrics.request_duration_seconds.labels(request.action).observe(
             time.perf_counter() - started)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.pop(task, None)
 
     def cancel(self) -> list[asyncio.Task[None]]:
         """The connection ended: cancel every handler still running (the caller awaits them)."""

@@ -33,7 +33,12 @@ class RateLimiter:
     A client over the limit gets ``RATE_LIMITED`` replies; one that stays over it (rejections
     never more than a second apart) for ``close_after`` seconds is disconnected, since it is
     clearly not reading the replies.
+
+    Slotted: one lives per connection (see :class:`bridge.dispatch.Dispatcher`).
     """
+
+    __slots__ = ("rate", "burst", "close_after", "tokens", "updated", "excess_since",
+                 "last_rejection")
 
     def __init__(self, rate: float, burst: int, close_after: float, now: float) -> None:
         self.rate = rate

@@ -47,7 +47,16 @@ FORCED_CLOSE_TIMEOUT_S = 2.0
 
 
 class Session:
-    """State and loops of one authenticated WebSocket connection."""
+    """State and loops of one authenticated WebSocket connection.
+
+    What an idle connection does not use is not made for it (docs/benchmarks.md, memory per
+    connection): the writer is a task only while there is something to write (it ends when the
+    queue is empty and the next frame starts another), the event replays pace on exists only
+    while one waits, and the attributes are slots, not a dict."""
+
+    __slots__ = ("app", "ws", "identity", "id", "loop", "outbound", "subscriptions", "requests",
+                 "closing", "close_task", "batch_ms", "codec", "heartbeat_s", "token",
+                 "_token_timer", "direct", "_writer", "_woken", "_space", "_ended")
 
     def __init__(self, app: BridgeApp, ws: BatchingConnection, identity: Identity,
                  batch_ms: int | None, heartbeat_s: int | None = None) -> None:
@@ -63,8 +72,10 @@ class Session:
         limiter = RateLimiter(config.rate_limit, config.rate_burst,
                               config.rate_limit_close_after, time.monotonic())
         self.requests = Dispatcher(self, limiter, config.rate_limit, app.metrics)
-        self.wake = asyncio.Event()
-        self.space = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None   # running while the queue has frames
+        self._woken: asyncio.Future[None] | None = None  # the writer's wait for a batch's time
+        self._space: asyncio.Event | None = None   # made by the first writable() that waits
+        self._ended = False                        # run() is over: no writer starts again
         self.closing: tuple[int, str] | None = None
         self.close_task: asyncio.Task[None] | None = None
         self.batch_ms = batch_ms
@@ -89,7 +100,6 @@ class Session:
         """Welcome the client, then serve it until either side closes."""
         self.ws.last_sent = time.monotonic()   # heartbeats count silence from the welcome on
         self.send(Reply(welcome_frame(self.id, self.limits()), "connection"))
-        writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.id}")
         self._arm_token_clock()
         beats: list[asyncio.Task[None]] = []
         if self.heartbeat_s:
@@ -99,12 +109,13 @@ class Session:
         except ConnectionClosed:
             pass
         finally:
-            writer.cancel()
+            self._ended = True
+            writers = [self._writer] if self._writer is not None else []
+            for task in (*writers, *beats):
+                task.cancel()
             if self._token_timer is not None:
                 self._token_timer.cancel()
-            for beat in beats:
-                beat.cancel()
-            await asyncio.gather(writer, *beats, *self.requests.cancel(), return_exceptions=True)
+            await asyncio.gather(*writers, *beats, *self.requests.cancel(), return_exceptions=True)
             self.subscriptions.close()
             if self.close_task is not None:
                 await asyncio.gather(self.close_task, return_exceptions=True)
@@ -115,7 +126,7 @@ class Session:
             return
         self.closing = (code, reason)
         self.close_task = asyncio.create_task(self._close(code, reason), name=f"close-{self.id}")
-        self.space.set()
+        self._space_available()
 
     async def _close(self, code: int, reason: str) -> None:
         """Send the close frame, then abort the transport if the handshake is not done within
@@ -196,7 +207,7 @@ class Session:
         if result is Push.CONFLATED:
             self.app.metrics.conflated_updates_total.inc()
         elif len(self.outbound) == 1:
-            self.wake.set()
+            self._wake()
         sub.delivered(event)
 
     def write_shared(self, sub: Subscription, data: bytes, last: Event) -> bool:
@@ -218,7 +229,7 @@ class Session:
         if self.outbound.push_control(reply.frame, reply.kind) is Push.OVERFLOW:
             self.close_soon(1013, SLOW_CONSUMER_REASON)
             return
-        self.wake.set()
+        self._wake()
 
     def _arm_token_clock(self) -> None:
         """Schedule the token's next step (bridge.token_life): the ``token_expiring`` warning,
@@ -271,42 +282,63 @@ class Session:
     async def writable(self) -> None:
         """Wait until the backlog is at most half full (paces replays)."""
         while len(self.outbound) > self.app.config.max_backlog // 2 and self.closing is None:
-            self.space.clear()
-            await self.space.wait()
+            if self._space is None:
+                self._space = asyncio.Event()
+            self._space.clear()
+            await self._space.wait()
+
+    def _space_available(self) -> None:
+        if self._space is not None:
+            self._space.set()
+
+    def _wake(self) -> None:
+        """Something was queued: start the writer, or end its wait for a batch's time (a
+        reply flushes the pending batch at once)."""
+        if self._writer is None:
+            if not self._ended:
+                self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.id}")
+        elif self._woken is not None and not self._woken.done():
+            self._woken.set_result(None)
 
     async def _write_loop(self) -> None:
-        """Drain the outbound queue; a writer that raises (a bug, e.g. a frame that cannot be
-        encoded) is logged, counted and closes this client 1011 instead of dying silently and
-        leaving it connected with nothing more ever written."""
+        """Drain the outbound queue, then end (the next frame queued starts a new writer).
+
+        A writer that raises (a bug, e.g. a frame that cannot be encoded) is logged, counted
+        and closes this client 1011 instead of dying silently and leaving it connected with
+        nothing more ever written. A closed connection just ends it: the reader sees the close."""
         try:
-            await self._drain_forever()
+            await self._drain()
         except ConnectionClosed:
-            raise
+            pass
         except Exception:
             log.exception("session %s: writing to the client failed; closing it 1011", self.id)
             self.app.metrics.fanout_failures_total.inc()
             self.close_soon(1011, INTERNAL_ERROR_REASON)
+        finally:
+            self._writer = None
 
-    async def _drain_forever(self) -> None:
-        """Everything due goes out in one socket write."""
+    async def _drain(self) -> None:
+        """Everything due goes out in one socket write; returns once the queue is empty (with
+        no await between seeing it empty and the task ending, so no frame is left behind)."""
         while True:
             wait = self.outbound.wait_time(self.loop.time())
             if wait is None:
-                self.wake.clear()
-                await self.wake.wait()
-                continue
+                return
             if wait > 0:
-                self.wake.clear()
+                woken = self._woken = self.loop.create_future()
                 try:
                     async with asyncio.timeout(wait):
-                        await self.wake.wait()
+                        await woken
                 except TimeoutError:
                     pass
+                finally:
+                    self._woken = None
                 continue
             outgoing = self.outbound.take(self.loop.time())
             await self.ws.send_texts([out.frame for out in outgoing])
             self._count_sent(outgoing)
-            self.space.set()
+            del outgoing
+            self._space_available()
 
     def _count_sent(self, outgoing: list[Outgoing]) -> None:
         record = self.app.metrics.record_sent

@@ -61,7 +61,10 @@ class Subscription:
 
 
 class SubscriptionBook:
-    """The subscriptions of one connection, capped at ``max_subscriptions``."""
+    """The subscriptions of one connection, capped at ``max_subscriptions``; slotted, as the
+    session's other parts (one lives per connection)."""
+
+    __slots__ = ("max_subscriptions", "_by_id", "_counter")
 
     def __init__(self, max_subscriptions: int) -> None:
         self.max_subscriptions = max_subscriptions

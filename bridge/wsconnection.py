@@ -21,11 +21,15 @@ holds.
 from __future__ import annotations
 
 import asyncio
+import random
+import struct
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import InvalidState
+from websockets.frames import CloseCode
 from websockets.protocol import State
 
 
@@ -38,6 +42,45 @@ class BatchingConnection(ServerConnection):
     last_sent: float = 0.0
     _held: list[bytes] | None = None     # shared frames waiting for the end of this loop turn
     _held_size = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # websockets' deque of flow-control waiters, as a list: it is only appended to,
+        # iterated and removed from, and an empty deque costs a 64-slot block (about 760
+        # bytes) on every idle connection, an empty list none.
+        self.drain_waiters = []  # type: ignore[assignment]
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        # The same for the queue of received frames (websockets' Assembler): frames are read
+        # as they come, so it holds a few at most, and an empty one holds none.
+        frames = getattr(getattr(self, "recv_messages", None), "frames", None)
+        if frames is not None and hasattr(frames, "queue") and not frames.queue:
+            frames.queue = FrameQueue()
+
+    def keepalive_ping(self) -> bytes | None:
+        """Send a keepalive ping now, as ``websockets``' own keepalive does but without its
+        task (bridge/keepalive.py); its payload, whose pong ``pong_waiters`` will match, or
+        None when the connection is not open."""
+        if self.protocol.state is not State.OPEN or self.transport.is_closing():
+            return None
+        data = struct.pack("!I", random.getrandbits(32))
+        while data in self.pong_waiters:
+            data = struct.pack("!I", random.getrandbits(32))
+        self.pong_waiters[data] = (self.loop.create_future(), self.loop.time())
+        self.protocol.send_ping(data)
+        self.send_data()
+        return data
+
+    def fail_keepalive(self) -> None:
+        """No pong in time: close 1011 ``keepalive ping timeout``, as ``websockets`` does."""
+        task = asyncio.get_running_loop().create_task(self._fail_keepalive())
+        _FAILING.add(task)
+        task.add_done_callback(_FAILING.discard)
+
+    async def _fail_keepalive(self) -> None:
+        async with self.send_context():
+            self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
     async def send_texts(self, frames: Sequence[str]) -> None:
         """Send text frames in order, as separate WebSocket messages, in one write."""
@@ -109,3 +152,16 @@ class BatchingConnection(ServerConnection):
                 self.transport.close()
         if pending:
             self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+
+class FrameQueue(list):  # type: ignore[type-arg]
+    """The deque operations ``websockets``' frame queue uses, on a list (see
+    :meth:`BatchingConnection.connection_made`)."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+_FAILING: set[asyncio.Task[None]] = set()   # keepalive failures in progress, kept from GC
