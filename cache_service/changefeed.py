@@ -291,7 +291,7 @@ class StreamReader:
     async def _run(self) -> None:
         """Read on a held connection (see cache_service.pinned) until interrupted or stopped."""
         try:
-            async with PinnedConnection(self.redis) as conn:
+            async with PinnedConnection(self.redis, own=True) as conn:
                 await self._read_until_interrupted(conn)
         except asyncio.CancelledError:
             raise

@@ -26,6 +26,11 @@ call is sent again to the new owner (the command did not run); ASK is followed f
 call; a broken connection or CLUSTERDOWN drops the connection and makes the client relearn the
 map (``RedisCluster.aclose``, what redis-py does itself) before the next command.
 
+Relearning the map disconnects every connection in the client's node pools. A long-lived loop
+(a change-feed reader, bulk ingest) therefore holds connections of its own (``own=True``):
+a failover on one shard then breaks only the loops that were talking to that shard, and the
+readers of the other shards read on.
+
 A READONLY reply or a broken connection on a single Redis (maybe a demoted primary, with
 Sentinel) disconnects the pool's idle connections, so the next command asks the Sentinels for
 the current primary instead of reusing a demoted one.
@@ -69,18 +74,21 @@ def _packed(conn: AbstractConnection, commands: tuple[Command, ...]) -> bytes | 
 class _Held:
     """One held connection, where it came from, and when it last answered."""
 
-    def __init__(self, conn: AbstractConnection, node: ClusterNode | None) -> None:
+    def __init__(self, conn: AbstractConnection, node: ClusterNode | None, own: bool) -> None:
         self.conn = conn
         self.node = node
+        self.own = own   # opened by us, not taken from a node pool: closed by us
         self.last_used = time.monotonic()
 
 
 class PinnedConnection:
     """One pool connection (one per cluster node), checked out on first use, returned on ``close``."""
 
-    def __init__(self, redis: aioredis.Redis | RedisCluster, idle_probe_s: float = IDLE_PROBE_S) -> None:
+    def __init__(self, redis: aioredis.Redis | RedisCluster, idle_probe_s: float = IDLE_PROBE_S,
+                 own: bool = False) -> None:
         self._redis = redis
         self._idle_probe_s = idle_probe_s
+        self._own = own and isinstance(redis, RedisCluster)
         self._held: dict[str, _Held] = {}   # by node name; "" on a single Redis
 
     async def __aenter__(self) -> Self:
@@ -144,7 +152,7 @@ class PinnedConnection:
 
     async def _connection(self, name: str, node: ClusterNode | None) -> _Held:
         held = self._held.get(name)
-        if held is not None and held.node is not node:   # the client relearnt the map: a new node object
+        if held is not None and not held.own and held.node is not node:   # the map was relearnt: a new pool
             await self._drop(name)
             held = None
         if held is not None and time.monotonic() - held.last_used > self._idle_probe_s:
@@ -158,9 +166,11 @@ class PinnedConnection:
         if held is None:
             if node is None:
                 conn = await self._redis.connection_pool.get_connection()  # type: ignore[union-attr]
+            elif self._own:
+                conn = node.connection_class(**node.connection_kwargs)
             else:
                 conn = node.acquire_connection()
-            held = self._held[name] = _Held(conn, node)
+            held = self._held[name] = _Held(conn, node, self._own)
         return held
 
     async def _drop(self, name: str) -> None:
@@ -184,7 +194,9 @@ class PinnedConnection:
             return
         cluster = self._redis
         assert isinstance(cluster, RedisCluster)
-        if cluster.nodes_manager.nodes_cache.get(held.node.name) is held.node:
+        if held.own:
+            await held.conn.disconnect()
+        elif cluster.nodes_manager.nodes_cache.get(held.node.name) is held.node:
             held.node.release(held.conn)
         else:   # that node object was replaced when the client relearnt the map: nobody would close it
             await held.conn.disconnect()

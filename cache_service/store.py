@@ -241,8 +241,9 @@ class Store:
         return slot_groups(keys, self.cluster)
 
     def connection(self) -> PinnedConnection:
-        """A connection to hold for many writes in a row (bulk ingest): see cache_service.pinned."""
-        return PinnedConnection(self.redis)
+        """A connection to hold for many writes in a row (bulk ingest): see cache_service.pinned
+        (on a cluster, connections of its own, which a failover elsewhere leaves alone)."""
+        return PinnedConnection(self.redis, own=True)
 
     async def _write(self, script: AsyncScript, keys: list[str], args: list[object],
                      conn: PinnedConnection | None = None, index: Index = ()) -> object:
@@ -254,8 +255,8 @@ class Store:
         and run it again, once (the SADDs again too: they are idempotent).
         """
         if conn is None:
-            async with self.connection() as own:
-                return await self._write(script, keys, args, own, index)
+            async with PinnedConnection(self.redis) as call:
+                return await self._write(script, keys, args, call, index)
         route = keys[0]
         ahead: list[Command] = []
         for set_key, members in index:
@@ -300,7 +301,7 @@ class Store:
         """The raw replies of ``commands`` (all in ``key``'s slot) run as one MULTI/EXEC: a
         consistent view of several keys, e.g. a list and its feed's position. On a held
         connection, since redis-py's cluster transactions mis-parse some replies (XREVRANGE)."""
-        async with self.connection() as conn:
+        async with PinnedConnection(self.redis) as conn:
             replies = await conn.execute(("MULTI",), *commands, ("EXEC",), key=key)
         return list(replies[-1])
 

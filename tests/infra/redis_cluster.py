@@ -93,6 +93,13 @@ class RedisClusterNodes:
         """``redis+cluster://`` naming every node (a client needs only one that answers)."""
         return "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in self.addresses)
 
+    def client(self) -> redis.RedisCluster:
+        """A synchronous cluster client, for a test's own reads (close it after use)."""
+        from redis.cluster import ClusterNode
+
+        return redis.RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in self.addresses],
+                                  socket_timeout=10, socket_connect_timeout=5)
+
     def masters(self) -> list[Address]:
         """The nodes that call themselves master now (and answer)."""
         return [a for a in self.addresses if (_info(a, "replication") or {}).get("role") == "master"]

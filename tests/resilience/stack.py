@@ -146,19 +146,24 @@ async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> 
 
 
 def retained_seqs(address: Address) -> dict[str, set[str]]:
-    """Every seq Redis at ``address`` still holds, per ledger stream (what can be delivered);
-    for the trade stream, the trade ids it holds (trades are known by id: tests/infra/ledger.py)."""
-    keys = {"orders": ORDERS.stream, "bots": BOTS.stream, f"tickers:{EXCHANGE}": ticker_stream(EXCHANGE)}
+    """Every seq the Redis at ``address`` still holds, per ledger stream (see ``retained_in``)."""
     client = redis.Redis(*address, socket_timeout=10, socket_connect_timeout=5)
     try:
-        held = {stream: {(i.decode() if isinstance(i, bytes) else i) for i, _ in client.xrange(key)}
-                for stream, key in keys.items()}
-        trades = (pb.Trade.FromString(fields[b"d"]) for _, fields in client.xrange(trade_stream(EXCHANGE)))
-        held[stream_of("trades", EXCHANGE)] = {entity_key("trades", {"symbol": t.symbol, "trade_id": t.trade_id})
-                                                for t in trades}
-        return held
+        return retained_in(client)
     finally:
         client.close()
+
+
+def retained_in(client: redis.Redis | redis.RedisCluster) -> dict[str, set[str]]:
+    """Every seq Redis still holds, per ledger stream (what can be delivered); for the trade
+    stream, the trade ids it holds (trades are known by id: tests/infra/ledger.py)."""
+    keys = {"orders": ORDERS.stream, "bots": BOTS.stream, f"tickers:{EXCHANGE}": ticker_stream(EXCHANGE)}
+    held = {stream: {(i.decode() if isinstance(i, bytes) else i) for i, _ in client.xrange(key)}
+            for stream, key in keys.items()}
+    trades = (pb.Trade.FromString(fields[b"d"]) for _, fields in client.xrange(trade_stream(EXCHANGE)))
+    held[stream_of("trades", EXCHANGE)] = {entity_key("trades", {"symbol": t.symbol, "trade_id": t.trade_id})
+                                            for t in trades}
+    return held
 
 
 @dataclass
@@ -168,6 +173,8 @@ class Stack:
     bridge: BridgeNode
     publisher: Publisher
     primary: Callable[[], Address]
+    # every seq Redis holds now, per ledger stream (default: read from ``primary()``)
+    retained: Callable[[], dict[str, set[str]]]
     clients: list[LedgerClient] = field(default_factory=list)
     lost_in_redis: list[Write] = field(default_factory=list)
 
@@ -211,7 +218,7 @@ class Stack:
         scenario unless ``explain`` accounts for it.
         """
         await self.publisher.stop()
-        retained = await asyncio.to_thread(lambda: retained_seqs(self.primary()))
+        retained = await asyncio.to_thread(self.retained)
         self.lost_in_redis = self.ledger.reconcile(retained)
         unexplained = [w for w in self.lost_in_redis if explain is None or not explain(w)]
         assert not unexplained, (
@@ -268,10 +275,13 @@ class Stack:
 @asynccontextmanager
 async def running_stack(redis_url: str, replicas: int = 1, bridge_args: list[str] | None = None,
                         rate: float = 40.0,
-                        primary: Callable[[], Address] | None = None) -> AsyncIterator[Stack]:
+                        primary: Callable[[], Address] | None = None,
+                        retained: Callable[[], dict[str, set[str]]] | None = None) -> AsyncIterator[Stack]:
     """Start cache_service replica(s) and a bridge as processes, a publisher; stop all on exit.
 
     ``primary`` says where Redis is now (a Sentinel topology's primary); default: the URL's.
+    ``retained`` reads what Redis holds (a cluster's streams are on several nodes); default:
+    from ``primary()``.
     """
     caches = [CacheReplica(redis_url) for _ in range(replicas)]
     started: list[Any] = []
@@ -290,8 +300,8 @@ async def running_stack(redis_url: str, replicas: int = 1, bridge_args: list[str
         ledger = Ledger()
         publisher = Publisher(ledger, targets, rate)
         parts = urlsplit(redis_url)
-        stack = Stack(ledger, caches, bridge, publisher,
-                      primary or (lambda: (parts.hostname or "127.0.0.1", parts.port or 6379)))
+        where = primary or (lambda: (parts.hostname or "127.0.0.1", parts.port or 6379))
+        stack = Stack(ledger, caches, bridge, publisher, where, retained or (lambda: retained_seqs(where())))
         yield stack
     finally:
         if stack is not None:

@@ -38,7 +38,7 @@ from marketbridge.api.v1 import cache_pb2_grpc
 from tests.factories import OrderFactory
 from tests.infra.ledger import seq_key
 from tests.infra.sentinel import MASTER_NAME, SentinelTopology
-from tests.resilience.stack import CacheReplica, Stack, retained_seqs, running_stack
+from tests.resilience.stack import CacheReplica, Stack, running_stack
 
 pytestmark = [pytest.mark.resilience, pytest.mark.timeout(180)]
 
@@ -102,7 +102,7 @@ def phantoms(stack: Stack) -> list[str]:
     Only seqs up to the newest Redis holds count: a stream that was emptied and restarted is
     the ledger's gap check, not a phantom.
     """
-    retained = retained_seqs(stack.primary())
+    retained = stack.retained()
     shown = []
     for record in stack.ledger.clients.values():
         for stream, items in record.received.items():

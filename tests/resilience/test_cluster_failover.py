@@ -1,0 +1,71 @@
+"""A Redis Cluster master SIGKILLed under load (SPEC §9.4, issue 18): the whole system as real
+processes (cache service, bridge, WebSocket clients of every channel, a publisher) on the
+session's cluster of 3 masters and 3 replicas.
+
+The master that serves the orders (``{orders}``, every user's orders and their change feed) is
+killed with SIGKILL (``docker kill``) while the publisher writes tickers, orders and bots. Its
+replica takes over (``cluster-node-timeout`` 2 s); the cache service's cluster client learns
+the new map (MOVED, or a refresh after the broken connection). The new master has no replica
+until the killed node is started again and rejoins as one: meanwhile that shard's writes are
+refused (``WAIT 1`` cannot be met), the other shards' go on. Then writes go on everywhere, and:
+
+- 0 acknowledged writes are lost (``--min-replica-acks`` 1, the default on a cluster: a write
+  is acknowledged only once the replica that is then promoted holds it);
+- the streams of that shard are interrupted, then resumed, with ``recovered: true``;
+- every stream of every shard resumes: every client ends with every event Redis holds;
+- no client was shown an event Redis does not hold (a phantom).
+
+The cluster is whole again (3 masters with a replica each) for the tests after this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from cache_service.store import ORDERS
+from tests.infra.redis_cluster import RedisClusterNodes
+from tests.resilience.stack import retained_in, running_stack
+from tests.resilience.test_failover_durability import finish_strict
+from tests.resilience.test_process_restarts import statuses_are_interrupted_then_resumed
+
+pytestmark = [pytest.mark.resilience, pytest.mark.timeout(240)]
+
+
+def _retained(cluster: RedisClusterNodes) -> dict[str, set[str]]:
+    client = cluster.client()
+    try:
+        return retained_in(client)
+    finally:
+        client.close()
+
+
+async def test_a_master_killed_under_load_loses_no_acknowledged_write_and_every_stream_resumes(
+        redis_cluster: RedisClusterNodes, report: Callable[[str, dict[str, Any]], None]) -> None:
+    await asyncio.to_thread(redis_cluster.flush)
+    async with running_stack(redis_cluster.url, rate=60.0, retained=lambda: _retained(redis_cluster)) as stack:
+        await stack.add_standard_clients()
+        stack.publisher.start()
+        await stack.publisher.wait_acked(100)
+        victim = await asyncio.to_thread(redis_cluster.master_of, ORDERS.stream)
+        fault_at = time.monotonic()
+        try:
+            await asyncio.to_thread(redis_cluster.kill, victim)
+            await asyncio.to_thread(redis_cluster.wait_failed_over, victim)
+        finally:
+            # the promoted replica has no replica of its own: until the killed node rejoins as
+            # one, WAIT 1 fails and that shard's writes are refused (UNAVAILABLE), never acked
+            await asyncio.to_thread(redis_cluster.restart_killed)
+        repaired_at = time.monotonic()
+        await stack.publisher.wait_acked(150, timeout=60.0)   # writes go on, on every shard
+        await finish_strict(stack, "cluster master SIGKILL under load", report)
+        measures = stack.measures(fault_at, repaired_at)
+        report("cluster master SIGKILL under load (delivery)", measures)
+        statuses_are_interrupted_then_resumed(stack.ledger)
+        interrupted = {stream for record in stack.ledger.clients.values()
+                       for stream, status, _, _ in record.statuses if status == "interrupted"}
+        assert "orders" in interrupted, f"the killed shard's streams should have been interrupted: {interrupted}"
