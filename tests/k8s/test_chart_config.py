@@ -141,6 +141,14 @@ def test_existing_secrets_are_used(tmp_path: Path) -> None:
     values = merge(BASE, {"redis": {"mode": "external", "external": {"existingSecret": "my-redis"}}})
     _bridge, cache, _ = configs(values, tmp_path / "external")
     assert cache.redis_url == EXISTING_SECRETS["my-redis"]["redis-url"]
+    values = merge(BASE, {"redis": {"mode": "cluster", "cluster": {
+        "nodes": ["n1:6379", "n2:6379"], "username": "cache", "existingSecret": "my-redis-auth",
+        "existingSecretKey": "password"}}})
+    _bridge, cache, _ = configs(values, tmp_path / "cluster")
+    target = cache.redis_target
+    assert target.is_cluster and target.nodes == (("n1", 6379), ("n2", 6379))
+    assert (target.username, target.password) == ("cache", "existingpass")
+    assert cache.min_replica_acks == 1        # writes confirmed by a replica, as with Sentinel
 
 
 def test_tls_files_reach_both_services(tmp_path: Path) -> None:

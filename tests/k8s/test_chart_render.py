@@ -236,6 +236,23 @@ def test_external_redis_url_comes_from_a_secret() -> None:
     assert ref == {"name": "my-redis", "key": "redis-url"}
 
 
+def test_cluster_mode_builds_the_cluster_url_with_the_password_from_its_secret() -> None:
+    objects = rendered(next(c for c in CASES if c.name == "redis-cluster"))
+    env = env_of(_containers(objects, "-cache-service"))
+    assert env["CACHE_REDIS_URL"] == "redis+cluster://:$(REDIS_PASSWORD)@redis-0.example:6379,10.0.0.12:7000/?tls=1"
+    assert env["REDIS_PASSWORD"]["secretKeyRef"] == {"name": "my-redis-auth", "key": "password"}
+    assert not [o for o in objects if o["metadata"]["name"].endswith(("-redis", "-redis-headless", "-redis-config"))]
+
+
+def test_cluster_mode_network_policy_reaches_every_node_port() -> None:
+    objects = rendered(next(c for c in CASES if c.name == "networkpolicy-cluster"))
+    names = sorted(p["metadata"]["name"].rsplit("-", 1)[-1] for p in by_kind(objects, "NetworkPolicy"))
+    assert names == ["bridge", "service"]          # no policy for in-chart Redis pods
+    service = next(p["spec"] for p in by_kind(objects, "NetworkPolicy") if p["metadata"]["name"].endswith("-service"))
+    assert service["egress"][0] == {"to": [{"ipBlock": {"cidr": "10.0.0.0/24"}}],
+                                    "ports": [{"port": 7000, "protocol": "TCP"}, {"port": 7001, "protocol": "TCP"}]}
+
+
 def test_tls_mounts_certificates_and_probes_over_mtls() -> None:
     objects = rendered(next(c for c in CASES if c.name == "tls"))
     cache, bridge = _containers(objects, "-cache-service"), _containers(objects, "-bridge")

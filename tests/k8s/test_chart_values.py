@@ -13,7 +13,8 @@ pytestmark = pytest.mark.k8s
 
 # (values, a phrase the error must contain)
 SCHEMA_REJECTS: list[tuple[dict[str, Any], str]] = [
-    (merge(BASE, {"redis": {"mode": "cluster"}}), "/redis/mode"),
+    (merge(BASE, {"redis": {"mode": "shards"}}), "/redis/mode"),
+    (merge(BASE, {"redis": {"mode": "cluster", "cluster": {"nodes": ["redis://h:6379"]}}}), "/redis/cluster/nodes/0"),
     (merge(BASE, {"bridge": {"auth": "basic"}}), "/bridge/auth"),
     (merge(BASE, {"bridge": {"config": {"batchMaxMs": 5000}}}), "/bridge/config/batchMaxMs"),
     (merge(BASE, {"bridge": {"config": {"maxConnections": 0}}}), "/bridge/config/maxConnections"),
@@ -55,6 +56,7 @@ TEMPLATE_REJECTS: list[tuple[dict[str, Any], str]] = [
     (merge(BASE, {"cacheService": {"terminationGracePeriodSeconds": 10}}),
      "cacheService.terminationGracePeriodSeconds must exceed"),
     (merge(BASE, {"redis": {"mode": "external"}}), "redis.mode=external needs redis.external.url"),
+    (merge(BASE, {"redis": {"mode": "cluster"}}), "redis.mode=cluster needs redis.cluster.nodes"),
     (merge(BASE, {"tls": {"enabled": True}}), "tls.enabled needs tls.cacheService.secretName"),
     (merge(BASE, {"tls": {"enabled": True, "cacheService": {"secretName": "c"}, "bridge": {"secretName": "b"}}}),
      "tls.bridge.secretName needs tls.bridge.identity"),
@@ -94,7 +96,7 @@ def test_chart_rejects_inconsistent_values(values: dict[str, Any], phrase: str) 
 def test_lint_reports_schema_errors() -> None:
     from tests.k8s.chart import CHART_DIR
 
-    report = helm_python.lint(CHART_DIR, merge(BASE, {"redis": {"mode": "cluster"}}), strict=True)
+    report = helm_python.lint(CHART_DIR, merge(BASE, {"redis": {"mode": "shards"}}), strict=True)
     assert any("/redis/mode" in e for e in report["errors"])
 
 

@@ -121,13 +121,17 @@ bridge's certificate names, or, when the bridge presents the cache service's own
 {{- end }}
 
 {{/*
-The cache service's Redis URL for the in-chart Redis (external mode reads its own). With auth,
-the password comes from the REDIS_PASSWORD variable set just before it (Kubernetes expands
-$(VAR) in env values), so it never appears in the pod spec.
+The cache service's Redis URL for the in-chart Redis and for an external Redis Cluster
+(external mode reads its own). With auth, the password comes from the REDIS_PASSWORD variable
+set just before it (Kubernetes expands $(VAR) in env values), so it never appears in the pod spec.
 */}}
 {{- define "marketbridge.redisUrl" -}}
 {{- $auth := ternary ":$(REDIS_PASSWORD)@" "" .Values.redis.auth.enabled }}
-{{- if eq .Values.redis.mode "sentinel" }}
+{{- if eq .Values.redis.mode "cluster" }}
+{{- $c := .Values.redis.cluster }}
+{{- $auth = ternary (printf "%s:$(REDIS_PASSWORD)@" $c.username) (ternary (printf "%s@" $c.username) "" (ne $c.username "")) (ne $c.existingSecret "") }}
+{{- printf "redis+cluster://%s%s" $auth (join "," $c.nodes) }}{{ if $c.tls }}/?tls=1{{ end }}
+{{- else if eq .Values.redis.mode "sentinel" }}
 {{- $hosts := list }}
 {{- range $i := until (int .Values.redis.sentinel.replicas) }}
 {{- $hosts = append $hosts (printf "%s:26379" (include "marketbridge.redis.podHost" (dict "ctx" $ "index" $i))) }}
@@ -250,6 +254,9 @@ template so `helm template` of any single file fails the same way.
 {{- end }}
 {{- if and (eq $v.redis.mode "external") (not $v.redis.external.url) (not $v.redis.external.existingSecret) }}
 {{- fail "marketbridge: redis.mode=external needs redis.external.url or redis.external.existingSecret" }}
+{{- end }}
+{{- if and (eq $v.redis.mode "cluster") (not $v.redis.cluster.nodes) }}
+{{- fail "marketbridge: redis.mode=cluster needs redis.cluster.nodes (host:port of one or more of the cluster's nodes)" }}
 {{- end }}
 {{- if and $v.tls.enabled (not $v.tls.cacheService.secretName) }}
 {{- fail "marketbridge: tls.enabled needs tls.cacheService.secretName (a Secret with tls.crt, tls.key, ca.crt)" }}
