@@ -27,9 +27,10 @@ def redis_args(port: int, data_dir: str, fsync: str) -> list[str]:
 class ProcessRedis:
     """``redis-server`` as a child process on a fixed loopback port (kept across restarts)."""
 
-    def __init__(self, fsync: str = "always", extra_args: list[str] | None = None) -> None:
+    def __init__(self, fsync: str = "always", extra_args: list[str] | None = None,
+                 port: int | None = None) -> None:
         self.host = "127.0.0.1"
-        self.port = free_port()
+        self.port = port or free_port()
         self._dir = tempfile.mkdtemp(prefix="redis-test-")
         self._fsync = fsync
         self._extra = extra_args or []

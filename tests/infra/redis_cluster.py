@@ -15,12 +15,14 @@ a failover completes in a few seconds; waits are long (90 s) for a starved machi
 
 from __future__ import annotations
 
+import random
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import redis
 
+from devstack.ports import port_is_free
 from devstack.redis import ProcessRedis, redis_args
 from tests.infra.eventually import eventually_sync
 from tests.infra.redis_servers import backend
@@ -58,11 +60,20 @@ def _info(address: Address, section: str) -> dict[str, object] | None:
         client.close()
 
 
+def cluster_port() -> int:
+    """A free loopback port whose cluster bus port (+10000, so at most 55535) is free too."""
+    for _ in range(100):
+        port = random.randint(20000, 55535)
+        if port_is_free("127.0.0.1", port) and port_is_free("127.0.0.1", port + 10000):
+            return port
+    raise RuntimeError("no free port pair (port, port + 10000) for a cluster node")
+
+
 class _ProcessNode(ProcessRedis):
     """A cluster node as a child process on loopback (data and nodes.conf in its temp dir)."""
 
     def __init__(self) -> None:
-        super().__init__(fsync="always", extra_args=cluster_args())
+        super().__init__(fsync="always", extra_args=cluster_args(), port=cluster_port())
 
     @property
     def address(self) -> Address:
