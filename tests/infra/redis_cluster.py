@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -136,6 +137,34 @@ class RedisClusterNodes:
             finally:
                 client.close()
         raise RuntimeError(f"no node knows who serves {key!r}")
+
+    def migrate_slot(self, key: str, pause_s: float = 0.0) -> tuple[Address, Address]:
+        """Move ``key``'s slot to another master the way ``redis-cli --cluster reshard`` does
+        (IMPORTING/MIGRATING, MIGRATE each key, SETSLOT NODE on every master), ``pause_s``
+        between keys so writes arrive mid-way; return (from, to)."""
+        source = self.master_of(key)
+        target = next(m for m in self.masters() if m != source)
+        src, dst = _client(source), _client(target)
+        try:
+            slot = int(src.execute_command("CLUSTER", "KEYSLOT", key))
+            source_id = src.execute_command("CLUSTER", "MYID").decode()
+            target_id = dst.execute_command("CLUSTER", "MYID").decode()
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 10):
+                for name in keys:
+                    src.execute_command("MIGRATE", target[0], target[1], "", 0, 5000, "KEYS", name)
+                    time.sleep(pause_s)   # a slow reshard: the service writes meanwhile
+            for master in self.masters():
+                client = _client(master)
+                try:
+                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+                finally:
+                    client.close()
+        finally:
+            src.close()
+            dst.close()
+        return source, target
 
     def flush(self) -> None:
         """Empty every master (replicas follow)."""

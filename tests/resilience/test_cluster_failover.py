@@ -1,5 +1,5 @@
-"""A Redis Cluster master SIGKILLed under load (SPEC §9.4, issue 18): the whole system as real
-processes (cache service, bridge, WebSocket clients of every channel, a publisher) on the
+"""A Redis Cluster master SIGKILLed under load, and a slot migrated under load (SPEC §9.4,
+issue 18). The failover: the whole system as real processes (cache service, bridge, WebSocket clients of every channel, a publisher) on the
 session's cluster of 3 masters and 3 replicas.
 
 The master that serves the orders (``{orders}``, every user's orders and their change feed) is
@@ -25,9 +25,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 import pytest
 
 from cache_service.store import ORDERS
+from marketbridge.api.v1 import cache_pb2 as pb
+from tests.factories import OrderFactory
+from tests.infra.cache_calls import serving
+from tests.infra.eventually import eventually
 from tests.infra.redis_cluster import RedisClusterNodes
 from tests.resilience.stack import retained_in, running_stack
 from tests.resilience.test_failover_durability import finish_strict
@@ -69,3 +74,68 @@ async def test_a_master_killed_under_load_loses_no_acknowledged_write_and_every_
         interrupted = {stream for record in stack.ledger.clients.values()
                        for stream, status, _, _ in record.statuses if status == "interrupted"}
         assert "orders" in interrupted, f"the killed shard's streams should have been interrupted: {interrupted}"
+
+
+async def test_a_slot_migrated_under_load_loses_nothing_and_refuses_writes_only_while_it_moves(
+        redis_cluster: RedisClusterNodes, report: Callable[[str, dict[str, Any]], None]) -> None:
+    """Resharding while the service writes and streams: the orders slot (its stream, owner
+    hash, users set, records) moves key by key to another master. Meanwhile a write script
+    whose keys are split between the two nodes is refused by Redis (TRYAGAIN), so the service
+    answers UNAVAILABLE and nothing is acknowledged that Redis does not keep; the stream's
+    reader follows ASK/MOVED to the new owner, and every acknowledged order is delivered."""
+    await asyncio.to_thread(redis_cluster.flush)
+    async with serving(redis_cluster.url) as (_service, stub):
+        acked: list[str] = []
+        refused: dict[str, int] = {}
+        delivered: list[str] = []
+        stream_errors: list[str] = []
+        stop = asyncio.Event()
+
+        async def write() -> None:
+            while not stop.is_set():
+                try:
+                    reply = await stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()), timeout=5)
+                    acked.append(reply.seq)
+                except grpc.aio.AioRpcError as exc:
+                    reason = f"{exc.code().name}: {exc.details()}"
+                    refused[reason] = refused.get(reason, 0) + 1
+                await asyncio.sleep(0.01)
+
+        async def follow() -> None:
+            last = "0"
+            while True:
+                try:
+                    async for event in stub.StreamOrders(pb.StreamOrdersRequest(resume_from=last)):
+                        if event.WhichOneof("event") == "order":
+                            delivered.append(event.seq)
+                            last = event.seq
+                except grpc.aio.AioRpcError as exc:
+                    stream_errors.append(f"{exc.code().name}: {exc.details()}")
+
+        tasks = [asyncio.create_task(write()), asyncio.create_task(follow())]
+        try:
+            await eventually(lambda: len(acked) >= 50, 30, what="orders acknowledged before the reshard")
+            started = time.monotonic()
+            source, target = await asyncio.to_thread(redis_cluster.migrate_slot, ORDERS.stream, 0.2)
+            moved_s = time.monotonic() - started
+            at_move = len(acked)
+            await eventually(lambda: len(acked) >= at_move + 50, 30, what="orders acknowledged after the reshard")
+        finally:
+            stop.set()
+        await eventually(lambda: set(acked) <= set(delivered), 30, what="every acknowledged order delivered")
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        client = redis_cluster.client()
+        try:
+            held = {i.decode() for i, _ in client.xrange(ORDERS.stream)}
+        finally:
+            client.close()
+        assert redis_cluster.master_of(ORDERS.stream) == target != source
+        report("cluster slot migration under load", {
+            "acked_writes": len(acked), "refused_writes": sum(refused.values()),
+            "migration_s": round(moved_s, 2), "acked_writes_lost_by_redis": len(set(acked) - held),
+            "stream_errors": len(stream_errors)})
+        assert set(acked) <= held, "acknowledged orders Redis does not hold"
+        assert all("UNAVAILABLE" in reason for reason in refused), refused
+        assert len(delivered) == len(set(delivered)), "an order delivered twice"
