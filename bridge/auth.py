@@ -51,6 +51,9 @@ class KeySource(Protocol):
     async def refetch_for(self, kid: str) -> bool: ...
 
 
+NO_SCOPES: frozenset[str] = frozenset()   # shared: an empty frozenset is 216 bytes a connection
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     """An authenticated user: ``user_id`` from ``sub``, scopes from the space-separated ``scope``."""
@@ -99,7 +102,8 @@ def identity_from_claims(claims: Mapping[str, object]) -> Identity:
         raise AuthError(INVALID_TOKEN)
     exp = claims.get("exp")
     expires_at = float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
-    return Identity(sub, frozenset(scope.split()), expires_at)
+    scopes = scope.split()
+    return Identity(sub, frozenset(scopes) if scopes else NO_SCOPES, expires_at)
 
 
 class Authenticator:

@@ -80,12 +80,16 @@ class GuardedConnection(BatchingConnection):
     """A :class:`BatchingConnection` whose handshake is bounded by :attr:`handshakes`."""
 
     handshakes: ClassVar[Handshakes]
-    _slot = False            # holds one of the guard's slots
-    _turned_away = False     # refused at accept: websockets never saw this connection
-    _dropping = False        # refused: what the client sends now is read and dropped
-    _head: RequestHead | None = None   # the request head being measured, until it is complete
-    _accepted_at = 0.0
-    _deadline = 0.0          # loop time the handshake is dropped at if not complete
+    __slots__ = ("_slot", "_turned_away", "_dropping", "_head", "_accepted_at", "_deadline")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slot = False            # holds one of the guard's slots
+        self._turned_away = False     # refused at accept: websockets never saw this connection
+        self._dropping = False        # refused: what the client sends now is read and dropped
+        self._head: RequestHead | None = None   # the request head being measured, until complete
+        self._accepted_at = 0.0
+        self._deadline = 0.0          # loop time the handshake is dropped at if not complete
+        super().__init__(*args, **kwargs)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self.handshakes.guard.admit():

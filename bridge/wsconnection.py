@@ -24,27 +24,46 @@ import asyncio
 import random
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import InvalidState
-from websockets.frames import CloseCode
+from websockets.frames import DATA_OPCODES, CloseCode, Frame, Opcode
 from websockets.protocol import State
+
+
+# What :meth:`BatchingConnection.read_with` hands each message to: a text one as str.
+MessageHandler = Callable[[str | bytes], None]
 
 
 class BatchingConnection(ServerConnection):
     """``ServerConnection`` plus :meth:`send_texts` and a coalescing :meth:`send_data`.
 
     ``last_sent`` (``time.monotonic()``) is when a data frame was last written, by any of the
-    three ways: what ``?heartbeat_s`` measures silence against."""
+    three ways: what ``?heartbeat_s`` measures silence against.
 
-    last_sent: float = 0.0
-    _held: list[bytes] | None = None     # shared frames waiting for the end of this loop turn
-    _held_size = 0
+    This class and its subclasses keep their own attributes in slots: ``websockets`` sets 25
+    attributes of its own, and past 30 (CPython's bound for an instance sharing its class's
+    key table) every connection's attributes move into a dict of their own, 1.6 KB each."""
+
+    __slots__ = ("last_sent", "_held", "_held_size", "_on_message", "_early", "_fragments",
+                 "_closed_waiter")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.last_sent = 0.0
+        self._held: list[bytes] | None = None   # shared frames waiting for the end of this loop turn
+        self._held_size = 0
+        self._on_message: MessageHandler | None = None   # read_with(): where messages go
+        self._early: list[str | bytes] | None = None     # messages before read_with()
+        self._fragments: list[Frame] | None = None       # a fragmented message so far
+        self._closed_waiter: asyncio.Future[None] | None = None   # closed()'s
         super().__init__(*args, **kwargs)
+        # Every attribute websockets sets later (connection_made) exists from here on: an
+        # attribute added to an instance whose dict was made meanwhile (under concurrent
+        # handshakes it is) turns that dict into one of its own, tripled in size (1.6 KB).
+        self.recv_messages = None  # type: ignore[assignment]
+        self.transport = None  # type: ignore[assignment]
         # websockets' deque of flow-control waiters, as a list: it is only appended to,
         # iterated and removed from, and an empty deque costs a 64-slot block (about 760
         # bytes) on every idle connection, an empty list none.
@@ -57,6 +76,85 @@ class BatchingConnection(ServerConnection):
         frames = getattr(getattr(self, "recv_messages", None), "frames", None)
         if frames is not None and hasattr(frames, "queue") and not frames.queue:
             frames.queue = FrameQueue()
+
+    def closed(self) -> asyncio.Future[None]:
+        """A future of its own, done once the TCP connection is closed: cancelling it ends
+        only that wait. ``wait_closed()`` is a coroutine around ``asyncio.shield``, about
+        700 bytes while an idle connection waits in it; this is one future."""
+        waiter = self.loop.create_future()
+        if self.connection_lost_waiter.done():
+            waiter.set_result(None)
+        else:
+            self._closed_waiter = waiter
+        return waiter
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        waiter, self._closed_waiter = self._closed_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def read_with(self, on_message: MessageHandler) -> None:
+        """From now on hand every message the client sends to ``on_message`` (a text message
+        as ``str``, a binary one as ``bytes``), as it is parsed, in ``data_received``; the
+        ones that came before are handed over first, in order.
+
+        Instead of ``recv()`` in a loop: an idle connection waiting in ``recv()`` held a read
+        task's coroutines (its own, ``recv``'s, the assembler's), a future and a timeout, about
+        1 KB. ``recv()`` gets nothing once this is called. Messages that arrive before it (while
+        the token is checked) wait in a list, and reading pauses at ``max_queue`` of them, as
+        ``websockets``' assembler would."""
+        early, self._early = self._early, None
+        self._on_message = on_message
+        if early:
+            if self._early_full(early):
+                self.transport.resume_reading()
+            for message in early:
+                on_message(message)
+
+    def _early_full(self, early: list[str | bytes]) -> bool:
+        high = self.max_queue[0]
+        return high is not None and len(early) >= high
+
+    def process_event(self, event: Any) -> None:
+        """Data frames are assembled into messages here (see :meth:`read_with`); everything
+        else (the handshake request, control frames) is ``websockets``' own."""
+        if not isinstance(event, Frame) or event.opcode not in DATA_OPCODES:
+            super().process_event(event)
+            return
+        if event.opcode is not Opcode.CONT:
+            if event.fin:
+                self._message(event.opcode, event.data)
+            else:
+                self._fragments = [event]
+            return
+        fragments = self._fragments
+        assert fragments is not None   # the protocol refuses a continuation with no start
+        fragments.append(event)
+        if event.fin:
+            self._fragments = None
+            self._message(fragments[0].opcode, b"".join(frame.data for frame in fragments))
+
+    def _message(self, opcode: Opcode, data: bytes) -> None:
+        """A whole message: decoded as ``recv()`` would (invalid UTF-8 fails the connection
+        1007), then handed over or held."""
+        message: str | bytes
+        if opcode is Opcode.TEXT:
+            try:
+                message = bytes(data).decode()
+            except UnicodeDecodeError as exc:
+                self._fail_soon(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
+                return
+        else:
+            message = bytes(data)
+        if self._on_message is not None:
+            self._on_message(message)
+            return
+        if self._early is None:
+            self._early = []
+        self._early.append(message)
+        if self._early_full(self._early):
+            self.transport.pause_reading()
 
     def keepalive_ping(self) -> bytes | None:
         """Send a keepalive ping now, as ``websockets``' own keepalive does but without its
@@ -74,13 +172,17 @@ class BatchingConnection(ServerConnection):
 
     def fail_keepalive(self) -> None:
         """No pong in time: close 1011 ``keepalive ping timeout``, as ``websockets`` does."""
-        task = asyncio.get_running_loop().create_task(self._fail_keepalive())
+        self._fail_soon(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+
+    def _fail_soon(self, code: CloseCode, reason: str) -> None:
+        """Fail the connection (close frame, then the TCP close) from code that cannot wait."""
+        task = asyncio.get_running_loop().create_task(self._fail(code, reason))
         _FAILING.add(task)
         task.add_done_callback(_FAILING.discard)
 
-    async def _fail_keepalive(self) -> None:
+    async def _fail(self, code: CloseCode, reason: str) -> None:
         async with self.send_context():
-            self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            self.protocol.fail(code, reason)
 
     async def send_texts(self, frames: Sequence[str]) -> None:
         """Send text frames in order, as separate WebSocket messages, in one write."""
@@ -164,4 +266,4 @@ class FrameQueue(list):  # type: ignore[type-arg]
         return self.pop(0)
 
 
-_FAILING: set[asyncio.Task[None]] = set()   # keepalive failures in progress, kept from GC
+_FAILING: set[asyncio.Task[None]] = set()   # failures in progress (_fail_soon), kept from GC
