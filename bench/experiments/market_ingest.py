@@ -7,9 +7,9 @@ cheap per item as tickers are today").
 Starts redis-server and ``python -m cache_service`` as :mod:`bench.experiments.cache_ingest`
 does, then, one kind after the other on the same service: ``--items`` tickers through
 PublishTickers (``--per-message`` per message), the same number of book deltas through
-PublishBook (one delta per message, as the proto has it, over ``--books`` books, each delta
-changing two levels near the top), and the same number of trades through PublishTrades
-(``--per-message`` per message). Prints one JSON object: items/s and service CPU us per item
+PublishBook (one delta per message, over ``--books`` books, each delta changing two levels near
+the top), the same deltas through PublishBookBatches (``--per-message`` per message), and the
+same number of trades through PublishTrades (``--per-message`` per message). Prints one JSON object: items/s and service CPU us per item
 for each kind, and the ratios to tickers.
 """
 
@@ -56,6 +56,22 @@ def book_requests(items: int, books: int) -> AsyncIterator[pb.PublishBookRequest
     return generate()
 
 
+def book_batches(items: int, books: int, per_message: int) -> AsyncIterator[pb.PublishBookBatch]:
+    """The same messages as :func:`book_requests`, ``per_message`` per PublishBookBatch."""
+
+    async def generate() -> AsyncIterator[pb.PublishBookBatch]:
+        batch: list[pb.PublishBookRequest] = []
+        async for request in book_requests(items, books):
+            batch.append(request)
+            if len(batch) == per_message:
+                yield pb.PublishBookBatch(messages=batch)
+                batch = []
+        if batch:
+            yield pb.PublishBookBatch(messages=batch)
+
+    return generate()
+
+
 def trade_requests(items: int, per_message: int) -> AsyncIterator[pb.PublishTradesRequest]:
     async def generate() -> AsyncIterator[pb.PublishTradesRequest]:
         now = time.time()
@@ -89,10 +105,12 @@ async def run(target: str, items: int, books: int, per_message: int, pid: int | 
             "tickers", lambda: stub.PublishTickers(ticker_requests(items, 50, 0, per_message)), items, pid)
         result["book_deltas"] = await measure(
             "book", lambda: stub.PublishBook(book_requests(items, books)), items, pid)
+        result["book_delta_batches"] = await measure(
+            "book batches", lambda: stub.PublishBookBatches(book_batches(items, books, per_message)), items, pid)
         result["trades"] = await measure(
             "trades", lambda: stub.PublishTrades(trade_requests(items, per_message)), items, pid)
     base = result["tickers"]["service_cpu_us_per_item"]  # type: ignore[index]
-    for kind in ("book_deltas", "trades"):
+    for kind in ("book_deltas", "book_delta_batches", "trades"):
         result[f"{kind}_cpu_vs_tickers"] = round(result[kind]["service_cpu_us_per_item"] / base, 2)  # type: ignore[index]
     return result
 

@@ -36,6 +36,8 @@ from tests.infra.ledger import Ledger, seq_key, stream_of
 
 OPEN_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 15.0
+SUBSCRIBE_ATTEMPTS = 5
+RETRYABLE = ("UNAVAILABLE", "TIMEOUT")
 RECONNECT_WINDOW_S = 60.0
 RECONNECT_PAUSE_S = 0.1
 REPLAY_EVERYTHING = "0-0"
@@ -109,6 +111,7 @@ class LedgerClient:
         self.subscribing: dict[int, SubSpec] = {}
         self.ids = itertools.count(1)
         self.errors: list[dict[str, Any]] = []
+        self.subscribe_retries = 0   # subscribes answered "try again" and sent again
         self.progress = asyncio.Event()
         self.connections = 0
         self.task: asyncio.Task[None] | None = None
@@ -196,6 +199,12 @@ class LedgerClient:
             await self._reconnect()
             # A task of its own: the replies it waits for are read by this loop.
             self.resubscribing = asyncio.create_task(self._subscribe_all(resume=True))
+            self.resubscribing.add_done_callback(self._resubscribed)
+
+    def _resubscribed(self, task: asyncio.Task[None]) -> None:
+        """A failed resubscription is the client's error, shown with the verdict, not lost."""
+        if not task.cancelled() and task.exception() is not None:
+            self.errors.append({"resubscribe": repr(task.exception())})
 
     # ------------------------------------------------------------ requests
 
@@ -222,9 +231,21 @@ class LedgerClient:
         for spec in self.subs:
             if resume and not spec.recorded:
                 continue
+            await self._subscribe(spec, resume)
+
+    async def _subscribe(self, spec: SubSpec, resume: bool) -> None:
+        """Subscribe; an answer that says "try again" (UNAVAILABLE, TIMEOUT: the bridge could not
+        reach the cache service at that moment) is tried again, as docs/protocol.md asks of a
+        client, a bounded number of times; each retry is counted."""
+        for attempt in range(SUBSCRIBE_ATTEMPTS):
             resume_from = self._resume_point(spec) if resume else None
             reply = await self.request("subscribe", spec.params(resume_from), subscribing=spec)
-            assert reply.get("success"), f"{self.name}: subscribe failed: {reply}"
+            if reply.get("success"):
+                return
+            code = (reply.get("error") or {}).get("code")
+            assert code in RETRYABLE and attempt + 1 < SUBSCRIBE_ATTEMPTS, f"{self.name}: subscribe failed: {reply}"
+            self.subscribe_retries += 1
+            await asyncio.sleep(RECONNECT_PAUSE_S * (attempt + 1))
 
     def _resume_point(self, spec: SubSpec) -> str:
         """Where a resubscription resumes: the last seq received, or for a book the seq its
