@@ -16,6 +16,11 @@ to 50 books has 50 lanes flushing in the same turn (their timers share a grid,
 the bridge's CPU per book update (docs/benchmarks.md, depth). Every other write (websockets'
 own, through :meth:`BatchingConnection.send_data`) writes the held bytes first, so frame order
 holds.
+
+Reading and keepalive are callbacks too, for what an idle connection costs (docs/benchmarks.md,
+memory per connection): the client's messages are handed on as ``websockets``' parser yields
+them (:meth:`BatchingConnection.read_with`), not awaited by a read task, and keepalive pings
+are sent by one task for every connection (bridge/keepalive.py).
 """
 
 from __future__ import annotations
