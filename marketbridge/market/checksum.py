@@ -38,18 +38,18 @@ _PARTS_MAX = 100_000   # levels remembered; a book's top changes slowly, so most
 def _part(level: Level) -> str:
     """A level's piece of the string, remembered: the service hashes the top 10 of a side after
     every delta that touches it, and stripping 20 strings anew each time was most of its cost."""
-    part = _PARTS.get(level)
-    if part is None:
-        if len(_PARTS) >= _PARTS_MAX:
-            _PARTS.clear()
-        part = _PARTS[level] = _strip(level[0]) + _strip(level[1])
+    if len(_PARTS) >= _PARTS_MAX:
+        _PARTS.clear()
+    part = _PARTS[level] = _strip(level[0]) + _strip(level[1])
     return part
 
 
 def checksum_string(bids: Sequence[Level], asks: Sequence[Level]) -> str:
-    """The string the CRC is taken of; ``bids`` and ``asks`` best first."""
-    parts = [_part(level) for level in asks[:CHECKSUM_LEVELS]]
-    parts += [_part(level) for level in bids[:CHECKSUM_LEVELS]]
+    """The string the CRC is taken of; ``bids`` and ``asks`` best first (a remembered piece is
+    one dict lookup, no call: this runs after nearly every delta)."""
+    known = _PARTS.get
+    parts = [known(level) or _part(level) for level in asks[:CHECKSUM_LEVELS]]
+    parts += [known(level) or _part(level) for level in bids[:CHECKSUM_LEVELS]]
     return "".join(parts)
 
 

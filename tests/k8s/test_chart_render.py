@@ -405,6 +405,20 @@ def test_cache_retention_values_reach_the_environment() -> None:
             env["CACHE_CANDLE_RETENTION"]) == ("0", "50", "10")
 
 
+def test_one_canary_interval_reaches_both_services() -> None:
+    """The cache service writes a canary every --canary-s, and the bridge turns unready after 3
+    of them without one: the chart sets both from one value, so they cannot disagree."""
+    from tests.k8s.chart import merge
+
+    def intervals(values: dict) -> tuple[str, str]:
+        objects = render(values)
+        return (env_of(_containers(objects, "-cache-service"))["CACHE_CANARY_S"],
+                env_of(_containers(objects, "-bridge"))["BRIDGE_CANARY_S"])
+
+    assert intervals(BASE) == ("5", "5")
+    assert intervals(merge(BASE, {"canary": {"intervalSeconds": 2.5}})) == ("2.5", "2.5")
+
+
 def test_the_default_install_refuses_tokens_without_exp() -> None:
     from tests.k8s.chart import merge
 

@@ -40,6 +40,7 @@ SCHEMA_REJECTS: list[tuple[dict[str, Any], str]] = [
     ({"jwt": {"jwksUrl": "ftp://idp.example/jwks"}}, "/jwt/jwksUrl"),
     ({"jwt": {"jwksUrl": JWKS_URL, "jwksRefreshSeconds": 0}}, "/jwt/jwksRefreshSeconds"),
     ({"jwt": {"jwksUrl": JWKS_URL}, "networkPolicy": {"jwksPorts": [0]}}, "/networkPolicy/jwksPorts/0"),
+    (merge(BASE, {"canary": {"intervalSeconds": 0}}), "/canary/intervalSeconds"),
 ]
 
 # Cross-field rules the chart checks itself, with the message it gives.
