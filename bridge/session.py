@@ -1,8 +1,10 @@
-"""One client connection: the read loop, the write loop, closing, and delivery between them.
+"""One client connection: reading, writing, closing, and delivery between them.
 
-The reader hands each frame to the session's :class:`bridge.dispatch.Dispatcher` (rate limit,
-parse, run the action in a task of its own); the fan-out and the subscription set-up (:mod:`bridge.subscribe`) push
-updates into the :class:`bridge.outbound.Outbound` queue; the writer drains it to the socket.
+Each message the client sends goes, as it is parsed, to the session's
+:class:`bridge.dispatch.Dispatcher` (rate limit, parse, run the action in a task of its own);
+the fan-out and the subscription set-up (:mod:`bridge.subscribe`) push updates into the
+:class:`bridge.outbound.Outbound` queue; a writer task, running while that queue has frames,
+drains it to the socket.
 Everything that can go wrong with one client (bad frames, floods, a slow reader) stays with
 that client.
 """
