@@ -326,8 +326,8 @@ class StreamReader:
         A SET of a scratch key in the stream's slot (so on its node, on a cluster) is
         replicated after every entry those commands returned, so it sets this connection's
         replication offset past them; the WAIT after it (same connection, same round trip)
-        counts the replicas that reached that offset. (PUBLISH did this on a single Redis, but
-        a cluster sends PUBLISH over its bus, not down the replication stream.)
+        counts the replicas that reached that offset. (A PUBLISH did the same, but a cluster
+        sends every PUBLISH to all its nodes over the bus: one per read, per reader.)
         """
         if not self.policy.min_acks:
             return await conn.execute(*commands, key=self.key), True

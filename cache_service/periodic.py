@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
+CANCEL_AGAIN_S = 0.1   # how long a stop waits for a cancelled step before cancelling it again
+
 
 class Periodic:
     """``step`` every ``interval`` seconds; ``start`` and ``stop`` may be called repeatedly."""
@@ -34,10 +36,17 @@ class Periodic:
             self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
-        """Cancel the task and wait for it to end (a step in flight is cancelled with it)."""
+        """Cancel the task and wait for it to end (a step in flight is cancelled with it).
+
+        Cancelled again until it ends: Python 3.11's ``asyncio.wait_for`` (redis-py sends every
+        command through it) drops a cancellation that arrives as the awaited call completes, and
+        the step then went on and slept a whole interval (10 s of the sweep) before the stop
+        could finish; seen with the Redis Cluster client's several start-up round trips."""
         if self._task is not None:
             task, self._task = self._task, None
-            task.cancel()
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=CANCEL_AGAIN_S)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 

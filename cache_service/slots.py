@@ -40,9 +40,9 @@ def hash_tag(key: str) -> str:
 
 def confirm_key(stream: str) -> str:
     """A scratch key in ``stream``'s slot: a change-feed reader writes it so that its own WAIT
-    covers the entries it read (see cache_service.changefeed, StreamReader._confirmed). On a
-    cluster PUBLISH does not reach the replication stream, so a key of the same slot, on the
-    same node, is the only write that orders after those entries."""
+    covers the entries it read (see cache_service.changefeed, StreamReader._confirmed). A write
+    in the stream's own slot is on the stream's node on a cluster, and stays there (a PUBLISH,
+    the reader's earlier way, is sent to every node of a cluster over its bus)."""
     return tagged(hash_tag(stream), "confirm")
 
 

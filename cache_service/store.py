@@ -251,8 +251,10 @@ class Store:
         configured) and return its result, on ``conn`` when the caller holds one, else on a
         connection held for this call. On a single Redis it is all one round trip.
 
-        NOSCRIPT means Redis did not run it (a restarted Redis forgot its scripts): load it
-        and run it again, once (the SADDs again too: they are idempotent).
+        NOSCRIPT means Redis did not run it (a restarted Redis forgot its scripts; on a
+        cluster, a node that took over a slot or answers an ASK never had them): load it, on
+        every primary of a cluster, and run it again, once (the SADDs again too: they are
+        idempotent).
         """
         if conn is None:
             async with PinnedConnection(self.redis) as call:
@@ -272,7 +274,7 @@ class Store:
             except NoScriptError:
                 if attempt == 2:
                     raise
-            await conn.execute(("SCRIPT", "LOAD", script.script), key=route)
+            await self.redis.script_load(script.script)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def run_write(self, script: AsyncScript, keys: list[str], args: list[object],

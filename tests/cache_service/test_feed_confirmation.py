@@ -1,5 +1,5 @@
 """With ``--min-replica-acks`` N > 0 a stream delivers only entries N replicas hold (the
-reader's PUBLISH + WAIT on its own connection): a write the primary applied but no replica
+reader's SET of a key in the stream's slot + WAIT on its own connection): a write the primary applied but no replica
 confirmed is never shown to a subscriber until a replica has it. Real primary and replica
 processes; the replica is frozen (SIGSTOP), so WAIT cannot confirm while the primary works."""
 

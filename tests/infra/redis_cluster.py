@@ -124,14 +124,21 @@ class RedisClusterNodes:
 
     def master_of(self, key: str) -> Address:
         """The master that serves ``key``'s slot now (asks any live node)."""
+        return self._shard_of(key)[0]
+
+    def replica_of(self, key: str) -> _ProcessNode | ContainerNode:
+        """A replica of the master that serves ``key``'s slot now."""
+        return self.node_at(self._shard_of(key)[1])
+
+    def _shard_of(self, key: str) -> list[Address]:
+        """The master, then the replicas, of ``key``'s slot, as a live node reports them."""
         for address in self.addresses:
             client = _client(address)
             try:
                 slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
-                for start, end, master, *_replicas in client.execute_command("CLUSTER", "SLOTS"):
+                for start, end, *nodes in client.execute_command("CLUSTER", "SLOTS"):
                     if start <= slot <= end:
-                        host = master[0].decode() if isinstance(master[0], bytes) else master[0]
-                        return (host, int(master[1]))
+                        return [(n[0].decode() if isinstance(n[0], bytes) else n[0], int(n[1])) for n in nodes]
             except (redis.RedisError, OSError):
                 continue
             finally:
@@ -214,9 +221,21 @@ class RedisClusterNodes:
                 if not any(isinstance(v, dict) and v.get("state") == "online"
                            for k, v in links.items() if k.startswith("slave")):
                     return False
-            return True
+            return all(self._slots_have_replicas(a) for a in self.addresses)
 
-        eventually_sync(healthy, timeout, what="the cluster: 6 nodes, state ok, 3 masters with a replica each")
+        eventually_sync(healthy, timeout, what="the cluster: 6 nodes, state ok, 3 masters with a replica each, "
+                                                "known to every node")
+
+    @staticmethod
+    def _slots_have_replicas(address: Address) -> bool:
+        """Whether ``address`` knows a replica for every slot range (gossip has converged)."""
+        client = _client(address)
+        try:
+            return all(len(nodes) >= 2 for _start, _end, *nodes in client.execute_command("CLUSTER", "SLOTS"))
+        except (redis.RedisError, OSError):
+            return False
+        finally:
+            client.close()
 
     def close(self) -> None:
         close_nodes(self.nodes, self.network)
