@@ -26,10 +26,13 @@ call is sent again to the new owner (the command did not run); ASK is followed f
 call; a broken connection or CLUSTERDOWN drops the connection and makes the client relearn the
 map (``RedisCluster.aclose``, what redis-py does itself) before the next command.
 
-Relearning the map disconnects every connection in the client's node pools. A long-lived loop
-(a change-feed reader, bulk ingest) therefore holds connections of its own (``own=True``):
-a failover on one shard then breaks only the loops that were talking to that shard, and the
-readers of the other shards read on.
+Relearning the map disconnects every connection in the client's node pools, and while a
+master is down it can take a connect timeout (the map may still name the dead node). A
+long-lived loop (a change-feed reader, bulk ingest) therefore holds connections of its own
+(``own=True``) and waits for the map to be relearnt only when its own command failed: a
+failover on one shard then stalls only the loops that were talking to that shard, and the
+readers of the other shards read on. A held connection for one call relearns like any redis-py
+command.
 
 A READONLY reply or a broken connection on a single Redis (maybe a demoted primary, with
 Sentinel) disconnects the pool's idle connections, so the next command asks the Sentinels for
@@ -90,6 +93,7 @@ class PinnedConnection:
         self._idle_probe_s = idle_probe_s
         self._own = own and isinstance(redis, RedisCluster)
         self._held: dict[str, _Held] = {}   # by node name; "" on a single Redis
+        self._relearn = False   # a command of ours broke: wait for a fresh slot map first
 
     async def __aenter__(self) -> Self:
         return self
@@ -111,7 +115,9 @@ class PinnedConnection:
         cluster = self._redis
         asking: ClusterNode | None = None
         for _ in range(REDIRECTS):
-            await cluster.initialize()
+            if not self._own or self._relearn or not cluster.nodes_manager.slots_cache:
+                await cluster.initialize()
+                self._relearn = False
             node = asking or cluster.nodes_manager.get_node_from_slot(slot_of(key))
             sent = (("ASKING",), *commands) if asking is not None else commands
             try:
@@ -137,15 +143,18 @@ class PinnedConnection:
             replies = [await conn.read_response() for _ in commands]
         except BaseException as exc:
             await self._drop(name)
-            await self._after_failure(exc)
+            await self._after_failure(name, exc)
             raise
         held.last_used = time.monotonic()
         return replies
 
-    async def _after_failure(self, exc: BaseException) -> None:
+    async def _after_failure(self, name: str, exc: BaseException) -> None:
         """Make the client find the servers again after an error that may mean they moved."""
         if isinstance(self._redis, RedisCluster):
             if isinstance(exc, _BROKEN):
+                # as redis-py does: ask the other nodes for the map, then relearn it
+                self._redis.nodes_manager.startup_nodes.pop(name, None)
+                self._relearn = True
                 await self._redis.aclose()
         elif isinstance(exc, (ReadOnlyError, RedisConnectionError)):
             await self._redis.connection_pool.disconnect(inuse_connections=False)
