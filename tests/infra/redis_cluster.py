@@ -145,12 +145,15 @@ class RedisClusterNodes:
                 client.close()
         raise RuntimeError(f"no node knows who serves {key!r}")
 
-    def migrate_slot(self, key: str, pause_s: float = 0.0) -> tuple[Address, Address]:
+    def migrate_slot(self, key: str, pause_s: float = 0.0, avoid: Sequence[str] = ()) -> tuple[Address, Address]:
         """Move ``key``'s slot to another master the way ``redis-cli --cluster reshard`` does
         (IMPORTING/MIGRATING, MIGRATE each key, SETSLOT NODE on every master), ``pause_s``
-        between keys so writes arrive mid-way; return (from, to)."""
+        between keys so writes arrive mid-way; to a master not serving the ``avoid`` keys when
+        there is one (so later tests keep them on separate shards); return (from, to)."""
         source = self.master_of(key)
-        target = next(m for m in self.masters() if m != source)
+        others = [m for m in self.masters() if m != source]
+        taken = {self.master_of(k) for k in avoid}
+        target = next((m for m in others if m not in taken), others[0])
         src, dst = _client(source), _client(target)
         try:
             slot = int(src.execute_command("CLUSTER", "KEYSLOT", key))

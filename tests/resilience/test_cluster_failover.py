@@ -11,7 +11,8 @@ refused (``WAIT 1`` cannot be met), the other shards' go on. Then writes go on e
 
 - 0 acknowledged writes are lost (``--min-replica-acks`` 1, the default on a cluster: a write
   is acknowledged only once the replica that is then promoted holds it);
-- the streams of that shard are interrupted, then resumed, with ``recovered: true``;
+- the streams of that shard are interrupted, then resumed, with ``recovered: true``; those of
+  the other shards (the tickers') are not interrupted at all;
 - every stream of every shard resumes: every client ends with every event Redis holds;
 - no client was shown an event Redis does not hold (a phantom).
 
@@ -28,12 +29,13 @@ from typing import Any
 import grpc
 import pytest
 
-from cache_service.store import ORDERS
+from cache_service.store import ORDERS, ticker_stream
 from marketbridge.api.v1 import cache_pb2 as pb
 from tests.factories import OrderFactory
 from tests.infra.cache_calls import serving
 from tests.infra.eventually import eventually
 from tests.infra.redis_cluster import RedisClusterNodes
+from tests.resilience.publisher import EXCHANGE
 from tests.resilience.stack import retained_in, running_stack
 from tests.resilience.test_failover_durability import finish_strict
 from tests.resilience.test_process_restarts import statuses_are_interrupted_then_resumed
@@ -57,6 +59,8 @@ async def test_a_master_killed_under_load_loses_no_acknowledged_write_and_every_
         stack.publisher.start()
         await stack.publisher.wait_acked(100)
         victim = await asyncio.to_thread(redis_cluster.master_of, ORDERS.stream)
+        tickers_at = await asyncio.to_thread(redis_cluster.master_of, ticker_stream(EXCHANGE))
+        elsewhere_before_kill = tickers_at != victim
         fault_at = time.monotonic()
         try:
             await asyncio.to_thread(redis_cluster.kill, victim)
@@ -74,6 +78,8 @@ async def test_a_master_killed_under_load_loses_no_acknowledged_write_and_every_
         interrupted = {stream for record in stack.ledger.clients.values()
                        for stream, status, _, _ in record.statuses if status == "interrupted"}
         assert "orders" in interrupted, f"the killed shard's streams should have been interrupted: {interrupted}"
+        assert elsewhere_before_kill, "the tickers' slot should be on another shard than the orders'"
+        assert f"tickers:{EXCHANGE}" not in interrupted, "a stream of another shard was interrupted"
 
 
 async def test_a_slot_migrated_under_load_loses_nothing_and_refuses_writes_only_while_it_moves(
@@ -116,7 +122,8 @@ async def test_a_slot_migrated_under_load_loses_nothing_and_refuses_writes_only_
         try:
             await eventually(lambda: len(acked) >= 50, 30, what="orders acknowledged before the reshard")
             started = time.monotonic()
-            source, target = await asyncio.to_thread(redis_cluster.migrate_slot, ORDERS.stream, 0.2)
+            source, target = await asyncio.to_thread(redis_cluster.migrate_slot, ORDERS.stream, 0.2,
+                                                    [ticker_stream(EXCHANGE)])
             moved_s = time.monotonic() - started
             at_move = len(acked)
             await eventually(lambda: len(acked) >= at_move + 50, 30, what="orders acknowledged after the reshard")
