@@ -15,8 +15,10 @@ changes what a client costs, never what it receives.
 
 A plain lane (no ``batch_ms``) flushes after each upstream message; a batched one at the next
 multiple of ``batch_ms`` on the event loop's clock (:func:`flush_time`: at most N ms after the
-first update in a batch, docs/protocol.md; all lanes of one ``batch_ms`` at once, so a client's
-topics share one socket write). Events a
+first update in a batch, docs/protocol.md). All batched lanes of one ``batch_ms`` flush together
+(:class:`FlushGrid`): a member is visited once per window with the frames of every lane it is
+in, so a client of 50 book topics costs one check and one socket write per window, not 50.
+Events a
 batched lane hands to a member one by one are due at once in that member's queue: they have
 waited for their batch already.
 
@@ -32,6 +34,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from bridge.codec import batch_frame
@@ -53,7 +58,19 @@ class Member(Protocol):
 
     def deliver(self, sub: Subscription, event: Event) -> None: ...
     def write_shared(self, sub: Subscription, data: bytes, last: Event) -> bool: ...
+    def write_shared_all(self, shares: Sequence[Share]) -> bool: ...
     def fail(self, sub: Subscription) -> None: ...
+
+
+@dataclass(slots=True)
+class Share:
+    """One lane's flush for one of its members: the shared bytes, and the events they carry
+    (delivered one by one instead if the member cannot take the bytes now)."""
+
+    lane: Lane
+    sub: Subscription
+    data: bytes
+    events: list[Event]
 
 
 def contain(metrics: BridgeMetrics, member: Member, sub: Subscription, where: str) -> None:
@@ -78,6 +95,69 @@ def flush_time(now: float, batch_s: float) -> float:
     return (math.floor(now / batch_s) + 1) * batch_s
 
 
+class FlushGrid:
+    """The batched lanes of one ``batch_ms`` on one event loop, flushed together at each grid
+    time (:func:`flush_time`).
+
+    A client of 50 books is a member of 50 lanes (a book topic is one book). Flushed one by
+    one, they made 50 ``write_shared`` calls per member per window, each checking the
+    connection and its socket buffer anew: profiled, most of the bridge's CPU for such
+    clients. Flushed together, each member gets one :meth:`Member.write_shared_all` per window
+    with the frames of all its lanes."""
+
+    def __init__(self, batch_s: float) -> None:
+        self.batch_s = batch_s
+        self.due: list[Lane] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, lane: Lane) -> asyncio.TimerHandle:
+        """Flush ``lane`` at the next grid time; the timer that will."""
+        self.due.append(lane)
+        if self.timer is None:
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_at(flush_time(loop.time(), self.batch_s), self.flush)
+        return self.timer
+
+    def discard(self, lane: Lane) -> None:
+        if lane in self.due:
+            self.due.remove(lane)
+
+    def flush(self) -> None:
+        """Flush every due lane: first gather each member's shares, then write them."""
+        self.timer = None
+        lanes, self.due = self.due, []
+        shares: dict[Member, list[Share]] = {}
+        for lane in lanes:
+            lane.flush(shares)
+        sent: dict[Lane, int] = {}
+        for member, items in shares.items():
+            try:
+                if member.write_shared_all(items):
+                    for share in items:
+                        sent[share.lane] = sent.get(share.lane, 0) + 1
+                    continue
+                for share in items:
+                    share.lane.deliver(member, share.sub, share.events)
+            except Exception:
+                for share in items:
+                    contain(share.lane.metrics, member, share.sub, "lane flush")
+        for lane, count in sent.items():
+            lane.record(lane.flushed, count)
+
+
+_GRIDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, FlushGrid]] = (
+    weakref.WeakKeyDictionary())
+
+
+def grid_of(batch_s: float) -> FlushGrid:
+    """The running loop's grid of ``batch_s`` (a bridge process has one loop)."""
+    grids = _GRIDS.setdefault(asyncio.get_running_loop(), {})
+    grid = grids.get(batch_s)
+    if grid is None:
+        grid = grids[batch_s] = FlushGrid(batch_s)
+    return grid
+
+
 def lane_key(sub: Subscription, batch_ms: int | None, codec: FrameCodec | None) -> LaneKey:
     """Everything a frame's bytes depend on: subscription id and action (the prefix), filters,
     whether updates go out one per frame or batched (and how often), and the connection's
@@ -99,7 +179,8 @@ class Lane:
         self.metrics = metrics
         self.members: dict[Subscription, Member] = {}
         self.pending: list[Event] = []
-        self.timer: asyncio.TimerHandle | None = None
+        self.flushed: list[Event] = []   # the events of the last flush (what a grid counts)
+        self.timer: asyncio.TimerHandle | None = None   # this lane's flush is due (its grid's)
 
     @property
     def batched(self) -> bool:
@@ -113,11 +194,13 @@ class Lane:
             return
         self.pending.append(event)
         if self.batch_s is not None and self.timer is None:
-            loop = asyncio.get_running_loop()
-            self.timer = loop.call_at(flush_time(loop.time(), self.batch_s), self.flush)
+            self.timer = grid_of(self.batch_s).add(self)
 
-    def flush(self) -> None:
+    def flush(self, shares: dict[Member, list[Share]] | None = None) -> None:
         """Send what is pending: shared bytes to members keeping up, one by one to the rest.
+
+        With ``shares`` (a :class:`FlushGrid`'s window) the shared bytes of each member that
+        may take them are added there for the grid to write, instead of written here.
 
         A member that raises is contained (:func:`contain`); one whose shared frames cannot be
         built (logged and counted too) makes every member take the events one by one, so only
@@ -126,20 +209,32 @@ class Lane:
         events, self.pending = self.pending, []
         if not events or not self.members:
             return
+        self.flushed = events
         data = self._shared_bytes(events) if self.codec is not None else None
         first, last = events[0].key, events[-1]
         shared = 0
         for sub, member in list(self.members.items()):
             try:
-                if data is not None and sub.last_key < first and member.write_shared(sub, data,
-                                                                                      last):
-                    shared += 1
-                    continue
-                for event in events:
-                    if event.key > sub.last_key:   # a resume's replay may have sent it already
-                        member.deliver(sub, event)
+                if data is not None and sub.last_key < first:
+                    if shares is not None and sub.setup is None:
+                        shares.setdefault(member, []).append(Share(self, sub, data, events))
+                        continue
+                    if shares is None and member.write_shared(sub, data, last):
+                        shared += 1
+                        continue
+                self.deliver(member, sub, events)
             except Exception:
                 contain(self.metrics, member, sub, "lane flush")
+        self.record(events, shared)
+
+    def deliver(self, member: Member, sub: Subscription, events: list[Event]) -> None:
+        """The events one by one, through the member's own queue."""
+        for event in events:
+            if event.key > sub.last_key:   # a resume's replay may have sent it already
+                member.deliver(sub, event)
+
+    def record(self, events: list[Event], shared: int) -> None:
+        """Count a flush's shared frames, written to ``shared`` members."""
         if shared:
             kind, frames = ("batch", 1) if self.batched else ("update", len(events))
             self.metrics.record_sent(kind, frames * shared, [e.time_ms for e in events], shared)
@@ -166,7 +261,7 @@ class Lane:
 
     def close(self) -> None:
         """The last member left: pending events have nobody to go to."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.timer is not None and self.batch_s is not None:
+            grid_of(self.batch_s).discard(self)
+        self.timer = None
         self.pending.clear()

@@ -39,7 +39,10 @@ from bridge.subscriptions import Subscription, SubscriptionBook
 from bridge.wsconnection import BatchingConnection
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from bridge.app import BridgeApp
+    from bridge.lanes import Share
 
 log = logging.getLogger("bridge.connection")
 
@@ -239,6 +242,20 @@ class Session:
                 or not self.ws.write_frames(data)):
             return False
         sub.delivered(last)
+        return True
+
+    def write_shared_all(self, shares: Sequence[Share]) -> bool:
+        """:meth:`write_shared` for the flushes of several lanes at once (one batch window of a
+        :class:`bridge.lanes.FlushGrid`): the connection is checked once and their frames go
+        out in one write; all of them, or none (False: each lane's events go through
+        :meth:`deliver`). The lanes have checked that each subscription is set up."""
+        if self.closing is not None or len(self.outbound):
+            return False
+        data = shares[0].data if len(shares) == 1 else b"".join([share.data for share in shares])
+        if not self.ws.write_frames(data):
+            return False
+        for share in shares:
+            share.sub.delivered(share.events[-1])
         return True
 
     def stream_status(self, sub: Subscription, status: str, recovered: bool) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -16,11 +17,12 @@ from websockets.frames import Frame, Opcode
 from bridge.channels import CHANNELS
 from bridge.events import Event
 from bridge.compression import PLAIN, FrameCodec
-from bridge.lanes import Lane, contain, flush_time, lane_key
+from bridge.lanes import Lane, Share, contain, flush_time, lane_key
 from bridge.metrics import LATENCY_BUCKETS, BridgeMetrics, observe_all
 from bridge.protocol import SubscribeParams
 from bridge.subscriptions import Subscription, SubscriptionBook
 from tests.factories import TickerFactory
+from tests.infra.eventually import eventually
 
 
 class Member:
@@ -34,6 +36,7 @@ class Member:
         self.delivered: list[Event] = []
         self.flushed = asyncio.Event() if batch_ms else None
         self.failed: list[Subscription] = []
+        self.windows: list[list[Lane]] = []   # the lanes of each write_shared_all call
 
     def deliver(self, sub: Subscription, event: Event) -> None:
         self.delivered.append(event)
@@ -46,6 +49,14 @@ class Member:
         sub.delivered(last)
         if self.flushed is not None:
             self.flushed.set()
+        return True
+
+    def write_shared_all(self, shares: Sequence[Share]) -> bool:
+        self.windows.append([share.lane for share in shares])
+        if not self.keeping_up:
+            return False
+        for share in shares:
+            self.write_shared(share.sub, share.data, share.events[-1])
         return True
 
     def fail(self, sub: Subscription) -> None:
@@ -161,6 +172,47 @@ async def test_batched_lane_sends_one_batch_frame_within_batch_ms() -> None:
     assert frame["type"] == "batch"
     assert [u["result"]["price"] for u in frame["updates"]] == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert lane.timer is None and not lane.pending
+
+
+def second_subscription(book: SubscriptionBook) -> Subscription:
+    sub = book.add(SubscribeParams("tickers", exchange="kraken"), CHANNELS["tickers"], ("tickers", "kraken"))
+    sub.setup = None
+    return sub
+
+
+async def test_batched_lanes_of_one_window_reach_a_member_in_one_call() -> None:
+    """Two topics' lanes flush together: one write_shared_all with both lanes' frames."""
+    book = SubscriptionBook(5)
+    first = book.add(SubscribeParams("tickers", exchange="binance"), CHANNELS["tickers"], ("tickers", "binance"))
+    first.setup = None
+    second = second_subscription(book)
+    member = Member(batch_ms=20)
+    lanes = [Lane(first, 20, BridgeMetrics(), PLAIN), Lane(second, 20, BridgeMetrics(), PLAIN)]
+    for lane, sub in zip(lanes, (first, second), strict=True):
+        lane.members[sub] = member
+    lanes[0].offer(ticker_event("7-0", "BTC/USDT"))
+    lanes[1].offer(ticker_event("7-1", "ETH/USDT"))
+    assert lanes[0].timer is lanes[1].timer is not None   # one timer for the window
+    assert member.flushed is not None
+    await asyncio.wait_for(member.flushed.wait(), 5)
+    assert member.windows == [lanes]
+    assert [frames_of(data)[0]["updates"][0]["seq"] for data in member.shared] == ["7-0", "7-1"]
+    assert (first.last_seq, second.last_seq) == ("7-0", "7-1")
+
+
+async def test_a_member_behind_in_a_window_takes_every_lane_s_events_one_by_one() -> None:
+    book = SubscriptionBook(5)
+    first = book.add(SubscribeParams("tickers", exchange="binance"), CHANNELS["tickers"], ("tickers", "binance"))
+    first.setup = None
+    second = second_subscription(book)
+    member = Member(batch_ms=20, keeping_up=False)
+    lanes = [Lane(first, 20, BridgeMetrics(), PLAIN), Lane(second, 20, BridgeMetrics(), PLAIN)]
+    for lane, sub in zip(lanes, (first, second), strict=True):
+        lane.members[sub] = member
+    for n in range(3):
+        lanes[n % 2].offer(ticker_event(f"8-{n}", "BTC/USDT"))
+    await eventually(lambda: len(member.delivered) == 3)
+    assert member.shared == [] and [e.seq for e in member.delivered] == ["8-0", "8-2", "8-1"]
 
 
 async def test_closed_lane_drops_its_timer_and_pending_events() -> None:
