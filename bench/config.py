@@ -49,6 +49,7 @@ class BenchConfig:
     publisher_streams: int | None = None  # one per 10,000 ticks/s (bench/publisher.py)
     drain: float = 10.0
     probe_every: int = 10
+    pick: int | None = None   # each client subscribes to this many random symbols (None: all)
     profile: bool = False
     # (b) connection capacity
     capacity_steps: tuple[int, ...] = (1000, 2500, 5000, 10000)
@@ -123,7 +124,7 @@ def _words(text: str) -> tuple[str, ...]:
 # marketbridge program shares (``--clients: expected an integer, got 'abc'``), not by argparse.
 NUMBERS: dict[str, type] = {
     "clients": int, "symbols": int, "duration": float, "batch_ms": int, "workers": int,
-    "publisher_streams": int, "drain": float, "probe_every": int, "churn_duration": float,
+    "publisher_streams": int, "drain": float, "probe_every": int, "pick": int, "churn_duration": float,
     "churn_concurrency": int, "unary_duration": float, "unary_connections": int,
     "unary_depth": int, "grpc_tickers": int, "depth_books": int, "depth_levels": int,
     "depth_probes": int,
@@ -202,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("publisher_streams", "parallel PublishTickers streams (default: one per 10,000 ticks/s)"),
         ("drain", "seconds to wait for stragglers after publishing"),
         ("probe_every", "one client in N checks every update; the rest count them"),
+        ("pick", "fanout: each client subscribes to this many random symbols of --symbols "
+                 "(distinct subscriptions; default: every client to all)"),
         ("churn_duration", "seconds of connect churn"),
         ("churn_concurrency", "concurrent connect loops"),
         ("unary_duration", "seconds of get_ticker load"),
@@ -258,7 +261,7 @@ def validate(config: BenchConfig) -> None:
     if bad_modes:
         raise ConfigError(f"--modes: unknown mode {bad_modes[0]!r} ({', '.join(MODES)})")
     # None (publisher_streams not given): the default applies
-    require_positive(config, ("clients", "symbols", "workers", "publisher_streams",
+    require_positive(config, ("clients", "symbols", "workers", "publisher_streams", "pick",
                               "churn_concurrency", "probe_every", "unary_connections",
                               "unary_depth", "duration", "churn_duration", "unary_duration",
                               "depth_books", "depth_probes"),

@@ -32,6 +32,7 @@ received by every client exactly once, in order. Trades are never conflated.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from collections import Counter
@@ -83,6 +84,7 @@ class FanoutSettings:
     probe_every: int = 1
     profile_dir: Path | None = None
     channel: str = "tickers"  # or "trades" (bench/trades.py)
+    pick: int | None = None   # symbols per client, drawn at random (None: every client all)
 
     @classmethod
     def of(cls, config: Any, mode: str, rate: float, channel: str = "tickers") -> FanoutSettings:
@@ -92,7 +94,8 @@ class FanoutSettings:
                    duration_s=config.duration, batch_ms=config.batch_ms, workers=config.workers,
                    publisher_streams=config.publisher_streams, drain_s=config.drain,
                    compression=config.compression, probe_every=config.probe_every,
-                   profile_dir=config.profile_dir, channel=channel)
+                   profile_dir=config.profile_dir, channel=channel,
+                   pick=getattr(config, "pick", None))
 
 
 @dataclass
@@ -108,12 +111,14 @@ class FanoutJob:
     compression: str | None
     probes: list[bool]
     channel: str = "tickers"
+    picks: list[list[str]] | None = None   # per url: its client's symbols (None: ``symbols``)
 
 
 # Per channel: the update action, and the field that carries the publisher's per-symbol number.
 CHANNELS = {"tickers": ("ticker_update", "volume"), "trades": ("trade_update", "trade_id")}
 UPDATE_MARK = b'"ticker_update"'
 QUIET_S = 1.0
+PICK_SEED = 17
 
 
 class _LeanClient:
@@ -127,6 +132,7 @@ class _LeanClient:
         self.inbox = TextInbox()
         self.set_up = False  # until then, texts without updates are the welcome and replies
         self.other_frames: Counter[str] = Counter()
+        self.symbols: list[str] | None = None   # subscribed to (None: every symbol published)
 
     @property
     def last_frame(self) -> float:
@@ -149,6 +155,10 @@ class _LeanClient:
     def on_message(self, opcode: int, buf: bytes | bytearray, start: int, stop: int) -> None:
         raise NotImplementedError
 
+    def own(self, final: dict[str, int]) -> dict[str, int]:
+        """The part of the publisher's last numbers per symbol this client subscribed to."""
+        return final if self.symbols is None else {s: final[s] for s in self.symbols if s in final}
+
     async def open(self, job: FanoutJob, url: str) -> None:
         """Connect, read the welcome and subscribe (the relay sends neither welcome nor reply)."""
         self.conn = await LeanConnection.open(
@@ -161,7 +171,7 @@ class _LeanClient:
             params = {
                 "channel": job.channel,
                 "exchange": job.exchange,
-                "symbols": job.symbols,
+                "symbols": job.symbols if self.symbols is None else self.symbols,
                 "snapshot": False,
             }
             self.conn.send_text(encode({"action": "subscribe", "request_id": 1, "params": params}))
@@ -193,10 +203,10 @@ class ProbeClient(_LeanClient):
         return self.checker.received
 
     def holes(self, final: dict[str, int]) -> int:
-        return self.checker.gaps + self.checker.missing_tail(final)
+        return self.checker.gaps + self.checker.missing_tail(self.own(final))
 
     def finished(self, final: dict[str, int], _now: float) -> bool:
-        return self.close_code is not None or self.checker.caught_up(final)
+        return self.close_code is not None or self.checker.caught_up(self.own(final))
 
     def on_message(self, opcode: int, buf: bytes | bytearray, start: int, stop: int) -> None:
         """Time every update against the moment its message is read, then check its sequence."""
@@ -226,11 +236,11 @@ class CounterClient(_LeanClient):
         self.mark = f'"{CHANNELS[channel][0]}"'.encode()
 
     def holes(self, final: dict[str, int]) -> int:
-        return max(0, sum(final.values()) - self.received)
+        return max(0, sum(self.own(final).values()) - self.received)
 
     def finished(self, final: dict[str, int], now: float) -> bool:
         """Got everything, went quiet, or closed."""
-        if self.close_code is not None or self.received >= sum(final.values()):
+        if self.close_code is not None or self.received >= sum(self.own(final).values()):
             return True
         return now - self.last_frame > QUIET_S
 
@@ -259,11 +269,13 @@ async def open_gated(client: Any, job: Any, url: str, gate: asyncio.Semaphore) -
 
 
 async def _connect(
-    job: FanoutJob, url: str, probe: bool, hist: LatencyHistogram, gate: asyncio.Semaphore
+    job: FanoutJob, url: str, probe: bool, hist: LatencyHistogram, gate: asyncio.Semaphore,
+    symbols: list[str] | None,
 ) -> Client:
     client: Client = (
         ProbeClient(job.exchange, hist, job.channel) if probe else CounterClient(job.channel)
     )
+    client.symbols = symbols
     return await open_gated(client, job, url, gate)
 
 
@@ -271,7 +283,8 @@ async def _worker_main(job: FanoutJob, ctrl: Any, results: Any) -> None:
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     hist = LatencyHistogram()
     attempts = await asyncio.gather(
-        *(_connect(job, u, p, hist, gate) for u, p in zip(job.urls, job.probes, strict=True)),
+        *(_connect(job, u, p, hist, gate, job.picks[i] if job.picks else None)
+          for i, (u, p) in enumerate(zip(job.urls, job.probes, strict=True))),
         return_exceptions=True,
     )
     clients: list[Client] = [a for a in attempts if isinstance(a, (ProbeClient, CounterClient))]
@@ -305,9 +318,10 @@ async def _worker_main(job: FanoutJob, ctrl: Any, results: Any) -> None:
             "frames": sum(c.conn.reader.frames for c in clients if c.conn and c.conn.reader),
             "probes": len(probes),
             "received": sum(c.received for c in clients),
+            "expected": sum(sum(c.own(final).values()) for c in clients),
             "holes": sum(c.holes(final) for c in clients),
             "probe_gaps": sum(p.checker.gaps for p in probes),
-            "probe_tail": sum(p.checker.missing_tail(final) for p in probes),
+            "probe_tail": sum(p.checker.missing_tail(p.own(final)) for p in probes),
             "duplicates": sum(p.checker.duplicates for p in probes),
             "reordered": sum(p.checker.reordered for p in probes),
             "foreign": sum(p.foreign for p in probes),
@@ -352,6 +366,7 @@ def _jobs(settings: FanoutSettings, endpoints: Endpoints, exchange: str) -> list
     count = max(1, min(settings.workers, settings.clients))
     shares = [urls[i::count] for i in range(count)]
     probes = probe_layout([len(share) for share in shares], -(-settings.clients // settings.probe_every))
+    picks = client_picks(symbol_names(settings.symbols), settings.clients, settings.pick)
     return [
         FanoutJob(
             worker=i,
@@ -363,9 +378,19 @@ def _jobs(settings: FanoutSettings, endpoints: Endpoints, exchange: str) -> list
             compression=settings.compression,
             probes=probes[i],
             channel=settings.channel,
+            picks=None if picks is None else picks[i::count],
         )
         for i in range(count)
     ]
+
+
+def client_picks(symbols: list[str], clients: int, pick: int | None) -> list[list[str]] | None:
+    """Each client's own ``pick`` random symbols (seeded: the same draw every run), or None
+    when every client takes all of them."""
+    if pick is None or pick >= len(symbols):
+        return None
+    rng = random.Random(PICK_SEED)
+    return [sorted(rng.sample(symbols, pick)) for _ in range(clients)]
 
 
 def probe_layout(sizes: list[int], probe_count: int) -> list[list[bool]]:
@@ -484,7 +509,7 @@ def _summarise(
         if last_seen
         else published.duration_s
     )
-    expected = published.sent * connected
+    expected = sum(r["expected"] for r in results)   # each client's symbols' publications
     accounted = int(conflated or 0)
     return {
         "channel": settings.channel,
@@ -494,6 +519,7 @@ def _summarise(
         "connected": connected,
         "probes": sum(r["probes"] for r in results),
         "symbols": settings.symbols,
+        "symbols_per_client": settings.pick or settings.symbols,
         "duration_s": settings.duration_s,
         "batch_ms": settings.batch_ms if settings.mode in BATCHED else None,
         "publisher": published.as_dict(),

@@ -33,7 +33,7 @@ from bridge.auth import Identity
 from bridge.channels import CHANNELS, Channel
 from bridge.errors import UNAVAILABLE, BridgeError, from_grpc
 from bridge.events import Event, seq_key
-from bridge.lanes import Lane, LaneKey, Member, contain, lane_key
+from bridge.lanes import Lane, LaneIndex, LaneKey, Member, contain, lane_key
 from bridge.metrics import BridgeMetrics
 from bridge.stall import StallWatch, StreamStalled, stall_guard
 from bridge.subscriptions import Subscription, TopicKey
@@ -82,6 +82,7 @@ class Topic:
         self.identity = identity
         self.metrics = metrics
         self.lanes: dict[LaneKey, Lane] = {}
+        self.index = LaneIndex()   # the lanes by the symbols they take
         self.lane_of: dict[Subscription, Lane] = {}   # every member's lane
         self.last_seq: str | None = None
         self.last_key: tuple[int, int] = (0, 0)
@@ -107,6 +108,7 @@ class Topic:
         lane = self.lanes.get(key)
         if lane is None:
             lane = self.lanes[key] = Lane(sub, member.batch_ms, self.metrics, member.codec)
+            self.index.add(lane)
         lane.members[sub] = member
         self.lane_of[sub] = lane
 
@@ -119,6 +121,7 @@ class Topic:
         if not lane.members:
             lane.close()
             del self.lanes[lane.key]
+            self.index.remove(lane)
         return True
 
     def dispatch(self, seq: str, entity: object) -> None:
@@ -136,7 +139,7 @@ class Topic:
         if self.check is not None and not self.check.verify(entity):  # type: ignore[arg-type]
             self.metrics.book_checksum_failures_total.inc()
         event = self.channel.event(seq, entity)  # type: ignore[arg-type]
-        for lane in list(self.lanes.values()):
+        for lane in self.index.lanes_for(event.symbol):
             lane.offer(event)
 
     def flush(self) -> None:

@@ -158,6 +158,40 @@ def grid_of(batch_s: float) -> FlushGrid:
     return grid
 
 
+class LaneIndex:
+    """A topic's lanes by the symbols their filters take, so that an event is offered only to
+    the lanes that may want it (and those without a symbol filter), not to every lane of the
+    topic: 5,000 clients each following their own 5 symbols of an exchange are 5,000 lanes of
+    one topic, and a tick concerns about 50 of them."""
+
+    def __init__(self) -> None:
+        self.unfiltered: dict[Lane, None] = {}          # ordered sets
+        self.by_symbol: dict[str, dict[Lane, None]] = {}
+
+    def add(self, lane: Lane) -> None:
+        if lane.symbols is None:
+            self.unfiltered[lane] = None
+            return
+        for symbol in lane.symbols:
+            self.by_symbol.setdefault(symbol, {})[lane] = None
+
+    def remove(self, lane: Lane) -> None:
+        if lane.symbols is None:
+            self.unfiltered.pop(lane, None)
+            return
+        for symbol in lane.symbols:
+            lanes = self.by_symbol.get(symbol)
+            if lanes is not None:
+                lanes.pop(lane, None)
+                if not lanes:
+                    del self.by_symbol[symbol]
+
+    def lanes_for(self, symbol: str) -> list[Lane]:
+        """The lanes an event of ``symbol`` may go to (each still applies its filters)."""
+        filtered = self.by_symbol.get(symbol)
+        return [*self.unfiltered, *filtered] if filtered else [*self.unfiltered]
+
+
 def lane_key(sub: Subscription, batch_ms: int | None, codec: FrameCodec | None) -> LaneKey:
     """Everything a frame's bytes depend on: subscription id and action (the prefix), filters,
     whether updates go out one per frame or batched (and how often), and the connection's

@@ -252,7 +252,7 @@ class Session:
         if self.closing is not None or len(self.outbound):
             return False
         data = shares[0].data if len(shares) == 1 else b"".join([share.data for share in shares])
-        if not self.ws.write_frames(data):
+        if not self.ws.write_frames(data, now=True):
             return False
         for share in shares:
             share.sub.delivered(share.events[-1])

@@ -17,7 +17,7 @@ from websockets.frames import Frame, Opcode
 from bridge.channels import CHANNELS
 from bridge.events import Event
 from bridge.compression import PLAIN, FrameCodec
-from bridge.lanes import Lane, Share, contain, flush_time, lane_key
+from bridge.lanes import Lane, LaneIndex, Share, contain, flush_time, lane_key
 from bridge.metrics import LATENCY_BUCKETS, BridgeMetrics, observe_all
 from bridge.protocol import SubscribeParams
 from bridge.subscriptions import Subscription, SubscriptionBook
@@ -311,3 +311,28 @@ def test_batched_lanes_flush_on_one_grid(now: float) -> None:
     assert now < due <= now + batch_s + 1e-9
     later_in_window = min(due - 1e-7, now + (due - now) / 2)
     assert flush_time(later_in_window, batch_s) == due
+
+
+SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT")
+
+
+@settings(max_examples=60, deadline=None)
+@given(filters=st.lists(st.none() | st.frozensets(st.sampled_from(SYMBOLS), min_size=1), min_size=1, max_size=8),
+       removed=st.sets(st.integers(0, 7)), symbol=st.sampled_from(SYMBOLS))
+def test_the_lane_index_finds_exactly_the_lanes_whose_filter_takes_the_symbol(
+        filters: list[frozenset[str] | None], removed: set[int], symbol: str) -> None:
+    """Offering an event to the index's lanes gives it to the same lanes as offering it to all."""
+    index = LaneIndex()
+    lanes = [Lane(subscription(None if f is None else tuple(sorted(f))), None, BridgeMetrics(), PLAIN)
+             for f in filters]
+    for lane in lanes:
+        index.add(lane)
+    kept = [lane for n, lane in enumerate(lanes) if n not in removed]
+    for n in removed & set(range(len(lanes))):
+        index.remove(lanes[n])
+    event = ticker_event("9-0", symbol)
+    for lane in index.lanes_for(symbol):
+        lane.offer(event)
+    assert [bool(lane.pending) for lane in kept] == [lane.symbols is None or symbol in lane.symbols for lane in kept]
+    assert not any(lane.pending for n, lane in enumerate(lanes) if n in removed)
+    assert len(index.lanes_for(symbol)) == len(set(index.lanes_for(symbol)))
