@@ -26,6 +26,7 @@ from tests.infra.bridge_runner import BridgeProcess, http_get
 from tests.infra.cache_service_runner import CacheServiceProcess
 from tests.infra.eventually import eventually
 from tests.infra.ledger import Ledger, Verdict, Write, entity_key, percentile, stream_of
+from tests.infra.redis_cluster import RedisClusterNodes
 from tests.infra.tokens import make_token
 from tests.resilience.publisher import EXCHANGE, Publisher, grpc_target
 from tests.resilience.wsclient import LedgerClient, SubSpec, settle
@@ -164,6 +165,15 @@ def retained_in(client: redis.Redis | redis.RedisCluster) -> dict[str, set[str]]
     held[stream_of("trades", EXCHANGE)] = {entity_key("trades", {"symbol": t.symbol, "trade_id": t.trade_id})
                                             for t in trades}
     return held
+
+
+def retained_in_cluster(cluster: RedisClusterNodes) -> dict[str, set[str]]:
+    """:func:`retained_in` of a Redis Cluster, through a client of its own."""
+    client = cluster.client()
+    try:
+        return retained_in(client)
+    finally:
+        client.close()
 
 
 @dataclass
