@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from bench import capacity, churn, depth, fanout, grpc_batching, plot, report, targets, trades, unary
 from bench.config import BenchConfig, ConfigError, parse
+from bench.pinning import pin_servers
 from bench.stack import Endpoints, LocalStack, StackError, StackOptions
 from bridge.open_files import raise_open_files
 
@@ -177,6 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         endpoints = stack.start() if stack else remote_endpoints(config)
+        if config.pin_servers:
+            if not endpoints.local:
+                raise StackError("--pin-servers needs the local stack (its processes to pin)")
+            document["pinning"] = pin_servers(endpoints.pids.values())
         run_scenarios(config, endpoints, document)
     except StackError as exc:
         print(f"bench: local stack failed: {exc}", file=sys.stderr)

@@ -51,6 +51,7 @@ class BenchConfig:
     probe_every: int = 10
     pick: int | None = None   # each client subscribes to this many random symbols (None: all)
     profile: bool = False
+    pin_servers: bool = False   # servers on CPU 0, the load generator on the others (bench/pinning.py)
     # (b) connection capacity
     capacity_steps: tuple[int, ...] = (1000, 2500, 5000, 10000)
     # (c) connect churn
@@ -216,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("depth_probes", "depth clients that keep a checked copy of every book (the rest count)"),
     ):
         p.add_argument(flag_name(name), dest=name, help=text)
+    p.add_argument(
+        "--pin-servers",
+        action="store_true",
+        default=None,
+        help="bind Redis, the cache service and the bridge to CPU 0 and the load generator to the "
+             "other CPUs (what one server core carries)",
+    )
     p.add_argument(
         "--profile",
         action="store_true",
