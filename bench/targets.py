@@ -82,7 +82,7 @@ def capacity_50k_target(capacity: dict[str, Any] | None) -> dict[str, Any]:
     if top is None:
         return {"met": None, "why": "no capacity steps in this run"}
     figures = {"open": top["open"], "rss_per_connection_kib": top["rss_per_connection_kib"],
-               "failures": sum(top["failures"].values())}
+               "failures": sum((top.get("failures") or {}).values())}
     if top["target"] < MANY_IDLE_CONNECTIONS:
         skipped = (capacity or {}).get("not_attempted")
         why = skipped["why"] if skipped else "no 50,000-connection step in this run"

@@ -217,6 +217,7 @@ def test_targets_judge_a_run() -> None:
     verdicts = evaluate(document)
     assert verdicts["fanout_10k_batch"]["met"] is True
     assert verdicts["idle_10k"]["met"] is True
+    assert verdicts["idle_50k"]["met"] is None and verdicts["idle_50k"]["open"] == 10000
     ahead = verdicts["ahead_of_baseline"]
     assert ahead["met"] is True
     # below the sweep the relay wins on latency: reported, not judged
