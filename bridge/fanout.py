@@ -34,7 +34,7 @@ from bridge.channels import CHANNELS, Channel
 from bridge.errors import UNAVAILABLE, BridgeError, from_grpc
 from bridge.events import Event, seq_key
 from bridge.lanes import Lane, LaneIndex, LaneKey, Member, contain, lane_key
-from bridge.metrics import BridgeMetrics
+from bridge.metrics import BridgeMetrics, SentTally
 from bridge.stall import StallWatch, StreamStalled, stall_guard
 from bridge.subscriptions import Subscription, TopicKey
 from bridge.upstream import Upstream
@@ -145,9 +145,12 @@ class Topic:
     def flush(self) -> None:
         """End of an upstream message: plain lanes send what it brought (batched lanes send on
         their own timers)."""
-        for lane in list(self.lanes.values()):
-            if not lane.batched:
-                lane.flush()
+        plain = [lane for lane in self.lanes.values() if not lane.batched]
+        if plain:
+            tally = SentTally(self.metrics)   # one set of metric increments for all of them
+            for lane in plain:
+                lane.flush(tally=tally)
+            tally.record()
 
     def notify(self, status: str, recovered: bool) -> None:
         """Tell every set-up subscription; one member that fails cannot keep it from the rest."""

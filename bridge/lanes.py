@@ -41,7 +41,7 @@ from typing import Protocol
 
 from bridge.codec import batch_frame
 from bridge.events import Event
-from bridge.metrics import BridgeMetrics
+from bridge.metrics import BridgeMetrics, SentTally
 from bridge.subscriptions import Subscription
 from bridge.compression import FrameCodec
 
@@ -127,8 +127,9 @@ class FlushGrid:
         self.timer = None
         lanes, self.due = self.due, []
         shares: dict[Member, list[Share]] = {}
+        tally = SentTally(lanes[0].metrics) if lanes else None
         for lane in lanes:
-            lane.flush(shares)
+            lane.flush(shares, tally)
         sent: dict[Lane, int] = {}
         for member, items in shares.items():
             try:
@@ -142,7 +143,9 @@ class FlushGrid:
                 for share in items:
                     contain(share.lane.metrics, member, share.sub, "lane flush")
         for lane, count in sent.items():
-            lane.record(lane.flushed, count)
+            lane.record(lane.flushed, count, tally)
+        if tally is not None:
+            tally.record()
 
 
 _GRIDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, FlushGrid]] = (
@@ -230,11 +233,13 @@ class Lane:
         if self.batch_s is not None and self.timer is None:
             self.timer = grid_of(self.batch_s).add(self)
 
-    def flush(self, shares: dict[Member, list[Share]] | None = None) -> None:
+    def flush(self, shares: dict[Member, list[Share]] | None = None,
+              tally: SentTally | None = None) -> None:
         """Send what is pending: shared bytes to members keeping up, one by one to the rest.
 
         With ``shares`` (a :class:`FlushGrid`'s window) the shared bytes of each member that
-        may take them are added there for the grid to write, instead of written here.
+        may take them are added there for the grid to write, instead of written here; with
+        ``tally``, what is sent is counted there (:class:`bridge.metrics.SentTally`).
 
         A member that raises is contained (:func:`contain`); one whose shared frames cannot be
         built (logged and counted too) makes every member take the events one by one, so only
@@ -259,7 +264,7 @@ class Lane:
                 self.deliver(member, sub, events)
             except Exception:
                 contain(self.metrics, member, sub, "lane flush")
-        self.record(events, shared)
+        self.record(events, shared, tally)
 
     def deliver(self, member: Member, sub: Subscription, events: list[Event]) -> None:
         """The events one by one, through the member's own queue."""
@@ -267,11 +272,16 @@ class Lane:
             if event.key > sub.last_key:   # a resume's replay may have sent it already
                 member.deliver(sub, event)
 
-    def record(self, events: list[Event], shared: int) -> None:
-        """Count a flush's shared frames, written to ``shared`` members."""
+    def record(self, events: list[Event], shared: int, tally: SentTally | None = None) -> None:
+        """Count a flush's shared frames, written to ``shared`` members (into ``tally``, or
+        recorded now)."""
         if shared:
             kind, frames = ("batch", 1) if self.batched else ("update", len(events))
-            self.metrics.record_sent(kind, frames * shared, [e.time_ms for e in events], shared)
+            times = [e.time_ms for e in events]
+            if tally is None:
+                self.metrics.record_sent(kind, frames * shared, times, shared)
+            else:
+                tally.add(kind, frames * shared, times, shared)
 
     def _shared_bytes(self, events: list[Event]) -> bytes | None:
         """:meth:`encode`, or None (logged, counted) when that raises."""

@@ -112,11 +112,10 @@ class BridgeMetrics:
                     copies: int = 1) -> None:
         """Count ``frames`` frames of one type written, whose updates (event times in ms) each
         reached ``copies`` clients at once: one latency observation per update *per client*,
-        as the histogram means, in a few steps per call (see :func:`observe_all`)."""
-        self.sent[kind].inc(frames)
-        now_ms = time.time() * 1000.0
-        observe_all(self.delivery_latency_seconds,
-                    [(now_ms - event_ms) / 1000.0 for event_ms in event_times_ms], copies)
+        as the histogram means, in a few steps per call (see :class:`SentTally`)."""
+        tally = SentTally(self)
+        tally.add(kind, frames, event_times_ms, copies)
+        tally.record()
 
     def compressed(self, raw_bytes: int, frame_bytes: int) -> None:
         """Count one compressed flush: its payloads' size and its frames' (headers included)."""
@@ -176,14 +175,47 @@ def observe_all(histogram: Histogram, amounts: Sequence[float], copies: int = 1)
     """
     if not amounts:
         return
+    tally = [0] * len(histogram._upper_bounds)
+    _add_tally(histogram, tally, amounts, copies)
+    _observe_tally(histogram, tally, sum(max(0.0, a) for a in amounts) * copies)
+
+
+def _add_tally(histogram: Histogram, tally: list[int], amounts: Iterable[float], copies: int) -> None:
     bounds = histogram._upper_bounds
-    tally = [0] * len(bounds)
-    total = 0.0
     for amount in amounts:
-        amount = max(0.0, amount)
-        total += amount
-        tally[bisect_left(bounds, amount)] += 1
-    histogram._sum.inc(total * copies)
+        tally[bisect_left(bounds, max(0.0, amount))] += copies
+
+
+def _observe_tally(histogram: Histogram, tally: Sequence[int], total: float) -> None:
+    histogram._sum.inc(total)
     for bucket, count in zip(histogram._buckets, tally):
         if count:
-            bucket.inc(count * copies)
+            bucket.inc(count)
+
+
+class SentTally:
+    """Frames sent and the latency of their updates, added up over one fan-out pass (a topic's
+    plain lanes after an upstream message, the lanes of one batch window) and recorded once at
+    its end: one increment per counter and histogram bucket touched, not three or more per lane
+    flushed. A topic with 5,000 filtered lanes (5,000 clients with their own symbols) flushes
+    thousands of lanes per message; their metric increments were a fifth of the bridge's CPU."""
+
+    def __init__(self, metrics: BridgeMetrics) -> None:
+        self.metrics = metrics
+        self.frames: dict[str, int] = {}
+        self.tally = [0] * len(metrics.delivery_latency_seconds._upper_bounds)
+        self.total = 0.0
+        self.now_ms = time.time() * 1000.0
+
+    def add(self, kind: str, frames: int, event_times_ms: Iterable[int], copies: int = 1) -> None:
+        """What :meth:`BridgeMetrics.record_sent` records, kept for :meth:`record`."""
+        self.frames[kind] = self.frames.get(kind, 0) + frames
+        amounts = [max(0.0, (self.now_ms - event_ms) / 1000.0) for event_ms in event_times_ms]
+        _add_tally(self.metrics.delivery_latency_seconds, self.tally, amounts, copies)
+        self.total += sum(amounts) * copies
+
+    def record(self) -> None:
+        for kind, frames in self.frames.items():
+            self.metrics.sent[kind].inc(frames)
+        if any(self.tally):
+            _observe_tally(self.metrics.delivery_latency_seconds, self.tally, self.total)

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -18,7 +19,7 @@ from bridge.channels import CHANNELS
 from bridge.events import Event
 from bridge.compression import PLAIN, FrameCodec
 from bridge.lanes import Lane, LaneIndex, Share, contain, flush_time, lane_key
-from bridge.metrics import LATENCY_BUCKETS, BridgeMetrics, observe_all
+from bridge.metrics import LATENCY_BUCKETS, BridgeMetrics, SentTally, observe_all
 from bridge.protocol import SubscribeParams
 from bridge.subscriptions import Subscription, SubscriptionBook
 from tests.factories import TickerFactory
@@ -336,3 +337,27 @@ def test_the_lane_index_finds_exactly_the_lanes_whose_filter_takes_the_symbol(
     assert [bool(lane.pending) for lane in kept] == [lane.symbols is None or symbol in lane.symbols for lane in kept]
     assert not any(lane.pending for n, lane in enumerate(lanes) if n in removed)
     assert len(index.lanes_for(symbol)) == len(set(index.lanes_for(symbol)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(sends=st.lists(st.tuples(st.sampled_from(["update", "batch"]), st.integers(1, 5),
+                                st.lists(st.sampled_from([1, 3, 7, 12]), min_size=1, max_size=5), st.integers(1, 50)),
+                      min_size=1, max_size=10))
+def test_a_tally_records_what_each_send_recorded_on_its_own(sends: list[tuple[str, int, list[int], int]]) -> None:
+    """One SentTally over a fan-out pass ends with the same counters and histogram as one
+    record_sent per lane (event times are ms before now: latencies well inside the buckets)."""
+    one_by_one, tallied = BridgeMetrics(), BridgeMetrics()
+    now_ms = int(time.time() * 1000)
+    tally = SentTally(tallied)
+    for kind, frames, ages, copies in sends:
+        times = [now_ms - age * 1000 for age in ages]   # seconds old, away from bucket bounds
+        one_by_one.record_sent(kind, frames, times, copies)
+        tally.add(kind, frames, times, copies)
+    tally.record()
+    names = ("bridge_messages_sent_total", "bridge_delivery_latency_seconds_count",
+             "bridge_delivery_latency_seconds_bucket")
+    samples = [sample for metric in one_by_one.registry.collect() for sample in metric.samples
+               if sample.name in names and sample.value]
+    assert len(samples) >= 3   # frames sent, the count, and at least the +Inf bucket
+    for sample in samples:
+        assert tallied.value(sample.name, dict(sample.labels)) == pytest.approx(sample.value), sample
