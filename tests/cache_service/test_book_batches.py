@@ -12,6 +12,8 @@ from marketbridge.api.v1 import cache_pb2 as pb
 from tests.factories import book_delta, book_snapshot
 from tests.infra.cache_calls import read_until_live, serving
 
+pytestmark = pytest.mark.cluster_too   # every redis_url test here runs on a Redis Cluster too (tests/conftest.py)
+
 TIMEOUT = 20.0
 BOOK = {"exchange": "binance", "symbol": "BTC/USDT"}
 

@@ -4,10 +4,13 @@ stream, and followed with StreamCanary like any change stream."""
 from __future__ import annotations
 
 import grpc
+import pytest
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.api.v1 import cache_pb2_grpc
 from marketbridge.seq import seq_key
 from tests.infra.cache_service_runner import running_cache_service
+
+pytestmark = pytest.mark.cluster_too   # every redis_url test here runs on a Redis Cluster too (tests/conftest.py)
 
 
 async def _until(call: grpc.aio.UnaryStreamCall, done: int) -> list[pb.CanaryEvent]:
