@@ -25,15 +25,28 @@ async def _until(call: grpc.aio.UnaryStreamCall, done: int) -> list[pb.CanaryEve
     raise AssertionError(f"the stream ended after {events}")
 
 
+async def _first_canary(stub: cache_pb2_grpc.CacheServiceStub) -> None:
+    """Wait until a canary exists (any stream's first canary event), then leave."""
+    call = stub.StreamCanary(pb.StreamCanaryRequest(), timeout=20)
+    try:
+        async for event in call:
+            if event.WhichOneof("event") == "canary":
+                return
+    finally:
+        call.cancel()
+    raise AssertionError("the canary stream ended before any canary")
+
+
 async def test_canaries_are_written_every_interval_and_streamed_newest_first(redis_url: str) -> None:
     async with running_cache_service(redis_url, canary_s=0.2) as svc, \
             grpc.aio.insecure_channel(svc.target) as channel:
         stub = cache_pb2_grpc.CacheServiceStub(channel)
+        await _first_canary(stub)   # the service's first write has landed (it races the start)
         call = stub.StreamCanary(pb.StreamCanaryRequest(), timeout=20)
         events = await _until(call, 2)
         call.cancel()
         kinds = [e.WhichOneof("event") for e in events]
-        # the newest canary at once (written at start), then live, then the ones written since
+        # the newest canary at once, then live, then the ones written since
         assert kinds[0] == "canary" and set(kinds) == {"canary", "live"}, kinds
         canaries = [e for e in events if e.WhichOneof("event") == "canary"]
         assert [seq_key(e.seq) for e in canaries] == sorted({seq_key(e.seq) for e in canaries})

@@ -36,7 +36,7 @@ from tests.infra.ledger import Ledger, seq_key, stream_of
 
 OPEN_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 15.0
-SUBSCRIBE_ATTEMPTS = 5
+SUBSCRIBE_RETRY_S = 30.0
 RETRYABLE = ("UNAVAILABLE", "TIMEOUT")
 RECONNECT_WINDOW_S = 60.0
 RECONNECT_PAUSE_S = 0.1
@@ -235,17 +235,22 @@ class LedgerClient:
 
     async def _subscribe(self, spec: SubSpec, resume: bool) -> None:
         """Subscribe; an answer that says "try again" (UNAVAILABLE, TIMEOUT: the bridge could not
-        reach the cache service at that moment) is tried again, as docs/protocol.md asks of a
-        client, a bounded number of times; each retry is counted."""
-        for attempt in range(SUBSCRIBE_ATTEMPTS):
+        reach the cache service at that moment) is tried again, as docs/clients.md asks of a
+        client: with a pause doubling up to 2 s, for at most SUBSCRIBE_RETRY_S; each retry is
+        counted."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + SUBSCRIBE_RETRY_S
+        pause = RECONNECT_PAUSE_S
+        while True:
             resume_from = self._resume_point(spec) if resume else None
             reply = await self.request("subscribe", spec.params(resume_from), subscribing=spec)
             if reply.get("success"):
                 return
             code = (reply.get("error") or {}).get("code")
-            assert code in RETRYABLE and attempt + 1 < SUBSCRIBE_ATTEMPTS, f"{self.name}: subscribe failed: {reply}"
+            assert code in RETRYABLE and loop.time() + pause < give_up_at, f"{self.name}: subscribe failed: {reply}"
             self.subscribe_retries += 1
-            await asyncio.sleep(RECONNECT_PAUSE_S * (attempt + 1))
+            await asyncio.sleep(pause)
+            pause = min(2.0, pause * 2)
 
     def _resume_point(self, spec: SubSpec) -> str:
         """Where a resubscription resumes: the last seq received, or for a book the seq its
