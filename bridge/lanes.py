@@ -130,20 +130,21 @@ class FlushGrid:
         tally = SentTally(lanes[0].metrics) if lanes else None
         for lane in lanes:
             lane.flush(shares, tally)
-        sent: dict[Lane, int] = {}
+        sent: dict[Lane, tuple[list[Event], int]] = {}   # per lane: its flush, members written
         for member, items in shares.items():
             try:
                 if member.write_shared_all(items):
                     for share in items:
-                        sent[share.lane] = sent.get(share.lane, 0) + 1
+                        count = sent.get(share.lane, (share.events, 0))[1]
+                        sent[share.lane] = (share.events, count + 1)
                     continue
                 for share in items:
                     share.lane.deliver(member, share.sub, share.events)
             except Exception:
                 for share in items:
                     contain(share.lane.metrics, member, share.sub, "lane flush")
-        for lane, count in sent.items():
-            lane.record(lane.flushed, count, tally)
+        for lane, (events, count) in sent.items():
+            lane.record(events, count, tally)
         if tally is not None:
             tally.record()
 
@@ -216,7 +217,6 @@ class Lane:
         self.metrics = metrics
         self.members: dict[Subscription, Member] = {}
         self.pending: list[Event] = []
-        self.flushed: list[Event] = []   # the events of the last flush (what a grid counts)
         self.timer: asyncio.TimerHandle | None = None   # this lane's flush is due (its grid's)
 
     @property
@@ -248,7 +248,6 @@ class Lane:
         events, self.pending = self.pending, []
         if not events or not self.members:
             return
-        self.flushed = events
         data = self._shared_bytes(events) if self.codec is not None else None
         first, last = events[0].key, events[-1]
         shared = 0

@@ -507,24 +507,25 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
 
         A refused message ends the call: INVALID_ARGUMENT (malformed; nothing of it stored) or
         FAILED_PRECONDITION (a missed update: the book is stale until the next snapshot)."""
-        ingest: _Ingest[cache_pb2.PublishBookRequest] = _Ingest(self, context, self.books.publish, "book",
-                                                               linger_s=BOOK_LINGER_S)
-
-        async def read() -> None:
-            async for request in request_iterator:
-                if not await ingest.add([request]):
-                    break
-        return cache_pb2.PublishBookResponse(**await self._ingest(context, ingest, read()))
+        return await self._publish_books(context, request_iterator, lambda request: [request], BOOK_LINGER_S)
 
     async def PublishBookBatches(self, request_iterator: AsyncIterator[cache_pb2.PublishBookBatch],
                                  context: grpc.aio.ServicerContext) -> cache_pb2.PublishBookResponse:
         """PublishBook, a burst of messages per gRPC message: the same ingest, in the same
         order, without the per-message cost (and with no linger: a batch is already a batch)."""
-        ingest: _Ingest[cache_pb2.PublishBookRequest] = _Ingest(self, context, self.books.publish, "book")
+        return await self._publish_books(context, request_iterator, lambda batch: list(batch.messages), 0.0)
+
+    async def _publish_books(self, context: grpc.aio.ServicerContext, request_iterator: AsyncIterator[Any],
+                             messages: Callable[[Any], list[cache_pb2.PublishBookRequest]],
+                             linger_s: float) -> cache_pb2.PublishBookResponse:
+        """One book ingest call: each gRPC message's book messages, in order (cache_service.books)."""
+        ingest: _Ingest[cache_pb2.PublishBookRequest] = _Ingest(self, context, self.books.publish, "book",
+                                                               linger_s=linger_s)
 
         async def read() -> None:
-            async for batch in request_iterator:
-                if batch.messages and not await ingest.add(list(batch.messages)):
+            async for request in request_iterator:
+                items = messages(request)
+                if items and not await ingest.add(items):
                     break
         return cache_pb2.PublishBookResponse(**await self._ingest(context, ingest, read()))
 
