@@ -4,11 +4,15 @@ upstream message's lag is observed under its channel's label only."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.bridge.client import client
 from tests.infra.eventually import eventually
 from tests.infra.tokens import make_token
 
 ALICE = make_token("alice")
+
+pytestmark = pytest.mark.cluster_too  # SPEC §9.4, §9.6: the canary holds on a cluster
 
 
 async def test_the_bridge_follows_the_canary_on_its_own_and_clients_cannot(bridge) -> None:

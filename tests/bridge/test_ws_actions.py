@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import pytest
+
 from tests.bridge.client import client
 from tests.infra.tokens import make_token
+
+pytestmark = pytest.mark.cluster_too  # SPEC §9.4: reads and user isolation (§7) hold on a cluster
 
 
 async def test_ticker_actions(bridge, feed) -> None:

@@ -18,6 +18,8 @@ from tests.factories import TickerFactory
 from tests.infra.tokens import make_token
 
 ALICE = make_token("alice")
+
+pytestmark = pytest.mark.cluster_too  # SPEC §9.4: delivery holds on a cluster
 CONFLATED = "bridge_conflated_updates_total"
 
 

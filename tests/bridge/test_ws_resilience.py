@@ -15,7 +15,7 @@ from tests.infra.tokens import make_token
 
 ALICE = make_token("alice")
 
-pytestmark = pytest.mark.resilience
+pytestmark = [pytest.mark.resilience, pytest.mark.cluster_too]  # SPEC §9.4: §7 holds on a cluster
 
 
 async def test_cache_service_restart_interrupts_and_resumes_without_disconnect(redis_url) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bridge.events import seq_key
 from tests.bridge.client import client
 from tests.infra.eventually import eventually
@@ -12,6 +14,8 @@ from tests.infra.cache_service_runner import running_cache_service
 from tests.infra.tokens import make_token
 
 ALICE = make_token("alice")
+
+pytestmark = pytest.mark.cluster_too  # SPEC §9.4: subscriptions, privacy (§7) and resume hold on a cluster
 
 
 async def test_snapshot_then_updates_in_seq_order(bridge, feed) -> None:

@@ -1,4 +1,7 @@
-"""The book, trades and candles channels end to end: real Redis, cache service, bridge, sockets."""
+"""The book, trades and candles channels end to end: real Redis, cache service, bridge, sockets.
+
+Each test runs on a single Redis and on a Redis Cluster (SPEC §9.4: §9 holds on a cluster).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from tests.bridge.client import Client, client, small_buffer_socket
 from tests.infra.bridge_runner import running_bridge
 from tests.factories import TradeFactory, book_delta, book_snapshot, ladder
 from tests.infra.tokens import make_token
+
+pytestmark = pytest.mark.cluster_too
 
 ALICE = make_token("alice")
 BIDS = ladder("49999.5", "0.5", 100)
