@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
+from tests.infra.cluster_faults import EveryMaster
+from tests.infra.redis_cluster import RedisClusterNodes
+from tests.infra.redis_servers import RedisServer
 from tests.infra.sentinel import SentinelTopology, start_sentinel_topology
-from tests.resilience.stack import environment_note
+from tests.resilience.stack import BreakableRedis, environment_note, retained_in_cluster
 
 RESULTS: dict[str, dict[str, Any]] = {}
 
@@ -33,6 +36,25 @@ def sentinel_topology() -> Iterator[SentinelTopology]:
     topology = start_sentinel_topology()
     yield topology
     topology.close()
+
+
+@pytest.fixture(params=("single", "cluster"))
+def breakable_redis(request: pytest.FixtureRequest) -> Iterator[BreakableRedis]:
+    """A scenario's Redis, in turn a single Redis of the test's own (``fresh_redis``) and the
+    session's Redis Cluster (SPEC §9.4: §7 holds on a cluster), emptied first; a cluster is
+    left whole (every master thawed and started again) even when the test failed half way."""
+    if request.param == "single":
+        server: RedisServer = request.getfixturevalue("fresh_redis")
+        yield BreakableRedis("single", server.url, server.kill, server.start, server.pause, server.unpause)
+        return
+    cluster: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+    cluster.flush()
+    masters = EveryMaster(cluster)
+    try:
+        yield BreakableRedis("cluster", cluster.url, masters.kill, masters.start, masters.pause,
+                             masters.unpause, lambda: retained_in_cluster(cluster), masters.notes)
+    finally:
+        masters.heal()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

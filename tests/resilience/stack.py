@@ -176,6 +176,30 @@ def retained_in_cluster(cluster: RedisClusterNodes) -> dict[str, set[str]]:
         client.close()
 
 
+def replayed_events(ledger: Ledger) -> int:
+    """Deliveries a resume replayed: on each client's stream, events received after an
+    ``interrupted`` that were written before the ``resumed`` ending it (retained in the stream
+    while the subscription was interrupted, and delivered by its catch-up)."""
+    count = 0
+    for record in ledger.clients.values():
+        for stream, items in record.received.items():
+            windows, began = [], None
+            for status_stream, status, _, at in record.statuses:
+                if status_stream != stream:
+                    continue
+                if status == "interrupted" and began is None:
+                    began = at
+                elif status == "resumed" and began is not None:
+                    windows.append((began, at))
+                    began = None
+            for item in items:
+                write = ledger.by_seq.get((stream, item.ident(stream)))
+                if write is not None and any(began < item.at and write.sent_at < ended
+                                             for began, ended in windows):
+                    count += 1
+    return count
+
+
 @dataclass
 class Stack:
     ledger: Ledger
@@ -243,6 +267,14 @@ class Stack:
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.describe()}\n{self.logs()}") from None
 
+    def assert_failures_retryable(self) -> None:
+        """SPEC §7: a write that fails in an outage fails ``UNAVAILABLE`` (or
+        ``DEADLINE_EXCEEDED`` at the caller's deadline), which clients retry; never ``INTERNAL``
+        or ``UNKNOWN`` (an error the service did not recognise as an outage)."""
+        odd = {code: n for code, n in self.publisher.stats.failures.items()
+               if code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED")}
+        assert not odd, f"writes failed with a status that is not an outage's: {odd}\n{self.logs()}"
+
     def describe(self) -> str:
         """Per-client facts for a failure message: connections, closes, statuses, receipts."""
         lines = []
@@ -278,6 +310,7 @@ class Stack:
             "acked_writes": self.publisher.stats.acked,
             "acked_writes_lost_by_redis": len(self.lost_in_redis),
             "stream_statuses": sum(len(r.statuses) for r in self.ledger.clients.values()),
+            "replayed_events": replayed_events(self.ledger),
             "failed_writes": dict(self.publisher.stats.failures),
         }
 
@@ -321,6 +354,29 @@ async def running_stack(redis_url: str, replicas: int = 1, bridge_args: list[str
             await publisher.stop()
         for proc in reversed(started):
             await asyncio.to_thread(proc.stop)
+
+
+@dataclass
+class BreakableRedis:
+    """The Redis a fault scenario runs on and breaks (the ``breakable_redis`` fixture): a single
+    Redis of the test's own, or the session's Redis Cluster, whose "Redis" is every master at
+    once (tests/infra/cluster_faults.py: killed or paused together, so no replica is promoted
+    and each comes back as the master of its slots; a single master's failover is C1)."""
+
+    topology: str                    # "single" or "cluster"
+    url: str
+    kill: Callable[[], None]         # SIGKILL
+    start: Callable[[], None]        # start again after kill; returns once Redis serves again
+    pause: Callable[[], None]        # freeze: a hang, not a refusal
+    unpause: Callable[[], None]
+    # what Redis holds (running_stack's ``retained``): None reads the single Redis at ``url``
+    retained: Callable[[], dict[str, set[str]]] | None = None
+    # facts for the report (on a cluster: whether the same masters came back)
+    notes: Callable[[], dict[str, Any]] = dict
+
+    def named(self, scenario: str) -> str:
+        """The report's name of ``scenario`` on this topology."""
+        return scenario if self.topology == "single" else f"{scenario} [cluster]"
 
 
 def environment_note() -> str:

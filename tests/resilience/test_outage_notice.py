@@ -15,6 +15,10 @@ stream whose feed cannot read Redis within ``--feed-stall-s`` 2 s; the bridge no
 or broken upstream within ``--upstream-stall-s`` 3 s), then ``resumed`` with
 ``recovered: true`` once the fault is repaired (Redis keeps its data: append-only, fsync always);
 every acknowledged write is delivered; no client is disconnected.
+
+a, b and d run on a single Redis and on the Redis Cluster (``breakable_redis``), where "Redis"
+is every master at once (killed, or paused, together: no replica can be promoted meanwhile,
+since that needs a majority of masters), so every subscription's shard is down.
 """
 
 from __future__ import annotations
@@ -27,9 +31,8 @@ from typing import Any
 import pytest
 
 from tests.infra.ledger import Ledger
-from tests.infra.redis_servers import RedisServer
 from tests.infra.sentinel import SentinelTopology
-from tests.resilience.stack import Stack, running_stack
+from tests.resilience.stack import BreakableRedis, Stack, running_stack
 
 pytestmark = [pytest.mark.resilience, pytest.mark.timeout(240)]
 
@@ -76,7 +79,8 @@ def assert_told_and_resumed(stack: Stack, fault_at: float, repaired_at: float) -
 
 
 async def run_outage(stack: Stack, fault: Callable[[], Awaitable[None]],
-                     repair: Callable[[], Awaitable[None]], name: str, report: Report) -> None:
+                     repair: Callable[[], Awaitable[None]], name: str, report: Report,
+                     notes: Callable[[], dict[str, Any]] = dict) -> None:
     """Start load, inject ``fault``, hold it :data:`OUTAGE_S`, ``repair``, check and report."""
     await stack.add_standard_clients()
     stack.publisher.start()
@@ -90,20 +94,25 @@ async def run_outage(stack: Stack, fault: Callable[[], Awaitable[None]],
     await stack.publisher.wait_acked(40, timeout=60.0)   # writing again after the repair
     await stack.finish()
     measures = stack.measures(fault_at, repaired_at)
-    measures.update(assert_told_and_resumed(stack, fault_at, repaired_at))
+    measures.update(assert_told_and_resumed(stack, fault_at, repaired_at), **notes())
     report(name, measures)
+    stack.assert_failures_retryable()
 
 
-async def test_redis_killed_and_left_down(fresh_redis: RedisServer, report: Report) -> None:
-    async with running_stack(fresh_redis.url) as stack:
-        await run_outage(stack, lambda: asyncio.to_thread(fresh_redis.kill),
-                         lambda: asyncio.to_thread(fresh_redis.start), "9a redis down 15 s", report)
+async def test_redis_killed_and_left_down(breakable_redis: BreakableRedis, report: Report) -> None:
+    redis = breakable_redis
+    async with running_stack(redis.url, retained=redis.retained) as stack:
+        await run_outage(stack, lambda: asyncio.to_thread(redis.kill),
+                         lambda: asyncio.to_thread(redis.start), redis.named("9a redis down 15 s"), report,
+                         redis.notes)
 
 
-async def test_redis_hung(fresh_redis: RedisServer, report: Report) -> None:
-    async with running_stack(fresh_redis.url) as stack:
-        await run_outage(stack, lambda: asyncio.to_thread(fresh_redis.pause),
-                         lambda: asyncio.to_thread(fresh_redis.unpause), "9b redis hung 15 s", report)
+async def test_redis_hung(breakable_redis: BreakableRedis, report: Report) -> None:
+    redis = breakable_redis
+    async with running_stack(redis.url, retained=redis.retained) as stack:
+        await run_outage(stack, lambda: asyncio.to_thread(redis.pause),
+                         lambda: asyncio.to_thread(redis.unpause), redis.named("9b redis hung 15 s"), report,
+                         redis.notes)
 
 
 async def test_sentinel_with_every_redis_node_down(sentinel_topology: SentinelTopology,
@@ -127,8 +136,10 @@ async def test_sentinel_with_every_redis_node_down(sentinel_topology: SentinelTo
                          report)
 
 
-async def test_cache_service_down(fresh_redis: RedisServer, report: Report) -> None:
-    async with running_stack(fresh_redis.url) as stack:
+async def test_cache_service_down(breakable_redis: BreakableRedis, report: Report) -> None:
+    redis = breakable_redis
+    async with running_stack(redis.url, retained=redis.retained) as stack:
         cache = stack.caches[0]
         await run_outage(stack, lambda: asyncio.to_thread(cache.kill),
-                         lambda: asyncio.to_thread(cache.start), "9d cache service down 15 s", report)
+                         lambda: asyncio.to_thread(cache.start), redis.named("9d cache service down 15 s"),
+                         report)

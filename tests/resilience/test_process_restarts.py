@@ -2,7 +2,8 @@
 
 4. cache_service killed (SIGKILL) and started again, and two replicas of which one is killed:
    the bridge re-opens its upstream streams with ``resume_from``; clients stay connected and
-   see only ``interrupted``/``resumed`` (recovered) and then every acknowledged event.
+   see only ``interrupted``/``resumed`` (recovered) and then every acknowledged event. The
+   first runs on a single Redis and on the Redis Cluster (``breakable_redis``).
 5. bridge restarted (SIGTERM, drain, start again on the same port): clients are closed 1001,
    reconnect with ``resume_from`` = the last seq they got, and miss nothing retained.
 """
@@ -19,7 +20,7 @@ import pytest
 
 from tests.infra.ledger import Ledger
 from tests.infra.redis_servers import RedisServer
-from tests.resilience.stack import running_stack
+from tests.resilience.stack import BreakableRedis, running_stack
 
 pytestmark = [pytest.mark.resilience, pytest.mark.timeout(180)]
 
@@ -37,8 +38,9 @@ def statuses_are_interrupted_then_resumed(ledger: Ledger) -> None:
             assert all(rec for st, rec in sequence if st == "resumed"), (record.name, sequence)
 
 
-async def test_cache_service_killed_and_restarted(fresh_redis: RedisServer, report: Report) -> None:
-    async with running_stack(fresh_redis.url) as stack:
+async def test_cache_service_killed_and_restarted(breakable_redis: BreakableRedis, report: Report) -> None:
+    redis = breakable_redis
+    async with running_stack(redis.url, retained=redis.retained) as stack:
         await stack.add_standard_clients()
         stack.publisher.start()
         await stack.publisher.wait_acked(60)
@@ -47,12 +49,13 @@ async def test_cache_service_killed_and_restarted(fresh_redis: RedisServer, repo
         repaired_at = time.monotonic()
         await stack.publisher.wait_acked(150)
         await stack.finish()
-        report("4 cache_service kill+restart", stack.measures(fault_at, repaired_at))
+        report(redis.named("4 cache_service kill+restart"), stack.measures(fault_at, repaired_at))
         statuses_are_interrupted_then_resumed(stack.ledger)
         interrupted = [r.name for r in stack.ledger.clients.values()
                        if any(st == "interrupted" for _, st, _, _ in r.statuses)]
         assert interrupted, "the bridge's upstream streams should have been interrupted"
         assert all(c.connections == 1 for c in stack.clients)
+        stack.assert_failures_retryable()
 
 
 async def test_one_of_two_cache_service_replicas_killed(fresh_redis: RedisServer, report: Report) -> None:

@@ -3,6 +3,10 @@
 Promise (docs/reliability.md): unary calls fail fast with UNAVAILABLE (or TIMEOUT at the bridge's deadline),
 never hang past their deadline; ``/readyz`` goes 503 while the upstream is not SERVING and comes
 back; clients stay connected and get every acknowledged event once Redis answers again.
+
+Run on a single Redis and on the Redis Cluster (``breakable_redis``), where every master is
+paused at once: the slots of every stream and of the unary call hang, and no replica is promoted
+meanwhile (that needs a majority of masters), so it stays a hang, not a failover (C1).
 """
 
 from __future__ import annotations
@@ -17,9 +21,8 @@ import pytest
 
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.api.v1 import cache_pb2_grpc
-from tests.infra.redis_servers import RedisServer
 from tests.resilience.publisher import EXCHANGE
-from tests.resilience.stack import running_stack, wait_for
+from tests.resilience.stack import BreakableRedis, running_stack, wait_for
 
 pytestmark = [pytest.mark.resilience, pytest.mark.timeout(180)]
 
@@ -39,15 +42,16 @@ async def _direct_unary(target: str, timeout: float) -> tuple[grpc.StatusCode, f
 
 
 async def test_redis_paused_longer_than_the_deadline(
-        fresh_redis: RedisServer, report: Callable[[str, dict[str, Any]], None]) -> None:
+        breakable_redis: BreakableRedis, report: Callable[[str, dict[str, Any]], None]) -> None:
+    redis = breakable_redis
     bridge_args = ["--grpc-deadline", str(BRIDGE_DEADLINE_S)]
-    async with running_stack(fresh_redis.url, bridge_args=bridge_args) as stack:
+    async with running_stack(redis.url, bridge_args=bridge_args, retained=redis.retained) as stack:
         await stack.add_standard_clients()
         alice = stack.clients[0]
         stack.publisher.start()
         await stack.publisher.wait_acked(60)
         fault_at = time.monotonic()
-        await asyncio.to_thread(fresh_redis.pause)
+        await asyncio.to_thread(redis.pause)
         try:
             started = time.monotonic()
             reply = await alice.request("get_ticker", {"exchange": EXCHANGE, "symbol": "BTC/USDT"})
@@ -56,15 +60,15 @@ async def test_redis_paused_longer_than_the_deadline(
             long_code, long_elapsed = await _direct_unary(stack.caches[0].target, timeout=30.0)
             await wait_for(lambda: stack.bridge.readyz() == 503, 20.0, "bridge /readyz 503")
         finally:
-            await asyncio.to_thread(fresh_redis.unpause)
+            await asyncio.to_thread(redis.unpause)
         repaired_at = time.monotonic()
         await wait_for(lambda: stack.bridge.readyz() == 200, 20.0, "bridge /readyz 200 again")
         await stack.publisher.wait_acked(150)
         await stack.finish()
         measures = stack.measures(fault_at, repaired_at)
         measures.update(bridge_unary_fail_s=round(bridge_elapsed, 2),
-                        direct_unary_fail_s=round(long_elapsed, 2))
-        report("2 redis pause", measures)
+                        direct_unary_fail_s=round(long_elapsed, 2), **redis.notes())
+        report(redis.named("2 redis pause"), measures)
 
     assert reply["success"] is False and reply["error"]["code"] in ("UNAVAILABLE", "TIMEOUT"), reply
     assert bridge_elapsed < BRIDGE_DEADLINE_S + SLACK_S
@@ -75,3 +79,4 @@ async def test_redis_paused_longer_than_the_deadline(
     assert long_elapsed < 10.0
     assert stack.publisher.stats.slowest_failure_s < 2.0 + SLACK_S
     assert all(c.connections == 1 for c in stack.clients)
+    stack.assert_failures_retryable()
