@@ -8,7 +8,11 @@ ends by itself and is never cancelled mid-command (cancelling redis-py while it 
 leave the task stuck), and stopping waits for the current probe instead of cancelling it.
 
 On a Redis Cluster the probe PINGs every primary (the nodes that take writes): Redis is up
-when every slot's owner answers. A replica that is down does not make it NOT_SERVING.
+when every slot's owner answers. A replica that is down does not make it NOT_SERVING. Any
+``RedisClusterException`` of the cluster client (no ``RedisError``: "slots not covered", nodes
+that disagree on the slot map) counts as down too, so the probe never escapes: one that did
+failed the service's start, or ended the monitor with its last status. The client turns "no
+seed node answers" into a ConnectionError itself (cache_service/redis_url.py ``_Cluster``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import os
 
 from redis.asyncio.cluster import RedisCluster
 from grpc_health.v1 import health, health_pb2
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from cache_service.metrics import Metrics
 from cache_service.redis_url import RedisClient
@@ -70,7 +74,7 @@ class RedisMonitor:
             else:
                 ok = bool(await self.redis.ping())
             self.cause = "" if ok else "no PONG"
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             ok = False
             self.cause = describe_failure(exc)
         await self._set(ok)

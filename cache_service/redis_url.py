@@ -24,6 +24,9 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 SCHEMES = ("redis", "rediss", "redis+sentinel", "redis+cluster")
 DEFAULT_SENTINEL_PORT = 26379
@@ -171,6 +174,28 @@ def parse_redis_url(url: str) -> RedisTarget:
     return RedisTarget(url=url, scheme=scheme)
 
 
+class _Cluster(RedisCluster):
+    """A cluster client whose "no seed node answers" is a ``ConnectionError``, as a single
+    Redis that does not answer is.
+
+    redis-py raises ``RedisClusterException("Redis Cluster cannot be connected ...")`` when it
+    learns the slot map and no listed node answers (the whole cluster down, or not up yet when
+    the service starts). That is no ``RedisError``, so every path that maps a Redis outage
+    (UNAVAILABLE, NOT_SERVING, a reader's reconnect) missed it: the service did not start
+    (its first health probe raised), a unary call ended UNKNOWN (SPEC §3), and a change feed
+    reader logged a crash (tests/cache_service/test_health.py[cluster]). The original error is
+    the new one's cause, so the OS's reason ("Connection refused") is still found.
+    """
+
+    async def initialize(self) -> RedisCluster:
+        try:
+            return await super().initialize()
+        except RedisClusterException as exc:
+            if isinstance(exc.__cause__, (RedisConnectionError, RedisTimeoutError, OSError)):
+                raise RedisConnectionError(str(exc)) from exc
+            raise
+
+
 def connect(target: RedisTarget, timeout: float) -> RedisClient:
     """Open a client that fails fast: socket timeouts everywhere, no hidden retries.
 
@@ -186,7 +211,7 @@ def connect(target: RedisTarget, timeout: float) -> RedisClient:
         "health_check_interval": 0,
     }
     if target.is_cluster:
-        return RedisCluster(
+        return _Cluster(
             startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
             username=target.username, password=target.password, ssl=target.tls,
             socket_timeout=timeout, socket_connect_timeout=timeout,

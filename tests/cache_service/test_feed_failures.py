@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-import redis.asyncio as aioredis
 
 from cache_service.changefeed import ChangeFeed, Entry, Fields, Live, StreamReader, match_all
 from cache_service.errors import Internal, Unavailable
 from cache_service.metrics import Metrics
+from cache_service.redis_url import RedisClient, connect, parse_redis_url
 from marketbridge.api.v1 import cache_pb2 as pb
 from cache_service.store import ORDERS, PREFIX, Store, ticker_stream
 from tests.infra.cache_calls import ALICE, BOB, read_events, read_until_live, rpc_error
@@ -24,6 +24,8 @@ from tests.factories import OrderFactory
 
 TIMEOUT = 15.0
 POISON = b"POISON"
+
+pytestmark = pytest.mark.cluster_too   # every redis_url test here runs on a Redis Cluster too (tests/conftest.py)
 
 
 def fails_on_poison(fields: Fields) -> bool:
@@ -47,8 +49,8 @@ class CrashingFeed(ChangeFeed):
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
+async def client(redis_url: str) -> AsyncIterator[RedisClient]:
+    client = connect(parse_redis_url(redis_url), 5.0)
     yield client
     await client.aclose()
 
@@ -67,7 +69,7 @@ async def next_entry(follow) -> Entry:  # type: ignore[no-untyped-def]
 
 
 async def test_a_failing_subscriber_is_ended_alone_and_the_reader_goes_on(
-        client: aioredis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+        client: RedisClient, caplog: pytest.LogCaptureFixture) -> None:
     metrics = Metrics()
     feed = ChangeFeed(client, metrics, queue_limit=100, timeout=5)
     store = Store(client, 1000)
@@ -94,7 +96,7 @@ async def test_a_failing_subscriber_is_ended_alone_and_the_reader_goes_on(
 
 
 async def test_a_crashed_reader_leaves_and_ends_its_subscribers_unavailable(
-        client: aioredis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+        client: RedisClient, caplog: pytest.LogCaptureFixture) -> None:
     metrics = Metrics()
     feed = CrashingFeed(client, metrics, queue_limit=100, timeout=5)
     store = Store(client, 1000)
@@ -122,7 +124,7 @@ async def test_an_entry_that_cannot_be_encoded_ends_only_the_streams_that_get_it
     tickers = stub.StreamTickers(pb.StreamTickersRequest(exchange="binance"))
     for call in (alice, bob, tickers):
         await read_until_live(call)
-    raw = aioredis.Redis.from_url(redis_url)
+    raw = connect(parse_redis_url(redis_url), 5.0)
     try:   # entries some other writer left: bytes that are no Order, a ticker without data
         poison = (await raw.xadd(ORDERS.stream, {"d": b"\x0a\xff", "u": "alice", "b": "", "s": "X"})).decode()
         await raw.xadd(ticker_stream("binance"), {"s": "BTC/USDT"})
@@ -140,7 +142,7 @@ async def test_an_entry_that_cannot_be_encoded_ends_only_the_streams_that_get_it
 
 
 async def test_a_replayed_entry_that_cannot_be_encoded_ends_the_stream_internal(svc, stub, redis_url: str) -> None:
-    raw = aioredis.Redis.from_url(redis_url)
+    raw = connect(parse_redis_url(redis_url), 5.0)
     try:
         await raw.xadd(ORDERS.stream, {"d": b"\x0a\xff", "u": "alice"})
     finally:

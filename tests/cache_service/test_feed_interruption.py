@@ -1,7 +1,9 @@
 """A stream never sits silent while it cannot deliver (cache.proto): Redis killed or hung ends
 open streams UNAVAILABLE within ``--feed-stall-s``, a new stream meanwhile is refused at once,
 resume_from afterwards replays everything retained, and idle healthy streams carry heartbeats
-that stop when Redis hangs. Real Redis (a container or process of the test's own), real gRPC."""
+that stop when Redis hangs. Real Redis (a container or process of the test's own; on a cluster
+the session cluster's shards serving the streams under test, tests/infra/redis_faults.py), real
+gRPC."""
 
 from __future__ import annotations
 
@@ -13,14 +15,15 @@ import grpc
 import pytest
 
 from cache_service.config import CacheConfig, ConfigError, load_config
+from cache_service.store import BOTS, ORDERS, ticker_stream
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.api.v1 import cache_pb2_grpc
 from tests.infra.cache_calls import read_events, read_until_live, rpc_error
 from tests.factories import OrderFactory, TickerFactory
 from tests.infra.cache_service_runner import running_cache_service
-from tests.infra.redis_servers import RedisServer
 
-pytestmark = pytest.mark.resilience
+# every redis_url test here runs on a Redis Cluster too (tests/conftest.py)
+pytestmark = [pytest.mark.resilience, pytest.mark.cluster_too]
 
 STALL_S = 2.0
 SLACK_S = 3.0       # 2 shared cores: scheduling noise, never a hang (that would be unbounded)
@@ -64,9 +67,10 @@ def upsert(stub: cache_pb2_grpc.CacheServiceStub) -> Any:
 
 @pytest.mark.parametrize("fault", ["kill", "pause"])
 async def test_redis_fault_ends_open_streams_unavailable_then_resume_replays_everything(
-        fresh_redis: RedisServer, fault: str) -> None:
+        redis_fault, fault: str) -> None:
+    redis = redis_fault(ORDERS.stream, ticker_stream("binance"))
     # default --redis-timeout (3 s): a hang is found by the feed's own watchdog, not the socket
-    async with running_cache_service(fresh_redis.url, feed_stall_s=STALL_S) as svc:
+    async with running_cache_service(redis.url, feed_stall_s=STALL_S) as svc:
         async with grpc.aio.insecure_channel(svc.target) as channel:
             stub = cache_pb2_grpc.CacheServiceStub(channel)
             orders, tickers = await live(stub.StreamOrders(pb.StreamOrdersRequest()),
@@ -75,7 +79,7 @@ async def test_redis_fault_ends_open_streams_unavailable_then_resume_replays_eve
             assert [e.seq for e in await read_events(orders, 3)] == before
 
             started = time.monotonic()
-            await asyncio.to_thread(fresh_redis.kill if fault == "kill" else fresh_redis.pause)
+            await asyncio.to_thread(redis.kill if fault == "kill" else redis.pause)
             try:
                 errors = await asyncio.gather(ended_with(orders), ended_with(tickers))
                 detected = time.monotonic() - started
@@ -91,7 +95,7 @@ async def test_redis_fault_ends_open_streams_unavailable_then_resume_replays_eve
                 assert time.monotonic() - refused_at < 1.5
                 print(f"{fault}: streams ended UNAVAILABLE after {detected:.2f}s")
             finally:
-                await asyncio.to_thread(fresh_redis.start if fault == "kill" else fresh_redis.unpause)
+                await asyncio.to_thread(redis.start if fault == "kill" else redis.unpause)
 
             deadline = time.monotonic() + RECOVER_S
             while True:   # unary writes come back once Redis answers again
@@ -113,9 +117,10 @@ async def test_redis_fault_ends_open_streams_unavailable_then_resume_replays_eve
                 call.cancel()
 
 
-async def test_idle_streams_carry_heartbeats_until_redis_hangs(fresh_redis: RedisServer) -> None:
+async def test_idle_streams_carry_heartbeats_until_redis_hangs(redis_fault) -> None:
+    redis = redis_fault(BOTS.stream, ticker_stream("binance"))
     stall = 4.0   # long enough to see the heartbeats stop before the stream ends
-    async with running_cache_service(fresh_redis.url, feed_stall_s=stall, stream_heartbeat_s=HEARTBEAT_S) as svc:
+    async with running_cache_service(redis.url, feed_stall_s=stall, stream_heartbeat_s=HEARTBEAT_S) as svc:
         async with grpc.aio.insecure_channel(svc.target) as channel:
             stub = cache_pb2_grpc.CacheServiceStub(channel)
             bots, batches = await live(stub.StreamBots(pb.StreamBotsRequest()),
@@ -130,7 +135,7 @@ async def test_idle_streams_carry_heartbeats_until_redis_hangs(fresh_redis: Redi
             batch = await asyncio.wait_for(batches.read(), 10)
             assert [e.WhichOneof("event") for e in batch.events] == ["heartbeat"]
 
-            await asyncio.to_thread(fresh_redis.pause)
+            await asyncio.to_thread(redis.pause)
             paused_at = time.time()
             try:
                 late: list[float] = []
@@ -145,7 +150,7 @@ async def test_idle_streams_carry_heartbeats_until_redis_hangs(fresh_redis: Redi
                 bound = paused_at + svc.server.config.feed_policy.healthy_within_s + 0.1
                 assert all(t <= bound for t in late), (late, bound)
             finally:
-                await asyncio.to_thread(fresh_redis.unpause)
+                await asyncio.to_thread(redis.unpause)
             batches.cancel()
 
 

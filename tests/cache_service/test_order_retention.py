@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from cache_service.config import ConfigError, load_config
 from cache_service.order_retention import OrderRetention, sweep_interval
+from cache_service.redis_url import RedisClient, connect, parse_redis_url
 from cache_service.store import BOTS, ORDERS, Store
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.api.v1 import cache_pb2_grpc
@@ -19,26 +20,27 @@ from tests.infra.cache_calls import ALICE, rpc_error
 from tests.infra.cache_service_runner import running_cache_service
 from tests.infra.eventually import eventually
 
-pytestmark = pytest.mark.timeout(60)
+# every redis_url test here runs on a Redis Cluster too (tests/conftest.py)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.cluster_too]
 
 EXPIRY = ORDERS.expiry_key
 OWNERS = ORDERS.owner_key
 
 
 @pytest.fixture
-async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
+async def redis_client(redis_url: str) -> AsyncIterator[RedisClient]:
+    client = connect(parse_redis_url(redis_url), 5.0)
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-def store(redis_client: aioredis.Redis) -> Store:
+def store(redis_client: RedisClient) -> Store:
     return Store(redis_client, stream_maxlen=1000)
 
 
 async def test_terminal_orders_leave_the_state_after_the_retention_and_the_feed_keeps_them(
-        redis_url: str, redis_client: aioredis.Redis) -> None:
+        redis_url: str, redis_client: RedisClient) -> None:
     done = [OrderFactory(user_id="alice", status=status) for status in ("filled", "canceled", "rejected")]
     live = OrderFactory(user_id="alice", status="open")
     bot = BotFactory(user_id="alice", status="stopped")
@@ -66,7 +68,7 @@ async def test_terminal_orders_leave_the_state_after_the_retention_and_the_feed_
 
 
 async def test_only_terminal_orders_are_due_and_a_reopened_order_leaves_the_set(
-        store: Store, redis_client: aioredis.Redis) -> None:
+        store: Store, redis_client: RedisClient) -> None:
     order = OrderFactory(status="filled")
     await store.upsert(ORDERS, order)
     assert await redis_client.zscore(EXPIRY, order.order_id) is not None
@@ -86,7 +88,7 @@ async def test_an_order_younger_than_the_retention_stays(store: Store) -> None:
 
 
 async def test_a_sweep_drops_every_due_order_in_batches_and_forgets_emptied_owners(
-        store: Store, redis_client: aioredis.Redis) -> None:
+        store: Store, redis_client: RedisClient) -> None:
     bobs = [OrderFactory(user_id="bob", status="filled") for _ in range(5)]
     alices = OrderFactory(user_id="alice", status="open")
     for order in (*bobs, alices):
@@ -114,7 +116,8 @@ async def test_zero_keeps_terminal_orders_forever(store: Store) -> None:
 
 
 async def test_the_sweep_outlives_a_redis_that_does_not_answer() -> None:
-    """A sweep against a closed port fails quietly and the task keeps going."""
+    """A sweep against a closed port fails quietly and the task keeps going (no Redis, so no
+    cluster variant: what fails is the client's connect, the same for either topology)."""
     from devstack.ports import free_port
 
     client = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)

@@ -1,5 +1,6 @@
 """Redis going away: streams end UNAVAILABLE and resume without loss, unary calls fail fast,
-health follows (more on interrupted streams in test_feed_interruption.py)."""
+health follows (more on interrupted streams in test_feed_interruption.py). On a cluster the
+shards serving the keys under test go (tests/infra/redis_faults.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from cache_service.store import BOTS, ORDERS, ticker_stream, tickers_key
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.api.v1 import cache_pb2_grpc
 from tests.infra.cache_calls import read_events, read_until_live, rpc_error
@@ -18,6 +20,8 @@ from tests.infra.cache_service_runner import running_cache_service
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+pytestmark = pytest.mark.cluster_too   # every redis_url test here runs on a Redis Cluster too (tests/conftest.py)
 
 
 async def watch_until(watch, status: int, timeout: float = 30.0) -> None:
@@ -30,8 +34,9 @@ async def watch_until(watch, status: int, timeout: float = 30.0) -> None:
 
 
 @pytest.mark.resilience
-async def test_redis_restart_mid_stream_loses_nothing(fresh_redis) -> None:
-    async with running_cache_service(fresh_redis.url, redis_timeout=1.0) as svc:
+async def test_redis_restart_mid_stream_loses_nothing(redis_fault) -> None:
+    redis = redis_fault(ORDERS.stream, tickers_key("binance"))
+    async with running_cache_service(redis.url, redis_timeout=1.0) as svc:
         async with grpc.aio.insecure_channel(svc.target) as channel:
             stub = cache_pb2_grpc.CacheServiceStub(channel)
             watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service="cache.v1.CacheService"))
@@ -41,7 +46,7 @@ async def test_redis_restart_mid_stream_loses_nothing(fresh_redis) -> None:
             before = [(await stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()))).seq for _ in range(3)]
             assert [e.seq for e in await read_events(stream, 3)] == before
 
-            await asyncio.to_thread(fresh_redis.stop)
+            await asyncio.to_thread(redis.stop)
             started = time.monotonic()
             error = await rpc_error(stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()), timeout=10))
             assert error.code() == grpc.StatusCode.UNAVAILABLE
@@ -54,7 +59,7 @@ async def test_redis_restart_mid_stream_loses_nothing(fresh_redis) -> None:
             await watch_until(watch, NOT_SERVING)
             assert svc.server.metrics.redis_up._value.get() == 0
 
-            await asyncio.to_thread(fresh_redis.start)
+            await asyncio.to_thread(redis.start)
             await watch_until(watch, SERVING)
             after = [(await stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()))).seq for _ in range(3)]
             deadline = time.monotonic() + 30
@@ -73,11 +78,12 @@ async def test_redis_restart_mid_stream_loses_nothing(fresh_redis) -> None:
 
 
 @pytest.mark.resilience
-async def test_new_stream_while_redis_is_down_is_unavailable(fresh_redis) -> None:
-    async with running_cache_service(fresh_redis.url, redis_timeout=1.0) as svc:
+async def test_new_stream_while_redis_is_down_is_unavailable(redis_fault) -> None:
+    redis = redis_fault(ticker_stream("binance"))
+    async with running_cache_service(redis.url, redis_timeout=1.0) as svc:
         async with grpc.aio.insecure_channel(svc.target) as channel:
             stub = cache_pb2_grpc.CacheServiceStub(channel)
-            await asyncio.to_thread(fresh_redis.stop)
+            await asyncio.to_thread(redis.stop)
             for stream in (stub.StreamTickers(pb.StreamTickersRequest(exchange="binance")),
                            stub.StreamTickerBatches(pb.StreamTickersRequest(exchange="binance"))):
                 error = await rpc_error(stream.read())
@@ -87,16 +93,17 @@ async def test_new_stream_while_redis_is_down_is_unavailable(fresh_redis) -> Non
             error = await rpc_error(stub.PublishTickers(one()))
             assert error.code() == grpc.StatusCode.UNAVAILABLE
             assert svc.server.feed.reader_count == 0
-            await asyncio.to_thread(fresh_redis.start)
+            await asyncio.to_thread(redis.start)
 
 
 @pytest.mark.resilience
-async def test_paused_redis_fails_unary_calls_within_the_deadline(fresh_redis) -> None:
-    async with running_cache_service(fresh_redis.url, redis_timeout=1.0) as svc:
+async def test_paused_redis_fails_unary_calls_within_the_deadline(redis_fault) -> None:
+    redis = redis_fault(tickers_key("binance"), BOTS.users_key)
+    async with running_cache_service(redis.url, redis_timeout=1.0) as svc:
         async with grpc.aio.insecure_channel(svc.target) as channel:
             stub = cache_pb2_grpc.CacheServiceStub(channel)
             await stub.PublishTicker(pb.PublishTickerRequest(ticker=TickerFactory(symbol="BTC/USDT")))
-            await asyncio.to_thread(fresh_redis.pause)
+            await asyncio.to_thread(redis.pause)
             try:
                 for call in (stub.GetTicker(pb.GetTickerRequest(exchange="binance", symbol="BTC/USDT"), timeout=20),
                              stub.PublishTicker(pb.PublishTickerRequest(ticker=TickerFactory()), timeout=20),
@@ -106,14 +113,15 @@ async def test_paused_redis_fails_unary_calls_within_the_deadline(fresh_redis) -
                     assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
                     assert time.monotonic() - started < 15
             finally:
-                await asyncio.to_thread(fresh_redis.unpause)
+                await asyncio.to_thread(redis.unpause)
             got = await stub.GetTicker(pb.GetTickerRequest(exchange="binance", symbol="BTC/USDT"), timeout=10)
             assert got.exchange == "binance"
 
 
 @pytest.mark.resilience
-async def test_publish_tickers_ends_when_redis_fails_even_if_the_client_is_idle(fresh_redis) -> None:
-    async with running_cache_service(fresh_redis.url, redis_timeout=1.0) as svc:
+async def test_publish_tickers_ends_when_redis_fails_even_if_the_client_is_idle(redis_fault) -> None:
+    redis = redis_fault(ticker_stream("binance"))
+    async with running_cache_service(redis.url, redis_timeout=1.0) as svc:
         async with grpc.aio.insecure_channel(svc.target) as channel:
             stub = cache_pb2_grpc.CacheServiceStub(channel)
             call = stub.PublishTickers(timeout=60)
@@ -121,8 +129,8 @@ async def test_publish_tickers_ends_when_redis_fails_even_if_the_client_is_idle(
             stream = stub.StreamTickers(pb.StreamTickersRequest(exchange="binance", resume_from="0"))
             await read_until_live(stream)  # the first ticker is in Redis
             stream.cancel()
-            await asyncio.to_thread(fresh_redis.stop)
+            await asyncio.to_thread(redis.stop)
             await call.write(pb.PublishTickerRequest(ticker=TickerFactory(symbol="ETH/USDT")))
             error = await rpc_error(call)  # no done_writing(): the client stays idle
             assert error.code() == grpc.StatusCode.UNAVAILABLE
-            await asyncio.to_thread(fresh_redis.start)
+            await asyncio.to_thread(redis.start)

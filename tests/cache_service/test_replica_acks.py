@@ -1,23 +1,24 @@
 """``--min-replica-acks``: a write is acknowledged (gets its seq) only once enough replicas have
 it (``WAIT`` on the write's own connection); otherwise UNAVAILABLE. The failover itself is in
 tests/resilience/test_failover_durability.py; here: a real primary and a real replica
-(containers, or processes on the fallback)."""
+(containers, or processes on the fallback), and the session Redis Cluster (a replica per shard)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+
 import grpc
 import pytest
-import redis
 
 from cache_service.config import CacheConfig, ConfigError, load_config
 from cache_service.store import ORDERS, tickers_key
 from marketbridge.api.v1 import cache_pb2 as pb
 from tests.infra.cache_calls import serving, rpc_error
 from tests.factories import BotFactory, OrderFactory, TickerFactory
-from tests.infra.redis_servers import RedisServer
+from tests.infra.redis_faults import ReplicatedRedis
 
-REFUSED = "write not confirmed by replicas (0 of 1 within 50 ms)"
+pytestmark = pytest.mark.cluster_too   # every redis_url test here runs on a Redis Cluster too (tests/conftest.py)
 
 
 def test_default_is_one_ack_with_sentinel_else_none() -> None:
@@ -35,8 +36,13 @@ def test_bad_replica_ack_settings_are_rejected(values) -> None:
         CacheConfig(**values)
 
 
-async def test_every_write_path_is_refused_without_a_replica(redis_url: str) -> None:
-    async with serving(redis_url, min_replica_acks=1, replica_ack_timeout_ms=50) as (svc, stub):
+async def test_every_write_path_is_refused_without_enough_replicas(
+        redis_url: str, redis_topology: str) -> None:
+    """One ack more than there are replicas: a single Redis has none, a cluster shard one."""
+    replicas = 0 if redis_topology == "single" else 1
+    # a shard's replica that is slow to ack within 50 ms counts 0
+    refused = re.compile(rf"write not confirmed by replicas \([0-{replicas}] of {replicas + 1} within 50 ms\)")
+    async with serving(redis_url, min_replica_acks=replicas + 1, replica_ack_timeout_ms=50) as (svc, stub):
         calls = [stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()), timeout=10),
                  stub.UpsertBot(pb.UpsertBotRequest(bot=BotFactory()), timeout=10),
                  stub.PublishTicker(pb.PublishTickerRequest(ticker=TickerFactory()), timeout=10)]
@@ -47,13 +53,12 @@ async def test_every_write_path_is_refused_without_a_replica(redis_url: str) -> 
         for call in [*calls, stream]:
             error = await rpc_error(call)
             assert error.code() == grpc.StatusCode.UNAVAILABLE
-            assert REFUSED in (error.details() or "")
+            assert refused.search(error.details() or ""), error.details()
 
 
 async def test_writes_confirmed_by_a_replica_are_acknowledged_and_on_it(
-        primary_with_replica: tuple[RedisServer, RedisServer]) -> None:
-    primary, replica = primary_with_replica
-    async with serving(primary.url, min_replica_acks=1, replica_ack_timeout_ms=5000) as (svc, stub):
+        replicated_redis: ReplicatedRedis) -> None:
+    async with serving(replicated_redis.url, min_replica_acks=1, replica_ack_timeout_ms=5000) as (svc, stub):
         order = OrderFactory()
         await stub.UpsertOrder(pb.UpsertOrderRequest(order=order), timeout=10)
         stream = stub.PublishTickers(timeout=10)
@@ -64,9 +69,12 @@ async def test_writes_confirmed_by_a_replica_are_acknowledged_and_on_it(
         reply = await asyncio.wait_for(stream, 10)
         assert reply.accepted == len(tickers)
     # WAIT returned 1: the replica already had the write when the seq was sent back.
-    on_replica = redis.Redis(port=replica.port, socket_timeout=5)
+    # on a cluster each key's copy is on its own shard's replica
+    orders, tickers_on = (replicated_redis.on_replica(ORDERS.owner_key),
+                          replicated_redis.on_replica(tickers_key(tickers[0].exchange)))
     try:
-        assert on_replica.hget(ORDERS.owner_key, order.order_id) == order.user_id.encode()
-        assert on_replica.hlen(tickers_key(tickers[0].exchange)) == len(tickers)
+        assert orders.hget(ORDERS.owner_key, order.order_id) == order.user_id.encode()
+        assert tickers_on.hlen(tickers_key(tickers[0].exchange)) == len(tickers)
     finally:
-        on_replica.close()
+        orders.close()
+        tickers_on.close()

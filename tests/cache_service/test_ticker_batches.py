@@ -10,11 +10,11 @@ from typing import Any
 
 import grpc
 import pytest
-import redis.asyncio as aioredis
 
 from cache_service import wire
 from cache_service.changefeed import ChangeFeed, Entry, Live, Overflow, Subscription, field_filter
 from cache_service.metrics import Metrics
+from cache_service.redis_url import connect, parse_redis_url
 from marketbridge.api.v1 import cache_pb2 as pb
 from marketbridge.seq import seq_key
 from marketbridge.api.v1 import cache_pb2_grpc
@@ -22,6 +22,8 @@ from cache_service.store import Store, ticker_stream
 from tests.infra.cache_calls import EVENT_TIMEOUT, next_message, rpc_error
 from tests.factories import OrderFactory, TickerFactory, TradeFactory
 from tests.infra.cache_service_runner import running_cache_service
+
+pytestmark = pytest.mark.cluster_too   # every redis_url test here runs on a Redis Cluster too (tests/conftest.py)
 
 
 async def _messages(*requests: pb.PublishTickerRequest) -> AsyncIterator[pb.PublishTickerRequest]:
@@ -171,8 +173,8 @@ async def test_bulk_ingest_counts_published_events(svc, stub) -> None:
 async def test_writes_survive_redis_forgetting_the_scripts(stub, redis_url: str) -> None:
     await stub.PublishTickers(_messages(bulk([TickerFactory(price=1.0)])))
     await stub.UpsertOrder(pb.UpsertOrderRequest(order=OrderFactory()))
-    client = aioredis.Redis.from_url(redis_url)
-    await client.script_flush()  # as a restarted or failed-over Redis would be
+    client = connect(parse_redis_url(redis_url), 5.0)
+    await client.script_flush()  # as a restarted or failed-over Redis would be (every primary of a cluster)
     await client.aclose()
     result = await stub.PublishTickers(_messages(bulk([TickerFactory(price=2.0)])))
     assert result.accepted == 1
@@ -295,14 +297,15 @@ async def test_batch_subscribers_are_counted_and_calls_recorded(svc, stub) -> No
 
 
 @pytest.mark.resilience
-async def test_batch_stream_ends_unavailable_on_a_redis_restart_and_resumes(fresh_redis) -> None:
-    async with running_cache_service(fresh_redis.url, redis_timeout=1.0) as svc:
+async def test_batch_stream_ends_unavailable_on_a_redis_restart_and_resumes(redis_fault) -> None:
+    redis = redis_fault(ticker_stream("binance"))   # on a cluster: the shard of binance's tickers
+    async with running_cache_service(redis.url, redis_timeout=1.0) as svc:
         async with grpc.aio.insecure_channel(svc.target) as channel:
             stub = cache_pb2_grpc.CacheServiceStub(channel)
             call = stub.StreamTickerBatches(pb.StreamTickersRequest(exchange="binance"))
             _messages_read, events = await batches_until_live(call)
             live_seq = events[-1].seq
-            await asyncio.to_thread(fresh_redis.restart)
+            await asyncio.to_thread(redis.restart)
             error = await rpc_error(ticker_events(call, 1))
             assert error.code() == grpc.StatusCode.UNAVAILABLE
             assert "change feed interrupted" in (error.details() or "")
@@ -385,7 +388,7 @@ async def test_subscription_hands_over_bursts_and_ends_after_what_fitted() -> No
 
 
 async def test_follow_batches_caps_each_batch(redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
+    client = connect(parse_redis_url(redis_url), 5.0)
     store = Store(client, 1000)
     feed = ChangeFeed(client, Metrics(), queue_limit=1000, timeout=5)
     seqs = await store.publish_tickers([TickerFactory() for _ in range(25)])

@@ -95,6 +95,7 @@ class RedisClusterNodes:
     nodes: list[_ProcessNode] | list[ContainerNode]
     network: DockerNetwork | None = None
     killed: list[object] = field(default_factory=list)
+    paused: list[object] = field(default_factory=list)
 
     @property
     def addresses(self) -> list[Address]:
@@ -129,6 +130,10 @@ class RedisClusterNodes:
     def replica_of(self, key: str) -> _ProcessNode | ContainerNode:
         """A replica of the master that serves ``key``'s slot now."""
         return self.node_at(self._shard_of(key)[1])
+
+    def shard_of(self, key: str) -> list[Address]:
+        """Every node of ``key``'s shard now: its master first, then its replicas."""
+        return self._shard_of(key)
 
     def _shard_of(self, key: str) -> list[Address]:
         """The master, then the replicas, of ``key``'s slot, as a live node reports them."""
@@ -190,6 +195,17 @@ class RedisClusterNodes:
         node = self.node_at(address)
         node.kill()
         self.killed.append(node)
+
+    def pause(self, address: Address) -> None:
+        """Freeze one node (``docker pause``; SIGSTOP for a process): a hang, not a crash."""
+        node = self.node_at(address)
+        node.pause()
+        self.paused.append(node)
+
+    def unpause_paused(self) -> None:
+        """Thaw every node ``pause`` froze (``wait_healthy`` then waits for the cluster)."""
+        while self.paused:
+            self.paused.pop().unpause()   # type: ignore[attr-defined]
 
     def restart_killed(self, timeout: float = WAIT_S) -> None:
         """Start every killed node again and wait until the cluster is whole (6 nodes, 3+3)."""
