@@ -50,6 +50,7 @@ import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
+from redis.cluster import get_node_name
 from redis.exceptions import AskError, ClusterDownError, MovedError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -72,6 +73,24 @@ def _packed(conn: AbstractConnection, commands: tuple[Command, ...]) -> bytes | 
         return b"".join([hiredis.pack_command(command) for command in commands])
     except TypeError:
         return conn.pack_commands(commands)
+
+
+def _learn_moved(cluster: RedisCluster, exc: MovedError) -> None:
+    """Tell the cluster client's map that a slot moved, unless its map says so already.
+
+    Why: redis-py applies a MOVED by swapping the redirect target to the front of the node list
+    that every slot of the range shares, and marking the node it displaced a replica. Applied a
+    second time (calls sent before the map changed each get a MOVED: a thawed master answers
+    every command queued on it with one), the new master displaces itself and is marked a
+    replica: it still serves the slot, but the client no longer counts it among the primaries,
+    so ``SCRIPT LOAD`` (sent to every primary) never reached it and every write to that shard
+    failed ``NOSCRIPT``, as INTERNAL, until the service restarted (a master paused until its
+    replica took over: ~240 writes per run in tests/resilience/test_cluster_failover.py).
+    """
+    owners = cluster.nodes_manager.slots_cache.get(exc.slot_id)
+    if owners and owners[0].name == get_node_name(exc.host, exc.port):
+        return
+    cluster.nodes_manager.update_moved_exception(exc)
 
 
 def _closed_under_us(conn: AbstractConnection, exc: AttributeError) -> Exception:
@@ -138,7 +157,7 @@ class PinnedConnection:
             try:
                 replies = await self._send(node.name, node, sent)
             except MovedError as exc:   # not run: the slot has a new owner
-                cluster.nodes_manager.update_moved_exception(exc)
+                _learn_moved(cluster, exc)
                 asking = None
                 continue
             except AskError as exc:     # not run: the slot is migrating, this key has moved on

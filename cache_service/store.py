@@ -252,9 +252,11 @@ class Store:
         connection held for this call. On a single Redis it is all one round trip.
 
         NOSCRIPT means Redis did not run it (a restarted Redis forgot its scripts; on a
-        cluster, a node that took over a slot or answers an ASK never had them): load it, on
-        every primary of a cluster, and run it again, once (the SADDs again too: they are
-        idempotent).
+        cluster, a node that took over a slot or answers an ASK never had them): load it on
+        the node that answered, through the same connection, and run it again, once (the SADDs
+        again too: they are idempotent). Not through the cluster client's ``script_load``
+        (every node it counts as a primary): its count can miss the very node that answered
+        (see cache_service.pinned ``_learn_moved``), and then the retry failed NOSCRIPT again.
         """
         if conn is None:
             async with PinnedConnection(self.redis) as call:
@@ -274,7 +276,7 @@ class Store:
             except NoScriptError:
                 if attempt == 2:
                     raise
-            await self.redis.script_load(script.script)
+            await conn.execute(("SCRIPT", "LOAD", script.script), key=route)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def run_write(self, script: AsyncScript, keys: list[str], args: list[object],

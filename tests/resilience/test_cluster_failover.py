@@ -16,6 +16,12 @@ refused (``WAIT 1`` cannot be met), the other shards' go on. Then writes go on e
 - every stream of every shard resumes: every client ends with every event Redis holds;
 - no client was shown an event Redis does not hold (a phantom).
 
+The same with the master paused (``docker pause``: a hang, not a crash) instead: its replica
+takes over just the same, and then the old master is thawed, still believing it is the master
+of those slots until the cluster tells it otherwise; a write the service had sent it before
+giving up runs then, but is never acknowledged (``WAIT 1``: its replica is a master now), and it
+rejoins as a replica of the new master.
+
 The cluster is whole again (3 masters with a replica each) for the tests after this one.
 """
 
@@ -42,10 +48,12 @@ from tests.resilience.test_process_restarts import statuses_are_interrupted_then
 
 pytestmark = [pytest.mark.resilience, pytest.mark.timeout(240)]
 
+FAULTS = ("SIGKILL", "pause")
 
 
+@pytest.mark.parametrize("fault", FAULTS)
 async def test_a_master_killed_under_load_loses_no_acknowledged_write_and_every_stream_resumes(
-        redis_cluster: RedisClusterNodes, report: Callable[[str, dict[str, Any]], None]) -> None:
+        redis_cluster: RedisClusterNodes, fault: str, report: Callable[[str, dict[str, Any]], None]) -> None:
     await asyncio.to_thread(redis_cluster.flush)
     async with running_stack(redis_cluster.url, rate=60.0, retained=lambda: retained_in_cluster(redis_cluster)) as stack:
         await stack.add_standard_clients()
@@ -56,23 +64,33 @@ async def test_a_master_killed_under_load_loses_no_acknowledged_write_and_every_
         elsewhere_before_kill = tickers_at != victim
         fault_at = time.monotonic()
         try:
-            await asyncio.to_thread(redis_cluster.kill, victim)
+            if fault == "SIGKILL":
+                await asyncio.to_thread(redis_cluster.kill, victim)
+            else:
+                await asyncio.to_thread(redis_cluster.pause, victim)
             await asyncio.to_thread(redis_cluster.wait_failed_over, victim)
         finally:
-            # the promoted replica has no replica of its own: until the killed node rejoins as
+            # the promoted replica has no replica of its own: until the old master rejoins as
             # one, WAIT 1 fails and that shard's writes are refused (UNAVAILABLE), never acked
-            await asyncio.to_thread(redis_cluster.restart_killed)
+            if fault == "SIGKILL":
+                await asyncio.to_thread(redis_cluster.restart_killed)
+            else:
+                await asyncio.to_thread(redis_cluster.unpause_paused)
+                await asyncio.to_thread(redis_cluster.wait_healthy)
         repaired_at = time.monotonic()
         await stack.publisher.wait_acked(150, timeout=60.0)   # writes go on, on every shard
-        await finish_strict(stack, "cluster master SIGKILL under load", report)
+        await finish_strict(stack, f"cluster master {fault} under load", report)
         measures = stack.measures(fault_at, repaired_at)
-        report("cluster master SIGKILL under load (delivery)", measures)
+        measures["old_master_now_replica"] = victim not in await asyncio.to_thread(redis_cluster.masters)
+        report(f"cluster master {fault} under load (delivery)", measures)
         statuses_are_interrupted_then_resumed(stack.ledger)
         interrupted = {stream for record in stack.ledger.clients.values()
                        for stream, status, _, _ in record.statuses if status == "interrupted"}
         assert "orders" in interrupted, f"the killed shard's streams should have been interrupted: {interrupted}"
         assert elsewhere_before_kill, "the tickers' slot should be on another shard than the orders'"
         assert f"tickers:{EXCHANGE}" not in interrupted, "a stream of another shard was interrupted"
+        assert measures["old_master_now_replica"], "the old master should have rejoined as a replica"
+        stack.assert_failures_retryable()
 
 
 async def test_a_slot_migrated_under_load_loses_nothing_and_refuses_writes_only_while_it_moves(
