@@ -10,7 +10,7 @@ import pytest
 from marketbridge.api.v1 import cache_pb2_grpc
 from tests.infra.cache_service_runner import InProcessCacheService, running_cache_service
 from tests.infra.redis_cluster import RedisClusterNodes
-from tests.infra.redis_faults import ClusterShards, OwnRedis, RedisFault, ReplicatedRedis
+from tests.infra.redis_faults import ClusterFault, OwnRedis, RedisFault, ReplicatedRedis
 from tests.infra.redis_servers import RedisServer, start_redis
 from tests.infra.sentinel import replicate_and_wait
 
@@ -54,13 +54,13 @@ def redis_fault(request: pytest.FixtureRequest, redis_url: str,
     (tests/infra/redis_faults.py): on ``single`` one of its own (``fresh_redis``; the session
     Redis stays whole), on ``cluster`` the session cluster's shards serving ``keys``, left whole
     after the test. It takes ``redis_url`` so that a ``cluster_too`` module runs it on both."""
-    made: list[OwnRedis | ClusterShards] = []
+    made: list[RedisFault] = []
 
     def make(*keys: str) -> RedisFault:
         assert keys, "name the keys whose shard the test breaks on a cluster"
         if redis_topology == "cluster":
             cluster: RedisClusterNodes = request.getfixturevalue("redis_cluster")
-            made.append(ClusterShards(cluster, keys))
+            made.append(ClusterFault.shards_of(cluster, keys))
         else:
             made.append(OwnRedis(request.getfixturevalue("fresh_redis")))
         return made[-1]

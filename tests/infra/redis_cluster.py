@@ -18,8 +18,10 @@ from __future__ import annotations
 import random
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
@@ -32,6 +34,16 @@ from tests.infra.sentinel import Address, ContainerNode, DockerNetwork, close_no
 NODES = 6
 NODE_TIMEOUT_MS = 2000
 WAIT_S = 90.0
+
+
+def together(items: Sequence[Any], action: Callable[[Any], None]) -> None:
+    """Run ``action`` on every item at once (threads); raise the first failure after all ended.
+
+    Why at once: nodes started one after the other give a replica a window to be voted in
+    (a master back a couple of seconds before another sees that one failing)."""
+    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+        for future in [pool.submit(action, item) for item in items]:
+            future.result()
 
 
 def cluster_args() -> list[str]:
@@ -203,14 +215,15 @@ class RedisClusterNodes:
         self.paused.append(node)
 
     def unpause_paused(self) -> None:
-        """Thaw every node ``pause`` froze (``wait_healthy`` then waits for the cluster)."""
-        while self.paused:
-            self.paused.pop().unpause()   # type: ignore[attr-defined]
+        """Thaw every node ``pause`` froze, all at once (``wait_healthy`` then waits for the cluster)."""
+        nodes, self.paused = self.paused, []
+        together(nodes, lambda node: node.unpause())
 
     def restart_killed(self, timeout: float = WAIT_S) -> None:
-        """Start every killed node again and wait until the cluster is whole (6 nodes, 3+3)."""
-        while self.killed:
-            self.killed.pop().start()   # type: ignore[attr-defined]
+        """Start every killed node again, all at once, and wait until the cluster is whole
+        (6 nodes, 3+3)."""
+        nodes, self.killed = self.killed, []
+        together(nodes, lambda node: node.start())
         self.wait_healthy(timeout)
 
     def wait_failed_over(self, old_master: Address, timeout: float = WAIT_S) -> None:

@@ -5,23 +5,25 @@ about; what it breaks then depends on the topology (tests/conftest.py's ``redis_
 
 - ``single``: a Redis of the test's own (``fresh_redis``, or ``primary_with_replica``), never the
   session's; the keys do not matter, the whole Redis goes.
-- ``cluster``: the session Redis Cluster's shards that serve the keys. ``stop``/``kill``/``pause``
-  take a shard's master *and* its replica, so no failover ends the outage before the test does
-  (a failover is tests/resilience/test_cluster_failover.py's subject); ``start``/``unpause`` bring
-  them back as they were, data included (append-only files). The other shards keep serving
-  while most masters are up; keys on two of the three shards (orders and binance's tickers
-  are) take two masters down, and the third, in a minority, refuses too, as a real cluster's
-  would. ``restore`` (the fixtures call it after the test) leaves the cluster whole again.
+- ``cluster``: the session Redis Cluster's shards that serve the keys (``ClusterFault.shards_of``).
+  ``stop``/``kill``/``pause`` take a shard's master *and* its replica, so no failover ends the
+  outage before the test does (a failover is tests/resilience/test_cluster_failover.py's
+  subject); ``start``/``unpause`` bring them back as they were, data included (append-only
+  files). The other shards keep serving while most masters are up; keys on two of the three
+  shards (orders and binance's tickers are) take two masters down, and the third, in a
+  minority, refuses too, as a real cluster's would. The resilience scenarios break "Redis"
+  instead: every master at once (``ClusterFault.every_master``). ``restore`` (the fixtures
+  call it after the test) leaves the cluster whole again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import redis
 
-from tests.infra.redis_cluster import RedisClusterNodes
+from tests.infra.redis_cluster import RedisClusterNodes, together
 from tests.infra.redis_servers import RedisServer
 from tests.infra.sentinel import Address
 
@@ -37,6 +39,8 @@ class RedisFault(Protocol):
     def restart(self) -> None: ...
     def pause(self) -> None: ...
     def unpause(self) -> None: ...
+    def notes(self) -> dict[str, int]: ...
+    def restore(self) -> None: ...
 
 
 @dataclass
@@ -67,24 +71,41 @@ class OwnRedis:
     def unpause(self) -> None:
         self.server.unpause()
 
+    def notes(self) -> dict[str, int]:
+        return {}
+
     def restore(self) -> None:
         """Nothing to do: the server is the test's own and goes with it."""
 
 
 @dataclass
-class ClusterShards:
-    """The shards of the session cluster that serve ``keys``: a fault takes each whole
-    (master and replica) and leaves the others serving."""
+class ClusterFault:
+    """Some nodes of the session cluster, broken and brought back together (in parallel, see
+    ``redis_cluster.together``), through the cluster's own ``kill``/``pause`` so that
+    ``restore`` (``restart_killed``, ``unpause_paused``) always leaves it whole. Two choices of
+    nodes, for two faults:
+
+    - ``shards_of(keys)``: the shards serving ``keys``, master *and* replica, so no failover
+      ends the outage before the test does (the unit tests of an outage);
+    - ``every_master()``: "Redis" restarted or frozen, as scenarios 1, 2 and 9 do to a single
+      Redis: every master at once, the replicas left up. A replica is promoted only with the
+      votes of a majority of masters, so none is, and each master comes back as the master of
+      its slots with its data (append-only, ``fsync always``); a single master's failover is C1.
+    """
 
     cluster: RedisClusterNodes
-    keys: tuple[str, ...]
-    nodes: list[Address] = field(init=False)
+    nodes: list[Address]
 
-    def __post_init__(self) -> None:
-        shards = {tuple(self.cluster.shard_of(key)) for key in self.keys}
-        # replicas first, so a restart (last killed, first started) brings each master back
-        # before its replica asks it for the data
-        self.nodes = [a for shard in shards for a in shard[1:]] + [shard[0] for shard in shards]
+    @classmethod
+    def shards_of(cls, cluster: RedisClusterNodes, keys: tuple[str, ...]) -> ClusterFault:
+        shards = {tuple(cluster.shard_of(key)) for key in keys}
+        return cls(cluster, [address for shard in shards for address in shard])
+
+    @classmethod
+    def every_master(cls, cluster: RedisClusterNodes) -> ClusterFault:
+        masters = cluster.masters()
+        assert len(masters) == 3, f"not a whole cluster: masters {masters}"
+        return cls(cluster, masters)
 
     @property
     def url(self) -> str:
@@ -98,20 +119,24 @@ class ClusterShards:
         self.cluster.restart_killed()
 
     def kill(self) -> None:
-        for address in self.nodes:
-            self.cluster.kill(address)
+        together(self.nodes, self.cluster.kill)
 
     def restart(self) -> None:
         self.kill()
         self.start()
 
     def pause(self) -> None:
-        for address in self.nodes:
-            self.cluster.pause(address)
+        together(self.nodes, self.cluster.pause)
 
     def unpause(self) -> None:
         self.cluster.unpause_paused()
         self.cluster.wait_healthy()
+
+    def notes(self) -> dict[str, int]:
+        """For a report: how many of the broken masters are masters again (all of them: the
+        fault was a restart or a hang, not a failover)."""
+        masters = [a for a in self.nodes if a in set(self.cluster.masters())]
+        return {"masters": len(self.nodes), "masters_kept": len(masters)}
 
     def restore(self) -> None:
         """Whatever the test left broken comes back, and the cluster is whole again."""

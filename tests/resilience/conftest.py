@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.infra.cluster_faults import EveryMaster
 from tests.infra.redis_cluster import RedisClusterNodes
+from tests.infra.redis_faults import ClusterFault, OwnRedis
 from tests.infra.redis_servers import RedisServer
 from tests.infra.sentinel import SentinelTopology, start_sentinel_topology
 from tests.resilience.stack import BreakableRedis, environment_note, retained_in_cluster
@@ -45,16 +45,15 @@ def breakable_redis(request: pytest.FixtureRequest) -> Iterator[BreakableRedis]:
     left whole (every master thawed and started again) even when the test failed half way."""
     if request.param == "single":
         server: RedisServer = request.getfixturevalue("fresh_redis")
-        yield BreakableRedis("single", server.url, server.kill, server.start, server.pause, server.unpause)
+        yield BreakableRedis("single", OwnRedis(server))
         return
     cluster: RedisClusterNodes = request.getfixturevalue("redis_cluster")
     cluster.flush()
-    masters = EveryMaster(cluster)
+    masters = ClusterFault.every_master(cluster)
     try:
-        yield BreakableRedis("cluster", cluster.url, masters.kill, masters.start, masters.pause,
-                             masters.unpause, lambda: retained_in_cluster(cluster), masters.notes)
+        yield BreakableRedis("cluster", masters, lambda: retained_in_cluster(cluster))
     finally:
-        masters.heal()
+        masters.restore()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -10,7 +10,6 @@ import asyncio
 import collections
 import os
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from tests.infra.cache_service_runner import CacheServiceProcess
 from tests.infra.eventually import eventually
 from tests.infra.ledger import Ledger, Verdict, Write, entity_key, percentile, stream_of
 from tests.infra.redis_cluster import RedisClusterNodes
+from tests.infra.redis_faults import RedisFault
 from tests.infra.tokens import make_token
 from tests.resilience.publisher import EXCHANGE, Publisher, grpc_target
 from tests.resilience.wsclient import LedgerClient, SubSpec, settle
@@ -360,19 +360,18 @@ async def running_stack(redis_url: str, replicas: int = 1, bridge_args: list[str
 class BreakableRedis:
     """The Redis a fault scenario runs on and breaks (the ``breakable_redis`` fixture): a single
     Redis of the test's own, or the session's Redis Cluster, whose "Redis" is every master at
-    once (tests/infra/cluster_faults.py: killed or paused together, so no replica is promoted
-    and each comes back as the master of its slots; a single master's failover is C1)."""
+    once (tests/infra/redis_faults.py, ``ClusterFault.every_master``: killed or paused
+    together, so no replica is promoted and each comes back as the master of its slots; a
+    single master's failover is C1)."""
 
     topology: str                    # "single" or "cluster"
-    url: str
-    kill: Callable[[], None]         # SIGKILL
-    start: Callable[[], None]        # start again after kill; returns once Redis serves again
-    pause: Callable[[], None]        # freeze: a hang, not a refusal
-    unpause: Callable[[], None]
+    fault: RedisFault                # kill (SIGKILL), start, pause (a hang), unpause, notes
     # what Redis holds (running_stack's ``retained``): None reads the single Redis at ``url``
     retained: Callable[[], dict[str, set[str]]] | None = None
-    # facts for the report (on a cluster: whether the same masters came back)
-    notes: Callable[[], dict[str, Any]] = dict
+
+    @property
+    def url(self) -> str:
+        return self.fault.url
 
     def named(self, scenario: str) -> str:
         """The report's name of ``scenario`` on this topology."""

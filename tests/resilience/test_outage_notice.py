@@ -102,17 +102,17 @@ async def run_outage(stack: Stack, fault: Callable[[], Awaitable[None]],
 async def test_redis_killed_and_left_down(breakable_redis: BreakableRedis, report: Report) -> None:
     redis = breakable_redis
     async with running_stack(redis.url, retained=redis.retained) as stack:
-        await run_outage(stack, lambda: asyncio.to_thread(redis.kill),
-                         lambda: asyncio.to_thread(redis.start), redis.named("9a redis down 15 s"), report,
-                         redis.notes)
+        await run_outage(stack, lambda: asyncio.to_thread(redis.fault.kill),
+                         lambda: asyncio.to_thread(redis.fault.start), redis.named("9a redis down 15 s"), report,
+                         redis.fault.notes)
 
 
 async def test_redis_hung(breakable_redis: BreakableRedis, report: Report) -> None:
     redis = breakable_redis
     async with running_stack(redis.url, retained=redis.retained) as stack:
-        await run_outage(stack, lambda: asyncio.to_thread(redis.pause),
-                         lambda: asyncio.to_thread(redis.unpause), redis.named("9b redis hung 15 s"), report,
-                         redis.notes)
+        await run_outage(stack, lambda: asyncio.to_thread(redis.fault.pause),
+                         lambda: asyncio.to_thread(redis.fault.unpause), redis.named("9b redis hung 15 s"), report,
+                         redis.fault.notes)
 
 
 async def test_sentinel_with_every_redis_node_down(sentinel_topology: SentinelTopology,

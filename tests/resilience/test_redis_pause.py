@@ -51,7 +51,7 @@ async def test_redis_paused_longer_than_the_deadline(
         stack.publisher.start()
         await stack.publisher.wait_acked(60)
         fault_at = time.monotonic()
-        await asyncio.to_thread(redis.pause)
+        await asyncio.to_thread(redis.fault.pause)
         try:
             started = time.monotonic()
             reply = await alice.request("get_ticker", {"exchange": EXCHANGE, "symbol": "BTC/USDT"})
@@ -60,14 +60,14 @@ async def test_redis_paused_longer_than_the_deadline(
             long_code, long_elapsed = await _direct_unary(stack.caches[0].target, timeout=30.0)
             await wait_for(lambda: stack.bridge.readyz() == 503, 20.0, "bridge /readyz 503")
         finally:
-            await asyncio.to_thread(redis.unpause)
+            await asyncio.to_thread(redis.fault.unpause)
         repaired_at = time.monotonic()
         await wait_for(lambda: stack.bridge.readyz() == 200, 20.0, "bridge /readyz 200 again")
         await stack.publisher.wait_acked(150)
         await stack.finish()
         measures = stack.measures(fault_at, repaired_at)
         measures.update(bridge_unary_fail_s=round(bridge_elapsed, 2),
-                        direct_unary_fail_s=round(long_elapsed, 2), **redis.notes())
+                        direct_unary_fail_s=round(long_elapsed, 2), **redis.fault.notes())
         report(redis.named("2 redis pause"), measures)
 
     assert reply["success"] is False and reply["error"]["code"] in ("UNAVAILABLE", "TIMEOUT"), reply
