@@ -17,7 +17,7 @@ from tests.infra.redis_cluster import RedisClusterNodes
 from tests.infra.redis_faults import ClusterFault, OwnRedis
 from tests.infra.redis_servers import RedisServer
 from tests.infra.sentinel import SentinelTopology, start_sentinel_topology
-from tests.resilience.stack import BreakableRedis, environment_note, retained_in_cluster
+from tests.resilience.stack import BreakableRedis, environment_note
 
 RESULTS: dict[str, dict[str, Any]] = {}
 
@@ -51,7 +51,7 @@ def breakable_redis(request: pytest.FixtureRequest) -> Iterator[BreakableRedis]:
     cluster.flush()
     masters = ClusterFault.every_master(cluster)
     try:
-        yield BreakableRedis("cluster", masters, lambda: retained_in_cluster(cluster))
+        yield BreakableRedis("cluster", masters, cluster.client)
     finally:
         masters.restore()
 

@@ -25,7 +25,6 @@ from tests.infra.bridge_runner import BridgeProcess, http_get
 from tests.infra.cache_service_runner import CacheServiceProcess
 from tests.infra.eventually import eventually
 from tests.infra.ledger import Ledger, Verdict, Write, entity_key, percentile, stream_of
-from tests.infra.redis_cluster import RedisClusterNodes
 from tests.infra.redis_faults import RedisFault
 from tests.infra.tokens import make_token
 from tests.resilience.publisher import EXCHANGE, Publisher, grpc_target
@@ -146,15 +145,6 @@ async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> 
                      ignore=(OSError,))
 
 
-def retained_seqs(address: Address) -> dict[str, set[str]]:
-    """Every seq the Redis at ``address`` still holds, per ledger stream (see ``retained_in``)."""
-    client = redis.Redis(*address, socket_timeout=10, socket_connect_timeout=5)
-    try:
-        return retained_in(client)
-    finally:
-        client.close()
-
-
 def retained_in(client: redis.Redis | redis.RedisCluster) -> dict[str, set[str]]:
     """Every seq Redis still holds, per ledger stream (what can be delivered); for the trade
     stream, the trade ids it holds (trades are known by id: tests/infra/ledger.py)."""
@@ -165,15 +155,6 @@ def retained_in(client: redis.Redis | redis.RedisCluster) -> dict[str, set[str]]
     held[stream_of("trades", EXCHANGE)] = {entity_key("trades", {"symbol": t.symbol, "trade_id": t.trade_id})
                                             for t in trades}
     return held
-
-
-def retained_in_cluster(cluster: RedisClusterNodes) -> dict[str, set[str]]:
-    """:func:`retained_in` of a Redis Cluster, through a client of its own."""
-    client = cluster.client()
-    try:
-        return retained_in(client)
-    finally:
-        client.close()
 
 
 def replayed_events(ledger: Ledger) -> int:
@@ -207,10 +188,18 @@ class Stack:
     bridge: BridgeNode
     publisher: Publisher
     primary: Callable[[], Address]
-    # every seq Redis holds now, per ledger stream (default: read from ``primary()``)
-    retained: Callable[[], dict[str, set[str]]]
+    # a client of the Redis that holds the data now (default: of ``primary()``; a cluster's)
+    store: Callable[[], redis.Redis | redis.RedisCluster]
     clients: list[LedgerClient] = field(default_factory=list)
     lost_in_redis: list[Write] = field(default_factory=list)
+
+    def retained(self) -> dict[str, set[str]]:
+        """Every seq Redis holds now, per ledger stream (:func:`retained_in`)."""
+        client = self.store()
+        try:
+            return retained_in(client)
+        finally:
+            client.close()
 
     def logs(self) -> str:
         parts = ["--- bridge\n" + "\n".join(t.text() for t in self.bridge.logs)]
@@ -319,12 +308,13 @@ class Stack:
 async def running_stack(redis_url: str, replicas: int = 1, bridge_args: list[str] | None = None,
                         rate: float = 40.0,
                         primary: Callable[[], Address] | None = None,
-                        retained: Callable[[], dict[str, set[str]]] | None = None) -> AsyncIterator[Stack]:
+                        store: Callable[[], redis.Redis | redis.RedisCluster] | None = None,
+                        ) -> AsyncIterator[Stack]:
     """Start cache_service replica(s) and a bridge as processes, a publisher; stop all on exit.
 
     ``primary`` says where Redis is now (a Sentinel topology's primary); default: the URL's.
-    ``retained`` reads what Redis holds (a cluster's streams are on several nodes); default:
-    from ``primary()``.
+    ``store`` opens a client of what Redis holds (a cluster's data is on several nodes: its
+    ``RedisClusterNodes.client``); default: a client of ``primary()``.
     """
     caches = [CacheReplica(redis_url) for _ in range(replicas)]
     started: list[Any] = []
@@ -344,7 +334,8 @@ async def running_stack(redis_url: str, replicas: int = 1, bridge_args: list[str
         publisher = Publisher(ledger, targets, rate)
         parts = urlsplit(redis_url)
         where = primary or (lambda: (parts.hostname or "127.0.0.1", parts.port or 6379))
-        stack = Stack(ledger, caches, bridge, publisher, where, retained or (lambda: retained_seqs(where())))
+        stack = Stack(ledger, caches, bridge, publisher, where,
+                      store or (lambda: redis.Redis(*where(), socket_timeout=10, socket_connect_timeout=5)))
         yield stack
     finally:
         if stack is not None:
@@ -366,8 +357,8 @@ class BreakableRedis:
 
     topology: str                    # "single" or "cluster"
     fault: RedisFault                # kill (SIGKILL), start, pause (a hang), unpause, notes
-    # what Redis holds (running_stack's ``retained``): None reads the single Redis at ``url``
-    retained: Callable[[], dict[str, set[str]]] | None = None
+    # a client of what Redis holds (running_stack's ``store``): None, of the single Redis at ``url``
+    store: Callable[[], redis.Redis | redis.RedisCluster] | None = None
 
     @property
     def url(self) -> str:

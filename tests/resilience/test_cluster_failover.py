@@ -42,7 +42,7 @@ from tests.infra.cache_calls import serving
 from tests.infra.eventually import eventually
 from tests.infra.redis_cluster import RedisClusterNodes
 from tests.resilience.publisher import EXCHANGE
-from tests.resilience.stack import retained_in_cluster, running_stack
+from tests.resilience.stack import running_stack
 from tests.resilience.test_failover_durability import finish_strict
 from tests.resilience.test_process_restarts import statuses_are_interrupted_then_resumed
 
@@ -55,7 +55,7 @@ FAULTS = ("SIGKILL", "pause")
 async def test_a_master_killed_under_load_loses_no_acknowledged_write_and_every_stream_resumes(
         redis_cluster: RedisClusterNodes, fault: str, report: Callable[[str, dict[str, Any]], None]) -> None:
     await asyncio.to_thread(redis_cluster.flush)
-    async with running_stack(redis_cluster.url, rate=60.0, retained=lambda: retained_in_cluster(redis_cluster)) as stack:
+    async with running_stack(redis_cluster.url, rate=60.0, store=redis_cluster.client) as stack:
         await stack.add_standard_clients()
         stack.publisher.start()
         await stack.publisher.wait_acked(100)

@@ -1,5 +1,7 @@
 """Scenarios M1-M3: trades and order books through a Redis restart, a Sentinel failover and a
-cache service restart (issue 14, "the ledger-based resilience scenarios, extended").
+cache service restart (issue 14, "the ledger-based resilience scenarios, extended"). M1 and M3
+run on a single Redis and on the Redis Cluster too (``breakable_redis``: SPEC §9.4, §9 holds
+on a cluster; a cluster master's failover under load is C1, tests/resilience/test_cluster_failover.py).
 
 The faults, fixtures and stack are those of scenarios 1, 3 and 4; the publishers are the market
 ones (tests/resilience/market.py): trades streamed with ``PublishTrades``, each call's trades
@@ -27,17 +29,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-import redis
 
 from cache_service.trade_store import trade_stream
 from marketbridge.api.v1 import cache_pb2 as pb
 
 from tests.infra.ledger import percentile
-from tests.infra.redis_servers import RedisServer
 from tests.infra.sentinel import SentinelTopology
 from tests.resilience.market import SYMBOLS, BookComparison, MarketFeed, compare_books
 from tests.resilience.publisher import EXCHANGE
-from tests.resilience.stack import Stack, running_stack
+from tests.resilience.stack import BreakableRedis, Stack, running_stack
 from tests.resilience.test_process_restarts import statuses_are_interrupted_then_resumed
 from tests.resilience.wsclient import SubSpec
 
@@ -97,7 +97,7 @@ async def trade_copies(stack: Stack, feed: MarketFeed) -> dict[str, dict[str, in
     """Per symbol: trade entries Redis holds, distinct trade ids among them, and trades the 1m
     candles counted (a trade stored twice, after a retry, is counted twice by the candles)."""
     def stored() -> dict[str, list[str]]:
-        client = redis.Redis(*stack.primary(), socket_timeout=10, socket_connect_timeout=5)
+        client = stack.store()
         try:
             out: dict[str, list[str]] = {s: [] for s in SYMBOLS}
             for _, fields in client.xrange(trade_stream(EXCHANGE)):
@@ -163,14 +163,17 @@ def market_measures(stack: Stack, feed: MarketFeed, verdicts: list[Any], after_f
     }
 
 
-async def test_market_data_through_a_redis_restart(fresh_redis: RedisServer, report: Report) -> None:
+async def test_market_data_through_a_redis_restart(breakable_redis: BreakableRedis, report: Report) -> None:
+    """On the cluster, "Redis" is every master at once (``breakable_redis``)."""
+    redis = breakable_redis
+
     async def fault() -> float:
-        await asyncio.to_thread(fresh_redis.kill)
-        await asyncio.to_thread(fresh_redis.start)
+        await asyncio.to_thread(redis.fault.kill)
+        await asyncio.to_thread(redis.fault.start)
         return time.monotonic()
 
-    async with running_stack(fresh_redis.url) as stack:
-        await run_market_scenario(stack, "M1 market data, redis kill+restart", fault, report)
+    async with running_stack(redis.url, store=redis.store) as stack:
+        await run_market_scenario(stack, redis.named("M1 market data, redis kill+restart"), fault, report)
 
 
 async def test_market_data_through_a_sentinel_failover(sentinel_topology: SentinelTopology,
@@ -188,12 +191,15 @@ async def test_market_data_through_a_sentinel_failover(sentinel_topology: Sentin
         await run_market_scenario(stack, "M2 market data, sentinel failover", fault, report)
 
 
-async def test_market_data_through_a_cache_service_restart(fresh_redis: RedisServer, report: Report) -> None:
-    async with running_stack(fresh_redis.url) as stack:
+async def test_market_data_through_a_cache_service_restart(breakable_redis: BreakableRedis,
+                                                            report: Report) -> None:
+    redis = breakable_redis
+    async with running_stack(redis.url, store=redis.store) as stack:
         async def fault() -> float:
             await asyncio.to_thread(stack.caches[0].restart)
             return time.monotonic()
 
-        measures = await run_market_scenario(stack, "M3 market data, cache_service kill+restart", fault, report)
+        measures = await run_market_scenario(stack, redis.named("M3 market data, cache_service kill+restart"),
+                                             fault, report)
         statuses_are_interrupted_then_resumed(stack.ledger)
         assert measures["stream_statuses"] > 0, "the bridge's upstream streams should have been interrupted"

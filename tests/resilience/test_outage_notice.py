@@ -101,7 +101,7 @@ async def run_outage(stack: Stack, fault: Callable[[], Awaitable[None]],
 
 async def test_redis_killed_and_left_down(breakable_redis: BreakableRedis, report: Report) -> None:
     redis = breakable_redis
-    async with running_stack(redis.url, retained=redis.retained) as stack:
+    async with running_stack(redis.url, store=redis.store) as stack:
         await run_outage(stack, lambda: asyncio.to_thread(redis.fault.kill),
                          lambda: asyncio.to_thread(redis.fault.start), redis.named("9a redis down 15 s"), report,
                          redis.fault.notes)
@@ -109,7 +109,7 @@ async def test_redis_killed_and_left_down(breakable_redis: BreakableRedis, repor
 
 async def test_redis_hung(breakable_redis: BreakableRedis, report: Report) -> None:
     redis = breakable_redis
-    async with running_stack(redis.url, retained=redis.retained) as stack:
+    async with running_stack(redis.url, store=redis.store) as stack:
         await run_outage(stack, lambda: asyncio.to_thread(redis.fault.pause),
                          lambda: asyncio.to_thread(redis.fault.unpause), redis.named("9b redis hung 15 s"), report,
                          redis.fault.notes)
@@ -138,7 +138,7 @@ async def test_sentinel_with_every_redis_node_down(sentinel_topology: SentinelTo
 
 async def test_cache_service_down(breakable_redis: BreakableRedis, report: Report) -> None:
     redis = breakable_redis
-    async with running_stack(redis.url, retained=redis.retained) as stack:
+    async with running_stack(redis.url, store=redis.store) as stack:
         cache = stack.caches[0]
         await run_outage(stack, lambda: asyncio.to_thread(cache.kill),
                          lambda: asyncio.to_thread(cache.start), redis.named("9d cache service down 15 s"),

@@ -40,7 +40,7 @@ def statuses_are_interrupted_then_resumed(ledger: Ledger) -> None:
 
 async def test_cache_service_killed_and_restarted(breakable_redis: BreakableRedis, report: Report) -> None:
     redis = breakable_redis
-    async with running_stack(redis.url, retained=redis.retained) as stack:
+    async with running_stack(redis.url, store=redis.store) as stack:
         await stack.add_standard_clients()
         stack.publisher.start()
         await stack.publisher.wait_acked(60)

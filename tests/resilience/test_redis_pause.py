@@ -45,7 +45,7 @@ async def test_redis_paused_longer_than_the_deadline(
         breakable_redis: BreakableRedis, report: Callable[[str, dict[str, Any]], None]) -> None:
     redis = breakable_redis
     bridge_args = ["--grpc-deadline", str(BRIDGE_DEADLINE_S)]
-    async with running_stack(redis.url, bridge_args=bridge_args, retained=redis.retained) as stack:
+    async with running_stack(redis.url, bridge_args=bridge_args, store=redis.store) as stack:
         await stack.add_standard_clients()
         alice = stack.clients[0]
         stack.publisher.start()

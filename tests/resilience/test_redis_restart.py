@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.resilience, pytest.mark.timeout(180)]
 async def test_redis_killed_and_restarted_mid_stream(
         breakable_redis: BreakableRedis, report: Callable[[str, dict[str, Any]], None]) -> None:
     redis = breakable_redis
-    async with running_stack(redis.url, retained=redis.retained) as stack:
+    async with running_stack(redis.url, store=redis.store) as stack:
         await stack.add_standard_clients()
         stack.publisher.start()
         await stack.publisher.wait_acked(60)

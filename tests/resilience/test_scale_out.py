@@ -33,7 +33,7 @@ import pytest
 from tests.infra.bridge_runner import http_get
 from tests.infra.redis_cluster import RedisClusterNodes
 from tests.resilience.publisher import EXCHANGE, USERS, grpc_target
-from tests.resilience.stack import READY_TIMEOUT_S, BridgeNode, Stack, retained_in_cluster, running_stack, wait_for
+from tests.resilience.stack import READY_TIMEOUT_S, BridgeNode, Stack, running_stack, wait_for
 from tests.resilience.test_process_restarts import statuses_are_interrupted_then_resumed
 from tests.resilience.wsclient import LedgerClient, SubSpec
 
@@ -110,7 +110,7 @@ async def test_one_bridge_then_one_cache_service_killed_under_load_every_client_
         redis_cluster: RedisClusterNodes, report: Callable[[str, dict[str, Any]], None]) -> None:
     await asyncio.to_thread(redis_cluster.flush)
     async with running_stack(redis_cluster.url, replicas=2, rate=RATE, bridge_args=BRIDGE_ARGS[2:],
-                             retained=lambda: retained_in_cluster(redis_cluster)) as stack:
+                             store=redis_cluster.client) as stack:
         second = BridgeNode(grpc_target([c.target for c in stack.caches]), BRIDGE_ARGS)
         await asyncio.to_thread(second.start)
         try:
