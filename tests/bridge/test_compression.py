@@ -21,6 +21,8 @@ from tests.infra.bridge_runner import running_bridge
 from tests.infra.tokens import make_token
 
 ALICE = make_token("alice")
+
+pytestmark = pytest.mark.cluster_too  # SPEC §9.3 compression hold on a cluster too (SPEC §9.4)
 PAYLOADS = st.lists(st.text(max_size=20) | st.sampled_from(
     ["", "x" * 125, "x" * 126, "é" * 40000, '{"type":"update"}' * 500, "x" * 65536]), max_size=4)
 

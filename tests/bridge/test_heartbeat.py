@@ -13,6 +13,8 @@ from tests.infra.tokens import make_token
 
 ALICE = make_token("alice")
 
+pytestmark = pytest.mark.cluster_too  # SPEC §9.3 heartbeats hold on a cluster too (SPEC §9.4)
+
 
 def test_heartbeat_s_is_an_integer_from_1_to_60() -> None:
     assert parse_heartbeat_s(None) is None and parse_heartbeat_s("") is None

@@ -13,6 +13,8 @@ from tests.bridge.client import client
 from tests.infra.bridge_runner import running_bridge
 from tests.infra.tokens import make_token
 
+pytestmark = pytest.mark.cluster_too  # SPEC §9.3 token lifecycle holds on a cluster too (SPEC §9.4)
+
 
 def test_the_clock_warns_then_expires_and_a_refresh_moves_it() -> None:
     life = TokenLife(expires_at=100.0, warning_s=30.0)

@@ -36,6 +36,8 @@ from tests.infra.cache_service_runner import CacheServiceProcess, running_cache_
 from tests.infra.tokens import make_token
 
 ALICE = make_token("alice")
+
+pytestmark = pytest.mark.cluster_too  # SPEC §9.5 lag and stalls hold on a cluster too (SPEC §9.4)
 STALL_S = 1.5          # --upstream-stall-s in these tests
 SLACK_S = 2.5          # scheduling on a busy 2-core machine
 HEARTBEAT_S = 0.25

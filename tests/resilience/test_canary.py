@@ -18,10 +18,9 @@ import pytest
 from tests.infra.bridge_runner import BridgeProcess, http_get
 from tests.infra.cache_service_runner import CacheServiceProcess
 from tests.infra.eventually import eventually
-from tests.infra.redis_servers import RedisServer
 from tests.resilience.stack import metric_sum
 
-pytestmark = [pytest.mark.resilience, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.resilience, pytest.mark.timeout(120), pytest.mark.cluster_too]  # §9.6 on a cluster too
 
 CANARY_S = 0.5
 STALE_S = 3 * CANARY_S
@@ -37,8 +36,8 @@ def metrics(bridge: BridgeProcess) -> str:
     return http_get(f"http://127.0.0.1:{bridge.port}/metrics", timeout=2.0)[1]
 
 
-async def test_a_sigstopped_cache_service_turns_readiness_503_then_200(fresh_redis: RedisServer) -> None:
-    cache = CacheServiceProcess(fresh_redis.url, extra_args=["--canary-s", str(CANARY_S)])
+async def test_a_sigstopped_cache_service_turns_readiness_503_then_200(redis_url: str) -> None:
+    cache = CacheServiceProcess(redis_url, extra_args=["--canary-s", str(CANARY_S)])
     cache.start()
     bridge = BridgeProcess(cache.target, extra_args=["--canary-s", str(CANARY_S), "--auth", "none"])
     try:
