@@ -26,7 +26,7 @@ from tests.infra.certs import make_tls_files
 from tests.infra.eventually import eventually
 from tests.infra.jwks_server import JwksServer
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.cluster_too]  # SPEC §9.3 JWKS on a cluster too (SPEC §9.4)
 
 
 @pytest.fixture(scope="module")

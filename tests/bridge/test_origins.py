@@ -12,6 +12,8 @@ from tests.bridge.client import client
 from tests.infra.bridge_runner import running_bridge
 from tests.infra.tokens import make_token
 
+pytestmark = pytest.mark.cluster_too  # SPEC §9.3 allowed origins on a cluster too (SPEC §9.4)
+
 ALICE = make_token("alice")
 
 

@@ -22,6 +22,8 @@ from tests.infra.cache_service_runner import health_status, running_cache_servic
 from tests.infra.certs import make_tls_files
 from devstack.ports import free_port
 
+pytestmark = pytest.mark.cluster_too  # SPEC §9.4: the server (§3: health, reflection, metrics, TLS) on a cluster too
+
 SPEC_METRICS = ("cache_grpc_requests_total", "cache_grpc_request_duration_seconds", "cache_redis_up",
                 "cache_redis_reconnects_total", "cache_stream_subscribers", "cache_events_published_total")
 

@@ -27,6 +27,8 @@ from tests.infra.cache_service_runner import InProcessCacheService, running_cach
 from tests.infra.certs import CertDir, make_pki_clients
 from tests.infra.tokens import make_token
 
+pytestmark = pytest.mark.cluster_too  # SPEC §9.4: the trust model (§3 scoping) on a cluster too
+
 TIMEOUT = 10.0
 SERVER_NAMES = ["localhost", "127.0.0.1"]
 BRIDGE, FEED = "bridge", "feed-handler"
