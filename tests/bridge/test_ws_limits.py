@@ -17,6 +17,8 @@ from tests.infra.tokens import make_token
 
 ALICE = make_token("alice")
 
+pytestmark = pytest.mark.cluster_too  # SPEC §7: floods, oversized frames and slow readers, on a cluster too (SPEC §9.4)
+
 
 async def test_max_connections_per_process(cache) -> None:
     async with running_bridge(cache.target, max_connections=2) as b:
