@@ -99,20 +99,22 @@ async def run_outage(stack: Stack, fault: Callable[[], Awaitable[None]],
     stack.assert_failures_retryable()
 
 
+async def run_redis_outage(redis: BreakableRedis, fault: Callable[[], None], repair: Callable[[], None],
+                           name: str, report: Report) -> None:
+    """A scenario whose fault is the Redis's own (``fault``, then ``repair``), on either topology."""
+    async with running_stack(redis.url, store=redis.store) as stack:
+        await run_outage(stack, lambda: asyncio.to_thread(fault), lambda: asyncio.to_thread(repair),
+                         redis.named(name), report, redis.fault.notes)
+
+
 async def test_redis_killed_and_left_down(breakable_redis: BreakableRedis, report: Report) -> None:
     redis = breakable_redis
-    async with running_stack(redis.url, store=redis.store) as stack:
-        await run_outage(stack, lambda: asyncio.to_thread(redis.fault.kill),
-                         lambda: asyncio.to_thread(redis.fault.start), redis.named("9a redis down 15 s"), report,
-                         redis.fault.notes)
+    await run_redis_outage(redis, redis.fault.kill, redis.fault.start, "9a redis down 15 s", report)
 
 
 async def test_redis_hung(breakable_redis: BreakableRedis, report: Report) -> None:
     redis = breakable_redis
-    async with running_stack(redis.url, store=redis.store) as stack:
-        await run_outage(stack, lambda: asyncio.to_thread(redis.fault.pause),
-                         lambda: asyncio.to_thread(redis.fault.unpause), redis.named("9b redis hung 15 s"), report,
-                         redis.fault.notes)
+    await run_redis_outage(redis, redis.fault.pause, redis.fault.unpause, "9b redis hung 15 s", report)
 
 
 async def test_sentinel_with_every_redis_node_down(sentinel_topology: SentinelTopology,
