@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from marketbridge.market.checksum import CHECKSUM_LEVELS, checksum
-from marketbridge.market.decimals import DecimalError, parse_decimal, parse_positive
+from marketbridge.market.decimals import DecimalError, known_decimal, parse_decimal, parse_positive
 from marketbridge.market.ladder import Ladder, Level, SideChange
 
 DEPTHS = frozenset({10, 25, 100, 500})
@@ -72,19 +72,24 @@ def parse_levels(raw: Iterable[Sequence[object]], side: str, *, delta: bool) -> 
     """
     changes: list[Change] = []
     for index, pair in enumerate(raw):
-        where = f"{side}[{index}]"
         if len(pair) != 2:
-            raise InvalidBook(f"{where} must be [price, qty], got {len(pair)} items")
+            raise InvalidBook(f"{side}[{index}] must be [price, qty], got {len(pair)} items")
         price_text, qty_text = pair
-        try:
-            price = parse_positive(price_text, f"{where} price")
-            qty = parse_decimal(qty_text, f"{where} qty")
-        except DecimalError as exc:
-            raise InvalidBook(str(exc)) from None
+        price, qty = known_decimal(price_text), known_decimal(qty_text)
+        if not price or qty is None:   # not seen before (or a zero price): check it in full
+            price, qty = _parsed_level(price_text, qty_text, f"{side}[{index}]")
         if not qty and not delta:
-            raise InvalidBook(f"{where} qty is zero; a snapshot lists only existing levels")
+            raise InvalidBook(f"{side}[{index}] qty is zero; a snapshot lists only existing levels")
         changes.append((price, (price_text, qty_text) if qty else None))  # type: ignore[arg-type]
     return changes
+
+
+def _parsed_level(price_text: object, qty_text: object, where: str) -> tuple[Decimal, Decimal]:
+    """A level's price and qty checked in full (the error names ``where``)."""
+    try:
+        return parse_positive(price_text, f"{where} price"), parse_decimal(qty_text, f"{where} qty")
+    except DecimalError as exc:
+        raise InvalidBook(str(exc)) from None
 
 
 def present(changes: Iterable[Change]) -> Iterator[tuple[Decimal, Level]]:

@@ -37,6 +37,7 @@ class SideChange:
     before: dict[Decimal, Level | None]
     rank: int
     bounds: dict[int, Decimal | None]
+    whole: tuple[Level, ...] | None = None   # the update of every cut the side fits, once known
 
 
 class Ladder:
@@ -99,9 +100,21 @@ class Ladder:
         (best first), each price once. Empty when the cut is as it was."""
         if change.rank >= depth:
             return ()
-        keys, levels = self._keys, self._levels
         old_end = change.bounds[depth]
-        new_end = keys[depth - 1] if len(keys) >= depth else None
+        new_end = self._keys[depth - 1] if len(self._keys) >= depth else None
+        if old_end is None and new_end is None:
+            # the whole side fits this cut before and after: so it does every larger cut, and
+            # they all get this one update (a book of 30 levels: depths 100 and 500 alike)
+            if change.whole is None:
+                change.whole = self._update(change, None, None)
+            return change.whole
+        return self._update(change, old_end, new_end)
+
+    def _update(self, change: SideChange, old_end: Decimal | None,
+                new_end: Decimal | None) -> tuple[Level, ...]:
+        """:meth:`cut_update` for a cut that ended at ``old_end`` and ends at ``new_end``
+        (None: past the side's last level)."""
+        levels = self._levels
         left: list[tuple[Decimal, Level]] = []
         came: list[tuple[Decimal, Level]] = []
         for key, old in change.before.items():

@@ -119,6 +119,14 @@ def test_bad_delta_is_invalid_and_changes_nothing(bids: list, asks: list, messag
     book.apply_delta([], [], sequence=11)
 
 
+def test_a_remembered_zero_is_still_refused_as_a_price() -> None:
+    book = _book()
+    book.apply_delta([["99", "0"]], [], sequence=11)   # "0" accepted (and remembered) as a qty
+    with pytest.raises(InvalidBook, match=r"bids\[0\] price must be greater than zero, got '0'"):
+        book.apply_delta([["0", "1"]], [], sequence=12)
+    assert book.sequence == 11 and not book.stale
+
+
 def test_zero_qty_in_snapshot_is_invalid() -> None:
     with pytest.raises(InvalidBook, match=r"asks\[1\] qty is zero; a snapshot lists only"):
         Book().apply_snapshot([], [["1", "1"], ["2", "0.0"]], sequence=1)

@@ -7,6 +7,7 @@ import pytest
 from marketbridge.market.decimals import (
     DecimalError,
     format_decimal,
+    known_decimal,
     parse_decimal,
     parse_positive,
 )
@@ -44,3 +45,13 @@ def test_positive_refuses_zero() -> None:
 def test_format_is_positional() -> None:
     assert format_decimal(Decimal("0.0000001")) == "0.0000001"
     assert format_decimal(Decimal("0.1") + Decimal("0.2")) == "0.3"
+
+
+def test_accepted_strings_are_remembered_and_nothing_else() -> None:
+    assert known_decimal("31337.25") is None
+    assert parse_decimal("31337.25", "price") == Decimal("31337.25")
+    assert known_decimal("31337.25") == Decimal("31337.25")
+    with pytest.raises(DecimalError):
+        parse_decimal("-31337.5", "price")
+    assert known_decimal("-31337.5") is None          # a refused string is never remembered
+    assert known_decimal(["1"]) is None and known_decimal(1) is None   # not a string: not looked up
