@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import struct
 import sys
@@ -268,6 +269,7 @@ class DepthClient(_LeanClient):
         self.received = 0
         self.foreign = 0
         self.last_ids: dict[str, str] = {}
+        self.check_cpu_s = 0.0   # a probe's CPU decoding and checking frames (its own cost)
 
     async def open(self, job: Any, url: str) -> None:  # type: ignore[override]
         self.conn = await LeanConnection.open(url, self.on_message, job.timeout_s)
@@ -312,7 +314,7 @@ class DepthClient(_LeanClient):
             if found:
                 self.received += found
                 return
-        now = time.time()
+        now, cpu = time.time(), time.process_time()
         frame = decode(bytes(buf[start:stop])) if opcode == OP_TEXT else None
         entries = update_entries(frame, "book_update") if frame is not None else []
         if not entries:
@@ -322,6 +324,7 @@ class DepthClient(_LeanClient):
                 self._other(frame)
             return
         self._check(entries, now)
+        self.check_cpu_s += time.process_time() - cpu
 
     def _check(self, entries: list[dict[str, Any]], now: float) -> None:
         from marketbridge.market.client_book import ChecksumMismatch
@@ -418,6 +421,7 @@ async def _worker_main(job: DepthJob, ctrl: Any, results: Any) -> None:
         "reads": sum(c.conn.reads for c in clients if c.conn),
         "frames": sum(c.conn.reader.frames for c in clients if c.conn and c.conn.reader),
         "probe_books": [p.report() for p in probes],
+        "probe_cpu_s": sum(p.check_cpu_s for p in probes),
         "foreign": sum(c.foreign for c in clients),
         "closed_early": dict(closed_early),
         "other_frames": dict(sum((c.other_frames for c in clients), Counter())),
@@ -593,6 +597,12 @@ def summarise(settings: DepthSettings, ready: list[dict[str, Any]], results: lis
     last_seen = max((r["last_seen"] for r in results), default=0.0)
     deliver_span = max(span, last_seen - published.get("started_at", last_seen))
     lost = None if holes is None else max(0, holes - int(merged or 0))
+    load = {
+        "publisher": published.get("cpu_s"),
+        "clients": round(sum(r["cpu_s"] for r in results), 2),
+        "probes": round(sum(r.get("probe_cpu_s", 0.0) for r in results), 2),
+        "clients_setup": round(sum(r["setup_cpu_s"] for r in results), 2),
+    }
     return {
         "offered_rate": settings.rate,
         "books": settings.books,
@@ -636,9 +646,24 @@ def summarise(settings: DepthSettings, ready: list[dict[str, Any]], results: lis
         "bridge_delivery_latency": histogram_quantiles(before, after,
                                                        "bridge_delivery_latency_seconds"),
         "processes": usage,
-        "load_generator_cpu_s": {
-            "publisher": published.get("cpu_s"),
-            "clients": round(sum(r["cpu_s"] for r in results), 2),
-            "clients_setup": round(sum(r["setup_cpu_s"] for r in results), 2),
-        },
+        "load_generator_cpu_s": load,
+        "cpu_budget": cpu_budget(settings.rate, published.get("accepted", 0), usage, load),
+    }
+
+
+def cpu_budget(offered: float, accepted: int, usage: dict[str, Any],
+               load: dict[str, Any]) -> dict[str, Any]:
+    """CPU per accepted delta of each part (us), and the cores the whole run would need to
+    carry the offered rate at those costs: what says whether a rate can fit this machine."""
+    spent = {name: (p or {}).get("cpu_s") for name, p in usage.items() if name != "baseline"}
+    spent["probes"] = load.get("probes")
+    spent["counting_clients"] = (None if load.get("clients") is None or load.get("probes") is None
+                                 else load["clients"] - load["probes"])
+    spent["publisher"] = load.get("publisher")
+    per_delta = {name: round(cpu * 1e6 / accepted, 1) for name, cpu in spent.items()
+                 if cpu is not None and accepted}
+    return {
+        "us_per_delta": per_delta,
+        "cores_at_offered_rate": round(sum(per_delta.values()) * offered / 1e6, 2) if per_delta else None,
+        "machine_cores": os.cpu_count(),
     }

@@ -187,6 +187,7 @@ def depth_target(points: list[dict[str, Any]]) -> dict[str, Any]:
         "final_mismatches": point["final_mismatches"],
         "p99_ms": p99,
         "delivered_per_s": point["delivered_per_s"],
+        "cpu_budget": point.get("cpu_budget"),
     }
 
 

@@ -7,6 +7,7 @@ import zlib
 import pytest
 
 from bench.config import ConfigError, parse
+from bench.depth import cpu_budget
 from bench.fanout import probe_layout
 from bench.frames import decode, ticker_updates
 from bench.latency import LatencyHistogram
@@ -307,3 +308,14 @@ def test_depth_probe_verifies_checksums_and_finds_skipped_updates() -> None:
     tally = _probe_checks(report, {"B/USDT": ["5-0", "6-0", "7-0", "8-0"]},
                           {"B/USDT": report["B/USDT"]["view"]})
     assert (tally["skipped"], tally["unexpected"], tally["failures"]) == (1, 0, 1)
+
+
+def test_depth_cpu_budget_per_delta_and_cores_needed() -> None:
+    usage = {"redis": {"cpu_s": 1.0}, "cache_service": {"cpu_s": 10.0}, "bridge": {"cpu_s": 5.0},
+             "baseline": {"cpu_s": 0.0}}
+    load = {"publisher": 0.5, "clients": 8.0, "probes": 6.0}
+    budget = cpu_budget(10000.0, 50000, usage, load)
+    assert budget["us_per_delta"] == {"redis": 20.0, "cache_service": 200.0, "bridge": 100.0,
+                                      "probes": 120.0, "counting_clients": 40.0, "publisher": 10.0}
+    assert budget["cores_at_offered_rate"] == 4.9   # 490 us per delta x 10,000 deltas/s
+    assert cpu_budget(10000.0, 0, usage, load)["cores_at_offered_rate"] is None
