@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from marketbridge.market.checksum import CHECKSUM_LEVELS, checksum
-from marketbridge.market.decimals import DecimalError, known_decimal, parse_decimal, parse_positive
+from marketbridge.market.decimals import DecimalError, valid_decimal, parse_decimal, parse_positive
 from marketbridge.market.ladder import Ladder, Level, SideChange
 
 DEPTHS = frozenset({10, 25, 100, 500})
@@ -75,8 +75,8 @@ def parse_levels(raw: Iterable[Sequence[object]], side: str, *, delta: bool) -> 
         if len(pair) != 2:
             raise InvalidBook(f"{side}[{index}] must be [price, qty], got {len(pair)} items")
         price_text, qty_text = pair
-        price, qty = known_decimal(price_text), known_decimal(qty_text)
-        if not price or qty is None:   # not seen before (or a zero price): check it in full
+        price, qty = valid_decimal(price_text), valid_decimal(qty_text)
+        if not price or qty is None:   # invalid (or a zero price): the full check says why
             price, qty = _parsed_level(price_text, qty_text, f"{side}[{index}]")
         if not qty and not delta:
             raise InvalidBook(f"{side}[{index}] qty is zero; a snapshot lists only existing levels")

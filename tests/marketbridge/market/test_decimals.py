@@ -7,7 +7,7 @@ import pytest
 from marketbridge.market.decimals import (
     DecimalError,
     format_decimal,
-    known_decimal,
+    valid_decimal,
     parse_decimal,
     parse_positive,
 )
@@ -47,11 +47,11 @@ def test_format_is_positional() -> None:
     assert format_decimal(Decimal("0.1") + Decimal("0.2")) == "0.3"
 
 
-def test_accepted_strings_are_remembered_and_nothing_else() -> None:
-    assert known_decimal("31337.25") is None
-    assert parse_decimal("31337.25", "price") == Decimal("31337.25")
-    assert known_decimal("31337.25") == Decimal("31337.25")
-    with pytest.raises(DecimalError):
-        parse_decimal("-31337.5", "price")
-    assert known_decimal("-31337.5") is None          # a refused string is never remembered
-    assert known_decimal(["1"]) is None and known_decimal(1) is None   # not a string: not looked up
+def test_valid_decimal_is_the_check_without_the_message() -> None:
+    assert valid_decimal("31337.25") == Decimal("31337.25") == parse_decimal("31337.25", "price")
+    for bad in ("-31337.5", "1e5", "", "1" * 41, ["1"], 1, 1.5, None):
+        assert valid_decimal(bad) is None
+    with pytest.raises(DecimalError, match="^price must be a plain non-negative decimal"):
+        parse_decimal("-31337.5", "price")   # refused every time: a refusal is never remembered
+    with pytest.raises(DecimalError, match="^qty must be a plain non-negative decimal"):
+        parse_decimal("-31337.5", "qty")
