@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from marketbridge.market.checksum import CHECKSUM_LEVELS, checksum
-from marketbridge.market.decimals import DecimalError, valid_decimal, parse_decimal, parse_positive
+from marketbridge.market.decimals import DecimalError, parse_decimal, parse_positive, valid_decimal
 from marketbridge.market.ladder import Ladder, Level, SideChange
 
 DEPTHS = frozenset({10, 25, 100, 500})

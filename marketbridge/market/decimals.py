@@ -50,9 +50,10 @@ def valid_decimal(text: object) -> Decimal | None:
 @functools.lru_cache(maxsize=20_000)   # at most about 5 MiB
 def _value(text: str) -> Decimal:
     """A valid string's value, remembered: a book names the same prices (and many sizes) again
-    and again, and checking and parsing each anew was a fifth of what applying an update to a
-    checked copy cost (``ClientBook``: the bridge's self-check, the probes), and part of every
-    delta's ingest. Refusals are not remembered (an exception is never cached)."""
+    and again, and remembering them makes applying an update to a checked copy (``ClientBook``:
+    the bridge's self-check, the probes) 0.9x as costly (docs/benchmarks.md, issue 14's third
+    round), and every delta's ingest a little cheaper. Refusals are not remembered (an exception
+    is never cached)."""
     if len(text) > MAX_LENGTH:
         raise DecimalError(f"is longer than {MAX_LENGTH} characters")
     if _POSITIONAL.fullmatch(text) is None:

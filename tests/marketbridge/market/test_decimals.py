@@ -7,9 +7,9 @@ import pytest
 from marketbridge.market.decimals import (
     DecimalError,
     format_decimal,
-    valid_decimal,
     parse_decimal,
     parse_positive,
+    valid_decimal,
 )
 
 
