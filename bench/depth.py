@@ -600,7 +600,7 @@ def summarise(settings: DepthSettings, ready: list[dict[str, Any]], results: lis
     load = {
         "publisher": published.get("cpu_s"),
         "clients": round(sum(r["cpu_s"] for r in results), 2),
-        "probes": round(sum(r.get("probe_cpu_s", 0.0) for r in results), 2),
+        "probes": round(sum(r["probe_cpu_s"] for r in results), 2),
         "clients_setup": round(sum(r["setup_cpu_s"] for r in results), 2),
     }
     return {
@@ -656,10 +656,8 @@ def cpu_budget(offered: float, accepted: int, usage: dict[str, Any],
     """CPU per accepted delta of each part (us), and the cores the whole run would need to
     carry the offered rate at those costs: what says whether a rate can fit this machine."""
     spent = {name: (p or {}).get("cpu_s") for name, p in usage.items() if name != "baseline"}
-    spent["probes"] = load.get("probes")
-    spent["counting_clients"] = (None if load.get("clients") is None or load.get("probes") is None
-                                 else load["clients"] - load["probes"])
-    spent["publisher"] = load.get("publisher")
+    spent.update(probes=load["probes"], counting_clients=load["clients"] - load["probes"],
+                 publisher=load["publisher"])
     per_delta = {name: round(cpu * 1e6 / accepted, 1) for name, cpu in spent.items()
                  if cpu is not None and accepted}
     return {
